@@ -1,0 +1,336 @@
+//! The daemon's configuration: serde structs with embedded defaults, loading from TOML, and the
+//! semantic checks behind `logwarden validate`.
+//!
+//! Every struct denies unknown keys and every key has a default, so an empty file (or no file)
+//! is the embedded development configuration. Loading never stops at the first problem: see
+//! [`load`] for how all of them are collected.
+
+mod load;
+mod validate;
+
+pub use load::{ConfigError, Problem, load, load_str};
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+/// Top level of `logwarden.toml`. Relative paths are relative to the working directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the WAL, Parquet segments, manifest and development certificate live.
+    pub data_dir: PathBuf,
+    /// Deadline for a clean stop after SIGTERM/SIGINT; keep it below systemd's TimeoutStopSec.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    pub log: LogConfig,
+    pub tls: TlsConfig,
+    /// TLS (or loopback-only plain TCP) listeners for syslog and JSON lines.
+    pub stream: Vec<StreamListenerConfig>,
+    /// HTTPS ingest endpoints (`POST /v1/logs`).
+    pub http: Vec<HttpListenerConfig>,
+    pub admin: AdminConfig,
+    pub batch: BatchConfig,
+    pub storage: StorageConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: default_data_dir(),
+            shutdown_timeout: Duration::from_secs(20),
+            log: LogConfig::default(),
+            tls: TlsConfig::default(),
+            stream: vec![StreamListenerConfig::default()],
+            http: vec![HttpListenerConfig::default()],
+            admin: AdminConfig::default(),
+            batch: BatchConfig::default(),
+            storage: StorageConfig::default(),
+        }
+    }
+}
+
+/// `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`) or `./logwarden-data`.
+fn default_data_dir() -> PathBuf {
+    match std::env::var_os("STATE_DIRECTORY") {
+        // systemd passes a colon-separated list when several directories are configured.
+        Some(dirs) if !dirs.is_empty() => {
+            let first = dirs.to_string_lossy().split(':').next().unwrap_or("").to_owned();
+            PathBuf::from(first)
+        }
+        _ => PathBuf::from("./logwarden-data"),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `logwarden=debug,warn`); `RUST_LOG` overrides it.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: LogFormat::Human }
+    }
+}
+
+/// The server certificate. Both unset: a development CA and certificate are generated in
+/// `data_dir/tls/` on first start.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    pub fn is_development(&self) -> bool {
+        self.cert_file.is_none() && self.key_file.is_none()
+    }
+}
+
+/// Settings every listener shares.
+///
+/// (The listener structs repeat these fields rather than `#[serde(flatten)]` them, because
+/// flatten disables `deny_unknown_fields`.)
+#[derive(Debug, Clone)]
+pub struct ListenerCommon {
+    /// Label in metrics and in the `listener` column.
+    pub name: String,
+    pub address: SocketAddr,
+    /// Plain TCP is allowed only when this is false *and* the address is loopback.
+    pub tls: bool,
+    pub max_connections: usize,
+    /// A connection with no bytes for this long is closed.
+    pub idle_timeout: Duration,
+    /// A TLS handshake not finished within this is abandoned.
+    pub handshake_timeout: Duration,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+impl ListenerCommon {
+    fn named(name: &str, address: SocketAddr) -> Self {
+        ListenerCommon {
+            name: name.into(),
+            address,
+            tls: true,
+            max_connections: default_max_connections(),
+            idle_timeout: default_idle_timeout(),
+            handshake_timeout: default_handshake_timeout(),
+        }
+    }
+}
+
+/// Syslog (RFC 5425/6587 framing, RFC 5424/3164) and JSON lines over TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    #[serde(default = "yes")]
+    pub tls: bool,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Larger frames are rejected and counted in `logwarden_frames_rejected_total`.
+    #[serde(default = "default_max_frame_bytes")]
+    pub max_frame_bytes: ByteSize,
+}
+
+fn default_max_frame_bytes() -> ByteSize {
+    ByteSize::kib(64)
+}
+
+impl Default for StreamListenerConfig {
+    fn default() -> Self {
+        let c = ListenerCommon::named("syslog", loopback(6514));
+        StreamListenerConfig {
+            name: c.name,
+            address: c.address,
+            tls: c.tls,
+            max_connections: c.max_connections,
+            idle_timeout: c.idle_timeout,
+            handshake_timeout: c.handshake_timeout,
+            max_frame_bytes: default_max_frame_bytes(),
+        }
+    }
+}
+
+impl StreamListenerConfig {
+    pub fn common(&self) -> ListenerCommon {
+        ListenerCommon {
+            name: self.name.clone(),
+            address: self.address,
+            tls: self.tls,
+            max_connections: self.max_connections,
+            idle_timeout: self.idle_timeout,
+            handshake_timeout: self.handshake_timeout,
+        }
+    }
+}
+
+/// `POST /v1/logs` with an NDJSON body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    #[serde(default = "yes")]
+    pub tls: bool,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Request bodies above this (after decompression) are answered 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: ByteSize,
+}
+
+fn default_max_body_bytes() -> ByteSize {
+    ByteSize::mib(16)
+}
+
+impl Default for HttpListenerConfig {
+    fn default() -> Self {
+        let c = ListenerCommon::named("http", loopback(8088));
+        HttpListenerConfig {
+            name: c.name,
+            address: c.address,
+            tls: c.tls,
+            max_connections: c.max_connections,
+            idle_timeout: c.idle_timeout,
+            handshake_timeout: c.handshake_timeout,
+            max_body_bytes: default_max_body_bytes(),
+        }
+    }
+}
+
+impl HttpListenerConfig {
+    pub fn common(&self) -> ListenerCommon {
+        ListenerCommon {
+            name: self.name.clone(),
+            address: self.address,
+            tls: self.tls,
+            max_connections: self.max_connections,
+            idle_timeout: self.idle_timeout,
+            handshake_timeout: self.handshake_timeout,
+        }
+    }
+}
+
+/// `/metrics`, `/healthz`, `/readyz` over plain HTTP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { address: loopback(9898) }
+    }
+}
+
+/// How arriving events are grouped before the WAL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// A batch is written when it holds this many rows...
+    pub rows: usize,
+    /// ...or when its first event has waited this long.
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    /// Decoded but not yet durable data above this makes listeners stop reading and HTTP answer 503.
+    pub max_pending_bytes: ByteSize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig { rows: 8192, linger: Duration::from_millis(50), max_pending_bytes: ByteSize::mib(256) }
+    }
+}
+
+/// WAL, Parquet segments and retention.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Durable batches are written out as a Parquet segment at least this often...
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// ...or as soon as this much Arrow data waits in memory.
+    pub flush_bytes: ByteSize,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// Segments whose newest event is older than this are deleted.
+    #[serde(with = "humantime_serde")]
+    pub retention_max_age: Option<Duration>,
+    /// Oldest segments are deleted while the segments together exceed this.
+    pub retention_max_bytes: Option<ByteSize>,
+    /// zstd level for Parquet pages (1 fastest, 22 smallest).
+    pub zstd_level: i32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            flush_interval: Duration::from_secs(60),
+            flush_bytes: ByteSize::mib(128),
+            row_group_rows: 131_072,
+            retention_max_age: Some(Duration::from_secs(30 * 24 * 3600)),
+            retention_max_bytes: None,
+            zstd_level: 3,
+        }
+    }
+}
+
+impl Config {
+    pub fn wal_dir(&self) -> PathBuf {
+        self.data_dir.join("wal")
+    }
+    pub fn segments_dir(&self) -> PathBuf {
+        self.data_dir.join("segments")
+    }
+    pub fn dev_tls_dir(&self) -> PathBuf {
+        self.data_dir.join("tls")
+    }
+    /// Where the daemon writes the addresses it actually bound (useful with port 0).
+    pub fn listeners_file(&self) -> PathBuf {
+        self.data_dir.join("listeners.json")
+    }
+}

@@ -1,0 +1,146 @@
+//! Semantic checks that types alone cannot express: plain TCP off loopback, clashing listener
+//! names or addresses, certificate files that are missing or unreadable, zero-sized limits.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use super::{Config, Problem};
+
+impl Config {
+    /// Every semantic problem, each with its key path. Empty means the config can run.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut names: HashMap<String, String> = HashMap::new();
+        let mut addrs: HashMap<SocketAddr, String> = HashMap::new();
+
+        let listeners = self
+            .stream
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("stream[{i}]"), l.common()))
+            .chain(self.http.iter().enumerate().map(|(i, l)| (format!("http[{i}]"), l.common())));
+        for (key, l) in listeners {
+            if l.name.is_empty() || !l.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) {
+                out.push(Problem::new(
+                    format!("{key}.name"),
+                    "must be non-empty and use only letters, digits, '-' and '_' (it is a metric label)",
+                ));
+            }
+            if let Some(other) = names.insert(l.name.clone(), key.clone()) {
+                out.push(Problem::new(
+                    format!("{key}.name"),
+                    format!("\"{}\" is already the name of {other}", l.name),
+                ));
+            }
+            if l.address.port() != 0
+                && let Some(other) = addrs.insert(l.address, key.clone())
+            {
+                out.push(Problem::new(
+                    format!("{key}.address"),
+                    format!("{} is already used by {other}", l.address),
+                ));
+            }
+            if !l.tls && !l.address.ip().is_loopback() {
+                out.push(Problem::new(
+                    format!("{key}.tls"),
+                    format!(
+                        "plain TCP is only allowed on a loopback address, not {}; set tls = true or bind 127.0.0.1",
+                        l.address
+                    ),
+                ));
+            }
+            if l.max_connections == 0 {
+                out.push(Problem::new(format!("{key}.max_connections"), "must be at least 1"));
+            }
+            if l.handshake_timeout.is_zero() {
+                out.push(Problem::new(format!("{key}.handshake_timeout"), "must be greater than 0"));
+            }
+            if l.idle_timeout.is_zero() {
+                out.push(Problem::new(format!("{key}.idle_timeout"), "must be greater than 0"));
+            }
+        }
+        for (i, l) in self.stream.iter().enumerate() {
+            if l.max_frame_bytes.as_u64() < 64 || l.max_frame_bytes.as_u64() > 64 << 20 {
+                out.push(Problem::new(
+                    format!("stream[{i}].max_frame_bytes"),
+                    "must be between 64 B and 64 MiB",
+                ));
+            }
+        }
+        for (i, l) in self.http.iter().enumerate() {
+            if l.max_body_bytes.as_u64() == 0 {
+                out.push(Problem::new(format!("http[{i}].max_body_bytes"), "must be greater than 0"));
+            }
+        }
+        if self.admin.address.port() != 0
+            && let Some(other) = addrs.get(&self.admin.address)
+        {
+            out.push(Problem::new(
+                "admin.address",
+                format!("{} is already used by {other}", self.admin.address),
+            ));
+        }
+
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) => {
+                out.push(Problem::new("tls.key_file", "is required when tls.cert_file is set"))
+            }
+            (None, Some(_)) => {
+                out.push(Problem::new("tls.cert_file", "is required when tls.key_file is set"))
+            }
+            (Some(cert), Some(key)) => {
+                check_pem(&mut out, "tls.cert_file", cert, "CERTIFICATE");
+                check_pem(&mut out, "tls.key_file", key, "PRIVATE KEY");
+            }
+            (None, None) => {}
+        }
+        if self.batch.rows == 0 {
+            out.push(Problem::new("batch.rows", "must be at least 1"));
+        }
+        if self.batch.linger.is_zero() {
+            out.push(Problem::new("batch.linger", "must be greater than 0"));
+        }
+        if self.batch.max_pending_bytes.as_u64() < 1 << 20 {
+            out.push(Problem::new("batch.max_pending_bytes", "must be at least 1 MiB"));
+        }
+        if self.storage.flush_interval.is_zero() {
+            out.push(Problem::new("storage.flush_interval", "must be greater than 0"));
+        }
+        if self.storage.row_group_rows < 1024 {
+            out.push(Problem::new("storage.row_group_rows", "must be at least 1024"));
+        }
+        if !(1..=22).contains(&self.storage.zstd_level) {
+            out.push(Problem::new("storage.zstd_level", "must be between 1 and 22"));
+        }
+        if matches!(self.storage.retention_max_age, Some(d) if d.is_zero()) {
+            out.push(Problem::new(
+                "storage.retention_max_age",
+                "must be greater than 0 (omit it to keep data forever)",
+            ));
+        }
+        if self.shutdown_timeout.is_zero() {
+            out.push(Problem::new("shutdown_timeout", "must be greater than 0"));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            out.push(Problem::new("data_dir", "must not be empty"));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            out.push(Problem::new("log.level", format!("is not a valid filter: {e}")));
+        }
+        out
+    }
+}
+
+/// The file must exist, be readable and hold at least one PEM block whose label contains `label`.
+fn check_pem(out: &mut Vec<Problem>, key: &str, path: &Path, label: &str) {
+    match std::fs::read_to_string(path) {
+        Err(e) => out.push(Problem::new(key, format!("cannot read {}: {e}", path.display()))),
+        Ok(text) => {
+            let found = text.lines().any(|l| l.starts_with("-----BEGIN ") && l.contains(label));
+            if !found {
+                out.push(Problem::new(key, format!("{} holds no PEM {label}", path.display())));
+            }
+        }
+    }
+}
