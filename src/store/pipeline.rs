@@ -1,0 +1,438 @@
+//! The write path: listeners hand finished batches to an [`Appender`]; a batcher task groups
+//! them into batches of `batch.rows` or `batch.linger`; the WAL thread appends each group and
+//! fsyncs once (group commit), publishes the batches to queries and acknowledges them; the flush
+//! thread writes full WAL generations out as Parquet segments and applies retention.
+//!
+//! Memory is bounded by a byte budget: an appender waits for budget (stream listeners, which
+//! turns into TCP backpressure) or fails fast (HTTP, which answers 503). Budget is returned when
+//! the batch is durable. The flush queue holds one generation, so a slow disk stalls the WAL
+//! thread, then the batcher, then the listeners: nothing is dropped.
+
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
+use prometheus::IntGauge;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use super::segment::{self, SegmentOptions};
+use super::wal::{self, WalWriter};
+use super::{MemBatch, Store, StoreError, retention};
+use crate::batch;
+
+/// Budget unit: permits count KiB, so a u32 of permits covers any sane budget.
+const UNIT: usize = 1024;
+
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    pub batch_rows: usize,
+    pub batch_linger: Duration,
+    pub max_pending_bytes: usize,
+    pub flush_interval: Duration,
+    pub flush_bytes: usize,
+    pub row_group_rows: usize,
+    pub zstd_level: i32,
+    pub retention_max_age: Option<Duration>,
+    pub retention_max_bytes: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("storage is saturated; retry later")]
+    Saturated,
+    #[error("the storage pipeline has stopped")]
+    Closed,
+}
+
+type Ack = oneshot::Sender<Result<(), Arc<StoreError>>>;
+
+struct Submission {
+    batch: RecordBatch,
+    ack: Option<Ack>,
+    reserved: Reserved,
+}
+
+/// A batch's share of the memory budget, held until the batch is durable; it keeps
+/// `logwarden_pending_bytes` in step as it is taken and released.
+struct Reserved {
+    _permit: OwnedSemaphorePermit,
+    gauge: Option<IntGauge>,
+    bytes: i64,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if let Some(g) = &self.gauge {
+            g.sub(self.bytes);
+        }
+    }
+}
+
+/// Hands batches to the pipeline. Clone one per connection.
+#[derive(Clone)]
+pub struct Appender {
+    tx: mpsc::Sender<Submission>,
+    budget: Arc<Semaphore>,
+    max_permits: u32,
+    store: Store,
+}
+
+/// Resolves when the batch is in the WAL and fsynced.
+pub struct Durable(oneshot::Receiver<Result<(), Arc<StoreError>>>);
+
+impl Durable {
+    pub async fn wait(self) -> Result<(), Arc<StoreError>> {
+        self.0.await.unwrap_or_else(|_| Err(Arc::new(StoreError::Stopped)))
+    }
+}
+
+impl Appender {
+    fn permits(&self, batch: &RecordBatch) -> u32 {
+        let kib = batch.get_array_memory_size() / UNIT + 1;
+        (kib.min(u32::MAX as usize) as u32).min(self.max_permits)
+    }
+
+    fn reserve(&self, permit: OwnedSemaphorePermit) -> Reserved {
+        let bytes = (permit.num_permits() * UNIT) as i64;
+        let gauge = self.store.metrics().map(|m| m.pending_bytes.clone());
+        if let Some(g) = &gauge {
+            g.add(bytes);
+        }
+        Reserved { _permit: permit, gauge, bytes }
+    }
+
+    /// Queue a batch, waiting while the pipeline is over its memory budget.
+    pub async fn append(&self, batch: RecordBatch) -> Result<(), AppendError> {
+        let n = self.permits(&batch);
+        let permit = self.budget.clone().acquire_many_owned(n).await.map_err(|_| AppendError::Closed)?;
+        let reserved = self.reserve(permit);
+        self.tx.send(Submission { batch, ack: None, reserved }).await.map_err(|_| AppendError::Closed)
+    }
+
+    /// Queue a batch and get a handle that resolves once it is durable; fails at once with
+    /// `Saturated` when the pipeline is over its memory budget or its queue is full.
+    pub fn try_append_durable(&self, batch: RecordBatch) -> Result<Durable, AppendError> {
+        let n = self.permits(&batch);
+        let permit = self.budget.clone().try_acquire_many_owned(n).map_err(|e| match e {
+            tokio::sync::TryAcquireError::Closed => AppendError::Closed,
+            tokio::sync::TryAcquireError::NoPermits => AppendError::Saturated,
+        })?;
+        let reserved = self.reserve(permit);
+        let (tx, rx) = oneshot::channel();
+        self.tx.try_send(Submission { batch, ack: Some(tx), reserved }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => AppendError::Saturated,
+            mpsc::error::TrySendError::Closed(_) => AppendError::Closed,
+        })?;
+        Ok(Durable(rx))
+    }
+}
+
+enum WalCmd {
+    Append {
+        batch: RecordBatch,
+        acks: Vec<Ack>,
+        permits: Vec<Reserved>,
+    },
+    /// Close the current generation (if it holds anything) and hand it to the flusher.
+    Rotate,
+}
+
+/// The running pipeline: join it after every [`Appender`] is dropped.
+pub struct Pipeline {
+    batcher: tokio::task::JoinHandle<()>,
+    wal_thread: JoinHandle<()>,
+    flush_thread: JoinHandle<()>,
+}
+
+impl Pipeline {
+    /// Start the pipeline on a store opened with [`Store::open`].
+    pub fn start(
+        store: Store,
+        first_generation: u64,
+        opts: PipelineOptions,
+    ) -> Result<(Pipeline, Appender), StoreError> {
+        let max_permits = (opts.max_pending_bytes / UNIT).clamp(1, u32::MAX as usize >> 3) as u32;
+        let budget = Arc::new(Semaphore::new(max_permits as usize));
+        let (tx, rx) = mpsc::channel::<Submission>(1024);
+        let (wal_tx, wal_rx) = mpsc::channel::<WalCmd>(4);
+        let (flush_tx, flush_rx) = std_mpsc::sync_channel::<u64>(1);
+        let writer = WalWriter::create(&store.wal_dir(), first_generation)?;
+
+        let flush_thread = {
+            let store = store.clone();
+            let opts = opts.clone();
+            std::thread::Builder::new()
+                .name("lw-flush".into())
+                .spawn(move || flush_loop(store, flush_rx, opts))
+                .map_err(|source| StoreError::CreateDir { path: "thread lw-flush".into(), source })?
+        };
+        let wal_thread = {
+            let store = store.clone();
+            let flush_bytes = opts.flush_bytes;
+            std::thread::Builder::new()
+                .name("lw-wal".into())
+                .spawn(move || wal_loop(store, writer, wal_rx, flush_tx, flush_bytes))
+                .map_err(|source| StoreError::CreateDir { path: "thread lw-wal".into(), source })?
+        };
+        let batcher = tokio::spawn(batch_loop(rx, wal_tx, opts, store.clone()));
+        Ok((Pipeline { batcher, wal_thread, flush_thread }, Appender { tx, budget, max_permits, store }))
+    }
+
+    /// Wait until everything appended so far is durable and the threads have stopped. Callers
+    /// drop every `Appender` first; that is what lets the batcher see the end of its input.
+    pub async fn join(self) {
+        let _ = self.batcher.await;
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = self.wal_thread.join();
+            let _ = self.flush_thread.join();
+        })
+        .await;
+    }
+}
+
+async fn batch_loop(
+    mut rx: mpsc::Receiver<Submission>,
+    wal_tx: mpsc::Sender<WalCmd>,
+    opts: PipelineOptions,
+    store: Store,
+) {
+    let mut pending: Vec<Submission> = Vec::new();
+    let mut rows = 0usize;
+    let mut deadline = tokio::time::Instant::now();
+    let mut next_rotate = tokio::time::Instant::now() + opts.flush_interval;
+    loop {
+        tokio::select! {
+            sub = rx.recv() => match sub {
+                Some(s) => {
+                    if pending.is_empty() {
+                        deadline = tokio::time::Instant::now() + opts.batch_linger;
+                    }
+                    rows += s.batch.num_rows();
+                    pending.push(s);
+                    if rows >= opts.batch_rows {
+                        seal(&mut pending, &wal_tx, &store).await;
+                        rows = 0;
+                    }
+                }
+                None => break,
+            },
+            _ = tokio::time::sleep_until(deadline), if !pending.is_empty() => {
+                seal(&mut pending, &wal_tx, &store).await;
+                rows = 0;
+            }
+            _ = tokio::time::sleep_until(next_rotate) => {
+                next_rotate = tokio::time::Instant::now() + opts.flush_interval;
+                if wal_tx.send(WalCmd::Rotate).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    seal(&mut pending, &wal_tx, &store).await;
+}
+
+async fn seal(pending: &mut Vec<Submission>, wal_tx: &mpsc::Sender<WalCmd>, store: &Store) {
+    if pending.is_empty() {
+        return;
+    }
+    let subs = std::mem::take(pending);
+    let mut batches = Vec::with_capacity(subs.len());
+    let mut acks = Vec::new();
+    let mut permits = Vec::with_capacity(subs.len());
+    for s in subs {
+        batches.push(s.batch);
+        acks.extend(s.ack);
+        permits.push(s.reserved);
+    }
+    let batch = match concat_batches(&batch::schema(), &batches) {
+        Ok(b) => b,
+        Err(e) => {
+            // Every batch is built against the one schema, so this is a bug: say so loudly and
+            // fail the acknowledgements rather than lose the data silently.
+            tracing::error!(error = %e, "failed to combine batches for the WAL");
+            if let Some(m) = store.metrics() {
+                m.storage_errors.with_label_values(&["batch"]).inc();
+            }
+            return;
+        }
+    };
+    let _ = wal_tx.send(WalCmd::Append { batch, acks, permits }).await;
+}
+
+fn wal_loop(
+    store: Store,
+    mut writer: WalWriter,
+    mut rx: mpsc::Receiver<WalCmd>,
+    flush_tx: std_mpsc::SyncSender<u64>,
+    flush_bytes: usize,
+) {
+    let mut gen_bytes = 0usize;
+    let wal_dir = store.wal_dir();
+    while let Some(first) = rx.blocking_recv() {
+        let mut cmds = vec![first];
+        while let Ok(c) = rx.try_recv() {
+            cmds.push(c);
+        }
+        let mut rotate = false;
+        let mut batches = Vec::new();
+        let mut acks = Vec::new();
+        let mut permits = Vec::new();
+        for c in cmds {
+            match c {
+                WalCmd::Rotate => rotate = true,
+                WalCmd::Append { batch, acks: a, permits: p } => {
+                    batches.push(batch);
+                    acks.extend(a);
+                    permits.extend(p);
+                }
+            }
+        }
+        if !batches.is_empty() {
+            let started = Instant::now();
+            let size_before = writer.size();
+            let result = append_group(&mut writer, &batches, store.metrics());
+            if let Some(m) = store.metrics() {
+                m.batch_flush_seconds.observe(started.elapsed().as_secs_f64());
+            }
+            match result {
+                Ok(()) => {
+                    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+                    gen_bytes += batches.iter().map(RecordBatch::get_array_memory_size).sum::<usize>();
+                    store.publish(writer.generation(), batches.into_iter().map(MemBatch::new).collect());
+                    if let Some(m) = store.metrics() {
+                        m.events_durable.inc_by(rows as u64);
+                        m.wal_bytes.add((writer.size() - size_before) as i64);
+                    }
+                    for a in acks {
+                        let _ = a.send(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, rows = batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
+                        "WAL append failed; these events are not durable and were not acknowledged");
+                    if let Some(m) = store.metrics() {
+                        m.storage_errors.with_label_values(&["wal"]).inc();
+                    }
+                    let e = Arc::new(StoreError::from(e));
+                    for a in acks {
+                        let _ = a.send(Err(e.clone()));
+                    }
+                    // The failed write may have left a partial record: continue in a new file so
+                    // that later records stay readable after it.
+                    rotate = true;
+                }
+            }
+        }
+        drop(permits);
+        if rotate || gen_bytes >= flush_bytes {
+            let had_data = gen_bytes > 0;
+            match WalWriter::create(&wal_dir, writer.generation() + 1) {
+                Ok(next) => {
+                    let sealed = writer.generation();
+                    writer = next;
+                    gen_bytes = 0;
+                    // Blocks while the flusher is behind by a whole generation: backpressure.
+                    if had_data && flush_tx.send(sealed).is_err() {
+                        tracing::error!(
+                            "flush thread stopped; WAL generations will be replayed at next start"
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "failed to start a new WAL generation; continuing in the current one");
+                    if let Some(m) = store.metrics() {
+                        m.storage_errors.with_label_values(&["wal"]).inc();
+                    }
+                }
+            }
+        }
+    }
+    tracing::debug!(generation = writer.generation(), "WAL writer stopped");
+}
+
+fn append_group(
+    writer: &mut WalWriter,
+    batches: &[RecordBatch],
+    metrics: Option<&crate::metrics::Metrics>,
+) -> Result<(), wal::WalError> {
+    let payloads = batches.iter().map(wal::encode).collect::<Result<Vec<_>, _>>()?;
+    writer.append(&payloads)?;
+    let t = Instant::now();
+    writer.sync()?;
+    if let Some(m) = metrics {
+        m.wal_fsync_seconds.observe(t.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+fn wal_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|it| it.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0)
+}
+
+fn flush_loop(store: Store, rx: std_mpsc::Receiver<u64>, opts: PipelineOptions) {
+    let seg_opts = SegmentOptions { row_group_rows: opts.row_group_rows, zstd_level: opts.zstd_level };
+    let retention_every = Duration::from_secs(60).min(opts.flush_interval);
+    loop {
+        match rx.recv_timeout(retention_every) {
+            Ok(through) => {
+                if let Err(e) = flush(&store, through, &seg_opts) {
+                    tracing::error!(error = %e, through_generation = through,
+                        "failed to write a Parquet segment; the data stays in the WAL and will be retried");
+                    if let Some(m) = store.metrics() {
+                        m.storage_errors.with_label_values(&["segment"]).inc();
+                    }
+                }
+                retention::apply(&store, opts.retention_max_age, opts.retention_max_bytes);
+            }
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                retention::apply(&store, opts.retention_max_age, opts.retention_max_bytes)
+            }
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+}
+
+/// Write every in-memory generation up to `through` as one segment and commit it.
+fn flush(store: &Store, through: u64, opts: &SegmentOptions) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let batches = store.mem_through(through);
+    let mut manifest = store.manifest();
+    if through <= manifest.wal_flushed_through {
+        return Ok(());
+    }
+    let id = manifest.next_segment_id;
+    let meta = segment::write(&store.segments_dir(), id, &batches, opts)?;
+    manifest.next_segment_id = id + 1;
+    manifest.wal_flushed_through = through;
+    if let Some(meta) = meta.clone() {
+        manifest.segments.push(meta);
+    }
+    manifest.store(store.data_dir())?;
+    store.commit(manifest);
+    for (gen_, path) in wal::list(&store.wal_dir())? {
+        if gen_ <= through
+            && let Err(e) = std::fs::remove_file(&path)
+        {
+            tracing::warn!(file = %path.display(), error = %e, "failed to remove flushed WAL file");
+        }
+    }
+    if let Some(m) = store.metrics() {
+        m.segment_write_seconds.observe(started.elapsed().as_secs_f64());
+        m.wal_bytes.set(wal_bytes(&store.wal_dir()) as i64);
+    }
+    if let Some(meta) = meta {
+        tracing::debug!(
+            segment = meta.id,
+            rows = meta.rows,
+            bytes = meta.bytes,
+            through_generation = through,
+            "wrote segment"
+        );
+    }
+    Ok(())
+}

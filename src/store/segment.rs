@@ -1,0 +1,119 @@
+//! Writing one Parquet segment: the batches of one or more WAL generations, sorted by
+//! `timestamp`, zstd compressed, written to a temporary name, fsynced and renamed into place.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, RecordBatch, TimestampNanosecondArray};
+use arrow::compute::{SortOptions, concat_batches, sort_to_indices, take_record_batch};
+use arrow::error::ArrowError;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use super::manifest::SegmentMeta;
+use crate::batch::{self, TIMESTAMP_INDEX};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    #[error("failed to {op} segment {path}: {source}")]
+    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("failed to sort batches for segment {id}: {source}")]
+    Sort { id: u64, source: ArrowError },
+    #[error("failed to write Parquet segment {path}: {source}")]
+    Parquet { path: PathBuf, source: ParquetError },
+}
+
+pub struct SegmentOptions {
+    pub row_group_rows: usize,
+    pub zstd_level: i32,
+}
+
+pub fn file_name(id: u64) -> String {
+    format!("{id:016}.parquet")
+}
+
+/// Write `batches` as segment `id` in `dir`. Returns `None` when there are no rows.
+pub fn write(
+    dir: &Path,
+    id: u64,
+    batches: &[RecordBatch],
+    opts: &SegmentOptions,
+) -> Result<Option<SegmentMeta>, SegmentError> {
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    if rows == 0 {
+        return Ok(None);
+    }
+    let sorted = sort_by_timestamp(batches).map_err(|source| SegmentError::Sort { id, source })?;
+    let ts = sorted
+        .column(TIMESTAMP_INDEX)
+        .as_any()
+        .downcast_ref::<TimestampNanosecondArray>()
+        .map(|a| (a.value(0), a.value(a.len() - 1)));
+    let (min_ts, max_ts) = ts.unwrap_or((0, 0));
+    let max_received_at = sorted
+        .column(1)
+        .as_any()
+        .downcast_ref::<TimestampNanosecondArray>()
+        .and_then(arrow::compute::max)
+        .unwrap_or(max_ts);
+
+    let name = file_name(id);
+    let path = dir.join(&name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let io = |op, p: &Path| {
+        let p = p.to_path_buf();
+        move |source| SegmentError::Io { op, path: p, source }
+    };
+    let level = ZstdLevel::try_new(opts.zstd_level)
+        .map_err(|source| SegmentError::Parquet { path: path.clone(), source })?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_max_row_group_row_count(Some(opts.row_group_rows.max(1)))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_sorting_columns(Some(vec![SortingColumn {
+            column_idx: TIMESTAMP_INDEX as i32,
+            descending: false,
+            nulls_first: false,
+        }]))
+        .build();
+    let file = File::create(&tmp).map_err(io("create", &tmp))?;
+    let parquet_err = |source| SegmentError::Parquet { path: tmp.clone(), source };
+    let mut w = ArrowWriter::try_new(file, batch::schema(), Some(props)).map_err(parquet_err)?;
+    // Hand the writer slices of a row group's size so it never holds more than it must.
+    let mut offset = 0;
+    while offset < rows {
+        let n = opts.row_group_rows.min(rows - offset);
+        w.write(&sorted.slice(offset, n)).map_err(parquet_err)?;
+        offset += n;
+    }
+    let file = w.into_inner().map_err(parquet_err)?;
+    file.sync_all().map_err(io("fsync", &tmp))?;
+    let bytes = file.metadata().map_err(io("stat", &tmp))?.len();
+    drop(file);
+    std::fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync directory of", &path))?;
+    Ok(Some(SegmentMeta { id, file: name, rows: rows as u64, bytes, min_ts, max_ts, max_received_at }))
+}
+
+fn sort_by_timestamp(batches: &[RecordBatch]) -> Result<RecordBatch, ArrowError> {
+    let all = concat_batches(&batch::schema(), batches)?;
+    let indices = sort_to_indices(
+        all.column(TIMESTAMP_INDEX),
+        Some(SortOptions { descending: false, nulls_first: false }),
+        None,
+    )?;
+    take_record_batch(&all, &indices)
+}
+
+/// Remove leftovers of a segment write that a crash interrupted.
+pub fn remove_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().ends_with(".parquet.tmp") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
