@@ -1,0 +1,221 @@
+//! Builds the daemon from its config and owns its lifecycle: open storage (replaying the WAL),
+//! bind every listener, report ready, and on SIGTERM/SIGINT shut down in order: stop accepting,
+//! drain connections, make everything received durable, then close the admin endpoint.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::ingest::connection::{self, StreamSettings};
+use crate::ingest::http::HttpIngest;
+use crate::ingest::listener::{accept_loop, bind};
+use crate::metrics::Metrics;
+use crate::serve::admin::{self, Readiness};
+use crate::store::{Pipeline, PipelineOptions, Store};
+use crate::tls::ServerTls;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("failed to register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("failed to open storage in {dir}: {source}")]
+    Store { dir: String, source: crate::store::StoreError },
+    #[error("failed to bind {what} on {addr}: {source}")]
+    Bind { what: String, addr: SocketAddr, source: std::io::Error },
+    #[error("failed to write {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+    #[error("failed to install the signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Run the daemon until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), AppError> {
+    let registry = Registry::new();
+    let metrics = Metrics::new(&registry)?;
+    let cancel = CancellationToken::new();
+    let connections = TaskTracker::new();
+
+    let tls = if config.stream.iter().any(|l| l.tls) || config.http.iter().any(|l| l.tls) {
+        let tls = ServerTls::load(&config.tls, &config.dev_tls_dir())?;
+        if let Some(dev) = &tls.dev {
+            tracing::warn!(
+                ca = %dev.ca_file.display(), created = dev.created,
+                "USING A SELF-SIGNED DEVELOPMENT CERTIFICATE: NOT FOR PRODUCTION. Configure [tls] cert_file and key_file; clients may trust the development CA file meanwhile"
+            );
+        }
+        Some(tls)
+    } else {
+        None
+    };
+
+    let started = Instant::now();
+    let store_err = |source| AppError::Store { dir: config.data_dir.display().to_string(), source };
+    let (store, recovery) = Store::open(&config.data_dir, Some(metrics.clone())).map_err(store_err)?;
+    tracing::info!(
+        data_dir = %config.data_dir.display(), segments = recovery.segments, wal_files = recovery.wal_files,
+        replayed_events = recovery.replayed_rows, torn_bytes = recovery.torn_bytes, took = ?started.elapsed(),
+        "storage opened"
+    );
+    let opts = PipelineOptions {
+        batch_rows: config.batch.rows,
+        batch_linger: config.batch.linger,
+        max_pending_bytes: config.batch.max_pending_bytes.as_u64() as usize,
+        flush_interval: config.storage.flush_interval,
+        flush_bytes: config.storage.flush_bytes.as_u64() as usize,
+        row_group_rows: config.storage.row_group_rows,
+        zstd_level: config.storage.zstd_level,
+        retention_max_age: config.storage.retention_max_age,
+        retention_max_bytes: config.storage.retention_max_bytes.map(|b| b.as_u64()),
+    };
+    let (pipeline, appender) =
+        Pipeline::start(store.clone(), recovery.next_generation, opts).map_err(store_err)?;
+
+    let mut bound: BTreeMap<String, SocketAddr> = BTreeMap::new();
+    let mut accept_tasks = Vec::new();
+    for l in &config.stream {
+        let listener = bind_named(&format!("stream listener {}", l.name), l.address).await?;
+        let addr = local_addr(&listener, l.address);
+        bound.insert(l.name.clone(), addr);
+        let acceptor = tls.as_ref().filter(|_| l.tls).map(|t| TlsAcceptor::from(t.stream_config()));
+        tracing::info!(listener = %l.name, %addr, tls = l.tls, "stream listener (syslog, JSON lines) ready");
+        let lm = metrics.listener(&l.name);
+        let settings = Arc::new(StreamSettings {
+            listener: l.name.clone(),
+            max_frame_bytes: l.max_frame_bytes.as_u64() as usize,
+            idle_timeout: l.idle_timeout,
+        });
+        let (appender, lm2, cancel2) = (appender.clone(), lm.clone(), cancel.clone());
+        accept_tasks.push(tokio::spawn(accept_loop(
+            listener,
+            l.common(),
+            acceptor,
+            lm,
+            cancel.clone(),
+            connections.clone(),
+            move |io, peer| {
+                let (settings, appender, lm, cancel) =
+                    (settings.clone(), appender.clone(), lm2.clone(), cancel2.clone());
+                async move { connection::serve(io, peer, &settings, appender, lm, cancel).await }
+            },
+        )));
+    }
+    for l in &config.http {
+        let listener = bind_named(&format!("HTTP listener {}", l.name), l.address).await?;
+        let addr = local_addr(&listener, l.address);
+        bound.insert(l.name.clone(), addr);
+        let acceptor = tls.as_ref().filter(|_| l.tls).map(|t| TlsAcceptor::from(t.http_config()));
+        tracing::info!(listener = %l.name, %addr, tls = l.tls, "HTTP ingest listener (POST /v1/logs) ready");
+        let lm = metrics.listener(&l.name);
+        let ingest = Arc::new(HttpIngest {
+            listener: l.name.clone(),
+            max_body_bytes: l.max_body_bytes.as_u64() as usize,
+            appender: appender.clone(),
+            listener_metrics: lm.clone(),
+            metrics: metrics.clone(),
+        });
+        let cancel2 = cancel.clone();
+        accept_tasks.push(tokio::spawn(accept_loop(
+            listener,
+            l.common(),
+            acceptor,
+            lm,
+            cancel.clone(),
+            connections.clone(),
+            move |io, peer| {
+                let ingest = ingest.clone();
+                let cancel = cancel2.clone();
+                async move {
+                    crate::serve::serve_http(io, cancel, move |req| ingest.clone().handle(req, peer)).await;
+                }
+            },
+        )));
+    }
+    // The pipeline ends when every appender is gone; listeners hold the remaining clones.
+    drop(appender);
+
+    let admin_cancel = CancellationToken::new();
+    let admin_tasks = TaskTracker::new();
+    let ready = Readiness::default();
+    let admin_listener = bind_named("admin endpoint", config.admin.address).await?;
+    let admin_addr = local_addr(&admin_listener, config.admin.address);
+    bound.insert("admin".into(), admin_addr);
+    tracing::info!(addr = %admin_addr, "admin endpoint (/metrics, /healthz, /readyz) ready");
+    let admin_task = tokio::spawn(admin::run(
+        admin_listener,
+        registry.clone(),
+        ready.clone(),
+        admin_cancel.clone(),
+        admin_tasks.clone(),
+    ));
+
+    write_listeners_file(&config, &bound)?;
+    ready.set(true);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "logwarden is ready");
+
+    wait_for_signal().await?;
+    let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
+    tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: no new connections, draining");
+    ready.set(false);
+    cancel.cancel();
+    for t in accept_tasks {
+        let _ = t.await;
+    }
+    connections.close();
+    if tokio::time::timeout_at(deadline, connections.wait()).await.is_err() {
+        tracing::warn!("connections did not drain before the shutdown deadline; closing them");
+    }
+    // Whatever the connections handed over is made durable before the front ends close.
+    if tokio::time::timeout_at(deadline, pipeline.join()).await.is_err() {
+        tracing::error!(
+            "storage did not finish before the shutdown deadline; unfinished batches will not be durable"
+        );
+    } else {
+        tracing::info!("all received events are durable");
+    }
+    admin_cancel.cancel();
+    let _ = admin_task.await;
+    admin_tasks.close();
+    let _ = tokio::time::timeout_at(deadline, admin_tasks.wait()).await;
+    tracing::info!("logwarden stopped");
+    Ok(())
+}
+
+async fn bind_named(what: &str, addr: SocketAddr) -> Result<TcpListener, AppError> {
+    bind(addr).await.map_err(|source| AppError::Bind { what: what.into(), addr, source })
+}
+
+fn local_addr(l: &TcpListener, configured: SocketAddr) -> SocketAddr {
+    l.local_addr().unwrap_or(configured)
+}
+
+/// `listeners.json` in the data directory: the addresses actually bound (port 0 resolved), for
+/// tests, scripts and `logwarden query --server` later.
+fn write_listeners_file(config: &Config, bound: &BTreeMap<String, SocketAddr>) -> Result<(), AppError> {
+    let path = config.listeners_file();
+    let tmp = path.with_extension("json.tmp");
+    let body = serde_json::to_string_pretty(bound).unwrap_or_default();
+    let err = |source| AppError::Write { path: path.display().to_string(), source };
+    std::fs::write(&tmp, body).map_err(err)?;
+    std::fs::rename(&tmp, &path).map_err(err)
+}
+
+async fn wait_for_signal() -> Result<(), AppError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(AppError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(AppError::Signal)?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("received SIGTERM"),
+        _ = int.recv() => tracing::info!("received SIGINT"),
+    }
+    Ok(())
+}

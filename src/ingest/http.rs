@@ -1,0 +1,200 @@
+//! HTTPS ingest: `POST /v1/logs` with a newline-delimited JSON body (optionally gzip), as Vector's
+//! `http` sink and Fluent Bit's `http` output send it.
+//!
+//! The answer is 200 only once every event of the request is in the WAL and fsynced. A body with
+//! a line that is not a JSON object is refused whole (400, naming the line) so a client can fix
+//! and resend without duplicates; 413 above `max_body_bytes`; 503 with `Retry-After` while
+//! storage is saturated.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+
+use super::decode::decode;
+use super::event::Format;
+use crate::batch::{EventBatchBuilder, Origin};
+use crate::metrics::{FormatCounts, ListenerMetrics, Metrics};
+use crate::store::{AppendError, Appender};
+
+pub struct HttpIngest {
+    pub listener: String,
+    pub max_body_bytes: usize,
+    pub appender: Appender,
+    pub listener_metrics: ListenerMetrics,
+    pub metrics: Metrics,
+}
+
+type Body = Full<Bytes>;
+
+impl HttpIngest {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let resp = self.route(req, peer).await;
+        self.metrics.http_requests.with_label_values(&[&self.listener, resp.status().as_str()]).inc();
+        resp
+    }
+
+    async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        match (req.method(), req.uri().path()) {
+            (&Method::POST, "/v1/logs") => self.ingest(req, peer).await,
+            (_, "/v1/logs") => error(StatusCode::METHOD_NOT_ALLOWED, "use POST /v1/logs"),
+            _ => error(StatusCode::NOT_FOUND, "not found; logs are accepted at POST /v1/logs"),
+        }
+    }
+
+    async fn ingest(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let limit = self.max_body_bytes;
+        let too_large = || {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body exceeds max_body_bytes ({limit} bytes)"),
+            )
+        };
+        let gzip = match req.headers().get(CONTENT_ENCODING).map(HeaderValue::to_str) {
+            None | Some(Ok("identity")) => false,
+            Some(Ok(v)) if v.eq_ignore_ascii_case("gzip") => true,
+            Some(_) => {
+                return error(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "Content-Encoding must be gzip or identity",
+                );
+            }
+        };
+        let body = match read_body(req.into_body(), limit).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge) => return too_large(),
+            Err(BodyError::Read(e)) => {
+                return error(StatusCode::BAD_REQUEST, &format!("failed to read the request body: {e}"));
+            }
+        };
+        self.listener_metrics.bytes.inc_by(body.len() as u64);
+        let body = if gzip {
+            let mut out = Vec::new();
+            let mut dec = flate2::read::GzDecoder::new(&body[..]).take(limit as u64 + 1);
+            if let Err(e) = dec.read_to_end(&mut out) {
+                return error(StatusCode::BAD_REQUEST, &format!("invalid gzip body: {e}"));
+            }
+            if out.len() > limit {
+                return too_large();
+            }
+            Bytes::from(out)
+        } else {
+            body
+        };
+
+        let origin = Origin {
+            listener: self.listener.as_str().into(),
+            peer: peer.to_string().into(),
+            client_id: "".into(),
+        };
+        let mut builder = EventBatchBuilder::new(origin);
+        let mut counts = FormatCounts::default();
+        let now = super::now_ns();
+        for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let ev = decode(line, now);
+            if ev.format != Format::Json {
+                let why = ev.decode_error.as_deref().unwrap_or("not a JSON object").to_owned();
+                self.listener_metrics
+                    .record(&FormatCounts { decode_errors: [0, 0, 0, 1], ..Default::default() });
+                tracing::info!(listener = %self.listener, %peer, line = i + 1, reason = %why, "HTTP ingest request refused: bad line");
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    json!({ "error": format!("line {}: {}", i + 1, why), "line": i + 1 }),
+                );
+            }
+            counts.add(ev.format, ev.decode_error.is_some());
+            builder.append(&ev, now);
+        }
+        let rows = builder.len();
+        if rows == 0 {
+            return json_response(StatusCode::OK, json!({ "accepted": 0 }));
+        }
+        let batch = match builder.finish() {
+            Ok(b) => b,
+            Err(e) => {
+                return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("failed to build a batch: {e}"));
+            }
+        };
+        let durable = match self.appender.try_append_durable(batch) {
+            Ok(d) => d,
+            Err(AppendError::Saturated) => return unavailable("storage is saturated; retry later"),
+            Err(AppendError::Closed) => return unavailable("logwarden is shutting down"),
+        };
+        match durable.wait().await {
+            Ok(()) => {
+                self.listener_metrics.record(&counts);
+                json_response(StatusCode::OK, json!({ "accepted": rows }))
+            }
+            Err(e) => {
+                tracing::error!(listener = %self.listener, %peer, error = %e, "events could not be made durable");
+                unavailable(&format!("events could not be stored: {e}"))
+            }
+        }
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    Read(hyper::Error),
+}
+
+/// How much of an oversize body is read and discarded so that the client, still sending, sees
+/// the 413 instead of a reset connection (what nginx calls a lingering close).
+const DISCARD_BYTES: usize = 64 << 20;
+const DISCARD_TIME: Duration = Duration::from_secs(5);
+
+/// The whole body, or `TooLarge` once it passes `limit`.
+async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    let declared = body.size_hint().exact().and_then(|n| usize::try_from(n).ok());
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    if declared.is_none_or(|n| n <= limit) {
+        loop {
+            let Some(frame) = body.frame().await else { return Ok(Bytes::from(buf)) };
+            if let Ok(data) = frame.map_err(BodyError::Read)?.into_data() {
+                if buf.len() + data.len() > limit {
+                    break;
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+    }
+    let mut discarded = 0usize;
+    let _ = tokio::time::timeout(DISCARD_TIME, async {
+        while discarded < DISCARD_BYTES {
+            match body.frame().await {
+                Some(Ok(frame)) => discarded += frame.data_ref().map_or(0, Bytes::len),
+                _ => break,
+            }
+        }
+    })
+    .await;
+    Err(BodyError::TooLarge)
+}
+
+fn json_response(status: StatusCode, v: serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error(status: StatusCode, msg: &str) -> Response<Body> {
+    json_response(status, json!({ "error": msg }))
+}
+
+fn unavailable(msg: &str) -> Response<Body> {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, msg);
+    r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}

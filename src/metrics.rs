@@ -1,0 +1,292 @@
+//! Every metric logwarden exports, defined once, registered on a registry that `app` passes in.
+//!
+//! Components record per batch or per read, never per event: each holds the handles it needs
+//! (already resolved to its label values, see [`ListenerMetrics`]) and adds counts in bulk.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+use crate::ingest::event::Format;
+
+/// Failure to create or register a metric: a programming error (duplicate name), reported at start.
+pub type MetricsError = prometheus::Error;
+
+const NS: &str = "logwarden";
+
+/// All instruments. Cheap to clone (handles are reference counted).
+#[derive(Clone)]
+pub struct Metrics {
+    pub events_received: IntCounterVec,
+    pub bytes_received: IntCounterVec,
+    pub decode_errors: IntCounterVec,
+    pub frames_rejected: IntCounterVec,
+    pub connections_active: IntGaugeVec,
+    pub connections_total: IntCounterVec,
+    pub connections_refused: IntCounterVec,
+    pub tls_handshake_failures: IntCounterVec,
+    pub http_requests: IntCounterVec,
+    pub batch_flush_seconds: Histogram,
+    pub wal_fsync_seconds: Histogram,
+    pub wal_bytes: IntGauge,
+    pub events_durable: IntCounter,
+    pub pending_bytes: IntGauge,
+    pub memtable_rows: IntGauge,
+    pub segment_write_seconds: Histogram,
+    pub storage_bytes: IntGauge,
+    pub storage_segments: IntGauge,
+    pub storage_rows: IntGauge,
+    pub retention_deleted_segments: IntCounter,
+    pub wal_replayed_events: IntCounter,
+    pub wal_torn_tails: IntCounter,
+    pub storage_errors: IntCounterVec,
+    pub query_seconds: HistogramVec,
+}
+
+fn name(n: &str) -> String {
+    format!("{NS}_{n}")
+}
+
+fn counter_vec(reg: &Registry, n: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, MetricsError> {
+    let c = IntCounterVec::new(Opts::new(name(n), help), labels)?;
+    reg.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn counter(reg: &Registry, n: &str, help: &str) -> Result<IntCounter, MetricsError> {
+    let c = IntCounter::with_opts(Opts::new(name(n), help))?;
+    reg.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge(reg: &Registry, n: &str, help: &str) -> Result<IntGauge, MetricsError> {
+    let g = IntGauge::with_opts(Opts::new(name(n), help))?;
+    reg.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn histogram(reg: &Registry, n: &str, help: &str, buckets: Vec<f64>) -> Result<Histogram, MetricsError> {
+    let h = Histogram::with_opts(HistogramOpts::new(name(n), help).buckets(buckets))?;
+    reg.register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
+/// 100 µs to ~10 s, for fsyncs, batch flushes and segment writes.
+fn io_buckets() -> Vec<f64> {
+    vec![
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ]
+}
+
+impl Metrics {
+    pub fn new(reg: &Registry) -> Result<Self, MetricsError> {
+        let build = IntGaugeVec::new(
+            Opts::new(name("build_info"), "Build information; the value is always 1."),
+            &["version", "rustc", "target"],
+        )?;
+        reg.register(Box::new(build.clone()))?;
+        build
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                option_env!("LOGWARDEN_RUSTC").unwrap_or("unknown"),
+                std::env::consts::ARCH,
+            ])
+            .set(1);
+        let connections_active = IntGaugeVec::new(
+            Opts::new(name("connections_active"), "Open connections per listener."),
+            &["listener"],
+        )?;
+        reg.register(Box::new(connections_active.clone()))?;
+        let query_seconds = HistogramVec::new(
+            HistogramOpts::new(name("query_seconds"), "SQL query time by interface.").buckets(io_buckets()),
+            &["interface"],
+        )?;
+        reg.register(Box::new(query_seconds.clone()))?;
+        Ok(Metrics {
+            events_received: counter_vec(
+                reg,
+                "events_received_total",
+                "Events decoded and accepted, by listener and message format.",
+                &["listener", "format"],
+            )?,
+            bytes_received: counter_vec(
+                reg,
+                "bytes_received_total",
+                "Payload bytes read from peers (after TLS, before decoding).",
+                &["listener"],
+            )?,
+            decode_errors: counter_vec(
+                reg,
+                "decode_errors_total",
+                "Messages kept as raw text because they did not decode, or decoded with a defect.",
+                &["listener", "format"],
+            )?,
+            frames_rejected: counter_vec(
+                reg,
+                "frames_rejected_total",
+                "Frames refused by framing (oversize, truncated, malformed).",
+                &["listener", "reason"],
+            )?,
+            connections_active,
+            connections_total: counter_vec(reg, "connections_total", "Connections accepted.", &["listener"])?,
+            connections_refused: counter_vec(
+                reg,
+                "connections_refused_total",
+                "Connections closed at once because the listener was at max_connections.",
+                &["listener"],
+            )?,
+            tls_handshake_failures: counter_vec(
+                reg,
+                "tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out.",
+                &["listener", "reason"],
+            )?,
+            http_requests: counter_vec(
+                reg,
+                "http_requests_total",
+                "HTTP ingest requests by status code.",
+                &["listener", "code"],
+            )?,
+            batch_flush_seconds: histogram(
+                reg,
+                "batch_flush_seconds",
+                "Time to make one group of batches durable (WAL write and fsync).",
+                io_buckets(),
+            )?,
+            wal_fsync_seconds: histogram(
+                reg,
+                "wal_fsync_seconds",
+                "Time spent in one WAL fsync.",
+                io_buckets(),
+            )?,
+            wal_bytes: gauge(reg, "wal_bytes", "Bytes in WAL files not yet written out as Parquet.")?,
+            events_durable: counter(reg, "events_durable_total", "Events written to the WAL and fsynced.")?,
+            pending_bytes: gauge(
+                reg,
+                "pending_bytes",
+                "Decoded data waiting to become durable (bounded by batch.max_pending_bytes).",
+            )?,
+            memtable_rows: gauge(
+                reg,
+                "memtable_rows",
+                "Durable rows held in memory until the next Parquet segment.",
+            )?,
+            segment_write_seconds: histogram(
+                reg,
+                "segment_write_seconds",
+                "Time to write one Parquet segment and commit the manifest.",
+                io_buckets(),
+            )?,
+            storage_bytes: gauge(reg, "storage_bytes", "Bytes of Parquet segments on disk.")?,
+            storage_segments: gauge(reg, "storage_segments", "Parquet segments on disk.")?,
+            storage_rows: gauge(reg, "storage_rows", "Rows in Parquet segments on disk.")?,
+            retention_deleted_segments: counter(
+                reg,
+                "retention_deleted_segments_total",
+                "Segments deleted by retention.",
+            )?,
+            wal_replayed_events: counter(
+                reg,
+                "wal_replayed_events_total",
+                "Events recovered from the WAL at start.",
+            )?,
+            wal_torn_tails: counter(
+                reg,
+                "wal_torn_tails_total",
+                "WAL files whose incomplete tail was truncated at start.",
+            )?,
+            storage_errors: counter_vec(
+                reg,
+                "storage_errors_total",
+                "Storage failures by operation.",
+                &["op"],
+            )?,
+            query_seconds,
+        })
+    }
+
+    /// Handles for one listener, resolved once so the hot path does no label hashing.
+    pub fn listener(&self, listener: &str) -> ListenerMetrics {
+        let per_format =
+            |v: &IntCounterVec| Format::ALL.map(|f| v.with_label_values(&[listener, f.as_str()]));
+        let rejected = |reason: &str| self.frames_rejected.with_label_values(&[listener, reason]);
+        ListenerMetrics {
+            events: per_format(&self.events_received),
+            decode_errors: per_format(&self.decode_errors),
+            bytes: self.bytes_received.with_label_values(&[listener]),
+            rejected_oversize: rejected("oversize"),
+            rejected_truncated: rejected("truncated"),
+            rejected_malformed: rejected("malformed"),
+            connections_active: self.connections_active.with_label_values(&[listener]),
+            connections_total: self.connections_total.with_label_values(&[listener]),
+            connections_refused: self.connections_refused.with_label_values(&[listener]),
+            handshake_timeout: self.tls_handshake_failures.with_label_values(&[listener, "timeout"]),
+            handshake_error: self.tls_handshake_failures.with_label_values(&[listener, "error"]),
+        }
+    }
+}
+
+/// A listener's instruments with labels bound.
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    events: [IntCounter; 4],
+    decode_errors: [IntCounter; 4],
+    pub bytes: IntCounter,
+    pub rejected_oversize: IntCounter,
+    pub rejected_truncated: IntCounter,
+    pub rejected_malformed: IntCounter,
+    pub connections_active: IntGauge,
+    pub connections_total: IntCounter,
+    pub connections_refused: IntCounter,
+    pub handshake_timeout: IntCounter,
+    pub handshake_error: IntCounter,
+}
+
+fn index(f: Format) -> usize {
+    match f {
+        Format::Rfc5424 => 0,
+        Format::Rfc3164 => 1,
+        Format::Json => 2,
+        Format::Raw => 3,
+    }
+}
+
+/// Per-format tallies a connection accumulates over one read and records at once.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FormatCounts {
+    pub events: [u64; 4],
+    pub decode_errors: [u64; 4],
+}
+
+impl FormatCounts {
+    pub fn add(&mut self, f: Format, decode_error: bool) {
+        self.events[index(f)] += 1;
+        if decode_error {
+            self.decode_errors[index(f)] += 1;
+        }
+    }
+}
+
+impl ListenerMetrics {
+    pub fn record(&self, counts: &FormatCounts) {
+        for i in 0..4 {
+            if counts.events[i] > 0 {
+                self.events[i].inc_by(counts.events[i]);
+            }
+            if counts.decode_errors[i] > 0 {
+                self.decode_errors[i].inc_by(counts.decode_errors[i]);
+            }
+        }
+    }
+}
+
+/// The registry in Prometheus text format.
+pub fn render(reg: &Registry) -> String {
+    use prometheus::Encoder;
+    let mut buf = Vec::new();
+    let enc = prometheus::TextEncoder::new();
+    if let Err(e) = enc.encode(&reg.gather(), &mut buf) {
+        tracing::error!(error = %e, "failed to encode metrics");
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
