@@ -1,0 +1,82 @@
+//! Clients the tests use to talk to the daemon: a rustls TLS stream and an HTTPS POST.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+pub fn tls_config(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).expect("read CA") {
+        roots.add(c.expect("CA cert")).expect("add CA");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(cfg)
+}
+
+pub async fn connect_tls(addr: SocketAddr, ca: &Path) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    TlsConnector::from(tls_config(ca, &[]))
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("TLS handshake")
+}
+
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: String,
+}
+
+/// POST over HTTPS/1.1 with the given extra headers.
+pub async fn post(
+    addr: SocketAddr,
+    ca: PathBuf,
+    path: &'static str,
+    headers: Vec<(&'static str, &'static str)>,
+    body: Vec<u8>,
+) -> HttpResponse {
+    let tls = connect_tls_alpn(addr, &ca).await;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .expect("http handshake");
+    tokio::spawn(conn);
+    let mut req = hyper::Request::post(path).header("host", "localhost");
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let resp =
+        sender.send_request(req.body(Full::new(Bytes::from(body))).expect("request")).await.expect("send");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    HttpResponse { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+}
+
+async fn connect_tls_alpn(addr: SocketAddr, ca: &Path) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    TlsConnector::from(tls_config(ca, &[b"http/1.1"]))
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("TLS handshake")
+}
+
+/// An RFC 5425 octet-counted frame.
+pub fn octet(msg: &str) -> Vec<u8> {
+    let mut f = format!("{} ", msg.len()).into_bytes();
+    f.extend_from_slice(msg.as_bytes());
+    f
+}

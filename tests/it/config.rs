@@ -1,0 +1,78 @@
+//! `logwarden validate`: every shipped config passes; broken ones list each problem with its
+//! file, key and reason.
+
+use std::process::Command;
+
+use crate::daemon::BIN;
+
+fn validate(path: &std::path::Path) -> (bool, String) {
+    let out = Command::new(BIN).arg("validate").arg(path).output().expect("run validate");
+    (
+        out.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+#[test]
+fn every_shipped_config_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let (ok, out) = validate(&path);
+            assert!(ok, "{} should be valid:\n{out}", path.display());
+            n += 1;
+        }
+    }
+    assert!(n >= 1, "no configs found in {}", dir.display());
+}
+
+#[test]
+fn broken_configs_name_file_key_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(
+        &path,
+        r#"
+data_dri = "/tmp/x"
+[batch]
+rows = "lots"
+[[stream]]
+name = "syslog"
+address = "0.0.0.0:6514"
+tls = false
+[[stream]]
+name = "syslog"
+address = "not-an-address"
+[tls]
+cert_file = "/nonexistent/cert.pem"
+key_file = "/nonexistent/key.pem"
+"#,
+    )
+    .unwrap();
+    let (ok, out) = validate(&path);
+    assert!(!ok, "broken config accepted:\n{out}");
+    let f = path.display().to_string();
+    for expected in [
+        format!("{f}: data_dri: unknown field"),
+        format!("{f}: batch.rows: invalid type"),
+        format!("{f}: stream[1].address: "),
+        format!("{f}: stream[0].tls: plain TCP is only allowed on a loopback address"),
+        format!("{f}: stream[1].name: \"syslog\" is already the name of stream[0]"),
+        format!("{f}: tls.cert_file: cannot read /nonexistent/cert.pem"),
+    ] {
+        assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn serve_refuses_an_invalid_config_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[admin]\nadress = \"127.0.0.1:1\"\n").unwrap();
+    let out = Command::new(BIN).args(["serve", "--config"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("admin.adress: unknown field"), "{err}");
+}

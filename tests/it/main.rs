@@ -1,0 +1,12 @@
+//! Integration tests: the real `logwarden` binary on loopback, driven by real clients (rustls,
+//! hyper, rsyslog, promtool).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod client;
+mod config;
+mod crash;
+mod daemon;
+mod ingest;
+mod malformed;
+mod metrics;
+mod rsyslog;

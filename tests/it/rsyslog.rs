@@ -1,0 +1,122 @@
+//! A real rsyslog (Debian's package) forwards over TLS into logwarden, once with RFC 5424 and
+//! octet counting, once with the traditional RFC 3164 format and LF framing; every message
+//! arrives with its fields.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::daemon::{Daemon, wait_until};
+
+const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
+const MESSAGES: usize = 50;
+
+struct Rsyslog {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Rsyslog {
+    fn start(ca_file: &Path, target_port: u16) -> Rsyslog {
+        assert!(
+            Path::new(RSYSLOGD).exists(),
+            "rsyslogd is not installed: run scripts/test, which installs it"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let template = include_str!("../fixtures/rsyslog.conf.in");
+        let conf = template
+            .replace("@WORKDIR@", &dir.path().display().to_string())
+            .replace("@PORTFILE@", &dir.path().join("port").display().to_string())
+            .replace("@CA_FILE@", &ca_file.display().to_string())
+            .replace("@TARGET_PORT_LF@", &target_port.to_string())
+            .replace("@TARGET_PORT@", &target_port.to_string());
+        let conf_path = dir.path().join("rsyslog.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let log = std::fs::File::create(dir.path().join("rsyslogd.out")).unwrap();
+        let child = Command::new(RSYSLOGD)
+            .arg("-n")
+            .arg("-f")
+            .arg(&conf_path)
+            .arg("-i")
+            .arg(dir.path().join("rsyslogd.pid"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start rsyslogd");
+        Rsyslog { child, dir }
+    }
+
+    fn port(&mut self) -> u16 {
+        let file = self.dir.path().join("port");
+        wait_until(Duration::from_secs(30), "rsyslog's imtcp port file", || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("rsyslogd exited with {status}: {}", self.diagnostics());
+            }
+            std::fs::read_to_string(&file).is_ok_and(|s| s.trim().parse::<u16>().is_ok())
+        });
+        std::fs::read_to_string(&file).unwrap().trim().parse().unwrap()
+    }
+
+    fn diagnostics(&self) -> String {
+        let read = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
+        format!("stdout/stderr:\n{}\ninternal log:\n{}", read("rsyslogd.out"), read("rsyslog-internal.log"))
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- rsyslog ---\n{}", self.diagnostics());
+        }
+    }
+}
+
+#[test]
+fn rsyslog_forwards_over_tls_in_both_framings() {
+    let d = Daemon::start();
+    let mut rs = Rsyslog::start(&d.ca_file(), d.addr("syslog").port());
+    let port = rs.port();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    for i in 0..MESSAGES {
+        writeln!(s, "<165>1 2024-03-01T12:00:{:02}.250Z web-7 nginx 812 ACCESS [req@32473 path=\"/x\" status=\"200\"] rsyslog message {i}", i % 60).unwrap();
+    }
+    s.flush().unwrap();
+    drop(s);
+
+    wait_until(Duration::from_secs(60), "every message in both framings", || {
+        let n = d.count("message LIKE 'rsyslog message %'");
+        if n > 2 * MESSAGES as i64 {
+            panic!("more events than sent: {n}");
+        }
+        n == 2 * MESSAGES as i64
+    });
+
+    // RFC 5424 over octet counting keeps every header field and the structured data.
+    let rows = d.query("SELECT * FROM logs WHERE message = 'rsyslog message 7' ORDER BY msgid NULLS LAST");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let full = &rows[0];
+    assert_eq!(full["msgid"], "ACCESS", "{full}");
+    assert_eq!(full["host"], "web-7");
+    assert_eq!(full["app"], "nginx");
+    assert_eq!(full["procid"], "812");
+    assert_eq!(full["facility"], 20);
+    assert_eq!(full["severity"], 5);
+    assert!(full["timestamp"].as_str().unwrap().starts_with("2024-03-01T12:00:07.250"), "{full}");
+    let sd: serde_json::Value = serde_json::from_str(full["structured_data"].as_str().unwrap()).unwrap();
+    assert_eq!(sd["req@32473"]["status"], "200");
+
+    // The traditional format carries fewer fields; those it has must arrive.
+    let trad = &rows[1];
+    assert_eq!(trad["host"], "web-7", "{trad}");
+    assert_eq!(trad["app"], "nginx");
+    assert_eq!(trad["procid"], "812");
+    assert_eq!(trad["facility"], 20);
+    assert_eq!(trad["severity"], 5);
+    assert!(trad["decode_error"].is_null(), "{trad}");
+    assert_eq!(d.count("message LIKE 'rsyslog message %' AND decode_error IS NOT NULL"), 0);
+}
