@@ -1,0 +1,423 @@
+//! End-to-end load generator: sends a generated RFC 5424 corpus over N TLS connections and
+//! reports events/s, MB/s, the time until the last event is durable and queryable, and the
+//! Parquet bytes per event.
+//!
+//! By default it starts its own daemon (the `logwarden` binary next to this one) on loopback
+//! ports chosen by the OS, in a temporary data directory; `--target` sends to a running daemon
+//! instead. Durable means queryable in logwarden (both happen in one step), so the end of the
+//! measurement is when `logwarden_events_durable_total` reaches the number of events sent.
+//!
+//!     cargo run --release --bin logwarden-loadgen -- --events 2000000 --connections 4
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, ValueEnum};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+#[derive(Debug, Parser)]
+#[command(name = "logwarden-loadgen", about = "Send a generated syslog corpus over TLS and measure ingest")]
+struct Args {
+    /// Events to send in total.
+    #[arg(long, default_value_t = 2_000_000)]
+    events: usize,
+    /// Concurrent TLS connections.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Size of each RFC 5424 message in bytes (without framing).
+    #[arg(long, default_value_t = 180)]
+    event_bytes: usize,
+    #[arg(long, value_enum, default_value = "octet")]
+    framing: Framing,
+    /// Send to a running daemon's stream listener instead of starting one.
+    #[arg(long, requires = "ca")]
+    target: Option<SocketAddr>,
+    /// CA file that signed the target's certificate (with --target).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// The target's admin address, to wait until the events are durable (with --target).
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// The logwarden binary to start (default: the one next to this program).
+    #[arg(long)]
+    daemon: Option<PathBuf>,
+    /// Give up waiting for durability after this long.
+    #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Seed of the corpus generator.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Framing {
+    /// RFC 5425 octet counting (`LEN SP MSG`), as rsyslog's omfwd with TCP_Framing="octet-counted".
+    Octet,
+    /// Non-transparent framing: one message per line.
+    Lf,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.connections == 0 || args.events == 0 {
+        bail!("--events and --connections must be at least 1");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    let daemon = match args.target {
+        Some(addr) => Target {
+            stream: addr,
+            admin: args.admin,
+            ca: args.ca.clone().context("--ca is required with --target")?,
+            child: None,
+        },
+        None => Target::start(args.daemon.clone())?,
+    };
+
+    eprint!("generating {} events of {} bytes ... ", args.events, args.event_bytes);
+    let started = Instant::now();
+    let corpus = generate(&args);
+    let wire_bytes: usize = corpus.iter().map(Vec::len).sum();
+    eprintln!("{:.1}s", started.elapsed().as_secs_f64());
+
+    let durable_before = match daemon.admin {
+        Some(a) => metric(a, "logwarden_events_durable_total").await.unwrap_or(0.0),
+        None => 0.0,
+    };
+    let connector = TlsConnector::from(client_config(&daemon.ca)?);
+    let start = Instant::now();
+    let mut sends = Vec::new();
+    for chunk in corpus {
+        let connector = connector.clone();
+        let addr = daemon.stream;
+        sends.push(tokio::spawn(async move {
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            let mut tls = connector.connect(ServerName::try_from("localhost")?, tcp).await?;
+            for piece in chunk.chunks(256 * 1024) {
+                tls.write_all(piece).await?;
+            }
+            tls.shutdown().await?;
+            // Read to the server's close: closing with unread data (session tickets) would
+            // reset the connection and make the kernel drop what the server has not read yet.
+            let _ = tls.read_to_end(&mut Vec::new()).await;
+            anyhow::Ok(())
+        }));
+    }
+    for s in sends {
+        s.await??;
+    }
+    let sent = start.elapsed();
+
+    let mut report = Report {
+        events: args.events,
+        event_bytes: args.event_bytes,
+        wire_bytes,
+        connections: args.connections,
+        sent,
+        durable: None,
+        parquet: None,
+    };
+    if let Some(admin) = daemon.admin {
+        let want = durable_before + args.events as f64;
+        let deadline = Instant::now() + args.timeout;
+        loop {
+            let now = metric(admin, "logwarden_events_durable_total").await.unwrap_or(0.0);
+            if now >= want {
+                report.durable = Some(start.elapsed());
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "only {} of {} events durable after {:?}",
+                    now - durable_before,
+                    args.events,
+                    args.timeout
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if daemon.child.is_some() {
+            report.parquet = wait_for_segments(admin, args.events, args.timeout).await;
+        }
+    }
+    report.print();
+    if let Some(data_dir) = daemon.data_dir() {
+        verify_count(&daemon.bin()?, &data_dir, args.events)?;
+    }
+    drop(daemon);
+    Ok(())
+}
+
+struct Report {
+    events: usize,
+    event_bytes: usize,
+    wire_bytes: usize,
+    connections: usize,
+    sent: Duration,
+    durable: Option<Duration>,
+    parquet: Option<(f64, f64)>,
+}
+
+impl Report {
+    fn print(&self) {
+        let mb = self.wire_bytes as f64 / 1e6;
+        let rate = |d: Duration| (self.events as f64 / d.as_secs_f64(), mb / d.as_secs_f64());
+        println!(
+            "events: {}  message bytes: {}  connections: {}  wire: {:.1} MB",
+            self.events, self.event_bytes, self.connections, mb
+        );
+        let (ev, mbs) = rate(self.sent);
+        println!("sent in {:.2}s: {:.0} events/s, {:.1} MB/s", self.sent.as_secs_f64(), ev, mbs);
+        if let Some(d) = self.durable {
+            let (ev, mbs) = rate(d);
+            println!(
+                "durable and queryable in {:.2}s: {:.0} events/s, {:.1} MB/s (last event {:.0} ms after the send finished)",
+                d.as_secs_f64(),
+                ev,
+                mbs,
+                (d.saturating_sub(self.sent)).as_secs_f64() * 1e3
+            );
+        }
+        if let Some((bytes, rows)) = self.parquet {
+            println!("parquet: {:.0} bytes for {:.0} rows = {:.1} bytes/event", bytes, rows, bytes / rows);
+        }
+    }
+}
+
+/// The daemon under load: started here (and stopped on drop) or given by address.
+struct Target {
+    stream: SocketAddr,
+    admin: Option<SocketAddr>,
+    ca: PathBuf,
+    child: Option<(Child, PathBuf, PathBuf)>,
+}
+
+impl Target {
+    fn start(bin: Option<PathBuf>) -> Result<Target> {
+        let bin = match bin {
+            Some(b) => b,
+            None => std::env::current_exe()?.with_file_name("logwarden"),
+        };
+        if !bin.exists() {
+            bail!("{} not found: build it (cargo build --release) or pass --daemon", bin.display());
+        }
+        let dir = std::env::temp_dir().join(format!("logwarden-loadgen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let data = dir.join("data");
+        let config = dir.join("logwarden.toml");
+        // Production defaults, except ports chosen by the OS and a short flush interval so the
+        // tail of the run reaches Parquet soon after the load ends (for the bytes/event figure).
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"{}\"\n[log]\nlevel = \"warn\"\n[[stream]]\nname = \"syslog\"\naddress = \"127.0.0.1:0\"\n\
+                 [[http]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n\
+                 [storage]\nflush_interval = \"5s\"\n",
+                data.display()
+            ),
+        )?;
+        let log = std::fs::File::create(dir.join("daemon.log"))?;
+        let child = Command::new(&bin)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("failed to start {}", bin.display()))?;
+        let listeners = data.join("listeners.json");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !listeners.exists() {
+            if Instant::now() > deadline {
+                bail!("daemon did not start; see {}", dir.join("daemon.log").display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let addrs: std::collections::HashMap<String, SocketAddr> =
+            serde_json::from_str(&std::fs::read_to_string(&listeners)?)?;
+        let get = |k: &str| addrs.get(k).copied().with_context(|| format!("no {k} in listeners.json"));
+        let stream = get("syslog")?;
+        let admin = get("admin")?;
+        eprintln!("started {} (data in {})", bin.display(), data.display());
+        Ok(Target { stream, admin: Some(admin), ca: data.join("tls/ca.pem"), child: Some((child, dir, bin)) })
+    }
+
+    fn data_dir(&self) -> Option<PathBuf> {
+        self.child.as_ref().map(|(_, dir, _)| dir.join("data"))
+    }
+
+    fn bin(&self) -> Result<PathBuf> {
+        self.child.as_ref().map(|(_, _, b)| b.clone()).context("no daemon binary")
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some((child, dir, _)) = self.child.as_mut() {
+            // SIGTERM for a clean stop, then the scratch directory goes.
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Parquet bytes and rows once every event is in a segment (`None` if that takes too long).
+async fn wait_for_segments(admin: SocketAddr, events: usize, timeout: Duration) -> Option<(f64, f64)> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let rows = metric(admin, "logwarden_storage_rows").await.unwrap_or(0.0);
+        if rows >= events as f64 {
+            let bytes = metric(admin, "logwarden_storage_bytes").await.unwrap_or(0.0);
+            return Some((bytes, rows));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+fn verify_count(bin: &Path, data_dir: &Path, events: usize) -> Result<()> {
+    let started = Instant::now();
+    let out = Command::new(bin)
+        .args(["query", "--format", "csv", "--data-dir"])
+        .arg(data_dir)
+        .arg("SELECT count(*) FROM logs")
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let n: usize = text.lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+    println!("logwarden query: count(*) = {n} ({:.2}s)", started.elapsed().as_secs_f64());
+    if n != events {
+        bail!("expected {events} rows, the table has {n}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// One sample from the admin endpoint's /metrics (a plain HTTP/1.0 GET).
+async fn metric(admin: SocketAddr, name: &str) -> Option<f64> {
+    let mut s = TcpStream::connect(admin).await.ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.ok()?;
+    body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca)
+        .with_context(|| format!("failed to read {}", ca.display()))?
+    {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+const HOSTS: usize = 64;
+const APPS: &[&str] =
+    &["nginx", "sshd", "postgres", "kernel", "api", "worker", "cron", "systemd", "haproxy", "auth"];
+const PATHS: &[&str] =
+    &["/api/v1/orders", "/api/v1/users", "/healthz", "/static/app.js", "/login", "/search"];
+const VERBS: &[&str] = &["GET", "GET", "GET", "POST", "PUT", "DELETE"];
+
+/// One wire buffer per connection, each holding its share of the events, framed. Messages are
+/// `event_bytes` long, drawn from a few realistic shapes with varying numbers, addresses and
+/// identifiers, and time-ordered like a live stream.
+fn generate(args: &Args) -> Vec<Vec<u8>> {
+    let per_conn = args.events.div_ceil(args.connections);
+    let base = chrono::Utc::now() - chrono::Duration::minutes(10);
+    (0..args.connections)
+        .map(|c| {
+            let n = per_conn.min(args.events.saturating_sub(c * per_conn));
+            let mut rng = SmallRng::seed_from_u64(args.seed + c as u64);
+            let mut buf = Vec::with_capacity(n * (args.event_bytes + 8));
+            let mut msg = String::with_capacity(args.event_bytes + 64);
+            for i in 0..n {
+                msg.clear();
+                let ts = base + chrono::Duration::microseconds(((i * args.connections + c) * 7) as i64);
+                let host = rng.random_range(0..HOSTS);
+                let app = APPS[rng.random_range(0..APPS.len())];
+                let pri = 8 * [1u8, 3, 4, 10, 16][rng.random_range(0..5)] + rng.random_range(3..7u8);
+                use std::fmt::Write as _;
+                let _ = write!(
+                    msg,
+                    "<{pri}>1 {} web-{host:03}.prod.example.net {app} {} - - ",
+                    ts.format("%Y-%m-%dT%H:%M:%S%.6fZ"),
+                    rng.random_range(100..32768),
+                );
+                let _ = match rng.random_range(0..4) {
+                    0 => write!(
+                        msg,
+                        "{} {}/{} {} {} rt={:.3} client=10.{}.{}.{}",
+                        VERBS[rng.random_range(0..VERBS.len())],
+                        PATHS[rng.random_range(0..PATHS.len())],
+                        rng.random_range(1..100_000),
+                        [200, 200, 200, 304, 404, 500][rng.random_range(0..6)],
+                        rng.random_range(120..90_000),
+                        rng.random::<f32>(),
+                        rng.random_range(0..255),
+                        rng.random_range(0..255),
+                        rng.random_range(0..255),
+                    ),
+                    1 => write!(
+                        msg,
+                        "Accepted publickey for deploy from 192.168.{}.{} port {} ssh2: ED25519 SHA256:{:016x}",
+                        rng.random_range(0..255),
+                        rng.random_range(0..255),
+                        rng.random_range(1024..65535),
+                        rng.random::<u64>(),
+                    ),
+                    2 => write!(
+                        msg,
+                        "duration: {:.3} ms  statement: SELECT * FROM orders WHERE id = {} AND tenant = {}",
+                        rng.random::<f32>() * 100.0,
+                        rng.random_range(1..10_000_000),
+                        rng.random_range(1..500),
+                    ),
+                    _ => write!(
+                        msg,
+                        "job {:08x} finished state=ok items={} retries={} queue=q{}",
+                        rng.random::<u32>(),
+                        rng.random_range(0..5000),
+                        rng.random_range(0..3),
+                        rng.random_range(0..16),
+                    ),
+                };
+                // Exactly event_bytes: pad with a request id, or cut.
+                while msg.len() < args.event_bytes {
+                    let _ = write!(msg, " req={:016x}", rng.random::<u64>());
+                }
+                msg.truncate(args.event_bytes);
+                match args.framing {
+                    Framing::Octet => {
+                        let _ = write!(buf, "{} ", msg.len());
+                        buf.extend_from_slice(msg.as_bytes());
+                    }
+                    Framing::Lf => {
+                        buf.extend_from_slice(msg.as_bytes());
+                        buf.push(b'\n');
+                    }
+                }
+            }
+            buf
+        })
+        .collect()
+}
