@@ -55,6 +55,9 @@ struct Args {
     /// Give up waiting for durability after this long.
     #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// Keep the started daemon's data directory (to inspect the segments) instead of deleting it.
+    #[arg(long)]
+    keep_data: bool,
     /// Seed of the corpus generator.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -84,8 +87,9 @@ async fn run(args: Args) -> Result<()> {
             admin: args.admin,
             ca: args.ca.clone().context("--ca is required with --target")?,
             child: None,
+            keep_data: false,
         },
-        None => Target::start(args.daemon.clone())?,
+        None => Target::start(args.daemon.clone(), args.keep_data)?,
     };
 
     eprint!("generating {} events of {} bytes ... ", args.events, args.event_bytes);
@@ -205,10 +209,11 @@ struct Target {
     admin: Option<SocketAddr>,
     ca: PathBuf,
     child: Option<(Child, PathBuf, PathBuf)>,
+    keep_data: bool,
 }
 
 impl Target {
-    fn start(bin: Option<PathBuf>) -> Result<Target> {
+    fn start(bin: Option<PathBuf>, keep_data: bool) -> Result<Target> {
         let bin = match bin {
             Some(b) => b,
             None => std::env::current_exe()?.with_file_name("logwarden"),
@@ -254,7 +259,13 @@ impl Target {
         let stream = get("syslog")?;
         let admin = get("admin")?;
         eprintln!("started {} (data in {})", bin.display(), data.display());
-        Ok(Target { stream, admin: Some(admin), ca: data.join("tls/ca.pem"), child: Some((child, dir, bin)) })
+        Ok(Target {
+            stream,
+            admin: Some(admin),
+            ca: data.join("tls/ca.pem"),
+            child: Some((child, dir, bin)),
+            keep_data,
+        })
     }
 
     fn data_dir(&self) -> Option<PathBuf> {
@@ -272,7 +283,11 @@ impl Drop for Target {
             // SIGTERM for a clean stop, then the scratch directory goes.
             let _ = Command::new("kill").arg(child.id().to_string()).status();
             let _ = child.wait();
-            let _ = std::fs::remove_dir_all(dir);
+            if self.keep_data {
+                eprintln!("data kept in {}", dir.display());
+            } else {
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
     }
 }
@@ -337,10 +352,22 @@ const APPS: &[&str] =
 const PATHS: &[&str] =
     &["/api/v1/orders", "/api/v1/users", "/healthz", "/static/app.js", "/login", "/search"];
 const VERBS: &[&str] = &["GET", "GET", "GET", "POST", "PUT", "DELETE"];
+/// What ends real lines: user agents, deployment labels, trace context.
+const TAILS: &[&str] = &[
+    " ua=\"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\"",
+    " ua=\"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36\"",
+    " ua=\"curl/8.5.0\" env=prod region=eu-west-1",
+    " ua=\"Go-http-client/2.0\" env=prod region=us-east-2",
+    " env=prod region=eu-west-1 cluster=blue deploy=2026.11.3",
+    " env=prod region=us-east-2 cluster=green deploy=2026.11.2",
+];
 
-/// One wire buffer per connection, each holding its share of the events, framed. Messages are
-/// `event_bytes` long, drawn from a few realistic shapes with varying numbers, addresses and
-/// identifiers, and time-ordered like a live stream.
+/// One wire buffer per connection, each holding its share of the events, framed.
+///
+/// Messages are exactly `event_bytes` long and modelled on production lines rather than on
+/// noise: 64 hosts, a PID per host and program, clients from a pool of 4096 addresses, and
+/// request ids, sizes, latencies and SSH key hashes that vary per line (about 16 bytes of
+/// entropy per event), time-ordered like a live stream.
 fn generate(args: &Args) -> Vec<Vec<u8>> {
     let per_conn = args.events.div_ceil(args.connections);
     let base = chrono::Utc::now() - chrono::Duration::minutes(10);
@@ -349,19 +376,21 @@ fn generate(args: &Args) -> Vec<Vec<u8>> {
             let n = per_conn.min(args.events.saturating_sub(c * per_conn));
             let mut rng = SmallRng::seed_from_u64(args.seed + c as u64);
             let mut buf = Vec::with_capacity(n * (args.event_bytes + 8));
-            let mut msg = String::with_capacity(args.event_bytes + 64);
+            let mut msg = String::with_capacity(args.event_bytes + 128);
             for i in 0..n {
                 msg.clear();
                 let ts = base + chrono::Duration::microseconds(((i * args.connections + c) * 7) as i64);
                 let host = rng.random_range(0..HOSTS);
-                let app = APPS[rng.random_range(0..APPS.len())];
+                let a = rng.random_range(0..APPS.len());
+                let pid = 300 + (host * 7919 + a * 104_729) % 32_000;
                 let pri = 8 * [1u8, 3, 4, 10, 16][rng.random_range(0..5)] + rng.random_range(3..7u8);
+                let client = rng.random_range(0..4096u32);
                 use std::fmt::Write as _;
                 let _ = write!(
                     msg,
-                    "<{pri}>1 {} web-{host:03}.prod.example.net {app} {} - - ",
+                    "<{pri}>1 {} web-{host:03}.prod.example.net {} {pid} - - ",
                     ts.format("%Y-%m-%dT%H:%M:%S%.6fZ"),
-                    rng.random_range(100..32768),
+                    APPS[a],
                 );
                 let _ = match rng.random_range(0..4) {
                     0 => write!(
@@ -372,23 +401,23 @@ fn generate(args: &Args) -> Vec<Vec<u8>> {
                         rng.random_range(1..100_000),
                         [200, 200, 200, 304, 404, 500][rng.random_range(0..6)],
                         rng.random_range(120..90_000),
-                        rng.random::<f32>(),
-                        rng.random_range(0..255),
-                        rng.random_range(0..255),
-                        rng.random_range(0..255),
+                        rng.random_range(0..2000) as f32 / 1000.0,
+                        client >> 10,
+                        (client >> 5) & 31,
+                        client & 31,
                     ),
                     1 => write!(
                         msg,
-                        "Accepted publickey for deploy from 192.168.{}.{} port {} ssh2: ED25519 SHA256:{:016x}",
-                        rng.random_range(0..255),
-                        rng.random_range(0..255),
+                        "Accepted publickey for deploy from 192.168.{}.{} port {} ssh2: ED25519 SHA256:{:08x}",
+                        client >> 5,
+                        client & 31,
                         rng.random_range(1024..65535),
-                        rng.random::<u64>(),
+                        rng.random::<u32>(),
                     ),
                     2 => write!(
                         msg,
                         "duration: {:.3} ms  statement: SELECT * FROM orders WHERE id = {} AND tenant = {}",
-                        rng.random::<f32>() * 100.0,
+                        rng.random_range(0..100_000) as f32 / 1000.0,
                         rng.random_range(1..10_000_000),
                         rng.random_range(1..500),
                     ),
@@ -401,9 +430,9 @@ fn generate(args: &Args) -> Vec<Vec<u8>> {
                         rng.random_range(0..16),
                     ),
                 };
-                // Exactly event_bytes: pad with a request id, or cut.
+                // Exactly event_bytes: finish the line with tails, then cut.
                 while msg.len() < args.event_bytes {
-                    let _ = write!(msg, " req={:016x}", rng.random::<u64>());
+                    msg.push_str(TAILS[rng.random_range(0..TAILS.len())]);
                 }
                 msg.truncate(args.event_bytes);
                 match args.framing {

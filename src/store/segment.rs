@@ -8,10 +8,11 @@ use arrow::array::{Array, RecordBatch, TimestampNanosecondArray};
 use arrow::compute::{SortOptions, concat_batches, sort_to_indices, take_record_batch};
 use arrow::error::ArrowError;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use super::manifest::SegmentMeta;
 use crate::batch::{self, TIMESTAMP_INDEX};
@@ -77,7 +78,16 @@ pub fn write(
             column_idx: TIMESTAMP_INDEX as i32,
             descending: false,
             nulls_first: false,
-        }]))
+        }]));
+    // Sorted timestamps and receive times close to them differ by small steps: delta encoding
+    // stores those steps in a few bits where a dictionary or plain values need eight bytes.
+    let props = [batch::col::TIMESTAMP, batch::col::RECEIVED_AT]
+        .into_iter()
+        .fold(props, |p, c| {
+            let c = ColumnPath::from(c);
+            p.set_column_dictionary_enabled(c.clone(), false)
+                .set_column_encoding(c, Encoding::DELTA_BINARY_PACKED)
+        })
         .build();
     let file = File::create(&tmp).map_err(io("create", &tmp))?;
     let parquet_err = |source| SegmentError::Parquet { path: tmp.clone(), source };
