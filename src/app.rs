@@ -9,16 +9,19 @@ use std::time::Instant;
 
 use prometheus::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, ListenerCommon};
 use crate::ingest::connection::{self, StreamSettings};
 use crate::ingest::http::HttpIngest;
 use crate::ingest::listener::{accept_loop, bind};
 use crate::metrics::Metrics;
+use crate::query::{QueryEngine, QueryLimits};
 use crate::serve::admin::{self, Readiness};
+use crate::serve::flight::{Authenticator, FlightServer, FlightSql};
 use crate::store::{Pipeline, PipelineOptions, Store};
 use crate::tls::ServerTls;
 
@@ -36,6 +39,10 @@ pub enum AppError {
     Write { path: String, source: std::io::Error },
     #[error("failed to install the signal handler: {0}")]
     Signal(std::io::Error),
+    #[error(transparent)]
+    FlightAuth(#[from] crate::serve::flight::auth::AuthError),
+    #[error("failed to set up SQL: {0}")]
+    Query(#[from] crate::query::QueryError),
 }
 
 /// Run the daemon until SIGTERM or SIGINT.
@@ -45,7 +52,10 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let cancel = CancellationToken::new();
     let connections = TaskTracker::new();
 
-    let tls = if config.stream.iter().any(|l| l.tls) || config.http.iter().any(|l| l.tls) {
+    let any_tls = config.stream.iter().any(|l| l.tls)
+        || config.http.iter().any(|l| l.tls)
+        || (config.flight.enabled && config.flight.tls);
+    let tls = if any_tls {
         let tls = ServerTls::load(&config.tls, &config.dev_tls_dir())?;
         if let Some(dev) = &tls.dev {
             tracing::warn!(
@@ -143,6 +153,14 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     // The pipeline ends when every appender is gone; listeners hold the remaining clones.
     drop(appender);
 
+    let flight_task = if config.flight.enabled {
+        let server = flight_server(&config, &store, tls.as_ref(), &metrics).await?;
+        bound.insert("flight".into(), local_addr(&server.listener, config.flight.address));
+        Some(tokio::spawn(server.run(cancel.clone(), connections.clone())))
+    } else {
+        None
+    };
+
     let admin_cancel = CancellationToken::new();
     let admin_tasks = TaskTracker::new();
     let ready = Readiness::default();
@@ -170,6 +188,11 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     for t in accept_tasks {
         let _ = t.await;
     }
+    if let Some(t) = flight_task
+        && tokio::time::timeout_at(deadline, t).await.is_err()
+    {
+        tracing::warn!("Flight SQL calls did not finish before the shutdown deadline; closing them");
+    }
     connections.close();
     if tokio::time::timeout_at(deadline, connections.wait()).await.is_err() {
         tracing::warn!("connections did not drain before the shutdown deadline; closing them");
@@ -188,6 +211,52 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let _ = tokio::time::timeout_at(deadline, admin_tasks.wait()).await;
     tracing::info!("logwarden stopped");
     Ok(())
+}
+
+async fn flight_server(
+    config: &Config,
+    store: &Store,
+    tls: Option<&ServerTls>,
+    metrics: &Metrics,
+) -> Result<FlightServer, AppError> {
+    let f = &config.flight;
+    let (auth, token_file) = Authenticator::new(f, &config.flight_token_file())?;
+    let auth = Arc::new(auth);
+    if let Some(path) = token_file {
+        tracing::info!(token_file = %path.display(), "Flight SQL accepts the token in this file (no credentials configured); logwarden query --server reads it");
+    }
+    let listener = bind_named("Flight SQL listener", f.address).await?;
+    let addr = local_addr(&listener, f.address);
+    let common = ListenerCommon {
+        name: "flight".into(),
+        address: f.address,
+        tls: f.tls,
+        max_connections: f.max_connections,
+        idle_timeout: f.limits.timeout,
+        handshake_timeout: f.handshake_timeout,
+    };
+    tracing::info!(%addr, tls = f.tls, "Flight SQL endpoint ready");
+    let service = FlightSql {
+        engine: QueryEngine::new(store.clone())?,
+        auth: auth.clone(),
+        limits: QueryLimits {
+            memory_bytes: f.limits.memory.as_u64() as usize,
+            timeout: f.limits.timeout,
+            max_rows: f.limits.max_result_rows,
+        },
+        max_concurrent: f.limits.max_concurrent,
+        running: Arc::new(Semaphore::new(f.limits.max_concurrent)),
+        metrics: metrics.clone(),
+    };
+    Ok(FlightServer {
+        listener,
+        common,
+        tls: tls.filter(|_| f.tls).map(|t| TlsAcceptor::from(t.grpc_config())),
+        service,
+        auth,
+        listener_metrics: metrics.listener("flight"),
+        metrics: metrics.clone(),
+    })
 }
 
 async fn bind_named(what: &str, addr: SocketAddr) -> Result<TcpListener, AppError> {

@@ -4,7 +4,7 @@
 //! (already resolved to its label values, see [`ListenerMetrics`]) and adds counts in bulk.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 use crate::ingest::event::Format;
@@ -40,7 +40,10 @@ pub struct Metrics {
     pub wal_replayed_events: IntCounter,
     pub wal_torn_tails: IntCounter,
     pub storage_errors: IntCounterVec,
-    pub query_seconds: HistogramVec,
+    pub flight_queries: IntCounterVec,
+    pub flight_query_seconds: Histogram,
+    pub flight_rows_sent: IntCounter,
+    pub flight_active_queries: IntGauge,
 }
 
 fn name(n: &str) -> String {
@@ -97,11 +100,6 @@ impl Metrics {
             &["listener"],
         )?;
         reg.register(Box::new(connections_active.clone()))?;
-        let query_seconds = HistogramVec::new(
-            HistogramOpts::new(name("query_seconds"), "SQL query time by interface.").buckets(io_buckets()),
-            &["interface"],
-        )?;
-        reg.register(Box::new(query_seconds.clone()))?;
         Ok(Metrics {
             events_received: counter_vec(
                 reg,
@@ -201,7 +199,20 @@ impl Metrics {
                 "Storage failures by operation.",
                 &["op"],
             )?,
-            query_seconds,
+            flight_queries: counter_vec(
+                reg,
+                "flight_queries_total",
+                "Flight SQL queries by outcome (ok, invalid, denied, unauthenticated, resource_exhausted, timeout, cancelled, error).",
+                &["status"],
+            )?,
+            flight_query_seconds: histogram(
+                reg,
+                "flight_query_seconds",
+                "Flight SQL query time, from planning to the last batch sent.",
+                io_buckets(),
+            )?,
+            flight_rows_sent: counter(reg, "flight_rows_sent_total", "Rows sent to Flight SQL clients.")?,
+            flight_active_queries: gauge(reg, "flight_active_queries", "Flight SQL queries running now.")?,
         })
     }
 

@@ -1,12 +1,24 @@
-//! Running SQL over the stored data: a read-only DataFusion session with the `logs` table, and
-//! the output formats of `logwarden query`.
+//! Running SQL over the stored data: a read-only DataFusion session with the `logs` table,
+//! statements with positional parameters, per-query limits, and the output formats of
+//! `logwarden query`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::memory_pool::GreedyMemoryPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use futures::StreamExt;
 
 use crate::store::{LogsTable, Store};
 
@@ -14,8 +26,25 @@ use crate::store::{LogsTable, Store};
 pub enum QueryError {
     #[error("{0}")]
     Sql(#[from] DataFusionError),
+    /// DDL, DML or a session statement: logwarden's SQL is read-only.
+    #[error("logwarden is read-only: {0}")]
+    Forbidden(String),
+    /// A per-query limit was exceeded; the message names it.
+    #[error("{0}")]
+    Limit(String),
+    /// The query ran past its time limit.
+    #[error("query exceeded its time limit of {0:?} (flight.limits.timeout)")]
+    Timeout(Duration),
     #[error("failed to format results: {0}")]
     Format(#[from] arrow::error::ArrowError),
+}
+
+/// What one query may use.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryLimits {
+    pub memory_bytes: usize,
+    pub timeout: Duration,
+    pub max_rows: u64,
 }
 
 /// SQL access to one store.
@@ -38,11 +67,40 @@ impl QueryEngine {
         &self.ctx
     }
 
-    /// Plan a read-only statement: DDL, DML and `SET`-style statements are refused.
-    pub async fn stream(&self, sql: &str) -> Result<SendableRecordBatchStream, QueryError> {
+    /// Plan a read-only statement: DDL, DML and `SET`-style statements are refused. `params`
+    /// bind the statement's placeholders in order (`?` or `$1`, `$2`, ...).
+    pub async fn plan(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        memory_bytes: Option<usize>,
+    ) -> Result<DataFrame, QueryError> {
+        let ctx = match memory_bytes {
+            None => self.ctx.clone(),
+            Some(limit) => {
+                // A pool per query: one query over its budget fails alone, others go on.
+                let runtime = RuntimeEnvBuilder::new()
+                    .with_memory_pool(Arc::new(GreedyMemoryPool::new(limit)))
+                    .build_arc()?;
+                let state = SessionStateBuilder::new_from_existing(self.ctx.state())
+                    .with_runtime_env(runtime)
+                    .build();
+                SessionContext::new_with_state(state)
+            }
+        };
+        let sql = number_placeholders(sql);
+        let plan = ctx.state().create_logical_plan(&sql).await?;
         let opts = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-        let df = self.ctx.sql_with_options(sql, opts).await?;
-        Ok(df.execute_stream().await?)
+        if let Err(e) = opts.verify_plan(&plan) {
+            return Err(QueryError::Forbidden(e.strip_backtrace()));
+        }
+        let df = ctx.execute_logical_plan(plan).await?;
+        if params.is_empty() { Ok(df) } else { Ok(df.with_param_values(params)?) }
+    }
+
+    /// Plan and start a read-only statement without limits (the CLI's path).
+    pub async fn stream(&self, sql: &str) -> Result<SendableRecordBatchStream, QueryError> {
+        Ok(self.plan(sql, Vec::new(), None).await?.execute_stream().await?)
     }
 
     /// Run a statement and collect its result.
@@ -50,6 +108,98 @@ impl QueryEngine {
         use futures::TryStreamExt;
         Ok(self.stream(sql).await?.try_collect().await?)
     }
+}
+
+/// The parameters a statement expects, as a schema with fields `$1`, `$2`, ... (types where
+/// DataFusion can infer them, `Null` otherwise).
+pub fn parameter_schema(df: &DataFrame) -> Result<Schema, QueryError> {
+    let mut types: Vec<(String, Option<DataType>)> =
+        df.logical_plan().get_parameter_types()?.into_iter().collect();
+    types.sort_by_key(|(name, _)| name.trim_start_matches('$').parse::<u32>().unwrap_or(u32::MAX));
+    Ok(Schema::new(
+        types
+            .into_iter()
+            .map(|(name, t)| Field::new(name, t.unwrap_or(DataType::Null), true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Rewrite each bare `?` placeholder to `$1`, `$2`, ... in order (DataFusion treats every bare
+/// `?` as the same named parameter). Text without a bare `?` is returned unchanged.
+pub fn number_placeholders(sql: &str) -> String {
+    if !sql.contains('?') {
+        return sql.to_owned();
+    }
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
+        return sql.to_owned();
+    };
+    if !tokens.iter().any(|t| matches!(t, Token::Placeholder(p) if p == "?")) {
+        return sql.to_owned();
+    }
+    let mut n = 0;
+    tokens
+        .into_iter()
+        .map(|t| match t {
+            Token::Placeholder(p) if p == "?" => {
+                n += 1;
+                format!("${n}")
+            }
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+/// Run a planned statement under `limits`: rows past `max_rows` and time past `timeout` end the
+/// stream with an error naming the limit; memory is limited by the plan's pool.
+pub async fn execute_limited(
+    df: DataFrame,
+    limits: QueryLimits,
+) -> Result<SendableRecordBatchStream, QueryError> {
+    let deadline = tokio::time::Instant::now() + limits.timeout;
+    let stream = tokio::time::timeout_at(deadline, df.execute_stream())
+        .await
+        .map_err(|_| QueryError::Timeout(limits.timeout))??;
+    let schema = stream.schema();
+    let mut rows = 0u64;
+    let limited = futures::stream::unfold((stream, false), move |(mut stream, done)| async move {
+        if done {
+            return None;
+        }
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) => Some((Err(limit_error(QueryError::Timeout(limits.timeout))), (stream, true))),
+            Ok(None) => None,
+            Ok(Some(item)) => Some((item, (stream, false))),
+        }
+    })
+    .map(move |item| {
+        let batch = item?;
+        rows += batch.num_rows() as u64;
+        if rows > limits.max_rows {
+            return Err(limit_error(QueryError::Limit(format!(
+                "result exceeds {} rows (flight.limits.max_result_rows)",
+                limits.max_rows
+            ))));
+        }
+        Ok(batch)
+    });
+    Ok(Box::pin(RecordBatchStreamAdapter::new(schema, limited)))
+}
+
+fn limit_error(e: QueryError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// The schema results have on the wire: Flight sends dictionary columns as their values.
+pub fn wire_schema(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Dictionary(_, value) => f.as_ref().clone().with_data_type(value.as_ref().clone()),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// How `logwarden query` prints results.

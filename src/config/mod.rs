@@ -5,9 +5,11 @@
 //! is the embedded development configuration. Loading never stops at the first problem: see
 //! [`load`] for how all of them are collected.
 
+mod flight;
 mod load;
 mod validate;
 
+pub use flight::{FlightConfig, QueryLimitsConfig, TokenConfig, UserConfig};
 pub use load::{ConfigError, Problem, load, load_str};
 
 use std::net::SocketAddr;
@@ -33,6 +35,8 @@ pub struct Config {
     /// HTTPS ingest endpoints (`POST /v1/logs`).
     pub http: Vec<HttpListenerConfig>,
     pub admin: AdminConfig,
+    /// Arrow Flight SQL for analysts (ADBC, JDBC, Grafana).
+    pub flight: FlightConfig,
     pub batch: BatchConfig,
     pub storage: StorageConfig,
 }
@@ -47,6 +51,7 @@ impl Default for Config {
             stream: vec![StreamListenerConfig::default()],
             http: vec![HttpListenerConfig::default()],
             admin: AdminConfig::default(),
+            flight: FlightConfig::default(),
             batch: BatchConfig::default(),
             storage: StorageConfig::default(),
         }
@@ -328,6 +333,10 @@ impl Config {
     }
     pub fn dev_tls_dir(&self) -> PathBuf {
         self.data_dir.join("tls")
+    }
+    /// The generated Flight SQL token, when no credentials are configured.
+    pub fn flight_token_file(&self) -> PathBuf {
+        self.flight.token_file.clone().unwrap_or_else(|| self.data_dir.join("flight.token"))
     }
     /// Where the daemon writes the addresses it actually bound (useful with port 0).
     pub fn listeners_file(&self) -> PathBuf {

@@ -82,6 +82,10 @@ impl Config {
             ));
         }
 
+        if self.flight.enabled {
+            self.validate_flight(&mut out, &addrs);
+        }
+
         match (&self.tls.cert_file, &self.tls.key_file) {
             (Some(_), None) => {
                 out.push(Problem::new("tls.key_file", "is required when tls.cert_file is set"))
@@ -141,6 +145,81 @@ fn check_pem(out: &mut Vec<Problem>, key: &str, path: &Path, label: &str) {
             if !found {
                 out.push(Problem::new(key, format!("{} holds no PEM {label}", path.display())));
             }
+        }
+    }
+}
+
+impl Config {
+    fn validate_flight(&self, out: &mut Vec<Problem>, addrs: &HashMap<SocketAddr, String>) {
+        let f = &self.flight;
+        if f.address.port() != 0
+            && let Some(other) = addrs.get(&f.address)
+        {
+            out.push(Problem::new("flight.address", format!("{} is already used by {other}", f.address)));
+        }
+        if f.address.port() != 0 && f.address == self.admin.address {
+            out.push(Problem::new("flight.address", format!("{} is already used by admin", f.address)));
+        }
+        if !f.tls && !f.address.ip().is_loopback() {
+            out.push(Problem::new(
+                "flight.tls",
+                format!(
+                    "plain gRPC is only allowed on a loopback address, not {}; set tls = true or bind 127.0.0.1",
+                    f.address
+                ),
+            ));
+        }
+        if f.max_connections == 0 {
+            out.push(Problem::new("flight.max_connections", "must be at least 1"));
+        }
+        if f.handshake_timeout.is_zero() {
+            out.push(Problem::new("flight.handshake_timeout", "must be greater than 0"));
+        }
+        let mut names: HashMap<&str, String> = HashMap::new();
+        for (i, t) in f.tokens.iter().enumerate() {
+            let key = format!("flight.tokens[{i}]");
+            if t.sha256.len() != 64
+                || !t.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                out.push(Problem::new(
+                    format!("{key}.sha256"),
+                    "must be the 64 lowercase hex digits of the token's SHA-256 (logwarden auth new-token prints it); never the token itself",
+                ));
+            }
+            if let Some(other) = names.insert(&t.name, key.clone()) {
+                out.push(Problem::new(
+                    format!("{key}.name"),
+                    format!("\"{}\" is already used by {other}", t.name),
+                ));
+            }
+        }
+        for (i, u) in f.users.iter().enumerate() {
+            let key = format!("flight.users[{i}]");
+            if let Err(e) = argon2::PasswordHash::new(&u.password_hash) {
+                out.push(Problem::new(
+                    format!("{key}.password_hash"),
+                    format!("is not an argon2 PHC string ({e}); make one with logwarden auth hash-password"),
+                ));
+            }
+            if let Some(other) = names.insert(&u.name, key.clone()) {
+                out.push(Problem::new(
+                    format!("{key}.name"),
+                    format!("\"{}\" is already used by {other}", u.name),
+                ));
+            }
+        }
+        let l = &f.limits;
+        if l.memory.as_u64() < 1 << 20 {
+            out.push(Problem::new("flight.limits.memory", "must be at least 1 MiB"));
+        }
+        if l.timeout.is_zero() {
+            out.push(Problem::new("flight.limits.timeout", "must be greater than 0"));
+        }
+        if l.max_concurrent == 0 {
+            out.push(Problem::new("flight.limits.max_concurrent", "must be at least 1"));
+        }
+        if l.max_result_rows == 0 {
+            out.push(Problem::new("flight.limits.max_result_rows", "must be at least 1"));
         }
     }
 }

@@ -2,6 +2,7 @@
 //! HTTP ingest.
 
 pub mod admin;
+pub mod flight;
 
 use std::convert::Infallible;
 use std::future::Future;

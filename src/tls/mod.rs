@@ -72,6 +72,13 @@ impl ServerTls {
         c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Arc::new(c)
     }
+
+    /// Config for gRPC (Flight SQL): h2 only; gRPC clients refuse a server that selects no ALPN.
+    pub fn grpc_config(&self) -> Arc<ServerConfig> {
+        let mut c = (*self.base).clone();
+        c.alpn_protocols = vec![b"h2".to_vec()];
+        Arc::new(c)
+    }
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

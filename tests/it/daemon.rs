@@ -64,6 +64,8 @@ address = "127.0.0.1:0"
 max_body_bytes = "1MiB"
 [admin]
 address = "127.0.0.1:0"
+[flight]
+address = "127.0.0.1:0"
 [batch]
 {linger}{extra}
 "#,

@@ -1,0 +1,89 @@
+//! `[flight]`: the Arrow Flight SQL endpoint, who may use it, and what one query may cost.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+use super::loopback;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlightConfig {
+    /// `false` turns the endpoint off.
+    pub enabled: bool,
+    pub address: SocketAddr,
+    /// TLS with the daemon's server certificate; `false` only on a loopback address.
+    pub tls: bool,
+    pub max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Bearer tokens, stored as the SHA-256 of the token (`logwarden auth new-token` makes both).
+    pub tokens: Vec<TokenConfig>,
+    /// Basic-auth users, stored as argon2 PHC strings (`logwarden auth hash-password`).
+    pub users: Vec<UserConfig>,
+    /// With no tokens and no users configured, a random token is created once in this file
+    /// (mode 0600; default `data_dir/flight.token`) and is the only credential accepted.
+    pub token_file: Option<PathBuf>,
+    pub limits: QueryLimitsConfig,
+}
+
+impl Default for FlightConfig {
+    fn default() -> Self {
+        FlightConfig {
+            enabled: true,
+            address: loopback(50051),
+            tls: true,
+            max_connections: 256,
+            handshake_timeout: Duration::from_secs(10),
+            tokens: Vec::new(),
+            users: Vec::new(),
+            token_file: None,
+            limits: QueryLimitsConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who the token belongs to (logged with each query).
+    pub name: String,
+    /// Lowercase hex SHA-256 of the token.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// argon2 PHC string, e.g. `$argon2id$v=19$m=19456,t=2,p=1$...`.
+    pub password_hash: String,
+}
+
+/// What a single query may use; going over a limit fails that query with the limit named.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryLimitsConfig {
+    /// Memory for sorts, joins and aggregations of one query (DataFusion memory pool).
+    pub memory: ByteSize,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Queries running at once; more are refused with RESOURCE_EXHAUSTED.
+    pub max_concurrent: usize,
+    /// Rows one result may have.
+    pub max_result_rows: u64,
+}
+
+impl Default for QueryLimitsConfig {
+    fn default() -> Self {
+        QueryLimitsConfig {
+            memory: ByteSize::mib(512),
+            timeout: Duration::from_secs(300),
+            max_concurrent: 8,
+            max_result_rows: 10_000_000,
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Who is asking: bearer tokens (kept as SHA-256 digests), basic credentials (argon2 hashes), and
+//! session tokens handed out by the Flight handshake.
+//!
+//! Every call carries an `authorization` header; the check runs before any service method and
+//! leaves an [`Identity`] in the request's extensions. Client certificates will become a third
+//! source of identity here.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use sha2::{Digest, Sha256};
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+
+use crate::config::FlightConfig;
+
+/// How long a handshake session token, or a verified basic credential, stays valid.
+const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Sessions kept at most; the oldest go first (a client that handshakes in a loop cannot grow it).
+const MAX_SESSIONS: usize = 10_000;
+
+/// The authenticated caller, available to every service method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    pub method: &'static str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("failed to read the Flight SQL token file {path}: {source}")]
+    ReadToken { path: PathBuf, source: std::io::Error },
+    #[error("failed to create the Flight SQL token file {path}: {source}")]
+    WriteToken { path: PathBuf, source: std::io::Error },
+    #[error("the Flight SQL token file {path} is empty")]
+    EmptyToken { path: PathBuf },
+}
+
+type Digest32 = [u8; 32];
+
+pub struct Authenticator {
+    tokens: HashMap<Digest32, String>,
+    users: HashMap<String, String>,
+    sessions: Mutex<HashMap<Digest32, (Identity, Instant)>>,
+}
+
+fn sha256(bytes: &[u8]) -> Digest32 {
+    Sha256::digest(bytes).into()
+}
+
+/// Lowercase hex SHA-256 of a secret, as the config stores tokens.
+pub fn sha256_hex(secret: &str) -> String {
+    sha256(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(s: &str) -> Option<Digest32> {
+    let mut out = [0u8; 32];
+    if s.len() != 64 {
+        return None;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A new random token: 32 bytes, URL-safe base64.
+pub fn new_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl Authenticator {
+    /// Credentials from the config; with none configured, the token in `token_file` (created
+    /// with a new random token on first start). Returns the file when it is in use.
+    pub fn new(cfg: &FlightConfig, token_file: &Path) -> Result<(Self, Option<PathBuf>), AuthError> {
+        let mut tokens: HashMap<Digest32, String> =
+            cfg.tokens.iter().filter_map(|t| Some((from_hex(&t.sha256)?, t.name.clone()))).collect();
+        let users = cfg.users.iter().map(|u| (u.name.clone(), u.password_hash.clone())).collect();
+        let mut generated = None;
+        if cfg.tokens.is_empty() && cfg.users.is_empty() {
+            let token = load_or_create_token(token_file)?;
+            tokens.insert(sha256(token.as_bytes()), "token-file".into());
+            generated = Some(token_file.to_path_buf());
+        }
+        Ok((Authenticator { tokens, users, sessions: Mutex::new(HashMap::new()) }, generated))
+    }
+
+    /// Check the `authorization` header of a call.
+    pub fn check(&self, md: &MetadataMap) -> Result<Identity, Status> {
+        let header = md
+            .get("authorization")
+            .ok_or_else(|| {
+                Status::unauthenticated("no authorization header: send a bearer token or basic credentials")
+            })?
+            .to_str()
+            .map_err(|_| Status::unauthenticated("authorization header is not ASCII"))?;
+        let (scheme, value) = header.split_once(' ').unwrap_or((header, ""));
+        let value = value.trim();
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let digest = sha256(value.as_bytes());
+            if let Some(name) = self.tokens.get(&digest) {
+                return Ok(Identity { name: name.clone(), method: "token" });
+            }
+            if let Some(id) = self.session(&digest) {
+                return Ok(id);
+            }
+            Err(Status::unauthenticated("invalid or expired bearer token"))
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            self.check_basic(value)
+        } else {
+            Err(Status::unauthenticated(format!(
+                "unsupported authorization scheme {scheme:?}; use Bearer or Basic"
+            )))
+        }
+    }
+
+    fn check_basic(&self, value: &str) -> Result<Identity, Status> {
+        let bad = || Status::unauthenticated("invalid user name or password");
+        // argon2 is slow on purpose; a verified credential is remembered by its digest.
+        let digest = sha256(format!("basic:{value}").as_bytes());
+        if let Some(id) = self.session(&digest) {
+            return Ok(id);
+        }
+        let decoded = STANDARD.decode(value).map_err(|_| bad())?;
+        let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
+        let (user, password) = decoded.split_once(':').ok_or_else(bad)?;
+        let phc = self.users.get(user).ok_or_else(bad)?;
+        let hash = PasswordHash::new(phc).map_err(|_| bad())?;
+        Argon2::default().verify_password(password.as_bytes(), &hash).map_err(|_| bad())?;
+        let id = Identity { name: user.to_owned(), method: "basic" };
+        self.remember(digest, id.clone());
+        Ok(id)
+    }
+
+    /// A bearer token for the rest of a handshaken session.
+    pub fn start_session(&self, id: &Identity) -> String {
+        let token = new_token();
+        self.remember(sha256(token.as_bytes()), Identity { name: id.name.clone(), method: "session" });
+        token
+    }
+
+    fn session(&self, digest: &Digest32) -> Option<Identity> {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        match sessions.get(digest) {
+            Some((id, since)) if since.elapsed() < SESSION_TTL => Some(id.clone()),
+            _ => None,
+        }
+    }
+
+    fn remember(&self, digest: Digest32, id: Identity) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.retain(|_, (_, since)| since.elapsed() < SESSION_TTL);
+            if sessions.len() >= MAX_SESSIONS
+                && let Some(oldest) = sessions.iter().min_by_key(|(_, (_, since))| *since).map(|(k, _)| *k)
+            {
+                sessions.remove(&oldest);
+            }
+        }
+        sessions.insert(digest, (id, Instant::now()));
+    }
+}
+
+/// The token in `path`, or a new one written there with mode 0600.
+fn load_or_create_token(path: &Path) -> Result<String, AuthError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let token = text.trim().to_owned();
+            if token.is_empty() {
+                return Err(AuthError::EmptyToken { path: path.into() });
+            }
+            Ok(token)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let token = new_token();
+            let err = |source| AuthError::WriteToken { path: path.into(), source };
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(err)?;
+            f.write_all(format!("{token}\n").as_bytes()).map_err(err)?;
+            f.sync_all().map_err(err)?;
+            Ok(token)
+        }
+        Err(source) => Err(AuthError::ReadToken { path: path.into(), source }),
+    }
+}
+
+/// An argon2id PHC string for a password (what `[[flight.users]] password_hash` holds).
+pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
+    use argon2::PasswordHasher;
+    use argon2::password_hash::SaltString;
+    let salt_bytes: [u8; 16] = rand::random();
+    let salt = SaltString::encode_b64(&salt_bytes)?;
+    Ok(Argon2::default().hash_password(password.as_bytes(), &salt)?.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{TokenConfig, UserConfig};
+
+    fn md(v: &str) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        m.insert("authorization", v.parse().unwrap());
+        m
+    }
+
+    #[test]
+    fn tokens_users_and_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = FlightConfig {
+            tokens: vec![TokenConfig { name: "grafana".into(), sha256: sha256_hex("s3cret") }],
+            users: vec![UserConfig { name: "alice".into(), password_hash: hash_password("pw").unwrap() }],
+            ..FlightConfig::default()
+        };
+        let (auth, file) = Authenticator::new(&cfg, &dir.path().join("t")).unwrap();
+        assert!(file.is_none());
+        assert_eq!(auth.check(&md("Bearer s3cret")).unwrap().name, "grafana");
+        assert!(auth.check(&md("Bearer nope")).is_err());
+        assert!(auth.check(&MetadataMap::new()).is_err());
+        let basic = STANDARD.encode("alice:pw");
+        let id = auth.check(&md(&format!("Basic {basic}"))).unwrap();
+        assert_eq!(id.name, "alice");
+        assert!(auth.check(&md(&format!("Basic {}", STANDARD.encode("alice:wrong")))).is_err());
+        let session = auth.start_session(&id);
+        assert_eq!(auth.check(&md(&format!("Bearer {session}"))).unwrap().method, "session");
+    }
+
+    #[test]
+    fn token_file_is_created_once_with_mode_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flight.token");
+        let (auth, file) = Authenticator::new(&FlightConfig::default(), &path).unwrap();
+        assert_eq!(file.as_deref(), Some(path.as_path()));
+        let token = std::fs::read_to_string(&path).unwrap().trim().to_owned();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(auth.check(&md(&format!("Bearer {token}"))).is_ok());
+        let (again, _) = Authenticator::new(&FlightConfig::default(), &path).unwrap();
+        assert!(again.check(&md(&format!("Bearer {token}"))).is_ok());
+    }
+}

@@ -1,0 +1,118 @@
+//! Statement handles: the SQL text and any bound parameters, carried in tickets and prepared
+//! statement handles so that any server task can run them and the server keeps no per-client
+//! state (closing a prepared statement frees nothing because nothing was held).
+//!
+//! Layout: `LWQ1`, SQL length (u32 LE), SQL (UTF-8), then an optional Arrow IPC stream holding
+//! one row of parameter values.
+
+use arrow::array::RecordBatch;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use bytes::Bytes;
+use datafusion::common::ScalarValue;
+
+const MAGIC: &[u8; 4] = b"LWQ1";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    pub sql: String,
+    /// Positional parameter values (`$1`, `$2`, ... or each `?` in order).
+    pub params: Vec<ScalarValue>,
+    /// The parameter row as received, re-encoded into the handle.
+    params_batch: Option<RecordBatch>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    #[error("not a logwarden statement handle")]
+    Foreign,
+    #[error("corrupt statement handle: {0}")]
+    Corrupt(String),
+    #[error("parameters must be one row, got {0}")]
+    Rows(usize),
+}
+
+impl Statement {
+    pub fn new(sql: impl Into<String>) -> Self {
+        Statement { sql: sql.into(), params: Vec::new(), params_batch: None }
+    }
+
+    /// Bind the values of the last row of `batch` (clients send one row per execution).
+    pub fn with_params(mut self, batch: RecordBatch) -> Result<Self, HandleError> {
+        if batch.num_rows() == 0 {
+            return Err(HandleError::Rows(0));
+        }
+        let row = batch.num_rows() - 1;
+        let batch = batch.slice(row, 1);
+        self.params = batch
+            .columns()
+            .iter()
+            .map(|c| ScalarValue::try_from_array(c, 0))
+            .collect::<Result<_, _>>()
+            .map_err(|e| HandleError::Corrupt(e.to_string()))?;
+        self.params_batch = Some(batch);
+        Ok(self)
+    }
+
+    pub fn encode(&self) -> Bytes {
+        let mut out = Vec::with_capacity(8 + self.sql.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(self.sql.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.sql.as_bytes());
+        if let Some(batch) = &self.params_batch {
+            // Writing to a Vec cannot fail for a batch that was decoded from IPC.
+            let mut ipc = Vec::new();
+            let written = StreamWriter::try_new(&mut ipc, &batch.schema())
+                .and_then(|mut w| w.write(batch).and_then(|_| w.finish()));
+            if written.is_ok() {
+                out.extend_from_slice(&ipc);
+            }
+        }
+        Bytes::from(out)
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Self, HandleError> {
+        let rest = b.strip_prefix(MAGIC).ok_or(HandleError::Foreign)?;
+        let len = rest.get(..4).ok_or_else(|| HandleError::Corrupt("short".into()))?;
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let sql = rest.get(4..4 + len).ok_or_else(|| HandleError::Corrupt("short SQL".into()))?;
+        let sql = std::str::from_utf8(sql).map_err(|e| HandleError::Corrupt(e.to_string()))?;
+        let ipc = &rest[4 + len..];
+        let stmt = Statement::new(sql);
+        if ipc.is_empty() {
+            return Ok(stmt);
+        }
+        let mut reader = StreamReader::try_new(ipc, None).map_err(|e| HandleError::Corrupt(e.to_string()))?;
+        match reader.next() {
+            Some(Ok(batch)) => stmt.with_params(batch),
+            Some(Err(e)) => Err(HandleError::Corrupt(e.to_string())),
+            None => Ok(stmt),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, StringArray};
+
+    use super::*;
+
+    #[test]
+    fn round_trips_sql_and_parameters() {
+        let s = Statement::new("SELECT * FROM logs WHERE severity <= ? AND app = ?");
+        assert_eq!(Statement::decode(&s.encode()).unwrap(), s);
+        let batch = RecordBatch::try_from_iter([
+            ("0", Arc::new(Int64Array::from(vec![3])) as _),
+            ("1", Arc::new(StringArray::from(vec!["sshd"])) as _),
+        ])
+        .unwrap();
+        let bound = s.with_params(batch).unwrap();
+        assert_eq!(bound.params, vec![ScalarValue::Int64(Some(3)), ScalarValue::Utf8(Some("sshd".into()))]);
+        let back = Statement::decode(&bound.encode()).unwrap();
+        assert_eq!(back.params, bound.params);
+        assert!(matches!(Statement::decode(b"SELECT 1"), Err(HandleError::Foreign)));
+        assert!(Statement::decode(b"LWQ1\xff\xff\xff\xffx").is_err());
+    }
+}

@@ -1,0 +1,12 @@
+//! Arrow Flight SQL: analysts query live and stored logs with ADBC, JDBC (DBeaver), Grafana or
+//! `pyarrow.flight`, over TLS, with a bearer token or basic credentials.
+
+pub mod auth;
+mod handle;
+mod metadata;
+pub mod server;
+pub mod service;
+
+pub use auth::{Authenticator, Identity};
+pub use server::{FlightPeer, FlightServer};
+pub use service::FlightSql;

@@ -1,0 +1,126 @@
+//! The Flight SQL transport: connections come through the shared accept loop (connection cap,
+//! handshake timeout, metrics), then tonic serves gRPC on them. Every call is authenticated
+//! before it reaches the service.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::server::Connected;
+
+use super::auth::Authenticator;
+use super::service::FlightSql;
+use crate::config::ListenerCommon;
+use crate::ingest::listener::{Io, accept_loop};
+use crate::metrics::{ListenerMetrics, Metrics};
+
+/// The peer of a Flight SQL call, in each request's extensions.
+#[derive(Debug, Clone)]
+pub struct FlightPeer {
+    pub addr: SocketAddr,
+}
+
+/// A connection handed to tonic. Dropping it (tonic closed the connection) ends the accept
+/// loop's task for it, which releases its slot under `max_connections`.
+struct FlightConn {
+    io: Box<dyn Io>,
+    peer: SocketAddr,
+    _open: oneshot::Sender<()>,
+}
+
+impl Connected for FlightConn {
+    type ConnectInfo = FlightPeer;
+    fn connect_info(&self) -> FlightPeer {
+        FlightPeer { addr: self.peer }
+    }
+}
+
+impl AsyncRead for FlightConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for FlightConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+pub struct FlightServer {
+    pub listener: TcpListener,
+    pub common: ListenerCommon,
+    pub tls: Option<TlsAcceptor>,
+    pub service: FlightSql,
+    pub auth: Arc<Authenticator>,
+    pub listener_metrics: ListenerMetrics,
+    pub metrics: Metrics,
+}
+
+impl FlightServer {
+    /// Serve until `cancel`, then finish in-flight calls (bounded by the caller's deadline).
+    pub async fn run(self, cancel: CancellationToken, tracker: TaskTracker) {
+        let (tx, rx) = mpsc::channel::<std::io::Result<FlightConn>>(64);
+        let accept = tokio::spawn(accept_loop(
+            self.listener,
+            self.common.clone(),
+            self.tls,
+            self.listener_metrics,
+            cancel.clone(),
+            tracker,
+            move |io, peer| {
+                let tx = tx.clone();
+                async move {
+                    let (open, closed) = oneshot::channel();
+                    if tx.send(Ok(FlightConn { io, peer, _open: open })).await.is_ok() {
+                        let _ = closed.await;
+                    }
+                }
+            },
+        ));
+        let auth = self.auth;
+        let unauthenticated = self.metrics.flight_queries.with_label_values(&["unauthenticated"]);
+        let check = move |mut req: tonic::Request<()>| match auth.check(req.metadata()) {
+            Ok(id) => {
+                req.extensions_mut().insert(id);
+                Ok(req)
+            }
+            Err(status) => {
+                unauthenticated.inc();
+                Err(status)
+            }
+        };
+        let service = FlightServiceServer::with_interceptor(self.service, check);
+        let served = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(ReceiverStream::new(rx), cancel.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(listener = %self.common.name, error = %e, "Flight SQL server failed");
+        }
+        let _ = accept.await;
+    }
+}

@@ -1,0 +1,514 @@
+//! The Flight SQL service: statements and prepared statements over the query engine, streamed
+//! batch by batch under per-query limits, plus the metadata commands GUI clients need.
+//!
+//! Tickets and prepared-statement handles carry the statement itself ([`Statement`]), so any
+//! task can serve any ticket and nothing is kept per client.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use arrow::datatypes::Schema;
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas, CommandGetPrimaryKeys,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt,
+    SqlInfo, TicketStatementQuery,
+};
+use arrow_flight::{
+    FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
+    IpcMessage, SchemaAsIpc, Ticket,
+};
+use datafusion::error::DataFusionError;
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use tokio::sync::Semaphore;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::auth::{Authenticator, Identity};
+use super::handle::Statement;
+use super::metadata;
+use super::server::FlightPeer;
+use crate::metrics::Metrics;
+use crate::query::{self, QueryEngine, QueryError, QueryLimits, wire_schema};
+
+type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
+type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send + 'static>>;
+
+pub struct FlightSql {
+    pub engine: QueryEngine,
+    pub auth: Arc<Authenticator>,
+    pub limits: QueryLimits,
+    pub max_concurrent: usize,
+    pub running: Arc<Semaphore>,
+    pub metrics: Metrics,
+}
+
+/// Who made the call and from where, for logs.
+fn caller<T>(req: &Request<T>) -> (String, String) {
+    let who = req.extensions().get::<Identity>().map_or_else(|| "?".to_owned(), |i| i.name.clone());
+    let peer = req.extensions().get::<FlightPeer>().map_or_else(|| "?".to_owned(), |p| p.addr.to_string());
+    (who, peer)
+}
+
+fn flight_info(schema: &Schema, ticket: Vec<u8>, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
+    Ok(FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| Status::internal(format!("failed to encode a schema: {e}")))?
+        .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
+        .with_descriptor(descriptor))
+}
+
+fn encode_batch(batch: arrow::array::RecordBatch) -> DoGetStream {
+    let schema = batch.schema();
+    Box::pin(
+        FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(futures::stream::iter([Ok(batch)]))
+            .map_err(Status::from),
+    )
+}
+
+fn decode_handle(bytes: &[u8]) -> Result<Statement, Status> {
+    Statement::decode(bytes).map_err(|e| Status::invalid_argument(format!("bad statement handle: {e}")))
+}
+
+/// The gRPC status and the `status` metric label for a failed query.
+fn status_for(e: &QueryError, limits: &QueryLimits) -> (Status, &'static str) {
+    match e {
+        QueryError::Forbidden(m) => {
+            (Status::permission_denied(format!("logwarden is read-only: {m}")), "denied")
+        }
+        QueryError::Timeout(_) => (Status::deadline_exceeded(e.to_string()), "timeout"),
+        QueryError::Limit(m) => (Status::resource_exhausted(m.clone()), "resource_exhausted"),
+        QueryError::Format(a) => (Status::internal(a.to_string()), "error"),
+        QueryError::Sql(df) => status_for_df(df, limits),
+    }
+}
+
+fn status_for_df(e: &DataFusionError, limits: &QueryLimits) -> (Status, &'static str) {
+    match e.find_root() {
+        DataFusionError::ResourcesExhausted(m) => (
+            Status::resource_exhausted(format!(
+                "query exceeded its memory limit of {} bytes (flight.limits.memory): {m}",
+                limits.memory_bytes
+            )),
+            "resource_exhausted",
+        ),
+        DataFusionError::External(inner) => match inner.downcast_ref::<QueryError>() {
+            Some(q) => status_for(q, limits),
+            None => (Status::internal(e.strip_backtrace()), "error"),
+        },
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_)
+        | DataFusionError::Configuration(_)
+        | DataFusionError::Execution(_)
+        | DataFusionError::ArrowError(..) => (Status::invalid_argument(e.strip_backtrace()), "invalid"),
+        _ => (Status::internal(e.strip_backtrace()), "error"),
+    }
+}
+
+/// Records a query's outcome once: when its stream ends, fails, or is dropped by a client that
+/// went away (`cancelled`). Holding it holds the concurrency permit.
+struct QueryRun {
+    metrics: Metrics,
+    started: Instant,
+    who: String,
+    peer: String,
+    sql: String,
+    rows: Arc<AtomicU64>,
+    outcome: Option<&'static str>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl QueryRun {
+    fn finish(&mut self, outcome: &'static str) {
+        if self.outcome.is_some() {
+            return;
+        }
+        self.outcome = Some(outcome);
+        let secs = self.started.elapsed().as_secs_f64();
+        self.metrics.flight_queries.with_label_values(&[outcome]).inc();
+        self.metrics.flight_query_seconds.observe(secs);
+        self.metrics.flight_active_queries.dec();
+        let sql: String = self.sql.chars().take(500).collect();
+        let rows = self.rows.load(Ordering::Relaxed);
+        tracing::info!(user = %self.who, peer = %self.peer, %outcome, rows, seconds = secs, %sql, "flight query");
+    }
+}
+
+impl Drop for QueryRun {
+    fn drop(&mut self) {
+        self.finish("cancelled");
+    }
+}
+
+impl FlightSql {
+    fn fail(&self, e: QueryError) -> Status {
+        let (status, label) = status_for(&e, &self.limits);
+        self.metrics.flight_queries.with_label_values(&[label]).inc();
+        status
+    }
+
+    /// Plan a statement (no execution) and return the schema its results will have on the wire.
+    async fn result_schema(&self, stmt: &Statement) -> Result<Arc<Schema>, Status> {
+        let df = self
+            .engine
+            .plan(&stmt.sql, stmt.params.clone(), Some(self.limits.memory_bytes))
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(wire_schema(df.schema().as_arrow()))
+    }
+
+    /// Run a statement and stream its results.
+    async fn run<T>(&self, stmt: Statement, req: &Request<T>) -> Result<Response<DoGetStream>, Status> {
+        let (who, peer) = caller(req);
+        let permit = self.running.clone().try_acquire_owned().map_err(|_| {
+            self.metrics.flight_queries.with_label_values(&["resource_exhausted"]).inc();
+            Status::resource_exhausted(format!(
+                "{} queries are already running (flight.limits.max_concurrent); retry later",
+                self.max_concurrent
+            ))
+        })?;
+        self.metrics.flight_active_queries.inc();
+        let mut run = QueryRun {
+            metrics: self.metrics.clone(),
+            started: Instant::now(),
+            who,
+            peer,
+            sql: stmt.sql.clone(),
+            rows: Arc::new(AtomicU64::new(0)),
+            outcome: None,
+            _permit: permit,
+        };
+        let limits = self.limits;
+        let planned = match self.engine.plan(&stmt.sql, stmt.params, Some(limits.memory_bytes)).await {
+            Ok(df) => query::execute_limited(df, limits).await,
+            Err(e) => Err(e),
+        };
+        let stream = match planned {
+            Ok(s) => s,
+            Err(e) => {
+                let (status, label) = status_for(&e, &limits);
+                run.finish(label);
+                return Err(status);
+            }
+        };
+        let schema = wire_schema(&stream.schema());
+        let rows_sent = self.metrics.flight_rows_sent.clone();
+        let rows = run.rows.clone();
+        let batches = stream.map(move |r| match r {
+            Ok(b) => {
+                rows_sent.inc_by(b.num_rows() as u64);
+                rows.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                Ok(b)
+            }
+            Err(e) => Err(FlightError::Tonic(Box::new(status_for_df(&e, &limits).0))),
+        });
+        let encoded = FlightDataEncoderBuilder::new().with_schema(schema).build(batches);
+        let out = futures::stream::unfold((encoded, Some(run)), |(mut encoded, run)| async move {
+            let mut run = run?;
+            match encoded.next().await {
+                None => {
+                    run.finish("ok");
+                    None
+                }
+                Some(Ok(data)) => Some((Ok(data), (encoded, Some(run)))),
+                Some(Err(e)) => {
+                    let status = Status::from(e);
+                    run.finish(outcome_of(&status));
+                    Some((Err(status), (encoded, None)))
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+}
+
+fn outcome_of(s: &Status) -> &'static str {
+    match s.code() {
+        tonic::Code::InvalidArgument => "invalid",
+        tonic::Code::PermissionDenied => "denied",
+        tonic::Code::ResourceExhausted => "resource_exhausted",
+        tonic::Code::DeadlineExceeded => "timeout",
+        _ => "error",
+    }
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for FlightSql {
+    type FlightService = FlightSql;
+
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>, Status> {
+        let id = request
+            .extensions()
+            .get::<Identity>()
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("no credentials"))?;
+        let token = self.auth.start_session(&id);
+        let reply = HandshakeResponse { protocol_version: 0, payload: token.clone().into_bytes().into() };
+        let stream: HandshakeStream = Box::pin(futures::stream::iter([Ok(reply)]));
+        let mut resp = Response::new(stream);
+        let header = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::internal("session token is not a valid header value"))?;
+        resp.metadata_mut().insert("authorization", header);
+        Ok(resp)
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let stmt = Statement::new(query.query);
+        let schema = self.result_schema(&stmt).await?;
+        let ticket = TicketStatementQuery { statement_handle: stmt.encode() };
+        Ok(Response::new(flight_info(&schema, ticket.as_any().encode_to_vec(), request.into_inner())?))
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let stmt = decode_handle(&ticket.statement_handle)?;
+        self.run(stmt, &request).await
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        _request: Request<arrow_flight::Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let stmt = Statement::new(query.query);
+        let df = self
+            .engine
+            .plan(&stmt.sql, Vec::new(), Some(self.limits.memory_bytes))
+            .await
+            .map_err(|e| self.fail(e))?;
+        let dataset = wire_schema(df.schema().as_arrow());
+        let params = query::parameter_schema(&df).map_err(|e| self.fail(e))?;
+        let opts = IpcWriteOptions::default();
+        let ipc = |s: &Schema| -> Result<bytes::Bytes, Status> {
+            let IpcMessage(b) = SchemaAsIpc::new(s, &opts)
+                .try_into()
+                .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
+            Ok(b)
+        };
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: stmt.encode(),
+            dataset_schema: ipc(&dataset)?,
+            parameter_schema: if params.fields().is_empty() { bytes::Bytes::new() } else { ipc(&params)? },
+        })
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let stmt = decode_handle(&query.prepared_statement_handle)?;
+        let mut batches =
+            FlightRecordBatchStream::new_from_flight_data(request.into_inner().map_err(FlightError::from));
+        let mut last = None;
+        while let Some(b) = batches.next().await {
+            let b = b.map_err(|e| Status::invalid_argument(format!("bad parameter batch: {e}")))?;
+            if b.num_rows() > 0 {
+                last = Some(b);
+            }
+        }
+        let stmt = match last {
+            Some(b) => stmt.with_params(b).map_err(|e| Status::invalid_argument(e.to_string()))?,
+            None => stmt,
+        };
+        // The bound values travel in the new handle: the server stays stateless.
+        Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(stmt.encode()) })
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let stmt = decode_handle(&cmd.prepared_statement_handle)?;
+        let schema = self.result_schema(&stmt).await?;
+        Ok(Response::new(flight_info(&schema, cmd.as_any().encode_to_vec(), request.into_inner())?))
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let stmt = decode_handle(&query.prepared_statement_handle)?;
+        self.run(stmt, &request).await
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        _request: Request<arrow_flight::Action>,
+    ) -> Result<(), Status> {
+        // Nothing is held per statement; only check that the handle is one of ours.
+        decode_handle(&query.prepared_statement_handle).map(|_| ())
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = metadata::sql_info()?.schema();
+        Ok(Response::new(flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let batch = query.into_builder(metadata::sql_info()?).build().map_err(Status::from)?;
+        Ok(Response::new(encode_batch(batch)))
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        Ok(Response::new(flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        Ok(Response::new(encode_batch(metadata::catalogs(self.engine.context(), query.into_builder())?)))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        Ok(Response::new(flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        Ok(Response::new(encode_batch(metadata::schemas(self.engine.context(), query.into_builder())?)))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        Ok(Response::new(flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        Ok(Response::new(encode_batch(metadata::tables(self.engine.context(), query.into_builder()).await?)))
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        Ok(Response::new(flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut b = query.into_builder();
+        for t in metadata::TABLE_TYPES {
+            b.append(t);
+        }
+        Ok(Response::new(encode_batch(b.build().map_err(Status::from)?)))
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = metadata::xdbc_types()?.schema();
+        Ok(Response::new(flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let batch = query.into_builder(metadata::xdbc_types()?).build().map_err(Status::from)?;
+        Ok(Response::new(encode_batch(batch)))
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Ok(Response::new(flight_info(
+            &primary_keys_schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        _query: CommandGetPrimaryKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        // Log tables have no keys: an empty, well-formed answer.
+        let schema = Arc::new(primary_keys_schema());
+        Ok(Response::new(encode_batch(arrow::array::RecordBatch::new_empty(schema))))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// The result schema of `GetPrimaryKeys` as the Flight SQL specification defines it.
+fn primary_keys_schema() -> Schema {
+    use arrow::datatypes::{DataType, Field};
+    Schema::new(vec![
+        Field::new("catalog_name", DataType::Utf8, true),
+        Field::new("db_schema_name", DataType::Utf8, true),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("column_name", DataType::Utf8, false),
+        Field::new("key_name", DataType::Utf8, true),
+        Field::new("key_sequence", DataType::Int32, false),
+    ])
+}
