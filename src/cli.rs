@@ -16,7 +16,9 @@ Examples:
   logwarden serve --config /etc/logwarden/logwarden.toml
   logwarden validate /etc/logwarden/logwarden.toml
   logwarden query \"SELECT host, count(*) FROM logs GROUP BY host\"
-  logwarden query --format json \"SELECT * FROM logs ORDER BY timestamp DESC LIMIT 10\"";
+  logwarden query --format json \"SELECT * FROM logs ORDER BY timestamp DESC LIMIT 10\"
+  logwarden query --server https://localhost:50051 \"SELECT app, count(*) FROM logs GROUP BY app\"
+  logwarden auth new-token grafana          print a Flight SQL token and its config entry";
 
 #[derive(Debug, Parser)]
 #[command(name = "logwarden", version, about = "Log daemon for strict-security sites: syslog and JSON over TLS, durable Parquet, SQL", after_help = EXAMPLES)]
@@ -57,8 +59,35 @@ pub enum Command {
         data_dir: Option<PathBuf>,
         #[arg(long, short, value_enum, default_value = "table")]
         format: OutputFormat,
+        /// Run the SQL on a running daemon over Flight SQL (https://host:port) instead of reading
+        /// the data directory.
+        #[arg(long)]
+        server: Option<String>,
+        /// With --server: bearer token (default: LOGWARDEN_TOKEN, then <data_dir>/flight.token).
+        #[arg(long, env = "LOGWARDEN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// With --server: CA certificate to trust (default: <data_dir>/tls/ca.pem when present).
+        #[arg(long)]
+        ca: Option<PathBuf>,
         /// The SQL statement; the table is `logs`.
         sql: String,
+    },
+    /// Make Flight SQL credentials for the config (only hashes go into the file).
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Print a new random bearer token and the [[flight.tokens]] entry holding its SHA-256.
+    NewToken {
+        /// Who the token is for (shown in query logs).
+        name: String,
+    },
+    /// Read a password on stdin and print the [[flight.users]] entry with its argon2 hash.
+    HashPassword {
+        /// The user name clients send.
+        name: String,
     },
 }
 
@@ -79,7 +108,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(crate::app::run(config))?;
             Ok(())
         }
-        Command::Query { config, data_dir, format, sql } => {
+        Command::Auth(cmd) => auth(cmd),
+        Command::Query { config, data_dir, format, server, token, ca, sql } => {
             let mut config = load(config.as_deref())?;
             if let Some(d) = data_dir {
                 config.data_dir = d;
@@ -87,11 +117,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::logging::init("warn", LogFormat::Human);
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async {
-                let store = Store::open_read_only(&config.data_dir).with_context(|| {
-                    format!("failed to open data directory {}", config.data_dir.display())
-                })?;
-                let engine = QueryEngine::new(store)?;
-                let batches = engine.collect(&sql).await?;
+                let batches = match server {
+                    Some(url) => remote_query(&config, &url, token, ca, &sql).await?,
+                    None => {
+                        let store = Store::open_read_only(&config.data_dir).with_context(|| {
+                            format!("failed to open data directory {}", config.data_dir.display())
+                        })?;
+                        QueryEngine::new(store)?.collect(&sql).await?
+                    }
+                };
                 print!("{}", query::format(&batches, format)?);
                 if format == OutputFormat::Table {
                     println!();
@@ -100,6 +134,55 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+async fn remote_query(
+    config: &Config,
+    url: &str,
+    token: Option<String>,
+    ca: Option<PathBuf>,
+    sql: &str,
+) -> anyhow::Result<Vec<arrow::array::RecordBatch>> {
+    use crate::serve::flight::client;
+    let token = match token {
+        Some(t) => t,
+        None => {
+            let file = config.flight_token_file();
+            std::fs::read_to_string(&file)
+                .with_context(|| {
+                    format!("no --token or LOGWARDEN_TOKEN, and cannot read {}", file.display())
+                })?
+                .trim()
+                .to_owned()
+        }
+    };
+    let ca = ca.or_else(|| Some(config.dev_tls_dir().join("ca.pem")).filter(|p| p.exists()));
+    let mut c = client::connect(url, ca.as_deref(), &token).await?;
+    Ok(client::query(&mut c, sql).await?)
+}
+
+fn auth(cmd: AuthCommand) -> anyhow::Result<()> {
+    use crate::serve::flight::auth;
+    match cmd {
+        AuthCommand::NewToken { name } => {
+            let token = auth::new_token();
+            eprintln!("Give this token to {name}; it is shown only now:");
+            println!("{token}");
+            eprintln!(
+                "\nAdd to the config:\n[[flight.tokens]]\nname = {name:?}\nsha256 = \"{}\"",
+                auth::sha256_hex(&token)
+            );
+        }
+        AuthCommand::HashPassword { name } => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password).context("failed to read the password from stdin")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(!password.is_empty(), "empty password");
+            let hash = auth::hash_password(password).map_err(|e| anyhow::anyhow!("failed to hash: {e}"))?;
+            println!("[[flight.users]]\nname = {name:?}\npassword_hash = {hash:?}");
+        }
+    }
+    Ok(())
 }
 
 fn load(path: Option<&std::path::Path>) -> anyhow::Result<Config> {

@@ -2,6 +2,7 @@
 //! `pyarrow.flight`, over TLS, with a bearer token or basic credentials.
 
 pub mod auth;
+pub mod client;
 mod handle;
 mod metadata;
 pub mod server;

@@ -1,0 +1,87 @@
+//! The Flight SQL client behind `logwarden query --server`: run SQL on a running daemon and
+//! collect the result (the same rows `logwarden query` reads from the directory).
+
+use std::path::Path;
+
+use arrow::array::RecordBatch;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use futures::TryStreamExt;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("bad server URL {url}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("failed to read the CA file {path}: {source}")]
+    Ca { path: String, source: std::io::Error },
+    #[error("failed to connect to {url}: {source}")]
+    Connect { url: String, source: tonic::transport::Error },
+    /// The server's answer: gRPC status code and message.
+    #[error("{0}")]
+    Server(String),
+}
+
+impl From<arrow_flight::error::FlightError> for ClientError {
+    fn from(e: arrow_flight::error::FlightError) -> Self {
+        match e {
+            arrow_flight::error::FlightError::Tonic(s) => {
+                ClientError::Server(format!("{:?}: {}", s.code(), s.message()))
+            }
+            other => ClientError::Server(other.to_string()),
+        }
+    }
+}
+
+/// Connect to `url` (`https://host:port` or `grpc+tls://host:port`; `http://` or `grpc://` for
+/// a plaintext loopback endpoint), trusting `ca` when given.
+pub async fn connect(
+    url: &str,
+    ca: Option<&Path>,
+    token: &str,
+) -> Result<FlightSqlServiceClient<Channel>, ClientError> {
+    let bad = |reason: &str| ClientError::Url { url: url.to_owned(), reason: reason.to_owned() };
+    let (tls, rest) =
+        if let Some(r) = url.strip_prefix("https://").or_else(|| url.strip_prefix("grpc+tls://")) {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://").or_else(|| url.strip_prefix("grpc://")) {
+            (false, r)
+        } else {
+            return Err(bad("use https://host:port (or grpc+tls://host:port)"));
+        };
+    let host = rest.rsplit_once(':').map(|(h, _)| h).unwrap_or(rest).trim_matches(['[', ']']);
+    let scheme = if tls { "https" } else { "http" };
+    let mut endpoint =
+        Endpoint::from_shared(format!("{scheme}://{rest}")).map_err(|e| bad(&e.to_string()))?;
+    if tls {
+        let mut cfg = ClientTlsConfig::new().domain_name(host.to_owned());
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca)
+                .map_err(|source| ClientError::Ca { path: ca.display().to_string(), source })?;
+            cfg = cfg.ca_certificate(Certificate::from_pem(pem));
+        }
+        endpoint = endpoint
+            .tls_config(cfg)
+            .map_err(|source| ClientError::Connect { url: url.to_owned(), source })?;
+    }
+    let channel =
+        endpoint.connect().await.map_err(|source| ClientError::Connect { url: url.to_owned(), source })?;
+    let mut client = FlightSqlServiceClient::new(channel);
+    client.set_token(token.to_owned());
+    Ok(client)
+}
+
+/// Run one statement and collect every batch of every endpoint.
+pub async fn query(
+    client: &mut FlightSqlServiceClient<Channel>,
+    sql: &str,
+) -> Result<Vec<RecordBatch>, ClientError> {
+    let info = client.execute(sql.to_owned(), None).await?;
+    let mut out = Vec::new();
+    for ep in info.endpoint {
+        let Some(ticket) = ep.ticket else { continue };
+        let stream = client.do_get(ticket).await?;
+        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        out.extend(batches);
+    }
+    Ok(out)
+}
