@@ -1,11 +1,12 @@
 //! Integration tests: the real `logwarden` binary on loopback, driven by real clients (rustls,
-//! hyper, rsyslog, promtool).
+//! hyper, rsyslog, promtool, arrow-flight's Flight SQL client).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod client;
 mod config;
 mod crash;
 mod daemon;
+mod flight;
 mod ingest;
 mod malformed;
 mod metrics;

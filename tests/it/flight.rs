@@ -1,0 +1,207 @@
+//! Flight SQL with arrow-flight's `FlightSqlServiceClient` over TLS: statements, prepared
+//! statements, metadata, authentication, read-only enforcement and per-query limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, RecordBatch, StringArray};
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables};
+use arrow_flight::{FlightInfo, Ticket};
+use futures::{StreamExt, TryStreamExt};
+use logwarden::serve::flight::client::{self, ClientError};
+use tokio::io::AsyncWriteExt;
+use tonic::transport::Channel;
+
+use crate::client::{connect_tls, octet, post};
+use crate::daemon::{Daemon, wait_until};
+
+const T: Duration = Duration::from_secs(30);
+
+async fn connect(d: &Daemon, token: Option<&str>) -> FlightSqlServiceClient<Channel> {
+    let token = match token {
+        Some(t) => t.to_owned(),
+        None => std::fs::read_to_string(d.data_dir().join("flight.token")).unwrap().trim().to_owned(),
+    };
+    let url = format!("https://localhost:{}", d.addr("flight").port());
+    client::connect(&url, Some(&d.ca_file()), &token).await.unwrap()
+}
+
+async fn fetch(
+    c: &mut FlightSqlServiceClient<Channel>,
+    info: FlightInfo,
+) -> Result<Vec<RecordBatch>, ClientError> {
+    let mut out = Vec::new();
+    for ep in info.endpoint {
+        let stream = c.do_get(ep.ticket.unwrap()).await?;
+        out.extend(stream.try_collect::<Vec<_>>().await?);
+    }
+    Ok(out)
+}
+
+fn strings(batches: &[RecordBatch], col: &str) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let a = b.column_by_name(col).unwrap_or_else(|| panic!("no column {col}"));
+            let a = arrow::compute::cast(a, &arrow::datatypes::DataType::Utf8).unwrap();
+            let a = a.as_any().downcast_ref::<StringArray>().unwrap().clone();
+            (0..a.len()).map(move |i| a.value(i).to_owned()).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn json_lines(batches: &[RecordBatch]) -> Vec<serde_json::Value> {
+    let mut buf = Vec::new();
+    let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+    for b in batches {
+        w.write(b).unwrap();
+    }
+    w.finish().unwrap();
+    String::from_utf8(buf).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+async fn ingest_sample(d: &Daemon) {
+    let body = "{\"message\":\"login ok\",\"service\":\"api\",\"level\":\"info\",\"host\":\"a\"}\n\
+                {\"message\":\"login failed\",\"service\":\"api\",\"level\":\"warn\",\"host\":\"b\"}\n\
+                {\"message\":\"disk full\",\"service\":\"kernel\",\"level\":\"crit\",\"host\":\"b\"}\n";
+    let r = post(d.addr("http"), d.ca_file(), "/v1/logs", vec![], body.as_bytes().to_vec()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn statements_prepared_statements_and_metadata() {
+    let d = Daemon::start();
+    ingest_sample(&d).await;
+    let mut c = connect(&d, None).await;
+
+    // A statement gives the same rows as `logwarden query` on the same data.
+    let sql = "SELECT app, host, severity, message FROM logs ORDER BY message";
+    let info = c.execute(sql.into(), None).await.unwrap();
+    let via_flight = fetch(&mut c, info).await.unwrap();
+    assert_eq!(json_lines(&via_flight), d.query(sql));
+    assert_eq!(strings(&via_flight, "message"), ["disk full", "login failed", "login ok"]);
+
+    // Events sent over TLS a moment ago are visible.
+    let mut s = connect_tls(d.addr("syslog"), &d.ca_file()).await;
+    s.write_all(&octet("<11>1 - web-1 nginx - - - just arrived")).await.unwrap();
+    s.flush().await.unwrap();
+    wait_until(T, "the new event", || d.count("message = 'just arrived'") == 1);
+    let info = c.execute("SELECT host FROM logs WHERE message = 'just arrived'".into(), None).await.unwrap();
+    assert_eq!(strings(&fetch(&mut c, info).await.unwrap(), "host"), ["web-1"]);
+
+    // A prepared statement with a bound parameter.
+    let mut stmt =
+        c.prepare("SELECT message FROM logs WHERE app = ? ORDER BY message".into(), None).await.unwrap();
+    let param = RecordBatch::try_from_iter([("0", Arc::new(StringArray::from(vec!["api"])) as _)]).unwrap();
+    stmt.set_parameters(param).unwrap();
+    let info = stmt.execute().await.unwrap();
+    assert_eq!(strings(&fetch(&mut c, info).await.unwrap(), "message"), ["login failed", "login ok"]);
+    stmt.close().await.unwrap();
+
+    // Catalogs, schemas, tables (with their schemas).
+    let info = c.get_catalogs().await.unwrap();
+    assert_eq!(strings(&fetch(&mut c, info).await.unwrap(), "catalog_name"), ["logwarden"]);
+    let info = c
+        .get_db_schemas(CommandGetDbSchemas {
+            catalog: Some("logwarden".into()),
+            db_schema_filter_pattern: None,
+        })
+        .await
+        .unwrap();
+    let schemas = strings(&fetch(&mut c, info).await.unwrap(), "db_schema_name");
+    assert!(schemas.contains(&"public".to_owned()), "{schemas:?}");
+    let info = c
+        .get_tables(CommandGetTables {
+            catalog: None,
+            db_schema_filter_pattern: Some("public".into()),
+            table_name_filter_pattern: Some("log%".into()),
+            table_types: vec![],
+            include_schema: true,
+        })
+        .await
+        .unwrap();
+    let tables = fetch(&mut c, info).await.unwrap();
+    assert_eq!(strings(&tables, "table_name"), ["logs"]);
+    assert_eq!(strings(&tables, "table_type"), ["TABLE"]);
+    let ipc = tables[0].column_by_name("table_schema").unwrap();
+    let ipc = ipc.as_any().downcast_ref::<arrow::array::BinaryArray>().unwrap().value(0).to_vec();
+    let schema = arrow::datatypes::Schema::try_from(arrow_flight::IpcMessage(ipc.into())).unwrap();
+    assert!(schema.field_with_name("message").is_ok() && schema.field_with_name("timestamp").is_ok());
+
+    // The schema announced in FlightInfo matches the batches sent.
+    let info = c.execute("SELECT host, app, timestamp FROM logs".into(), None).await.unwrap();
+    let announced = info.clone().try_decode_schema().unwrap();
+    let batches = fetch(&mut c, info).await.unwrap();
+    assert_eq!(batches[0].schema().as_ref(), &announced);
+
+    wait_until(T, "query metrics", || d.metric(r#"logwarden_flight_queries_total{status="ok"}"#) >= 4.0);
+    assert!(d.metric("logwarden_flight_rows_sent_total") >= 7.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refuses_bad_tokens_and_writes() {
+    let d = Daemon::start();
+    let mut bad = connect(&d, Some("not-the-token")).await;
+    let err = ClientError::from(bad.execute("SELECT 1".into(), None).await.unwrap_err()).to_string();
+    assert!(err.contains("Unauthenticated"), "{err}");
+
+    let mut c = connect(&d, None).await;
+    for sql in
+        ["DROP TABLE logs", "INSERT INTO logs SELECT * FROM logs", "CREATE TABLE t AS SELECT 1", "SET x = 1"]
+    {
+        let err = ClientError::from(c.execute(sql.into(), None).await.unwrap_err()).to_string();
+        assert!(err.contains("PermissionDenied") && err.contains("read-only"), "{sql}: {err}");
+    }
+    let err = ClientError::from(c.execute("SELEC nonsense".into(), None).await.unwrap_err()).to_string();
+    assert!(err.contains("InvalidArgument"), "{err}");
+    assert!(d.metric(r#"logwarden_flight_queries_total{status="unauthenticated"}"#) >= 1.0);
+    assert!(d.metric(r#"logwarden_flight_queries_total{status="denied"}"#) >= 4.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_and_row_limits_fail_the_query_with_the_limit_named() {
+    let d = Daemon::start_with("[flight.limits]\nmemory = \"1MiB\"\nmax_result_rows = 1000\n");
+    let mut c = connect(&d, None).await;
+
+    // Over the memory limit: an aggregate that has to hold ten million values.
+    let info =
+        c.execute("SELECT array_agg(value) FROM generate_series(1, 10000000)".into(), None).await.unwrap();
+    let err = fetch(&mut c, info).await.unwrap_err().to_string();
+    assert!(err.contains("ResourceExhausted") && err.contains("flight.limits.memory"), "{err}");
+
+    // Over the row limit.
+    let info = c.execute("SELECT value FROM generate_series(1, 5000)".into(), None).await.unwrap();
+    let err = fetch(&mut c, info).await.unwrap_err().to_string();
+    assert!(err.contains("ResourceExhausted") && err.contains("max_result_rows"), "{err}");
+    wait_until(T, "limit metrics", || {
+        d.metric(r#"logwarden_flight_queries_total{status="resource_exhausted"}"#) >= 2.0
+    });
+    assert_eq!(d.metric("logwarden_flight_active_queries"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_stream_frees_its_slot() {
+    let d = Daemon::start_with("[flight.limits]\nmax_concurrent = 1\n");
+    let mut c = connect(&d, None).await;
+
+    // A client that reads one batch of an endless result and goes away frees its slot: with
+    // max_concurrent = 1 the next query runs.
+    let info = c
+        .execute(
+            "SELECT s.value FROM generate_series(1, 1000000000) s WHERE s.value < 0 OR s.value > 0".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let ticket: Ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut stream = c.do_get(ticket).await.unwrap();
+    let first = stream.next().await;
+    assert!(first.is_some());
+    wait_until(T, "one running query", || d.metric("logwarden_flight_active_queries") == 1.0);
+    drop(stream);
+    wait_until(T, "the cancelled query to be freed", || d.metric("logwarden_flight_active_queries") == 0.0);
+    assert!(d.metric(r#"logwarden_flight_queries_total{status="cancelled"}"#) >= 1.0);
+    let info = c.execute("SELECT 1 AS one".into(), None).await.unwrap();
+    assert_eq!(fetch(&mut c, info).await.unwrap()[0].num_rows(), 1);
+}
