@@ -2,6 +2,7 @@
 //! hyper, rsyslog, promtool, arrow-flight's Flight SQL client).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod adbc;
 mod client;
 mod config;
 mod crash;

@@ -1,0 +1,53 @@
+//! The Python ADBC Flight SQL driver (what notebooks, DBeaver-like tools and Grafana's
+//! plugin build on) against the real daemon over TLS. The checks live in
+//! tests/adbc/flight_client.py; scripts/install-test-deps installs the driver in a venv.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::client::{connect_tls, octet, post};
+use crate::daemon::{Daemon, wait_until};
+
+fn python() -> PathBuf {
+    let venv = std::env::var_os("LOGWARDEN_VENV").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/logwarden/venv")
+    });
+    let py = venv.join("bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run scripts/install-test-deps (it creates the venv with the ADBC driver)",
+        py.display()
+    );
+    py
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn adbc_python_client_queries_browses_and_binds_parameters() {
+    let d = Daemon::start();
+    let body = "{\"message\":\"login ok\",\"service\":\"api\",\"level\":\"info\"}\n\
+                {\"message\":\"login failed\",\"service\":\"api\",\"level\":\"err\"}\n\
+                {\"message\":\"disk full\",\"service\":\"kernel\",\"level\":\"crit\"}\n";
+    let r = post(d.addr("http"), d.ca_file(), "/v1/logs", vec![], body.as_bytes().to_vec()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut s = connect_tls(d.addr("syslog"), &d.ca_file()).await;
+    s.write_all(&octet("<14>1 - web-1 nginx - - - just arrived")).await.unwrap();
+    s.flush().await.unwrap();
+    wait_until(Duration::from_secs(30), "the stream event", || d.count("app = 'nginx'") == 1);
+
+    let token = std::fs::read_to_string(d.data_dir().join("flight.token")).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/adbc/flight_client.py");
+    let out = Command::new(python())
+        .arg(script)
+        .env("LW_FLIGHT_URI", format!("grpc+tls://localhost:{}", d.addr("flight").port()))
+        .env("LW_CA_FILE", d.ca_file())
+        .env("LW_TOKEN", token.trim())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ADBC client failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("adbc: all checks passed"), "{stdout}");
+}
