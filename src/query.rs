@@ -55,9 +55,15 @@ pub struct QueryEngine {
 
 impl QueryEngine {
     pub fn new(store: Store) -> Result<Self, QueryError> {
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("logwarden", "public");
+        // Late materialisation: Parquet scans evaluate filters on their own columns first and
+        // decode the other columns only for matching rows ("latest lines matching X" reads the
+        // message column, not every column of every row).
+        let parquet = &mut config.options_mut().execution.parquet;
+        parquet.pushdown_filters = true;
+        parquet.reorder_filters = true;
         let ctx = SessionContext::new_with_config(config);
         ctx.register_table("logs", Arc::new(LogsTable::new(store)))?;
         Ok(QueryEngine { ctx })
