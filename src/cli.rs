@@ -157,7 +157,7 @@ async fn remote_query(
         }
     };
     let ca = ca.or_else(|| Some(config.dev_tls_dir().join("ca.pem")).filter(|p| p.exists()));
-    let mut c = client::connect(url, ca.as_deref(), &token).await?;
+    let mut c = client::connect(url, ca.as_deref(), Some(&token)).await?;
     Ok(client::query(&mut c, sql).await?)
 }
 

@@ -24,7 +24,7 @@ async fn connect(d: &Daemon, token: Option<&str>) -> FlightSqlServiceClient<Chan
         None => std::fs::read_to_string(d.data_dir().join("flight.token")).unwrap().trim().to_owned(),
     };
     let url = format!("https://localhost:{}", d.addr("flight").port());
-    client::connect(&url, Some(&d.ca_file()), &token).await.unwrap()
+    client::connect(&url, Some(&d.ca_file()), Some(&token)).await.unwrap()
 }
 
 async fn fetch(
@@ -181,8 +181,8 @@ async fn memory_and_row_limits_fail_the_query_with_the_limit_named() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_cancelled_stream_frees_its_slot() {
-    let d = Daemon::start_with("[flight.limits]\nmax_concurrent = 1\n");
+async fn a_cancelled_stream_frees_its_slot_and_a_slow_query_times_out() {
+    let d = Daemon::start_with("[flight.limits]\nmax_concurrent = 1\ntimeout = \"3s\"\n");
     let mut c = connect(&d, None).await;
 
     // A client that reads one batch of an endless result and goes away frees its slot: with
@@ -202,6 +202,43 @@ async fn a_cancelled_stream_frees_its_slot() {
     drop(stream);
     wait_until(T, "the cancelled query to be freed", || d.metric("logwarden_flight_active_queries") == 0.0);
     assert!(d.metric(r#"logwarden_flight_queries_total{status="cancelled"}"#) >= 1.0);
+    let info = c.execute("SELECT 1 AS one".into(), None).await.unwrap();
+    assert_eq!(fetch(&mut c, info).await.unwrap()[0].num_rows(), 1);
+
+    // Past flight.limits.timeout: DEADLINE_EXCEEDED with the limit named, slot freed.
+    let info =
+        c.execute("SELECT count(*) FROM generate_series(1, 1000000000000)".into(), None).await.unwrap();
+    let err = fetch(&mut c, info).await.unwrap_err().to_string();
+    assert!(err.contains("DeadlineExceeded") && err.contains("flight.limits.timeout"), "{err}");
+    wait_until(T, "the timed-out query to be freed", || d.metric("logwarden_flight_active_queries") == 0.0);
+    assert!(d.metric(r#"logwarden_flight_queries_total{status="timeout"}"#) >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn basic_credentials_through_the_handshake_give_a_session_token() {
+    let mut hash = std::process::Command::new(crate::daemon::BIN)
+        .args(["auth", "hash-password", "alice"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        hash.stdin.take().unwrap().write_all(b"correct horse\n").unwrap();
+    }
+    let entry = String::from_utf8(hash.wait_with_output().unwrap().stdout).unwrap();
+    assert!(entry.contains("[[flight.users]]") && entry.contains("$argon2id$"), "{entry}");
+    let d = Daemon::start_with(&entry);
+    assert!(!d.data_dir().join("flight.token").exists(), "no token file when users are configured");
+    let url = format!("https://localhost:{}", d.addr("flight").port());
+
+    let mut c = client::connect(&url, Some(&d.ca_file()), None).await.unwrap();
+    let err = c.handshake("alice", "wrong").await.unwrap_err();
+    assert!(
+        err.to_string().contains("Unauthenticated") || err.to_string().contains("authentication"),
+        "{err}"
+    );
+    c.handshake("alice", "correct horse").await.unwrap();
     let info = c.execute("SELECT 1 AS one".into(), None).await.unwrap();
     assert_eq!(fetch(&mut c, info).await.unwrap()[0].num_rows(), 1);
 }

@@ -33,11 +33,12 @@ impl From<arrow_flight::error::FlightError> for ClientError {
 }
 
 /// Connect to `url` (`https://host:port` or `grpc+tls://host:port`; `http://` or `grpc://` for
-/// a plaintext loopback endpoint), trusting `ca` when given.
+/// a plaintext loopback endpoint), trusting `ca` when given and sending `token` as the bearer
+/// token (without one, call `handshake` with a user name and password).
 pub async fn connect(
     url: &str,
     ca: Option<&Path>,
-    token: &str,
+    token: Option<&str>,
 ) -> Result<FlightSqlServiceClient<Channel>, ClientError> {
     let bad = |reason: &str| ClientError::Url { url: url.to_owned(), reason: reason.to_owned() };
     let (tls, rest) =
@@ -66,7 +67,9 @@ pub async fn connect(
     let channel =
         endpoint.connect().await.map_err(|source| ClientError::Connect { url: url.to_owned(), source })?;
     let mut client = FlightSqlServiceClient::new(channel);
-    client.set_token(token.to_owned());
+    if let Some(token) = token {
+        client.set_token(token.to_owned());
+    }
     Ok(client)
 }
 

@@ -7,6 +7,7 @@
 use std::sync::LazyLock;
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::Schema;
 use arrow_flight::sql::metadata::{
     GetCatalogsBuilder, GetDbSchemasBuilder, GetTablesBuilder, SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo,
     XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
@@ -147,4 +148,39 @@ pub async fn tables(ctx: &SessionContext, mut b: GetTablesBuilder) -> Result<Rec
         }
     }
     b.build().map_err(Status::from)
+}
+
+/// The result schema of `GetExportedKeys`, `GetImportedKeys` and `GetCrossReference` as the
+/// Flight SQL specification defines it (always empty here: log tables have no foreign keys).
+pub fn foreign_keys_schema() -> Schema {
+    use arrow::datatypes::{DataType, Field};
+    let s = |n: &str, nullable| Field::new(n, DataType::Utf8, nullable);
+    Schema::new(vec![
+        s("pk_catalog_name", true),
+        s("pk_db_schema_name", true),
+        s("pk_table_name", false),
+        s("pk_column_name", false),
+        s("fk_catalog_name", true),
+        s("fk_db_schema_name", true),
+        s("fk_table_name", false),
+        s("fk_column_name", false),
+        Field::new("key_sequence", DataType::Int32, false),
+        s("fk_key_name", true),
+        s("pk_key_name", true),
+        Field::new("update_rule", DataType::UInt8, false),
+        Field::new("delete_rule", DataType::UInt8, false),
+    ])
+}
+
+/// The result schema of `GetPrimaryKeys` as the Flight SQL specification defines it.
+pub fn primary_keys_schema() -> Schema {
+    use arrow::datatypes::{DataType, Field};
+    Schema::new(vec![
+        Field::new("catalog_name", DataType::Utf8, true),
+        Field::new("db_schema_name", DataType::Utf8, true),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("column_name", DataType::Utf8, false),
+        Field::new("key_name", DataType::Utf8, true),
+        Field::new("key_sequence", DataType::Int32, false),
+    ])
 }

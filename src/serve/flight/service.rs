@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::Schema;
 use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::decode::FlightRecordBatchStream;
@@ -18,10 +19,10 @@ use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
-    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas, CommandGetPrimaryKeys,
-    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
-    CommandPreparedStatementQuery, CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt,
-    SqlInfo, TicketStatementQuery,
+    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas,
+    CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetSqlInfo,
+    CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
+    CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
     FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
@@ -67,7 +68,7 @@ fn flight_info(schema: &Schema, ticket: Vec<u8>, descriptor: FlightDescriptor) -
         .with_descriptor(descriptor))
 }
 
-fn encode_batch(batch: arrow::array::RecordBatch) -> DoGetStream {
+fn encode_batch(batch: RecordBatch) -> DoGetStream {
     let schema = batch.schema();
     Box::pin(
         FlightDataEncoderBuilder::new()
@@ -481,7 +482,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         Ok(Response::new(flight_info(
-            &primary_keys_schema(),
+            &metadata::primary_keys_schema(),
             query.as_any().encode_to_vec(),
             request.into_inner(),
         )?))
@@ -493,22 +494,69 @@ impl FlightSqlService for FlightSql {
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         // Log tables have no keys: an empty, well-formed answer.
-        let schema = Arc::new(primary_keys_schema());
-        Ok(Response::new(encode_batch(arrow::array::RecordBatch::new_empty(schema))))
+        let schema = Arc::new(metadata::primary_keys_schema());
+        Ok(Response::new(encode_batch(RecordBatch::new_empty(schema))))
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Ok(Response::new(flight_info(
+            &metadata::foreign_keys_schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        Ok(Response::new(encode_batch(RecordBatch::new_empty(Arc::new(metadata::foreign_keys_schema())))))
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Ok(Response::new(flight_info(
+            &metadata::foreign_keys_schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        Ok(Response::new(encode_batch(RecordBatch::new_empty(Arc::new(metadata::foreign_keys_schema())))))
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Ok(Response::new(flight_info(
+            &metadata::foreign_keys_schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        Ok(Response::new(encode_batch(RecordBatch::new_empty(Arc::new(metadata::foreign_keys_schema())))))
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
-}
-
-/// The result schema of `GetPrimaryKeys` as the Flight SQL specification defines it.
-fn primary_keys_schema() -> Schema {
-    use arrow::datatypes::{DataType, Field};
-    Schema::new(vec![
-        Field::new("catalog_name", DataType::Utf8, true),
-        Field::new("db_schema_name", DataType::Utf8, true),
-        Field::new("table_name", DataType::Utf8, false),
-        Field::new("column_name", DataType::Utf8, false),
-        Field::new("key_name", DataType::Utf8, true),
-        Field::new("key_sequence", DataType::Int32, false),
-    ])
 }
