@@ -85,7 +85,8 @@ impl QueryEngine {
             None => self.ctx.clone(),
             Some(limit) => {
                 // A pool per query: one query over its budget fails alone, others go on.
-                let runtime = RuntimeEnvBuilder::new()
+                // Caches (Parquet footers, file statistics) stay shared with every other query.
+                let runtime = RuntimeEnvBuilder::from_runtime_env(self.ctx.runtime_env().as_ref())
                     .with_memory_pool(Arc::new(GreedyMemoryPool::new(limit)))
                     .build_arc()?;
                 let state = SessionStateBuilder::new_from_existing(self.ctx.state())

@@ -81,7 +81,9 @@ impl TableProvider for LogsTable {
             let config = ListingTableConfig::new_with_multi_paths(files)
                 .with_listing_options(options)
                 .with_schema(batch::schema());
-            let table = ListingTable::try_new(config)?;
+            // Segments never change once written: their statistics are cached across scans.
+            let table = ListingTable::try_new(config)?
+                .with_cache(state.runtime_env().cache_manager.get_file_statistic_cache());
             inputs.push(table.scan(state, projection, filters, limit).await?);
         }
 
