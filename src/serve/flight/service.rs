@@ -60,12 +60,24 @@ fn caller<T>(req: &Request<T>) -> (String, String) {
     (who, peer)
 }
 
-fn flight_info(schema: &Schema, ticket: Vec<u8>, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
-    Ok(FlightInfo::new()
+/// The `FlightInfo` for a command: one endpoint whose ticket is `ticket` (the command itself
+/// for metadata and prepared statements, so `do_get` receives what the client asked).
+fn flight_info(
+    schema: &Schema,
+    ticket: &impl ProstMessageExt,
+    request: Request<FlightDescriptor>,
+) -> Result<Response<FlightInfo>, Status> {
+    let info = FlightInfo::new()
         .try_with_schema(schema)
         .map_err(|e| Status::internal(format!("failed to encode a schema: {e}")))?
-        .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
-        .with_descriptor(descriptor))
+        .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec())))
+        .with_descriptor(request.into_inner());
+    Ok(Response::new(info))
+}
+
+/// An empty, well-formed result (keys: log tables have none).
+fn empty_result(schema: Schema) -> Result<Response<DoGetStream>, Status> {
+    Ok(Response::new(encode_batch(RecordBatch::new_empty(Arc::new(schema)))))
 }
 
 fn encode_batch(batch: RecordBatch) -> DoGetStream {
@@ -278,7 +290,7 @@ impl FlightSqlService for FlightSql {
         let stmt = Statement::new(query.query);
         let schema = self.result_schema(&stmt).await?;
         let ticket = TicketStatementQuery { statement_handle: stmt.encode() };
-        Ok(Response::new(flight_info(&schema, ticket.as_any().encode_to_vec(), request.into_inner())?))
+        flight_info(&schema, &ticket, request)
     }
 
     async fn do_get_statement(
@@ -347,7 +359,7 @@ impl FlightSqlService for FlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let stmt = decode_handle(&cmd.prepared_statement_handle)?;
         let schema = self.result_schema(&stmt).await?;
-        Ok(Response::new(flight_info(&schema, cmd.as_any().encode_to_vec(), request.into_inner())?))
+        flight_info(&schema, &cmd, request)
     }
 
     async fn do_get_prepared_statement(
@@ -374,7 +386,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = metadata::sql_info()?.schema();
-        Ok(Response::new(flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+        flight_info(&schema, &query, request)
     }
 
     async fn do_get_sql_info(
@@ -392,7 +404,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.into_builder().schema();
-        Ok(Response::new(flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+        flight_info(&schema, &query, request)
     }
 
     async fn do_get_catalogs(
@@ -409,7 +421,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder().schema();
-        Ok(Response::new(flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+        flight_info(&schema, &query, request)
     }
 
     async fn do_get_schemas(
@@ -426,7 +438,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder().schema();
-        Ok(Response::new(flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+        flight_info(&schema, &query, request)
     }
 
     async fn do_get_tables(
@@ -443,7 +455,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.into_builder().schema();
-        Ok(Response::new(flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+        flight_info(&schema, &query, request)
     }
 
     async fn do_get_table_types(
@@ -464,7 +476,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = metadata::xdbc_types()?.schema();
-        Ok(Response::new(flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+        flight_info(&schema, &query, request)
     }
 
     async fn do_get_xdbc_type_info(
@@ -481,11 +493,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        Ok(Response::new(flight_info(
-            &metadata::primary_keys_schema(),
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?))
+        flight_info(&metadata::primary_keys_schema(), &query, request)
     }
 
     async fn do_get_primary_keys(
@@ -493,9 +501,7 @@ impl FlightSqlService for FlightSql {
         _query: CommandGetPrimaryKeys,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        // Log tables have no keys: an empty, well-formed answer.
-        let schema = Arc::new(metadata::primary_keys_schema());
-        Ok(Response::new(encode_batch(RecordBatch::new_empty(schema))))
+        empty_result(metadata::primary_keys_schema())
     }
 
     async fn get_flight_info_exported_keys(
@@ -503,11 +509,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetExportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        Ok(Response::new(flight_info(
-            &metadata::foreign_keys_schema(),
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?))
+        flight_info(&metadata::foreign_keys_schema(), &query, request)
     }
 
     async fn do_get_exported_keys(
@@ -515,7 +517,7 @@ impl FlightSqlService for FlightSql {
         _query: CommandGetExportedKeys,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        Ok(Response::new(encode_batch(RecordBatch::new_empty(Arc::new(metadata::foreign_keys_schema())))))
+        empty_result(metadata::foreign_keys_schema())
     }
 
     async fn get_flight_info_imported_keys(
@@ -523,11 +525,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetImportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        Ok(Response::new(flight_info(
-            &metadata::foreign_keys_schema(),
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?))
+        flight_info(&metadata::foreign_keys_schema(), &query, request)
     }
 
     async fn do_get_imported_keys(
@@ -535,7 +533,7 @@ impl FlightSqlService for FlightSql {
         _query: CommandGetImportedKeys,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        Ok(Response::new(encode_batch(RecordBatch::new_empty(Arc::new(metadata::foreign_keys_schema())))))
+        empty_result(metadata::foreign_keys_schema())
     }
 
     async fn get_flight_info_cross_reference(
@@ -543,11 +541,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetCrossReference,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        Ok(Response::new(flight_info(
-            &metadata::foreign_keys_schema(),
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )?))
+        flight_info(&metadata::foreign_keys_schema(), &query, request)
     }
 
     async fn do_get_cross_reference(
@@ -555,7 +549,7 @@ impl FlightSqlService for FlightSql {
         _query: CommandGetCrossReference,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        Ok(Response::new(encode_batch(RecordBatch::new_empty(Arc::new(metadata::foreign_keys_schema())))))
+        empty_result(metadata::foreign_keys_schema())
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
