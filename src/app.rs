@@ -109,7 +109,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             listener,
             l.common(),
             acceptor,
-            lm,
+            lm.conn.clone(),
             cancel.clone(),
             connections.clone(),
             move |io, peer| {
@@ -138,7 +138,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             listener,
             l.common(),
             acceptor,
-            lm,
+            lm.conn.clone(),
             cancel.clone(),
             connections.clone(),
             move |io, peer| {
@@ -254,7 +254,7 @@ async fn flight_server(
         tls: tls.filter(|_| f.tls).map(|t| TlsAcceptor::from(t.grpc_config())),
         service,
         auth,
-        listener_metrics: metrics.listener("flight"),
+        connection_metrics: metrics.connections("flight"),
         metrics: metrics.clone(),
     })
 }

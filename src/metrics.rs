@@ -228,13 +228,31 @@ impl Metrics {
             rejected_oversize: rejected("oversize"),
             rejected_truncated: rejected("truncated"),
             rejected_malformed: rejected("malformed"),
-            connections_active: self.connections_active.with_label_values(&[listener]),
-            connections_total: self.connections_total.with_label_values(&[listener]),
-            connections_refused: self.connections_refused.with_label_values(&[listener]),
+            conn: self.connections(listener),
+        }
+    }
+
+    /// Connection-level handles only, for listeners that do not ingest (Flight SQL), so that
+    /// no always-zero event series are exported for them.
+    pub fn connections(&self, listener: &str) -> ConnectionMetrics {
+        ConnectionMetrics {
+            active: self.connections_active.with_label_values(&[listener]),
+            total: self.connections_total.with_label_values(&[listener]),
+            refused: self.connections_refused.with_label_values(&[listener]),
             handshake_timeout: self.tls_handshake_failures.with_label_values(&[listener, "timeout"]),
             handshake_error: self.tls_handshake_failures.with_label_values(&[listener, "error"]),
         }
     }
+}
+
+/// A listener's connection instruments with labels bound (used by the accept loop).
+#[derive(Clone)]
+pub struct ConnectionMetrics {
+    pub active: IntGauge,
+    pub total: IntCounter,
+    pub refused: IntCounter,
+    pub handshake_timeout: IntCounter,
+    pub handshake_error: IntCounter,
 }
 
 /// A listener's instruments with labels bound.
@@ -246,11 +264,7 @@ pub struct ListenerMetrics {
     pub rejected_oversize: IntCounter,
     pub rejected_truncated: IntCounter,
     pub rejected_malformed: IntCounter,
-    pub connections_active: IntGauge,
-    pub connections_total: IntCounter,
-    pub connections_refused: IntCounter,
-    pub handshake_timeout: IntCounter,
-    pub handshake_error: IntCounter,
+    pub conn: ConnectionMetrics,
 }
 
 fn index(f: Format) -> usize {

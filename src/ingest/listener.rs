@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ListenerCommon;
-use crate::metrics::ListenerMetrics;
+use crate::metrics::ConnectionMetrics;
 
 /// A connection after the handshake: TLS or (loopback-only) plain TCP.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -34,7 +34,7 @@ pub async fn accept_loop<H, F>(
     listener: TcpListener,
     cfg: ListenerCommon,
     tls: Option<TlsAcceptor>,
-    metrics: ListenerMetrics,
+    metrics: ConnectionMetrics,
     cancel: CancellationToken,
     tracker: TaskTracker,
     handle: H,
@@ -66,15 +66,15 @@ pub async fn accept_loop<H, F>(
             },
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            metrics.connections_refused.inc();
+            metrics.refused.inc();
             tracing::warn!(listener = %cfg.name, %peer, max_connections = cfg.max_connections, "connection refused: listener is at max_connections");
             drop(tcp);
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        metrics.connections_total.inc();
-        metrics.connections_active.inc();
-        let guard = ActiveGuard(metrics.connections_active.clone());
+        metrics.total.inc();
+        metrics.active.inc();
+        let guard = ActiveGuard(metrics.active.clone());
         let tls = tls.clone();
         let handle = handle.clone();
         let name = cfg.name.clone();

@@ -21,7 +21,7 @@ use super::auth::Authenticator;
 use super::service::FlightSql;
 use crate::config::ListenerCommon;
 use crate::ingest::listener::{Io, accept_loop};
-use crate::metrics::{ListenerMetrics, Metrics};
+use crate::metrics::{ConnectionMetrics, Metrics};
 
 /// The peer of a Flight SQL call, in each request's extensions.
 #[derive(Debug, Clone)]
@@ -76,7 +76,7 @@ pub struct FlightServer {
     pub tls: Option<TlsAcceptor>,
     pub service: FlightSql,
     pub auth: Arc<Authenticator>,
-    pub listener_metrics: ListenerMetrics,
+    pub connection_metrics: ConnectionMetrics,
     pub metrics: Metrics,
 }
 
@@ -88,7 +88,7 @@ impl FlightServer {
             self.listener,
             self.common.clone(),
             self.tls,
-            self.listener_metrics,
+            self.connection_metrics,
             cancel.clone(),
             tracker,
             move |io, peer| {
