@@ -76,3 +76,37 @@ fn serve_refuses_an_invalid_config_before_binding() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("admin.adress: unknown field"), "{err}");
 }
+
+#[test]
+fn flight_credentials_and_limits_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flight.toml");
+    std::fs::write(
+        &path,
+        r#"
+[flight]
+address = "0.0.0.0:50051"
+tls = false
+[[flight.tokens]]
+name = "grafana"
+sha256 = "s3cret-in-plain-text"
+[[flight.users]]
+name = "alice"
+password = "hunter2"
+[flight.limits]
+max_concurrent = 0
+"#,
+    )
+    .unwrap();
+    let (ok, out) = validate(&path);
+    assert!(!ok, "accepted:\n{out}");
+    let f = path.display().to_string();
+    for expected in [
+        format!("{f}: flight.users[0].password: unknown field"),
+        format!("{f}: flight.tls: plain gRPC is only allowed on a loopback address"),
+        format!("{f}: flight.tokens[0].sha256: must be the 64 lowercase hex digits"),
+        format!("{f}: flight.limits.max_concurrent: must be at least 1"),
+    ] {
+        assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
+    }
+}
