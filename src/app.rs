@@ -93,11 +93,10 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let mut bound: BTreeMap<String, SocketAddr> = BTreeMap::new();
     let mut accept_tasks = Vec::new();
     for l in &config.stream {
-        let listener = bind_named(&format!("stream listener {}", l.name), l.address).await?;
-        let addr = local_addr(&listener, l.address);
-        bound.insert(l.name.clone(), addr);
+        let listener =
+            bind_listener("stream listener (syslog, JSON lines)", &l.name, l.address, l.tls, &mut bound)
+                .await?;
         let acceptor = tls.as_ref().filter(|_| l.tls).map(|t| TlsAcceptor::from(t.stream_config()));
-        tracing::info!(listener = %l.name, %addr, tls = l.tls, "stream listener (syslog, JSON lines) ready");
         let lm = metrics.listener(&l.name);
         let settings = Arc::new(StreamSettings {
             listener: l.name.clone(),
@@ -120,11 +119,10 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         )));
     }
     for l in &config.http {
-        let listener = bind_named(&format!("HTTP listener {}", l.name), l.address).await?;
-        let addr = local_addr(&listener, l.address);
-        bound.insert(l.name.clone(), addr);
+        let listener =
+            bind_listener("HTTP ingest listener (POST /v1/logs)", &l.name, l.address, l.tls, &mut bound)
+                .await?;
         let acceptor = tls.as_ref().filter(|_| l.tls).map(|t| TlsAcceptor::from(t.http_config()));
-        tracing::info!(listener = %l.name, %addr, tls = l.tls, "HTTP ingest listener (POST /v1/logs) ready");
         let lm = metrics.listener(&l.name);
         let ingest = Arc::new(HttpIngest {
             listener: l.name.clone(),
@@ -154,8 +152,15 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     drop(appender);
 
     let flight_task = if config.flight.enabled {
-        let server = flight_server(&config, &store, tls.as_ref(), &metrics).await?;
-        bound.insert("flight".into(), local_addr(&server.listener, config.flight.address));
+        let listener = bind_listener(
+            "Flight SQL endpoint",
+            "flight",
+            config.flight.address,
+            config.flight.tls,
+            &mut bound,
+        )
+        .await?;
+        let server = flight_server(&config, listener, &store, tls.as_ref(), &metrics)?;
         Some(tokio::spawn(server.run(cancel.clone(), connections.clone())))
     } else {
         None
@@ -213,8 +218,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     Ok(())
 }
 
-async fn flight_server(
+fn flight_server(
     config: &Config,
+    listener: TcpListener,
     store: &Store,
     tls: Option<&ServerTls>,
     metrics: &Metrics,
@@ -225,8 +231,6 @@ async fn flight_server(
     if let Some(path) = token_file {
         tracing::info!(token_file = %path.display(), "Flight SQL accepts the token in this file (no credentials configured); logwarden query --server reads it");
     }
-    let listener = bind_named("Flight SQL listener", f.address).await?;
-    let addr = local_addr(&listener, f.address);
     let common = ListenerCommon {
         name: "flight".into(),
         address: f.address,
@@ -235,7 +239,6 @@ async fn flight_server(
         idle_timeout: f.limits.timeout,
         handshake_timeout: f.handshake_timeout,
     };
-    tracing::info!(%addr, tls = f.tls, "Flight SQL endpoint ready");
     let service = FlightSql {
         engine: QueryEngine::new(store.clone())?,
         auth: auth.clone(),
@@ -257,6 +260,21 @@ async fn flight_server(
         connection_metrics: metrics.connections("flight"),
         metrics: metrics.clone(),
     })
+}
+
+/// Bind a listener, record the address actually bound (port 0 resolved) and say it is ready.
+async fn bind_listener(
+    what: &str,
+    name: &str,
+    configured: SocketAddr,
+    tls: bool,
+    bound: &mut BTreeMap<String, SocketAddr>,
+) -> Result<TcpListener, AppError> {
+    let listener = bind_named(&format!("{what} {name}"), configured).await?;
+    let addr = local_addr(&listener, configured);
+    bound.insert(name.to_owned(), addr);
+    tracing::info!(listener = %name, %addr, tls, "{what} ready");
+    Ok(listener)
 }
 
 async fn bind_named(what: &str, addr: SocketAddr) -> Result<TcpListener, AppError> {
