@@ -242,3 +242,26 @@ async fn basic_credentials_through_the_handshake_give_a_session_token() {
     let info = c.execute("SELECT 1 AS one".into(), None).await.unwrap();
     assert_eq!(fetch(&mut c, info).await.unwrap()[0].num_rows(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn query_server_prints_what_query_prints() {
+    let d = Daemon::start();
+    ingest_sample(&d).await;
+    let sql = "SELECT host, app, severity, message FROM logs ORDER BY message";
+    let url = format!("https://localhost:{}", d.addr("flight").port());
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(crate::daemon::BIN)
+            .args(["query", "--config"])
+            .arg(&d.config)
+            .args(extra)
+            .args(["--format", "json", sql])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The token and CA come from the data directory named by the config.
+    let remote = run(&["--server", &url]);
+    assert_eq!(remote, run(&[]));
+    assert_eq!(remote.lines().count(), 3, "{remote}");
+}
