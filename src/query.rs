@@ -7,13 +7,16 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ExprSchema;
 use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
@@ -58,12 +61,9 @@ impl QueryEngine {
         let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("logwarden", "public");
-        // Late materialisation: Parquet scans evaluate filters on their own columns first and
-        // decode the other columns only for matching rows ("latest lines matching X" reads the
-        // message column, not every column of every row).
-        let parquet = &mut config.options_mut().execution.parquet;
-        parquet.pushdown_filters = true;
-        parquet.reorder_filters = true;
+        // Filters evaluated inside Parquet scans are reordered cheapest first; whether a query
+        // pushes them down at all is decided per query (see `wants_late_materialisation`).
+        config.options_mut().execution.parquet.reorder_filters = true;
         let ctx = SessionContext::new_with_config(config);
         ctx.register_table("logs", Arc::new(LogsTable::new(store)))?;
         Ok(QueryEngine { ctx })
@@ -81,26 +81,26 @@ impl QueryEngine {
         params: Vec<ScalarValue>,
         memory_bytes: Option<usize>,
     ) -> Result<DataFrame, QueryError> {
-        let ctx = match memory_bytes {
-            None => self.ctx.clone(),
-            Some(limit) => {
-                // A pool per query: one query over its budget fails alone, others go on.
-                // Caches (Parquet footers, file statistics) stay shared with every other query.
-                let runtime = RuntimeEnvBuilder::from_runtime_env(self.ctx.runtime_env().as_ref())
-                    .with_memory_pool(Arc::new(GreedyMemoryPool::new(limit)))
-                    .build_arc()?;
-                let state = SessionStateBuilder::new_from_existing(self.ctx.state())
-                    .with_runtime_env(runtime)
-                    .build();
-                SessionContext::new_with_state(state)
-            }
-        };
         let sql = number_placeholders(sql);
-        let plan = ctx.state().create_logical_plan(&sql).await?;
+        let plan = self.ctx.state().create_logical_plan(&sql).await?;
         let opts = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         if let Err(e) = opts.verify_plan(&plan) {
             return Err(QueryError::Forbidden(e.strip_backtrace()));
         }
+        // The per-query state shares the engine's catalogs; it must not create (and so replace)
+        // the default catalog.
+        let mut config = self.ctx.copied_config().with_create_default_catalog_and_schema(false);
+        config.options_mut().execution.parquet.pushdown_filters = wants_late_materialisation(&plan);
+        let mut state = SessionStateBuilder::new_from_existing(self.ctx.state()).with_config(config);
+        if let Some(limit) = memory_bytes {
+            // A pool per query: one query over its budget fails alone, others go on.
+            // Caches (Parquet footers, file statistics) stay shared with every other query.
+            let runtime = RuntimeEnvBuilder::from_runtime_env(self.ctx.runtime_env().as_ref())
+                .with_memory_pool(Arc::new(GreedyMemoryPool::new(limit)))
+                .build_arc()?;
+            state = state.with_runtime_env(runtime);
+        }
+        let ctx = SessionContext::new_with_state(state.build());
         let df = ctx.execute_logical_plan(plan).await?;
         if params.is_empty() { Ok(df) } else { Ok(df.with_param_values(params)?) }
     }
@@ -114,6 +114,40 @@ impl QueryEngine {
     pub async fn collect(&self, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
         use futures::TryStreamExt;
         Ok(self.stream(sql).await?.try_collect().await?)
+    }
+}
+
+/// Whether a query's Parquet scans should evaluate its filters first and decode the other
+/// columns only for matching rows. It pays off for searches in text ("latest lines matching
+/// X": 86 MB scanned and 0.32 s without, 8 MB and 0.05 s with, on 4 M events) and for top-n
+/// queries; for plain numeric filters that keep many rows it costs twice the time
+/// (`severity <= 3` on 100 M events: 0.55 s with, 0.25 s without).
+fn wants_late_materialisation(plan: &LogicalPlan) -> bool {
+    let mut wants = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        match node {
+            LogicalPlan::Limit(_) => wants = true,
+            LogicalPlan::Sort(s) if s.fetch.is_some() => wants = true,
+            LogicalPlan::Filter(f) => {
+                let schema = f.input.schema();
+                wants |= f
+                    .predicate
+                    .column_refs()
+                    .into_iter()
+                    .any(|c| schema.field_from_column(c).is_ok_and(|field| is_text(field.data_type())));
+            }
+            _ => {}
+        }
+        Ok(if wants { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    });
+    wants
+}
+
+fn is_text(t: &DataType) -> bool {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, v) => is_text(v),
+        _ => false,
     }
 }
 
@@ -242,5 +276,40 @@ pub fn format(batches: &[RecordBatch], fmt: OutputFormat) -> Result<String, Quer
             }
             Ok(String::from_utf8_lossy(&buf).into_owned())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    async fn late(sql: &str) -> bool {
+        let ctx = SessionContext::new();
+        let table = MemTable::try_new(crate::batch::schema(), vec![vec![]]).unwrap();
+        ctx.register_table("logs", Arc::new(table)).unwrap();
+        wants_late_materialisation(&ctx.state().create_logical_plan(sql).await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn late_materialisation_for_text_searches_and_top_n_only() {
+        assert!(late("SELECT * FROM logs WHERE message LIKE '%x%'").await);
+        assert!(late("SELECT count(*) FROM logs WHERE host = 'a'").await);
+        assert!(late("SELECT * FROM logs ORDER BY timestamp DESC LIMIT 10").await);
+        assert!(!late("SELECT count(*) FROM logs WHERE severity <= 3").await);
+        assert!(!late("SELECT host, count(*) FROM logs GROUP BY host").await);
+    }
+
+    #[test]
+    fn bare_placeholders_are_numbered() {
+        assert_eq!(
+            number_placeholders("SELECT 1 WHERE a = ? AND b = '?' AND c = ?"),
+            "SELECT 1 WHERE a = $1 AND b = '?' AND c = $2"
+        );
+        assert_eq!(number_placeholders("SELECT $1"), "SELECT $1");
     }
 }
