@@ -25,6 +25,10 @@ use futures::StreamExt;
 
 use crate::store::{LogsTable, Store};
 
+mod group_by;
+
+pub use group_by::{DictionaryGroupBy, DictionaryGroupByExec};
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     #[error("{0}")]
@@ -64,7 +68,12 @@ impl QueryEngine {
         // Filters evaluated inside Parquet scans are reordered cheapest first; whether a query
         // pushes them down at all is decided per query (see `wants_late_materialisation`).
         config.options_mut().execution.parquet.reorder_filters = true;
-        let ctx = SessionContext::new_with_config(config);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(DictionaryGroupBy))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         ctx.register_table("logs", Arc::new(LogsTable::new(store)))?;
         Ok(QueryEngine { ctx })
     }
