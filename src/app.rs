@@ -56,7 +56,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         || config.http.iter().any(|l| l.tls)
         || (config.flight.enabled && config.flight.tls);
     let tls = if any_tls {
-        let tls = ServerTls::load(&config.tls, &config.dev_tls_dir())?;
+        let tls = ServerTls::load(&config.tls, &config.dev_tls_dir(), &registry)?;
         if let Some(dev) = &tls.dev {
             tracing::warn!(
                 ca = %dev.ca_file.display(), created = dev.created,

@@ -75,6 +75,40 @@ pub enum Command {
     /// Make Flight SQL credentials for the config (only hashes go into the file).
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Inspect PKCS#11 tokens (HSMs, smart cards) for the [tls] key setting.
+    #[command(subcommand)]
+    Pkcs11(Pkcs11Command),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Pkcs11Command {
+    /// List tokens, keys and certificates with their pkcs11: URIs.
+    List {
+        /// The PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so.
+        #[arg(long)]
+        module: PathBuf,
+        /// Log in with the PIN in this file, so that private keys are listed too.
+        #[arg(long, conflicts_with = "pin_env")]
+        pin_file: Option<PathBuf>,
+        /// Log in with the PIN in this environment variable.
+        #[arg(long)]
+        pin_env: Option<String>,
+    },
+}
+
+/// Exit status when a PKCS#11 token refused the PIN. Restarting would spend another attempt
+/// of the few a smart card allows, so the systemd unit lists it in `RestartPreventExitStatus=`.
+pub const EXIT_PIN_REFUSED: u8 = 3;
+
+/// The exit status for an error `run` returned.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    use crate::tls::{TlsError, pkcs11::Pkcs11Error};
+    let pin = e.chain().any(|c| {
+        matches!(c.downcast_ref::<crate::app::AppError>(), Some(crate::app::AppError::Tls(t)) if t.is_pin_refused())
+            || c.downcast_ref::<TlsError>().is_some_and(|t| t.is_pin_refused())
+            || matches!(c.downcast_ref::<Pkcs11Error>(), Some(Pkcs11Error::PinRefused { .. }))
+    });
+    if pin { EXIT_PIN_REFUSED } else { 1 }
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,6 +143,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Auth(cmd) => auth(cmd),
+        Command::Pkcs11(Pkcs11Command::List { module, pin_file, pin_env }) => {
+            use crate::tls::pkcs11::PinSource;
+            let pin = pin_file.map(PinSource::File).or(pin_env.map(PinSource::Env));
+            print!("{}", crate::tls::pkcs11::list(&module, pin.as_ref())?);
+            Ok(())
+        }
         Command::Query { config, data_dir, format, server, token, ca, sql } => {
             let mut config = load(config.as_deref())?;
             if let Some(d) = data_dir {

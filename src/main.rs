@@ -8,7 +8,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("logwarden: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(logwarden::cli::exit_code(&e))
         }
     }
 }

@@ -92,20 +92,53 @@ impl Default for LogConfig {
     }
 }
 
-/// The server certificate. Both unset: a development CA and certificate are generated in
-/// `data_dir/tls/` on first start.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The server certificate and key. With none of `cert_file`, `key_file` and `key` set, a
+/// development CA and certificate are generated in `data_dir/tls/` on first start.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
-    /// PEM certificate chain, leaf first.
+    /// PEM certificate chain, leaf first. With a token key it may be left out: the certificate
+    /// is then read from the token (the object with the key's id or label).
     pub cert_file: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key_file: Option<PathBuf>,
+    /// The private key on a PKCS#11 token, as an RFC 7512 URI
+    /// (`pkcs11:token=logwarden;object=server`). Exclusive with `key_file`.
+    pub key: Option<String>,
+    /// The PKCS#11 module (shared library) that drives the token.
+    pub pkcs11_module: Option<PathBuf>,
+    /// The token's user PIN: a file holding it (trailing newline ignored)...
+    pub pin_file: Option<PathBuf>,
+    /// ... or the name of a systemd credential (`$CREDENTIALS_DIRECTORY/<name>`,
+    /// `LoadCredential=`/`LoadCredentialEncrypted=` in the unit) ...
+    pub pin_credential: Option<String>,
+    /// ... or the name of an environment variable.
+    pub pin_env: Option<String>,
+    /// Never accepted: present only so that `validate` can say why.
+    pub pin: Option<toml::Value>,
+    /// Logged-in sessions kept open on the token for signing (capped by the token's limit).
+    pub pkcs11_sessions: usize,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: None,
+            key_file: None,
+            key: None,
+            pkcs11_module: None,
+            pin_file: None,
+            pin_credential: None,
+            pin_env: None,
+            pin: None,
+            pkcs11_sessions: 4,
+        }
+    }
 }
 
 impl TlsConfig {
     pub fn is_development(&self) -> bool {
-        self.cert_file.is_none() && self.key_file.is_none()
+        self.cert_file.is_none() && self.key_file.is_none() && self.key.is_none()
     }
 }
 

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use super::{Config, Problem};
+use crate::tls::Pkcs11Uri;
 
 impl Config {
     /// Every semantic problem, each with its key path. Empty means the config can run.
@@ -86,19 +87,7 @@ impl Config {
             self.validate_flight(&mut out, &addrs);
         }
 
-        match (&self.tls.cert_file, &self.tls.key_file) {
-            (Some(_), None) => {
-                out.push(Problem::new("tls.key_file", "is required when tls.cert_file is set"))
-            }
-            (None, Some(_)) => {
-                out.push(Problem::new("tls.cert_file", "is required when tls.key_file is set"))
-            }
-            (Some(cert), Some(key)) => {
-                check_pem(&mut out, "tls.cert_file", cert, "CERTIFICATE");
-                check_pem(&mut out, "tls.key_file", key, "PRIVATE KEY");
-            }
-            (None, None) => {}
-        }
+        self.validate_tls(&mut out);
         if self.batch.rows == 0 {
             out.push(Problem::new("batch.rows", "must be at least 1"));
         }
@@ -150,6 +139,101 @@ fn check_pem(out: &mut Vec<Problem>, key: &str, path: &Path, label: &str) {
 }
 
 impl Config {
+    fn validate_tls(&self, out: &mut Vec<Problem>) {
+        let t = &self.tls;
+        if t.pin.is_some() {
+            out.push(Problem::new(
+                "tls.pin",
+                "a PIN may not be written in the config; use pin_file, pin_credential (systemd credential) or pin_env",
+            ));
+        }
+        let Some(key) = &t.key else {
+            match (&t.cert_file, &t.key_file) {
+                (Some(_), None) => {
+                    out.push(Problem::new("tls.key_file", "is required when tls.cert_file is set"))
+                }
+                (None, Some(_)) => {
+                    out.push(Problem::new("tls.cert_file", "is required when tls.key_file is set"))
+                }
+                (Some(cert), Some(key)) => {
+                    check_pem(out, "tls.cert_file", cert, "CERTIFICATE");
+                    check_pem(out, "tls.key_file", key, "PRIVATE KEY");
+                }
+                (None, None) => {}
+            }
+            for (k, set) in [
+                ("tls.pkcs11_module", t.pkcs11_module.is_some()),
+                ("tls.pin_file", t.pin_file.is_some()),
+                ("tls.pin_credential", t.pin_credential.is_some()),
+                ("tls.pin_env", t.pin_env.is_some()),
+            ] {
+                if set {
+                    out.push(Problem::new(k, "only applies to a token key: set tls.key to a pkcs11: URI"));
+                }
+            }
+            return;
+        };
+        if t.key_file.is_some() {
+            out.push(Problem::new(
+                "tls.key_file",
+                "cannot be combined with tls.key (a pkcs11: URI); keep one",
+            ));
+        }
+        match Pkcs11Uri::parse(key) {
+            Err(e) => out.push(Problem::new("tls.key", e.to_string())),
+            Ok(uri) => {
+                if uri.has_pin_value {
+                    out.push(Problem::new(
+                        "tls.key",
+                        "the URI carries pin-value; a PIN may not be written in the config, use pin_file, pin_credential or pin_env",
+                    ));
+                }
+                if uri.object.is_none() && uri.id.is_none() {
+                    out.push(Problem::new(
+                        "tls.key",
+                        "the URI must name the key with object= (label) or id=",
+                    ));
+                }
+                if t.pkcs11_module.is_none() && uri.module_path.is_none() {
+                    out.push(Problem::new(
+                        "tls.pkcs11_module",
+                        "is required with a token key (e.g. /usr/lib/softhsm/libsofthsm2.so), unless the URI has module-path",
+                    ));
+                }
+            }
+        }
+        if let Some(m) = &t.pkcs11_module
+            && !m.is_file()
+        {
+            out.push(Problem::new(
+                "tls.pkcs11_module",
+                format!("{} does not exist or is not a file", m.display()),
+            ));
+        }
+        let sources = [t.pin_file.is_some(), t.pin_credential.is_some(), t.pin_env.is_some()];
+        match sources.iter().filter(|s| **s).count() {
+            0 => out.push(Problem::new(
+                "tls.pin_file",
+                "a token key needs its PIN from one of pin_file, pin_credential or pin_env",
+            )),
+            1 => {}
+            _ => {
+                out.push(Problem::new("tls.pin_file", "set only one of pin_file, pin_credential and pin_env"))
+            }
+        }
+        if let Some(f) = &t.pin_file
+            && let Err(e) = std::fs::metadata(f)
+        {
+            out.push(Problem::new("tls.pin_file", format!("cannot read {}: {e}", f.display())));
+        }
+        if let Some(c) = &t.cert_file {
+            check_pem(out, "tls.cert_file", c, "CERTIFICATE");
+        }
+        if t.pkcs11_sessions == 0 {
+            out.push(Problem::new("tls.pkcs11_sessions", "must be at least 1"));
+        }
+    }
+
     fn validate_flight(&self, out: &mut Vec<Problem>, addrs: &HashMap<SocketAddr, String>) {
         let f = &self.flight;
         if f.address.port() != 0

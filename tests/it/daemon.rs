@@ -40,6 +40,8 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub addrs: HashMap<String, SocketAddr>,
+    /// Extra environment for the process (e.g. SOFTHSM2_CONF).
+    pub env: Vec<(String, String)>,
     log: PathBuf,
 }
 
@@ -81,11 +83,22 @@ impl Daemon {
     }
 
     pub fn start_with(extra: &str) -> Daemon {
+        Self::start_with_env(extra, &[])
+    }
+
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("logwarden.toml");
         std::fs::write(&config, test_config(&dir.path().join("data"), extra)).expect("write config");
-        let mut d =
-            Daemon { child: None, log: dir.path().join("daemon.log"), dir, config, addrs: HashMap::new() };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut d = Daemon {
+            child: None,
+            log: dir.path().join("daemon.log"),
+            dir,
+            config,
+            addrs: HashMap::new(),
+            env,
+        };
         d.spawn();
         d
     }
@@ -110,6 +123,7 @@ impl Daemon {
         let child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

@@ -11,4 +11,5 @@ mod flight;
 mod ingest;
 mod malformed;
 mod metrics;
+mod pkcs11;
 mod rsyslog;

@@ -1,0 +1,282 @@
+//! The server key on a SoftHSM2 token: keys are generated on the token (never extractable),
+//! certificates are issued for them by a test CA, and real clients (rustls, `openssl s_client`)
+//! complete TLS handshakes that the token signs. Wrong PIN, missing module, missing key and an
+//! inline PIN fail with messages that name the problem.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tokio::io::AsyncWriteExt;
+
+use crate::client::{connect_tls, octet};
+use crate::daemon::{BIN, Daemon, test_config, wait_until};
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const PIN: &str = "314159";
+
+/// A SoftHSM2 token in a temporary directory, with an EC P-256 key (`server`, id 01) and an
+/// RSA-2048 key (`server-rsa`, id 02), and a CA that issued a `localhost` certificate for each.
+struct SoftHsm {
+    dir: tempfile::TempDir,
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+impl SoftHsm {
+    fn new() -> SoftHsm {
+        assert!(
+            Path::new(MODULE).exists(),
+            "SoftHSM2 is not installed: run scripts/test, which installs softhsm2 and opensc"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("tokens")).unwrap();
+        std::fs::write(
+            d.join("softhsm2.conf"),
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                d.join("tokens").display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(d.join("pin"), format!("{PIN}\n")).unwrap();
+        let hsm = SoftHsm { dir };
+        run(hsm.cmd("softhsm2-util").args([
+            "--init-token",
+            "--free",
+            "--label",
+            "lw-test",
+            "--so-pin",
+            "27182818",
+            "--pin",
+            PIN,
+        ]));
+        run(hsm
+            .cmd("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
+            .args(["-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=logwarden test CA", "-days", "2"]));
+        std::fs::write(
+            hsm.path("ext.cnf"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        for (label, id, key_type) in [("server", "01", "EC:prime256v1"), ("server-rsa", "02", "rsa:2048")] {
+            run(hsm.tool().args([
+                "--login",
+                "--pin",
+                PIN,
+                "--keypairgen",
+                "--key-type",
+                key_type,
+                "--id",
+                id,
+                "--label",
+                label,
+            ]));
+            run(hsm
+                .tool()
+                .args(["--read-object", "--type", "pubkey", "--label", label, "-o"])
+                .arg(format!("{label}.der")));
+            run(hsm.cmd("openssl").args([
+                "pkey",
+                "-pubin",
+                "-inform",
+                "DER",
+                "-in",
+                &format!("{label}.der"),
+                "-out",
+                &format!("{label}.pub"),
+            ]));
+            run(hsm
+                .cmd("openssl")
+                .args(["x509", "-new", "-subj", "/CN=localhost", "-force_pubkey", &format!("{label}.pub")])
+                .args([
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-extfile",
+                    "ext.cnf",
+                    "-days",
+                    "2",
+                    "-out",
+                    &format!("{label}.pem"),
+                ]));
+        }
+        hsm
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn conf(&self) -> String {
+        self.path("softhsm2.conf").display().to_string()
+    }
+
+    fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.current_dir(self.dir.path()).env("SOFTHSM2_CONF", self.conf());
+        c
+    }
+
+    fn tool(&self) -> Command {
+        let mut c = self.cmd("pkcs11-tool");
+        c.args(["--module", MODULE, "--token-label", "lw-test"]);
+        c
+    }
+
+    /// The `[tls]` section for the key labelled `label`.
+    fn tls_section(&self, label: &str, pin_file: &Path) -> String {
+        format!(
+            "[tls]\nkey = \"pkcs11:token=lw-test;object={label}\"\npkcs11_module = \"{MODULE}\"\npin_file = \"{}\"\ncert_file = \"{}\"\n",
+            pin_file.display(),
+            self.path(&format!("{label}.pem")).display()
+        )
+    }
+}
+
+/// `openssl s_client` against `port`; returns its -brief report.
+fn s_client(hsm: &SoftHsm, port: u16) -> String {
+    let out = hsm
+        .cmd("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-CAfile",
+            "ca.pem",
+            "-verify_return_error",
+            "-brief",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_keys_sign_tls_handshakes_for_ec_and_rsa() {
+    let hsm = SoftHsm::new();
+    for (label, signature) in [("server", "Signature type: ECDSA"), ("server-rsa", "Signature type: RSA-PSS")]
+    {
+        let d = Daemon::start_with_env(
+            &hsm.tls_section(label, &hsm.path("pin")),
+            &[("SOFTHSM2_CONF", &hsm.conf())],
+        );
+        let addr = d.addr("syslog");
+
+        let report = s_client(&hsm, addr.port());
+        assert!(report.contains("Verification: OK") && report.contains(signature), "{label}: {report}");
+
+        let mut tls = connect_tls(addr, &hsm.path("ca.pem")).await;
+        let msg = format!("<14>1 2026-11-23T10:00:00Z web-1 app 7 - - signed by the {label} token key");
+        tls.write_all(&octet(&msg)).await.unwrap();
+        tls.shutdown().await.unwrap();
+        wait_until(std::time::Duration::from_secs(30), "the event", || {
+            d.count(&format!("message = 'signed by the {label} token key'")) == 1
+        });
+        assert!(d.metric("logwarden_pkcs11_sign_seconds_count") >= 2.0, "{}", d.metrics());
+        assert!(d.log_text().contains("TLS private key is on a PKCS#11 token"), "{}", d.log_text());
+    }
+}
+
+/// `logwarden serve` with `extra` as config; returns (exit code, stderr).
+fn serve_fails(hsm: &SoftHsm, extra: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("logwarden.toml");
+    std::fs::write(&config, test_config(&dir.path().join("data"), extra)).unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("SOFTHSM2_CONF", hsm.conf())
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn token_problems_stop_the_daemon_with_the_reason() {
+    let hsm = SoftHsm::new();
+    std::fs::write(hsm.path("bad-pin"), "000000\n").unwrap();
+
+    let (code, err) = serve_fails(&hsm, &hsm.tls_section("server", &hsm.path("bad-pin")));
+    assert_eq!(code, 3, "a refused PIN has its own exit status: {err}");
+    assert!(err.contains("\"lw-test\" refused the PIN") && err.contains("not retrying"), "{err}");
+
+    let missing_key = hsm.tls_section("server", &hsm.path("pin")).replace("object=server", "object=nope");
+    let (code, err) = serve_fails(&hsm, &missing_key);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no private key matches pkcs11:token=lw-test;object=nope"), "{err}");
+
+    let missing_module =
+        hsm.tls_section("server", &hsm.path("pin")).replace(MODULE, "/nonexistent/libpkcs11.so");
+    let (code, err) = serve_fails(&hsm, &missing_module);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("tls.pkcs11_module") && err.contains("/nonexistent/libpkcs11.so"), "{err}");
+
+    let wrong_token = hsm.tls_section("server", &hsm.path("pin")).replace("token=lw-test", "token=other");
+    let (_, err) = serve_fails(&hsm, &wrong_token);
+    assert!(err.contains("no token matches") && err.contains("\"lw-test\""), "{err}");
+
+    // The certificate of the EC key with the RSA key: refused before any client sees it.
+    let mismatch = hsm.tls_section("server-rsa", &hsm.path("pin")).replace("server-rsa.pem", "server.pem");
+    let (_, err) = serve_fails(&hsm, &mismatch);
+    assert!(err.contains("does not belong to the key"), "{err}");
+}
+
+#[test]
+fn validate_refuses_a_pin_written_in_the_config() {
+    let hsm = SoftHsm::new();
+    let dir = tempfile::tempdir().unwrap();
+    for (extra, key) in [
+        (hsm.tls_section("server", &hsm.path("pin")) + "pin = \"314159\"\n", "tls.pin"),
+        (
+            hsm.tls_section("server", &hsm.path("pin"))
+                .replace("object=server", "object=server?pin-value=314159"),
+            "tls.key",
+        ),
+    ] {
+        let config = dir.path().join("logwarden.toml");
+        std::fs::write(&config, test_config(&dir.path().join("data"), &extra)).unwrap();
+        let out = Command::new(BIN).arg("validate").arg(&config).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(
+            text.contains(&format!("{}: {key}:", config.display()))
+                && text.contains("PIN may not be written"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn pkcs11_list_prints_uris_for_the_config() {
+    let hsm = SoftHsm::new();
+    let out = run(Command::new(BIN)
+        .args(["pkcs11", "list", "--module", MODULE, "--pin-file"])
+        .arg(hsm.path("pin"))
+        .env("SOFTHSM2_CONF", hsm.conf()));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "private key  EC P-256, not extractable",
+        "pkcs11:token=lw-test;id=%01;object=server;type=private",
+        "private key  RSA 2048, not extractable",
+        "pkcs11:token=lw-test;id=%02;object=server-rsa;type=private",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    // Without a PIN the private keys stay hidden and the output says how to see them.
+    let out =
+        run(Command::new(BIN).args(["pkcs11", "list", "--module", MODULE]).env("SOFTHSM2_CONF", hsm.conf()));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("add --pin-file"));
+}
