@@ -18,7 +18,7 @@ use crate::config::{Config, ListenerCommon};
 use crate::ingest::connection::{self, StreamSettings};
 use crate::ingest::http::HttpIngest;
 use crate::ingest::listener::{accept_loop, bind};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Pkcs11Metrics};
 use crate::query::{QueryEngine, QueryLimits};
 use crate::serve::admin::{self, Readiness};
 use crate::serve::flight::{Authenticator, FlightServer, FlightSql};
@@ -56,7 +56,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         || config.http.iter().any(|l| l.tls)
         || (config.flight.enabled && config.flight.tls);
     let tls = if any_tls {
-        let tls = ServerTls::load(&config.tls, &config.dev_tls_dir(), &registry)?;
+        let pkcs11_metrics = config.tls.key.is_some().then(|| Pkcs11Metrics::new(&registry)).transpose()?;
+        let tls = ServerTls::load(&config.tls, &config.dev_tls_dir(), pkcs11_metrics)?;
         if let Some(dev) = &tls.dev {
             tracing::warn!(
                 ca = %dev.ca_file.display(), created = dev.created,

@@ -315,3 +315,29 @@ pub fn render(reg: &Registry) -> String {
     }
     String::from_utf8_lossy(&buf).into_owned()
 }
+
+/// `logwarden_pkcs11_*`: registered only when the server key is on a PKCS#11 token.
+#[derive(Clone)]
+pub struct Pkcs11Metrics {
+    pub sign_seconds: Histogram,
+    pub errors: IntCounterVec,
+}
+
+impl Pkcs11Metrics {
+    pub fn new(reg: &Registry) -> Result<Self, MetricsError> {
+        Ok(Pkcs11Metrics {
+            sign_seconds: histogram(
+                reg,
+                "pkcs11_sign_seconds",
+                "Time to sign a TLS handshake on the token.",
+                io_buckets(),
+            )?,
+            errors: counter_vec(
+                reg,
+                "pkcs11_errors_total",
+                "Failed PKCS#11 operations, by operation.",
+                &["op"],
+            )?,
+        })
+    }
+}

@@ -19,6 +19,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 
 use crate::config::TlsConfig;
+use crate::metrics::Pkcs11Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -70,9 +71,13 @@ pub struct ServerTls {
 impl ServerTls {
     /// Build from the `[tls]` section; with no files configured, generate (once) and use the
     /// development certificate in `dev_dir`.
-    pub fn load(cfg: &TlsConfig, dev_dir: &Path, registry: &prometheus::Registry) -> Result<Self, TlsError> {
+    pub fn load(
+        cfg: &TlsConfig,
+        dev_dir: &Path,
+        pkcs11_metrics: Option<Pkcs11Metrics>,
+    ) -> Result<Self, TlsError> {
         if let Some(key) = &cfg.key {
-            return Self::load_token(cfg, key, registry);
+            return Self::load_token(cfg, key, pkcs11_metrics);
         }
         let (cert_path, key_path, dev) = match (&cfg.cert_file, &cfg.key_file) {
             (Some(c), Some(k)) => (c.clone(), k.clone(), None),
@@ -89,7 +94,7 @@ impl ServerTls {
     }
 
     /// The key on a PKCS#11 token; the certificate from `cert_file` or from the token.
-    fn load_token(cfg: &TlsConfig, key: &str, registry: &prometheus::Registry) -> Result<Self, TlsError> {
+    fn load_token(cfg: &TlsConfig, key: &str, metrics: Option<Pkcs11Metrics>) -> Result<Self, TlsError> {
         let uri = Pkcs11Uri::parse(key)?;
         let module = cfg.pkcs11_module.clone().or_else(|| uri.module_path.clone()).unwrap_or_default();
         let pin = match (&cfg.pin_file, &cfg.pin_credential, &cfg.pin_env) {
@@ -103,7 +108,6 @@ impl ServerTls {
                 .into());
             }
         };
-        let metrics = pkcs11::Pkcs11Metrics::register(registry).ok();
         let token = pkcs11::Token::open(&module, uri.clone(), &pin, cfg.pkcs11_sessions, metrics)?;
         let (chain, chain_from) = match &cfg.cert_file {
             Some(path) => (load_certs(path)?, path.display().to_string()),
@@ -127,7 +131,7 @@ impl ServerTls {
         }
         tracing::info!(
             key = %uri, module = %module.display(), certificate = %chain_from, ?schemes,
-            sessions = token.session_limit(), "TLS private key is on a PKCS#11 token"
+            sessions = token.max_sessions(), "TLS private key is on a PKCS#11 token"
         );
         let config = Self::builder()?.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
         Self::finish(config, None)
