@@ -362,6 +362,8 @@ struct Grouper {
     /// Per column, local code to column id (`UNSET` until needed).
     local_ids: Vec<Vec<u32>>,
     combined: Vec<u32>,
+    /// One column's local codes, while they are added into `combined`.
+    scratch: Vec<u32>,
     indices: Vec<usize>,
     key_buf: Vec<u32>,
 }
@@ -398,6 +400,7 @@ impl Grouper {
             table_dicts: vec![None; n],
             local_ids: vec![Vec::new(); n],
             combined: Vec::new(),
+            scratch: Vec::new(),
             indices: Vec::new(),
             key_buf: vec![0; n],
         }
@@ -414,7 +417,7 @@ impl Grouper {
             + self.group_keys.capacity() * 4
             + self.table.capacity() * 4
             + self.local_ids.iter().map(|l| l.capacity() * 4).sum::<usize>()
-            + self.combined.capacity() * 4
+            + (self.combined.capacity() + self.scratch.capacity()) * 4
             + self.indices.capacity() * 8
     }
 
@@ -465,7 +468,10 @@ impl Grouper {
                 self.combined.resize(rows, 0);
                 let mut stride = 1u32;
                 for (c, array) in arrays.iter().enumerate().rev() {
-                    add_codes(&mut self.combined, array, self.columns[c].1, stride);
+                    local_codes(array, self.columns[c].1, &mut self.scratch);
+                    for (o, &code) in self.combined.iter_mut().zip(&self.scratch) {
+                        *o += code * stride;
+                    }
                     stride *= radix[c] as u32;
                 }
                 // Buffers leave `self` for the loop so that `resolve` can borrow it.
@@ -495,8 +501,8 @@ impl Grouper {
                     .iter()
                     .zip(&self.columns)
                     .map(|(array, &(_, kind))| {
-                        let mut codes = vec![0; rows];
-                        add_codes(&mut codes, array, kind, 1);
+                        let mut codes = Vec::with_capacity(rows);
+                        local_codes(array, kind, &mut codes);
                         codes
                     })
                     .collect();
@@ -570,58 +576,36 @@ impl Grouper {
     }
 }
 
-/// Adds `stride` times each row's local code in `array` to `out`.
-fn add_codes(out: &mut [u32], array: &ArrayRef, kind: KeyKind, stride: u32) {
-    let nulls = array.nulls();
-    match kind {
+/// Sets `codes` to each row's local code in `array`: the dictionary key or the value, and for
+/// a null the column's null code (the dictionary's length, 256 for 8-bit integers, 2 for
+/// booleans).
+fn local_codes(array: &ArrayRef, kind: KeyKind, codes: &mut Vec<u32>) {
+    codes.clear();
+    let (null_code, nulls) = match kind {
         KeyKind::Dictionary => {
             let dict = array.as_dictionary::<Int32Type>();
-            let null_code = dict.values().len() as u32;
-            let keys = dict.keys().values();
-            for (o, &k) in out.iter_mut().zip(keys.iter()) {
-                // Keys of null slots may hold anything; they are replaced below.
-                *o += (k as u32).min(null_code) * stride;
-            }
-            if let Some(nulls) = dict.keys().nulls().filter(|n| n.null_count() > 0) {
-                for r in nulls.iter().enumerate().filter_map(|(r, valid)| (!valid).then_some(r)) {
-                    out[r] = out[r] - (keys[r] as u32).min(null_code) * stride + null_code * stride;
-                }
-            }
+            // Keys of null slots may hold anything; they are replaced below.
+            codes.extend(dict.keys().values().iter().map(|&k| k as u32));
+            (dict.values().len() as u32, dict.keys().nulls())
         }
         KeyKind::UInt8 => {
-            for (o, &v) in out.iter_mut().zip(array.as_primitive::<UInt8Type>().values().iter()) {
-                *o += v as u32 * stride;
-            }
-            set_null_codes(out, nulls, array.as_primitive::<UInt8Type>().values(), 256, stride);
+            codes.extend(array.as_primitive::<UInt8Type>().values().iter().map(|&v| v as u32));
+            (256, array.nulls())
         }
         KeyKind::Int8 => {
-            let values: Vec<u8> =
-                array.as_primitive::<Int8Type>().values().iter().map(|&v| v as u8).collect();
-            for (o, &v) in out.iter_mut().zip(&values) {
-                *o += v as u32 * stride;
-            }
-            set_null_codes(out, nulls, &values, 256, stride);
+            codes.extend(array.as_primitive::<Int8Type>().values().iter().map(|&v| v as u8 as u32));
+            (256, array.nulls())
         }
         KeyKind::Boolean => {
-            let values: Vec<u8> = array.as_boolean().values().iter().map(u8::from).collect();
-            for (o, &v) in out.iter_mut().zip(&values) {
-                *o += v as u32 * stride;
-            }
-            set_null_codes(out, nulls, &values, 2, stride);
+            codes.extend(array.as_boolean().values().iter().map(u32::from));
+            (2, array.nulls())
         }
-    }
-}
-
-fn set_null_codes(
-    out: &mut [u32],
-    nulls: Option<&arrow::buffer::NullBuffer>,
-    values: &[u8],
-    null_code: u32,
-    stride: u32,
-) {
+    };
     if let Some(nulls) = nulls.filter(|n| n.null_count() > 0) {
-        for r in nulls.iter().enumerate().filter_map(|(r, valid)| (!valid).then_some(r)) {
-            out[r] = out[r] - values[r] as u32 * stride + null_code * stride;
+        for (code, valid) in codes.iter_mut().zip(nulls.iter()) {
+            if !valid {
+                *code = null_code;
+            }
         }
     }
 }
@@ -718,9 +702,16 @@ mod tests {
         parts
     }
 
-    fn context(rule: bool, parts: &[Vec<RecordBatch>]) -> SessionContext {
+    /// A session over `parts` as table `t`, with or without the rule, and with a memory pool
+    /// of `memory` bytes when given.
+    fn context(rule: bool, parts: &[Vec<RecordBatch>], memory: Option<usize>) -> SessionContext {
         let config = SessionConfig::new().with_target_partitions(3).with_batch_size(64);
         let mut state = SessionStateBuilder::new().with_config(config).with_default_features();
+        if let Some(bytes) = memory {
+            let pool = Arc::new(datafusion::execution::memory_pool::GreedyMemoryPool::new(bytes));
+            let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_memory_pool(pool);
+            state = state.with_runtime_env(runtime.build_arc().unwrap());
+        }
         if rule {
             state = state.with_physical_optimizer_rule(Arc::new(DictionaryGroupBy));
         }
@@ -739,7 +730,7 @@ mod tests {
 
     /// Each query gives exactly DataFusion's own answer, and the fast operator did the work.
     async fn same_as_datafusion(parts: &[Vec<RecordBatch>], queries: &[&str], replaced: bool) {
-        let (fast, stock) = (context(true, parts), context(false, parts));
+        let (fast, stock) = (context(true, parts, None), context(false, parts, None));
         for sql in queries {
             let (got, plan) = run(&fast, sql).await;
             let (want, _) = run(&stock, sql).await;
@@ -802,19 +793,7 @@ mod tests {
 
     #[tokio::test]
     async fn group_state_counts_against_the_memory_pool() {
-        use datafusion::execution::memory_pool::GreedyMemoryPool;
-        use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-        let parts = partitions(4, 700, 700);
-        let runtime =
-            RuntimeEnvBuilder::new().with_memory_pool(Arc::new(GreedyMemoryPool::new(64 * 1024))).build_arc();
-        let state = SessionStateBuilder::new()
-            .with_config(SessionConfig::new().with_target_partitions(1))
-            .with_runtime_env(runtime.unwrap())
-            .with_default_features()
-            .with_physical_optimizer_rule(Arc::new(DictionaryGroupBy))
-            .build();
-        let ctx = SessionContext::new_with_state(state);
-        ctx.register_table("t", Arc::new(MemTable::try_new(schema(), parts).unwrap())).unwrap();
+        let ctx = context(true, &partitions(4, 700, 700), Some(64 * 1024));
         let err =
             ctx.sql("SELECT host, app, count(*) FROM t GROUP BY host, app").await.unwrap().collect().await;
         let err = err.unwrap_err().to_string();
