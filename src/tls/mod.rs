@@ -35,8 +35,9 @@ pub enum TlsError {
     Pkcs11(pkcs11::Pkcs11Error),
     #[error("tls.key: {0}")]
     Uri(pkcs11::UriError),
-    #[error("tls.cert_file {path} does not belong to the key {uri}: {reason}")]
-    Mismatch { path: String, uri: String, reason: String },
+    /// `certificate` says where it came from: the `tls.cert_file` path or the token.
+    #[error("the certificate {certificate} does not belong to the key {uri}: {reason}")]
+    Mismatch { certificate: String, uri: String, reason: String },
 }
 
 // Written out rather than `#[from]`, which would also make the inner error the `source` and
@@ -123,7 +124,7 @@ impl ServerTls {
             ),
             Err(e) => {
                 return Err(TlsError::Mismatch {
-                    path: chain_from,
+                    certificate: chain_from,
                     uri: uri.to_string(),
                     reason: e.to_string(),
                 });
