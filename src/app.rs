@@ -10,20 +10,21 @@ use std::time::Instant;
 use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access::Access;
+use crate::audit::Audit;
 use crate::config::{Config, ListenerCommon};
 use crate::ingest::connection::{self, StreamSettings};
 use crate::ingest::http::HttpIngest;
-use crate::ingest::listener::{accept_loop, bind};
+use crate::ingest::listener::{Gate, accept_loop, bind};
 use crate::metrics::{Metrics, Pkcs11Metrics};
 use crate::query::{QueryEngine, QueryLimits};
 use crate::serve::admin::{self, Readiness};
 use crate::serve::flight::{Authenticator, FlightServer, FlightSql};
 use crate::store::{Pipeline, PipelineOptions, Store};
-use crate::tls::ServerTls;
+use crate::tls::{ListenerTls, ServerTls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -43,6 +44,8 @@ pub enum AppError {
     FlightAuth(#[from] crate::serve::flight::auth::AuthError),
     #[error("failed to set up SQL: {0}")]
     Query(#[from] crate::query::QueryError),
+    #[error("failed to start the audit trail in {dir}: {source}")]
+    Audit { dir: String, source: std::io::Error },
 }
 
 /// Run the daemon until SIGTERM or SIGINT.
@@ -91,13 +94,24 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let (pipeline, appender) =
         Pipeline::start(store.clone(), recovery.next_generation, opts).map_err(store_err)?;
 
+    let audit_dir = config.audit_dir();
+    let (audit, audit_writer) = Audit::start(&audit_dir, metrics.audit_dropped.clone())
+        .map_err(|source| AppError::Audit { dir: audit_dir.display().to_string(), source })?;
+    let access = Arc::new(Access::new(&config.access));
+    let ingest_gate = Gate {
+        tls: None,
+        identity: Arc::new(config.identity.principal_from.clone()),
+        access: Some(access.clone()),
+        audit: audit.clone(),
+    };
+
     let mut bound: BTreeMap<String, SocketAddr> = BTreeMap::new();
     let mut accept_tasks = Vec::new();
     for l in &config.stream {
         let listener =
             bind_listener("stream listener (syslog, JSON lines)", &l.name, l.address, l.tls, &mut bound)
                 .await?;
-        let acceptor = tls.as_ref().filter(|_| l.tls).map(|t| TlsAcceptor::from(t.stream_config()));
+        let acceptor = listener_tls(&config, tls.as_ref(), &l.common(), &[])?;
         let lm = metrics.listener(&l.name);
         let settings = Arc::new(StreamSettings {
             listener: l.name.clone(),
@@ -108,7 +122,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         accept_tasks.push(tokio::spawn(accept_loop(
             listener,
             l.common(),
-            acceptor,
+            Gate { tls: acceptor, ..ingest_gate.clone() },
             lm.conn.clone(),
             cancel.clone(),
             connections.clone(),
@@ -123,7 +137,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         let listener =
             bind_listener("HTTP ingest listener (POST /v1/logs)", &l.name, l.address, l.tls, &mut bound)
                 .await?;
-        let acceptor = tls.as_ref().filter(|_| l.tls).map(|t| TlsAcceptor::from(t.http_config()));
+        let acceptor = listener_tls(&config, tls.as_ref(), &l.common(), &[b"h2", b"http/1.1"])?;
         let lm = metrics.listener(&l.name);
         let ingest = Arc::new(HttpIngest {
             listener: l.name.clone(),
@@ -136,15 +150,17 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         accept_tasks.push(tokio::spawn(accept_loop(
             listener,
             l.common(),
-            acceptor,
+            Gate { tls: acceptor, ..ingest_gate.clone() },
             lm.conn.clone(),
             cancel.clone(),
             connections.clone(),
             move |io, peer| {
                 let ingest = ingest.clone();
                 let cancel = cancel2.clone();
+                let peer = Arc::new(peer);
                 async move {
-                    crate::serve::serve_http(io, cancel, move |req| ingest.clone().handle(req, peer)).await;
+                    crate::serve::serve_http(io, cancel, move |req| ingest.clone().handle(req, peer.clone()))
+                        .await;
                 }
             },
         )));
@@ -161,7 +177,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             &mut bound,
         )
         .await?;
-        let server = flight_server(&config, listener, &store, tls.as_ref(), &metrics)?;
+        let gate = Gate { tls: None, access: None, ..ingest_gate.clone() };
+        let server = flight_server(&config, listener, &store, tls.as_ref(), &metrics, gate, access.clone())?;
         Some(tokio::spawn(server.run(cancel.clone(), connections.clone())))
     } else {
         None
@@ -181,6 +198,11 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         admin_cancel.clone(),
         admin_tasks.clone(),
     ));
+
+    drop(ingest_gate);
+    drop(audit);
+    let reload_task =
+        tls.clone().map(|t| tokio::spawn(watch_trust(t, config.tls.trust_reload_interval, cancel.clone())));
 
     write_listeners_file(&config, &bound)?;
     ready.set(true);
@@ -211,6 +233,14 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     } else {
         tracing::info!("all received events are durable");
     }
+    if let Some(t) = reload_task {
+        let _ = t.await;
+    }
+    // Every audit handle is gone with the listeners and the Flight service: the writer drains.
+    let drained = tokio::task::spawn_blocking(move || audit_writer.join());
+    if tokio::time::timeout_at(deadline, drained).await.is_err() {
+        tracing::warn!("the audit trail was not fully written before the shutdown deadline");
+    }
     admin_cancel.cancel();
     let _ = admin_task.await;
     admin_tasks.close();
@@ -219,12 +249,53 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     Ok(())
 }
 
+/// The TLS of one listener, or `None` for a plain (loopback-only) one.
+fn listener_tls(
+    config: &Config,
+    tls: Option<&ServerTls>,
+    l: &ListenerCommon,
+    alpn: &[&[u8]],
+) -> Result<Option<Arc<ListenerTls>>, AppError> {
+    match tls {
+        Some(t) if l.tls => Ok(Some(t.listener(&l.name, alpn, config.client_trust(l))?)),
+        _ => Ok(None),
+    }
+}
+
+/// Reload client-certificate trust when its files change, and on SIGHUP.
+async fn watch_trust(tls: ServerTls, every: std::time::Duration, cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGHUP; client trust is reloaded only when its files change");
+            None
+        }
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let force = tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => false,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                tracing::info!("received SIGHUP: reloading client certificate trust");
+                true
+            }
+        };
+        let t = tls.clone();
+        let _ = tokio::task::spawn_blocking(move || t.reload_trust(force)).await;
+    }
+}
+
 fn flight_server(
     config: &Config,
     listener: TcpListener,
     store: &Store,
     tls: Option<&ServerTls>,
     metrics: &Metrics,
+    gate: Gate,
+    access: Arc<Access>,
 ) -> Result<FlightServer, AppError> {
     let f = &config.flight;
     let (auth, token_file) = Authenticator::new(f, &config.flight_token_file())?;
@@ -232,14 +303,7 @@ fn flight_server(
     if let Some(path) = token_file {
         tracing::info!(token_file = %path.display(), "Flight SQL accepts the token in this file (no credentials configured); logwarden query --server reads it");
     }
-    let common = ListenerCommon {
-        name: "flight".into(),
-        address: f.address,
-        tls: f.tls,
-        max_connections: f.max_connections,
-        idle_timeout: f.limits.timeout,
-        handshake_timeout: f.handshake_timeout,
-    };
+    let common = f.common();
     let service = FlightSql {
         engine: QueryEngine::new(store.clone())?,
         auth: auth.clone(),
@@ -251,11 +315,13 @@ fn flight_server(
         max_concurrent: f.limits.max_concurrent,
         running: Arc::new(Semaphore::new(f.limits.max_concurrent)),
         metrics: metrics.clone(),
+        access,
+        audit: gate.audit.clone(),
     };
     Ok(FlightServer {
         listener,
-        common,
-        tls: tls.filter(|_| f.tls).map(|t| TlsAcceptor::from(t.grpc_config())),
+        common: common.clone(),
+        gate: Gate { tls: listener_tls(config, tls, &common, &[b"h2"])?, ..gate },
         service,
         auth,
         connection_metrics: metrics.connections("flight"),

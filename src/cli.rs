@@ -69,6 +69,13 @@ pub enum Command {
         /// With --server: CA certificate to trust (default: <data_dir>/tls/ca.pem when present).
         #[arg(long)]
         ca: Option<PathBuf>,
+        /// With --server: client certificate (PEM) to present; without --token, its principal
+        /// runs the query (the endpoint needs flight.client_auth).
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// With --cert: its private key (PEM).
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
         /// The SQL statement; the table is `logs`.
         sql: String,
     },
@@ -149,7 +156,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crate::tls::pkcs11::list(&module, pin.as_ref())?);
             Ok(())
         }
-        Command::Query { config, data_dir, format, server, token, ca, sql } => {
+        Command::Query { config, data_dir, format, server, token, ca, cert, key, sql } => {
             let mut config = load(config.as_deref())?;
             if let Some(d) = data_dir {
                 config.data_dir = d;
@@ -158,7 +165,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async {
                 let batches = match server {
-                    Some(url) => remote_query(&config, &url, token, ca, &sql).await?,
+                    Some(url) => {
+                        let cert = cert.zip(key);
+                        remote_query(&config, &url, token, ca, cert, &sql).await?
+                    }
                     None => {
                         let store = Store::open_read_only(&config.data_dir).with_context(|| {
                             format!("failed to open data directory {}", config.data_dir.display())
@@ -181,23 +191,29 @@ async fn remote_query(
     url: &str,
     token: Option<String>,
     ca: Option<PathBuf>,
+    cert: Option<(PathBuf, PathBuf)>,
     sql: &str,
 ) -> anyhow::Result<Vec<arrow::array::RecordBatch>> {
     use crate::serve::flight::client;
     let token = match token {
-        Some(t) => t,
+        Some(t) => Some(t),
+        // A client certificate is the credential; no token is sent.
+        None if cert.is_some() => None,
         None => {
             let file = config.flight_token_file();
-            std::fs::read_to_string(&file)
-                .with_context(|| {
-                    format!("no --token or LOGWARDEN_TOKEN, and cannot read {}", file.display())
-                })?
-                .trim()
-                .to_owned()
+            Some(
+                std::fs::read_to_string(&file)
+                    .with_context(|| {
+                        format!("no --token or LOGWARDEN_TOKEN, and cannot read {}", file.display())
+                    })?
+                    .trim()
+                    .to_owned(),
+            )
         }
     };
     let ca = ca.or_else(|| Some(config.dev_tls_dir().join("ca.pem")).filter(|p| p.exists()));
-    let mut c = client::connect(url, ca.as_deref(), Some(&token)).await?;
+    let cert = cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+    let mut c = client::connect_with_cert(url, ca.as_deref(), token.as_deref(), cert).await?;
     Ok(client::query(&mut c, sql).await?)
 }
 

@@ -11,7 +11,9 @@
 //! - [`metrics`]: every metric, defined once.
 //! - [`app`]: wiring and lifecycle; [`cli`]: the command line.
 
+pub mod access;
 pub mod app;
+pub mod audit;
 pub mod batch;
 pub mod cli;
 pub mod config;

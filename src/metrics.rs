@@ -25,6 +25,9 @@ pub struct Metrics {
     pub connections_total: IntCounterVec,
     pub connections_refused: IntCounterVec,
     pub tls_handshake_failures: IntCounterVec,
+    pub tls_handshakes: IntCounterVec,
+    pub access_denied: IntCounterVec,
+    pub audit_dropped: IntCounter,
     pub http_requests: IntCounterVec,
     pub batch_flush_seconds: Histogram,
     pub wal_fsync_seconds: Histogram,
@@ -136,8 +139,25 @@ impl Metrics {
             tls_handshake_failures: counter_vec(
                 reg,
                 "tls_handshake_failures_total",
-                "TLS handshakes that failed or timed out.",
+                "TLS handshakes that failed or timed out, by reason (timeout, no_certificate, unknown_ca, expired, not_yet_valid, revoked, bad_signature, revocation_unknown, crl_expired, wrong_purpose, bad_certificate, peer_alert, signing, incompatible, protocol, io).",
                 &["listener", "reason"],
+            )?,
+            tls_handshakes: counter_vec(
+                reg,
+                "tls_handshakes_total",
+                "TLS handshakes by result: full, resumed (no signature needed) or failed.",
+                &["listener", "result"],
+            )?,
+            access_denied: counter_vec(
+                reg,
+                "access_denied_total",
+                "Connections or queries refused by the [access] rules.",
+                &["listener"],
+            )?,
+            audit_dropped: counter(
+                reg,
+                "audit_dropped_total",
+                "Audit entries not written to the audit files because the writer fell behind (they are still logged).",
             )?,
             http_requests: counter_vec(
                 reg,
@@ -235,12 +255,21 @@ impl Metrics {
     /// Connection-level handles only, for listeners that do not ingest (Flight SQL), so that
     /// no always-zero event series are exported for them.
     pub fn connections(&self, listener: &str) -> ConnectionMetrics {
+        // The reasons every TLS listener can see are exported at 0 from the start, so rate()
+        // and alerts work before the first failure.
+        for reason in ["timeout", "protocol", "io"] {
+            self.tls_handshake_failures.with_label_values(&[listener, reason]);
+        }
         ConnectionMetrics {
             active: self.connections_active.with_label_values(&[listener]),
             total: self.connections_total.with_label_values(&[listener]),
             refused: self.connections_refused.with_label_values(&[listener]),
-            handshake_timeout: self.tls_handshake_failures.with_label_values(&[listener, "timeout"]),
-            handshake_error: self.tls_handshake_failures.with_label_values(&[listener, "error"]),
+            handshakes_full: self.tls_handshakes.with_label_values(&[listener, "full"]),
+            handshakes_resumed: self.tls_handshakes.with_label_values(&[listener, "resumed"]),
+            handshakes_failed: self.tls_handshakes.with_label_values(&[listener, "failed"]),
+            handshake_failures: self.tls_handshake_failures.clone(),
+            denied: self.access_denied.with_label_values(&[listener]),
+            listener: listener.to_owned(),
         }
     }
 }
@@ -251,8 +280,20 @@ pub struct ConnectionMetrics {
     pub active: IntGauge,
     pub total: IntCounter,
     pub refused: IntCounter,
-    pub handshake_timeout: IntCounter,
-    pub handshake_error: IntCounter,
+    pub handshakes_full: IntCounter,
+    pub handshakes_resumed: IntCounter,
+    pub handshakes_failed: IntCounter,
+    handshake_failures: IntCounterVec,
+    pub denied: IntCounter,
+    listener: String,
+}
+
+impl ConnectionMetrics {
+    /// Count a failed handshake under `reason` (rare enough to resolve the label here).
+    pub fn handshake_failed(&self, reason: &str) {
+        self.handshakes_failed.inc();
+        self.handshake_failures.with_label_values(&[&self.listener, reason]).inc();
+    }
 }
 
 /// A listener's instruments with labels bound.

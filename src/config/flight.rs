@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
-use super::loopback;
+use super::{ClientAuth, ListenerCommon, loopback};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -20,6 +20,13 @@ pub struct FlightConfig {
     pub max_connections: usize,
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// `none`, `optional` or `required`: client certificates; a verified certificate's
+    /// principal runs the query when the call carries no `authorization` header.
+    pub client_auth: ClientAuth,
+    /// CAs for client certificates (default: `tls.client_ca_file`).
+    pub client_ca_file: Option<PathBuf>,
+    /// CRLs (default: `tls.crl_files`).
+    pub crl_files: Option<Vec<PathBuf>>,
     /// Bearer tokens, stored as the SHA-256 of the token (`logwarden auth new-token` makes both).
     pub tokens: Vec<TokenConfig>,
     /// Basic-auth users, stored as argon2 PHC strings (`logwarden auth hash-password`).
@@ -38,6 +45,9 @@ impl Default for FlightConfig {
             tls: true,
             max_connections: 256,
             handshake_timeout: Duration::from_secs(10),
+            client_auth: ClientAuth::None,
+            client_ca_file: None,
+            crl_files: None,
             tokens: Vec::new(),
             users: Vec::new(),
             token_file: None,
@@ -61,6 +71,22 @@ pub struct UserConfig {
     pub name: String,
     /// argon2 PHC string, e.g. `$argon2id$v=19$m=19456,t=2,p=1$...`.
     pub password_hash: String,
+}
+
+impl FlightConfig {
+    pub fn common(&self) -> ListenerCommon {
+        ListenerCommon {
+            name: "flight".into(),
+            address: self.address,
+            tls: self.tls,
+            max_connections: self.max_connections,
+            idle_timeout: self.limits.timeout,
+            handshake_timeout: self.handshake_timeout,
+            client_auth: self.client_auth,
+            client_ca_file: self.client_ca_file.clone(),
+            crl_files: self.crl_files.clone(),
+        }
+    }
 }
 
 /// What a single query may use; going over a limit fails that query with the limit named.

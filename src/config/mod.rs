@@ -5,10 +5,14 @@
 //! is the embedded development configuration. Loading never stops at the first problem: see
 //! [`load`] for how all of them are collected.
 
+mod access;
 mod flight;
 mod load;
 mod validate;
 
+pub use access::{
+    AccessConfig, ClientAuth, ClientTrust, IdentityConfig, PrincipalSource, QueryRule, SendRule,
+};
 pub use flight::{FlightConfig, QueryLimitsConfig, TokenConfig, UserConfig};
 pub use load::{ConfigError, Problem, load, load_str};
 
@@ -39,6 +43,8 @@ pub struct Config {
     pub flight: FlightConfig,
     pub batch: BatchConfig,
     pub storage: StorageConfig,
+    pub identity: IdentityConfig,
+    pub access: AccessConfig,
 }
 
 impl Default for Config {
@@ -54,6 +60,8 @@ impl Default for Config {
             flight: FlightConfig::default(),
             batch: BatchConfig::default(),
             storage: StorageConfig::default(),
+            identity: IdentityConfig::default(),
+            access: AccessConfig::default(),
         }
     }
 }
@@ -118,6 +126,15 @@ pub struct TlsConfig {
     pub pin: Option<toml::Value>,
     /// Logged-in sessions kept open on the token for signing (capped by the token's limit).
     pub pkcs11_sessions: usize,
+    /// CAs that issue client certificates (PEM bundle), for listeners with `client_auth` set
+    /// and no `client_ca_file` of their own.
+    pub client_ca_file: Option<PathBuf>,
+    /// Certificate revocation lists (PEM or DER) checked for client certificates, unless a
+    /// listener names its own.
+    pub crl_files: Vec<PathBuf>,
+    /// How often the CA and CRL files are checked for changes (SIGHUP reloads at once).
+    #[serde(with = "humantime_serde")]
+    pub trust_reload_interval: Duration,
 }
 
 impl Default for TlsConfig {
@@ -132,6 +149,9 @@ impl Default for TlsConfig {
             pin_env: None,
             pin: None,
             pkcs11_sessions: 4,
+            client_ca_file: None,
+            crl_files: Vec::new(),
+            trust_reload_interval: Duration::from_secs(10),
         }
     }
 }
@@ -158,6 +178,9 @@ pub struct ListenerCommon {
     pub idle_timeout: Duration,
     /// A TLS handshake not finished within this is abandoned.
     pub handshake_timeout: Duration,
+    pub client_auth: ClientAuth,
+    pub client_ca_file: Option<PathBuf>,
+    pub crl_files: Option<Vec<PathBuf>>,
 }
 
 fn yes() -> bool {
@@ -186,6 +209,9 @@ impl ListenerCommon {
             max_connections: default_max_connections(),
             idle_timeout: default_idle_timeout(),
             handshake_timeout: default_handshake_timeout(),
+            client_auth: ClientAuth::None,
+            client_ca_file: None,
+            crl_files: None,
         }
     }
 }
@@ -204,6 +230,15 @@ pub struct StreamListenerConfig {
     pub idle_timeout: Duration,
     #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// `none`, `optional` or `required`: whether peers present a client certificate.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// CAs for client certificates on this listener (default: `tls.client_ca_file`).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// CRLs for this listener (default: `tls.crl_files`).
+    #[serde(default)]
+    pub crl_files: Option<Vec<PathBuf>>,
     /// Larger frames are rejected and counted in `logwarden_frames_rejected_total`.
     #[serde(default = "default_max_frame_bytes")]
     pub max_frame_bytes: ByteSize,
@@ -223,6 +258,9 @@ impl Default for StreamListenerConfig {
             max_connections: c.max_connections,
             idle_timeout: c.idle_timeout,
             handshake_timeout: c.handshake_timeout,
+            client_auth: c.client_auth,
+            client_ca_file: c.client_ca_file,
+            crl_files: c.crl_files,
             max_frame_bytes: default_max_frame_bytes(),
         }
     }
@@ -237,6 +275,9 @@ impl StreamListenerConfig {
             max_connections: self.max_connections,
             idle_timeout: self.idle_timeout,
             handshake_timeout: self.handshake_timeout,
+            client_auth: self.client_auth,
+            client_ca_file: self.client_ca_file.clone(),
+            crl_files: self.crl_files.clone(),
         }
     }
 }
@@ -255,6 +296,15 @@ pub struct HttpListenerConfig {
     pub idle_timeout: Duration,
     #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// `none`, `optional` or `required`: whether peers present a client certificate.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// CAs for client certificates on this listener (default: `tls.client_ca_file`).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// CRLs for this listener (default: `tls.crl_files`).
+    #[serde(default)]
+    pub crl_files: Option<Vec<PathBuf>>,
     /// Request bodies above this (after decompression) are answered 413.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: ByteSize,
@@ -274,6 +324,9 @@ impl Default for HttpListenerConfig {
             max_connections: c.max_connections,
             idle_timeout: c.idle_timeout,
             handshake_timeout: c.handshake_timeout,
+            client_auth: c.client_auth,
+            client_ca_file: c.client_ca_file,
+            crl_files: c.crl_files,
             max_body_bytes: default_max_body_bytes(),
         }
     }
@@ -288,6 +341,9 @@ impl HttpListenerConfig {
             max_connections: self.max_connections,
             idle_timeout: self.idle_timeout,
             handshake_timeout: self.handshake_timeout,
+            client_auth: self.client_auth,
+            client_ca_file: self.client_ca_file.clone(),
+            crl_files: self.crl_files.clone(),
         }
     }
 }
@@ -370,6 +426,18 @@ impl Config {
     /// The generated Flight SQL token, when no credentials are configured.
     pub fn flight_token_file(&self) -> PathBuf {
         self.flight.token_file.clone().unwrap_or_else(|| self.data_dir.join("flight.token"))
+    }
+    /// The client-certificate settings of a listener, with `[tls]` defaults filled in.
+    pub fn client_trust(&self, l: &ListenerCommon) -> ClientTrust {
+        ClientTrust {
+            mode: l.client_auth,
+            ca_file: l.client_ca_file.clone().or_else(|| self.tls.client_ca_file.clone()),
+            crl_files: l.crl_files.clone().unwrap_or_else(|| self.tls.crl_files.clone()),
+        }
+    }
+    /// Audit files (`audit-YYYY-MM-DD.jsonl`), the `audit` table.
+    pub fn audit_dir(&self) -> PathBuf {
+        self.data_dir.join("audit")
     }
     /// Where the daemon writes the addresses it actually bound (useful with port 0).
     pub fn listeners_file(&self) -> PathBuf {

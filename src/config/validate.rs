@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::{Config, Problem};
+use super::{ClientAuth, Config, ListenerCommon, Problem};
 use crate::tls::Pkcs11Uri;
 
 impl Config {
@@ -60,6 +60,7 @@ impl Config {
             if l.idle_timeout.is_zero() {
                 out.push(Problem::new(format!("{key}.idle_timeout"), "must be greater than 0"));
             }
+            self.validate_client_auth(&mut out, &key, &l);
         }
         for (i, l) in self.stream.iter().enumerate() {
             if l.max_frame_bytes.as_u64() < 64 || l.max_frame_bytes.as_u64() > 64 << 20 {
@@ -88,6 +89,7 @@ impl Config {
         }
 
         self.validate_tls(&mut out);
+        self.validate_access(&mut out);
         if self.batch.rows == 0 {
             out.push(Problem::new("batch.rows", "must be at least 1"));
         }
@@ -138,9 +140,150 @@ fn check_pem(out: &mut Vec<Problem>, key: &str, path: &Path, label: &str) {
     }
 }
 
+/// A CRL file: readable, and PEM with an `X509 CRL` block or DER.
+fn check_crl(out: &mut Vec<Problem>, key: &str, path: &Path) {
+    match std::fs::read(path) {
+        Err(e) => out.push(Problem::new(key, format!("cannot read {}: {e}", path.display()))),
+        Ok(bytes) if bytes.first() == Some(&0x30) => {}
+        Ok(bytes) => {
+            if !String::from_utf8_lossy(&bytes).contains("-----BEGIN X509 CRL-----") {
+                out.push(Problem::new(
+                    key,
+                    format!("{} holds no PEM X509 CRL (nor a DER CRL)", path.display()),
+                ));
+            }
+        }
+    }
+}
+
+/// Tables `[access] query` rules may name.
+const TABLES: [&str; 3] = ["logs", "audit", "*"];
+
 impl Config {
+    /// `client_auth` needs TLS and a CA bundle; the files must be usable.
+    fn validate_client_auth(&self, out: &mut Vec<Problem>, key: &str, l: &ListenerCommon) {
+        if let Some(ca) = &l.client_ca_file {
+            check_pem(out, &format!("{key}.client_ca_file"), ca, "CERTIFICATE");
+        }
+        for (i, crl) in l.crl_files.iter().flatten().enumerate() {
+            check_crl(out, &format!("{key}.crl_files[{i}]"), crl);
+        }
+        if l.client_auth == ClientAuth::None {
+            return;
+        }
+        if !l.tls {
+            out.push(Problem::new(
+                format!("{key}.client_auth"),
+                "client certificates need TLS: set tls = true or client_auth = \"none\"",
+            ));
+        }
+        if self.client_trust(l).ca_file.is_none() {
+            out.push(Problem::new(
+                format!("{key}.client_ca_file"),
+                format!(
+                    "client_auth = \"{}\" needs the CAs that issue client certificates: set client_ca_file here or in [tls]",
+                    l.client_auth.as_str()
+                ),
+            ));
+        }
+    }
+
+    fn validate_access(&self, out: &mut Vec<Problem>) {
+        if self.identity.principal_from.is_empty() {
+            out.push(Problem::new("identity.principal_from", "must name at least one source"));
+        }
+        let a = &self.access;
+        let check_principals = |out: &mut Vec<Problem>, key: String, principals: &[String]| {
+            if principals.is_empty() {
+                out.push(Problem::new(&key, "must name at least one principal, group:NAME or \"*\""));
+            }
+            for p in principals {
+                if let Some(g) = p.strip_prefix("group:")
+                    && !a.groups.contains_key(g)
+                {
+                    out.push(Problem::new(
+                        &key,
+                        format!("names group {g:?}, which [access.groups] does not define"),
+                    ));
+                }
+            }
+        };
+        let listeners: Vec<&str> = self
+            .stream
+            .iter()
+            .map(|l| l.name.as_str())
+            .chain(self.http.iter().map(|l| l.name.as_str()))
+            .collect();
+        for (i, r) in a.send.iter().enumerate() {
+            check_principals(out, format!("access.send[{i}].principals"), &r.principals);
+            if r.listeners.is_empty() {
+                out.push(Problem::new(
+                    format!("access.send[{i}].listeners"),
+                    "must name at least one listener or \"*\"",
+                ));
+            }
+            for l in &r.listeners {
+                if l != "*" && !listeners.contains(&l.as_str()) {
+                    out.push(Problem::new(
+                        format!("access.send[{i}].listeners"),
+                        format!(
+                            "{l:?} is not the name of a [[stream]] or [[http]] listener (they are: {})",
+                            listeners.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        for (i, r) in a.query.iter().enumerate() {
+            check_principals(out, format!("access.query[{i}].principals"), &r.principals);
+            if r.tables.is_empty() {
+                out.push(Problem::new(
+                    format!("access.query[{i}].tables"),
+                    "must name at least one table or \"*\"",
+                ));
+            }
+            for t in &r.tables {
+                if !TABLES.contains(&t.as_str()) {
+                    out.push(Problem::new(
+                        format!("access.query[{i}].tables"),
+                        format!("{t:?} is not a table (tables: logs, audit; or \"*\")"),
+                    ));
+                }
+            }
+            if let Some(f) = &r.row_filter {
+                use datafusion::sql::sqlparser::dialect::GenericDialect;
+                use datafusion::sql::sqlparser::parser::Parser;
+                use datafusion::sql::sqlparser::tokenizer::Token;
+                let parsed = Parser::new(&GenericDialect {}).try_with_sql(f).and_then(|mut p| {
+                    p.parse_expr()?;
+                    match p.peek_token().token {
+                        Token::EOF => Ok(()),
+                        t => Err(datafusion::sql::sqlparser::parser::ParserError::ParserError(format!(
+                            "unexpected {t} after the condition"
+                        ))),
+                    }
+                });
+                if let Err(e) = parsed {
+                    out.push(Problem::new(
+                        format!("access.query[{i}].row_filter"),
+                        format!("is not a SQL condition: {e}"),
+                    ));
+                }
+            }
+        }
+    }
+
     fn validate_tls(&self, out: &mut Vec<Problem>) {
         let t = &self.tls;
+        if let Some(ca) = &t.client_ca_file {
+            check_pem(out, "tls.client_ca_file", ca, "CERTIFICATE");
+        }
+        for (i, crl) in t.crl_files.iter().enumerate() {
+            check_crl(out, &format!("tls.crl_files[{i}]"), crl);
+        }
+        if t.trust_reload_interval.is_zero() {
+            out.push(Problem::new("tls.trust_reload_interval", "must be greater than 0"));
+        }
         if t.pin.is_some() {
             out.push(Problem::new(
                 "tls.pin",
@@ -256,6 +399,7 @@ impl Config {
         if f.max_connections == 0 {
             out.push(Problem::new("flight.max_connections", "must be at least 1"));
         }
+        self.validate_client_auth(out, "flight", &f.common());
         if f.handshake_timeout.is_zero() {
             out.push(Problem::new("flight.handshake_timeout", "must be greater than 0"));
         }

@@ -5,7 +5,6 @@
 //! on shippers. Bad frames are counted and logged with the peer (the first few per connection,
 //! then a summary at close) and never end the connection by themselves.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -13,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::decode::decode;
 use super::framing::{Framer, Reject};
-use super::listener::Io;
+use super::listener::{Io, Peer};
 use crate::batch::{EventBatchBuilder, Origin};
 use crate::metrics::{FormatCounts, ListenerMetrics};
 use crate::store::Appender;
@@ -34,16 +33,17 @@ pub struct StreamSettings {
 
 pub async fn serve(
     mut io: Box<dyn Io>,
-    peer: SocketAddr,
+    from: Peer,
     settings: &StreamSettings,
     appender: Appender,
     metrics: ListenerMetrics,
     cancel: CancellationToken,
 ) {
+    let peer = from.addr;
     let origin = Origin {
         listener: settings.listener.as_str().into(),
         peer: peer.to_string().into(),
-        client_id: "".into(),
+        client_id: from.client_id().into(),
     };
     let mut builder = EventBatchBuilder::new(origin);
     let mut framer = Framer::new(settings.max_frame_bytes);

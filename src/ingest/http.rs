@@ -7,7 +7,6 @@
 //! storage is saturated.
 
 use std::io::Read;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use serde_json::json;
 
 use super::decode::decode;
 use super::event::Format;
+use super::listener::Peer;
 use crate::batch::{EventBatchBuilder, Origin};
 use crate::metrics::{FormatCounts, ListenerMetrics, Metrics};
 use crate::store::{AppendError, Appender};
@@ -35,21 +35,22 @@ pub struct HttpIngest {
 type Body = Full<Bytes>;
 
 impl HttpIngest {
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let resp = self.route(req, peer).await;
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, from: Arc<Peer>) -> Response<Body> {
+        let resp = self.route(req, &from).await;
         self.metrics.http_requests.with_label_values(&[&self.listener, resp.status().as_str()]).inc();
         resp
     }
 
-    async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    async fn route(&self, req: Request<Incoming>, from: &Peer) -> Response<Body> {
         match (req.method(), req.uri().path()) {
-            (&Method::POST, "/v1/logs") => self.ingest(req, peer).await,
+            (&Method::POST, "/v1/logs") => self.ingest(req, from).await,
             (_, "/v1/logs") => error(StatusCode::METHOD_NOT_ALLOWED, "use POST /v1/logs"),
             _ => error(StatusCode::NOT_FOUND, "not found; logs are accepted at POST /v1/logs"),
         }
     }
 
-    async fn ingest(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    async fn ingest(&self, req: Request<Incoming>, from: &Peer) -> Response<Body> {
+        let peer = from.addr;
         let limit = self.max_body_bytes;
         let too_large = || {
             error(
@@ -92,7 +93,7 @@ impl HttpIngest {
         let origin = Origin {
             listener: self.listener.as_str().into(),
             peer: peer.to_string().into(),
-            client_id: "".into(),
+            client_id: from.client_id().into(),
         };
         let mut builder = EventBatchBuilder::new(origin);
         let mut counts = FormatCounts::default();

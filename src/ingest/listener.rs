@@ -1,5 +1,7 @@
-//! Accept loops shared by the stream and HTTP listeners: connection limit, TLS handshake with a
-//! timeout, accept errors retried with backoff, and a drop-guard that keeps the active gauge true.
+//! Accept loops shared by every listener: connection limit, TLS handshake with a timeout, the
+//! peer's principal from its client certificate, the `[access]` send check, the audit entry for
+//! each accepted or refused connection, accept errors retried with backoff, and a drop-guard
+//! that keeps the active gauge true.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,16 +11,45 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::ListenerCommon;
+use crate::access::Access;
+use crate::audit::{Audit, AuditEntry};
+use crate::config::{ListenerCommon, PrincipalSource};
 use crate::metrics::ConnectionMetrics;
+use crate::tls::{ListenerTls, Principal, client_auth, principal_of};
 
 /// A connection after the handshake: TLS or (loopback-only) plain TCP.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// From a verified client certificate; `None` for anonymous peers.
+    pub principal: Option<Arc<Principal>>,
+}
+
+impl Peer {
+    /// The principal's name, or "" for an anonymous peer (the `client_id` column).
+    pub fn client_id(&self) -> &str {
+        self.principal.as_ref().map_or("", |p| p.name.as_str())
+    }
+}
+
+/// How the accept loop admits a connection: the listener's TLS (`None`: plain TCP on
+/// loopback), then who the peer is and whether it may come in.
+#[derive(Clone)]
+pub struct Gate {
+    pub tls: Option<Arc<ListenerTls>>,
+    /// How a certificate becomes a principal (`[identity] principal_from`).
+    pub identity: Arc<Vec<PrincipalSource>>,
+    /// The send rules, for ingest listeners; `None` where they do not apply (Flight SQL).
+    pub access: Option<Arc<Access>>,
+    pub audit: Audit,
+}
 
 /// Decrements `connections_active` however the connection task ends.
 struct ActiveGuard(prometheus::IntGauge);
@@ -33,13 +64,13 @@ impl Drop for ActiveGuard {
 pub async fn accept_loop<H, F>(
     listener: TcpListener,
     cfg: ListenerCommon,
-    tls: Option<TlsAcceptor>,
+    gate: Gate,
     metrics: ConnectionMetrics,
     cancel: CancellationToken,
     tracker: TaskTracker,
     handle: H,
 ) where
-    H: Fn(Box<dyn Io>, SocketAddr) -> F + Send + Sync + 'static,
+    H: Fn(Box<dyn Io>, Peer) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
     let limit = Arc::new(Semaphore::new(cfg.max_connections));
@@ -75,30 +106,76 @@ pub async fn accept_loop<H, F>(
         metrics.total.inc();
         metrics.active.inc();
         let guard = ActiveGuard(metrics.active.clone());
-        let tls = tls.clone();
         let handle = handle.clone();
         let name = cfg.name.clone();
         let timeout = cfg.handshake_timeout;
         let m = metrics.clone();
         let cancel = cancel.clone();
+        let gate = gate.clone();
         tracker.spawn(async move {
             let _permit = permit;
             let _guard = guard;
-            let io = tokio::select! {
+            let shaken = tokio::select! {
                 _ = cancel.cancelled() => return,
-                io = handshake(tcp, tls, timeout) => io,
+                r = handshake(tcp, gate.tls.clone(), timeout, &gate.identity) => r,
             };
-            match io {
-                Ok(io) => handle(io, peer).await,
+            let refuse = |reason: &str, principal: Option<&Principal>| {
+                let mut e = AuditEntry::connection(&name, &peer.to_string(), "refused");
+                e.reason = Some(reason.to_owned());
+                if let Some(p) = principal {
+                    e.principal = Some(p.name.clone());
+                    e.subject = Some(p.subject.clone());
+                    e.auth = "certificate";
+                }
+                gate.audit.record(e);
+            };
+            let (io, principal, kind) = match shaken {
+                Ok(ok) => ok,
                 Err(HandshakeError::Timeout) => {
-                    m.handshake_timeout.inc();
-                    tracing::warn!(listener = %name, %peer, "TLS handshake timed out");
+                    m.handshake_failed("timeout");
+                    tracing::warn!(listener = %name, %peer, reason = "timeout", "TLS handshake timed out");
+                    refuse("handshake timeout", None);
+                    return;
+                }
+                Err(HandshakeError::NoPrincipal) => {
+                    m.handshake_failed("no_principal");
+                    tracing::warn!(listener = %name, %peer, reason = "no_principal", "connection refused: the client certificate has none of the [identity] principal_from sources");
+                    refuse("no_principal: the certificate has none of the [identity] principal_from sources", None);
+                    return;
                 }
                 Err(HandshakeError::Failed(e)) => {
-                    m.handshake_error.inc();
-                    tracing::warn!(listener = %name, %peer, error = %e, "TLS handshake failed");
+                    let reason = client_auth::failure_reason(&e);
+                    m.handshake_failed(reason);
+                    tracing::warn!(listener = %name, %peer, reason, error = %e, "TLS handshake failed");
+                    refuse(&format!("{reason}: {e}"), None);
+                    return;
                 }
+            };
+            match kind {
+                Some(Resumption::Resumed) => m.handshakes_resumed.inc(),
+                Some(Resumption::Full) => m.handshakes_full.inc(),
+                None => {}
             }
+            let who = principal.as_deref().map(|p| p.name.as_str());
+            if let Some(access) = &gate.access
+                && !access.may_send(who, &name)
+            {
+                m.denied.inc();
+                tracing::warn!(listener = %name, %peer, principal = who.unwrap_or(""), "connection refused: the principal may not send to this listener ([access] send rules)");
+                refuse("not allowed to send to this listener", principal.as_deref());
+                return;
+            }
+            let mut e = AuditEntry::connection(&name, &peer.to_string(), "accepted");
+            if let Some(p) = &principal {
+                e.principal = Some(p.name.clone());
+                e.subject = Some(p.subject.clone());
+                e.auth = "certificate";
+            }
+            if let Some(k) = kind {
+                e.reason = Some(k.as_str().to_owned());
+            }
+            gate.audit.record(e);
+            handle(io, Peer { addr: peer, principal }).await
         });
     }
     tracing::debug!(listener = %cfg.name, "stopped accepting");
@@ -107,18 +184,52 @@ pub async fn accept_loop<H, F>(
 enum HandshakeError {
     Timeout,
     Failed(std::io::Error),
+    /// The certificate verified but carries none of the `[identity]` sources.
+    NoPrincipal,
 }
+
+#[derive(Debug, Clone, Copy)]
+enum Resumption {
+    Full,
+    Resumed,
+}
+
+impl Resumption {
+    fn as_str(self) -> &'static str {
+        match self {
+            Resumption::Full => "full handshake",
+            Resumption::Resumed => "resumed session",
+        }
+    }
+}
+
+type Shaken = (Box<dyn Io>, Option<Arc<Principal>>, Option<Resumption>);
 
 async fn handshake(
     tcp: TcpStream,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ListenerTls>>,
     timeout: Duration,
-) -> Result<Box<dyn Io>, HandshakeError> {
-    let Some(acceptor) = tls else { return Ok(Box::new(tcp)) };
-    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+    identity: &[PrincipalSource],
+) -> Result<Shaken, HandshakeError> {
+    let Some(tls) = tls else { return Ok((Box::new(tcp), None, None)) };
+    match tokio::time::timeout(timeout, tls.acceptor().accept(tcp)).await {
         Err(_) => Err(HandshakeError::Timeout),
         Ok(Err(e)) => Err(HandshakeError::Failed(e)),
-        Ok(Ok(s)) => Ok(Box::new(s)),
+        Ok(Ok(s)) => {
+            let conn = s.get_ref().1;
+            let kind = match conn.handshake_kind() {
+                Some(rustls::HandshakeKind::Resumed) => Resumption::Resumed,
+                _ => Resumption::Full,
+            };
+            // The verifier already checked the chain; only the end-entity names the peer.
+            let principal = match conn.peer_certificates().and_then(|chain| chain.first()) {
+                None => None,
+                Some(leaf) => {
+                    Some(Arc::new(principal_of(leaf, identity).ok_or(HandshakeError::NoPrincipal)?))
+                }
+            };
+            Ok((Box::new(s), principal, Some(kind)))
+        }
     }
 }
 

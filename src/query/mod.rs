@@ -23,9 +23,12 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use futures::StreamExt;
 
+use crate::access::QueryGrant;
+use crate::audit::AuditTable;
 use crate::store::{LogsTable, Store};
 
 mod group_by;
+mod restrict;
 
 pub use group_by::{DictionaryGroupBy, DictionaryGroupByExec};
 
@@ -36,6 +39,9 @@ pub enum QueryError {
     /// DDL, DML or a session statement: logwarden's SQL is read-only.
     #[error("logwarden is read-only: {0}")]
     Forbidden(String),
+    /// The caller's `[access]` query rules do not allow this.
+    #[error("{0}")]
+    Denied(String),
     /// A per-query limit was exceeded; the message names it.
     #[error("{0}")]
     Limit(String),
@@ -74,6 +80,7 @@ impl QueryEngine {
             .with_physical_optimizer_rule(Arc::new(DictionaryGroupBy))
             .build();
         let ctx = SessionContext::new_with_state(state);
+        ctx.register_table("audit", Arc::new(AuditTable::new(store.data_dir().join("audit"))))?;
         ctx.register_table("logs", Arc::new(LogsTable::new(store)))?;
         Ok(QueryEngine { ctx })
     }
@@ -83,12 +90,14 @@ impl QueryEngine {
     }
 
     /// Plan a read-only statement: DDL, DML and `SET`-style statements are refused. `params`
-    /// bind the statement's placeholders in order (`?` or `$1`, `$2`, ...).
+    /// bind the statement's placeholders in order (`?` or `$1`, `$2`, ...). `caller` is the
+    /// principal and what `[access]` lets it read; the tables and rows are enforced here.
     pub async fn plan(
         &self,
         sql: &str,
         params: Vec<ScalarValue>,
         memory_bytes: Option<usize>,
+        caller: (&str, &QueryGrant),
     ) -> Result<DataFrame, QueryError> {
         let sql = number_placeholders(sql);
         let plan = self.ctx.state().create_logical_plan(&sql).await?;
@@ -96,6 +105,7 @@ impl QueryEngine {
         if let Err(e) = opts.verify_plan(&plan) {
             return Err(QueryError::Forbidden(e.strip_backtrace()));
         }
+        let plan = restrict::restrict(plan, caller.1, caller.0, &self.ctx.state())?;
         // The per-query state shares the engine's catalogs; it must not create (and so replace)
         // the default catalog.
         let mut config = self.ctx.copied_config().with_create_default_catalog_and_schema(false);
@@ -116,7 +126,8 @@ impl QueryEngine {
 
     /// Plan and start a read-only statement without limits (the CLI's path).
     pub async fn stream(&self, sql: &str) -> Result<SendableRecordBatchStream, QueryError> {
-        Ok(self.plan(sql, Vec::new(), None).await?.execute_stream().await?)
+        let local = ("local", &QueryGrant::Unrestricted);
+        Ok(self.plan(sql, Vec::new(), None, local).await?.execute_stream().await?)
     }
 
     /// Run a statement and collect its result.

@@ -1,24 +1,31 @@
-//! TLS for every listener: the rustls server configuration, built from PEM files or from the
-//! development certificate generated on first start.
+//! TLS for every listener: the server's identity (PEM files, a PKCS#11 token, or the development
+//! certificate generated on first start) and, per listener, the rustls configuration that adds
+//! its ALPN and client-certificate checks.
 //!
-//! Later the signing key can come from a PKCS#11 token; listeners only ever see the resulting
-//! `Arc<ServerConfig>`, so that change stays inside this module.
+//! Listeners take a fresh `TlsAcceptor` from their [`ListenerTls`] for each connection, so a
+//! reload of the CA bundle or CRLs (SIGHUP, or the files changing) applies to the next
+//! handshake without restarting anything.
 
+pub mod client_auth;
 mod devcert;
+pub mod identity;
 pub mod pkcs11;
 
 pub use devcert::{DevCertificate, ensure_dev_certificate};
+pub use identity::{Principal, principal_of};
 pub use pkcs11::Pkcs11Uri;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::ResolvesServerCert;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use tokio_rustls::TlsAcceptor;
 
-use crate::config::TlsConfig;
+use crate::config::{ClientAuth, ClientTrust, TlsConfig};
 use crate::metrics::Pkcs11Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +45,9 @@ pub enum TlsError {
     /// `certificate` says where it came from: the `tls.cert_file` path or the token.
     #[error("the certificate {certificate} does not belong to the key {uri}: {reason}")]
     Mismatch { certificate: String, uri: String, reason: String },
+    /// A client CA bundle or CRL that cannot be used.
+    #[error("client certificate trust: {}: {reason}", path.display())]
+    Trust { path: PathBuf, reason: String },
 }
 
 // Written out rather than `#[from]`, which would also make the inner error the `source` and
@@ -61,10 +71,11 @@ impl TlsError {
     }
 }
 
-/// The server's TLS identity and the base config every listener derives its own from.
+/// The server's TLS identity, and every listener configuration made from it (for reloads).
 #[derive(Clone)]
 pub struct ServerTls {
-    base: Arc<ServerConfig>,
+    resolver: Arc<dyn ResolvesServerCert>,
+    listeners: Arc<Mutex<Vec<Arc<ListenerTls>>>>,
     /// Set when running on the generated development certificate.
     pub dev: Option<DevCertificate>,
 }
@@ -90,8 +101,21 @@ impl ServerTls {
         let certs = load_certs(&cert_path)?;
         let key = PrivateKeyDer::from_pem_file(&key_path)
             .map_err(|e| TlsError::Key { path: key_path.clone(), reason: e.to_string() })?;
-        let config = Self::builder()?.with_single_cert(certs, key)?;
-        Self::finish(config, dev)
+        let provider = rustls::crypto::ring::default_provider();
+        let certified = CertifiedKey::from_der(certs, key, &provider).map_err(|e| TlsError::Mismatch {
+            certificate: cert_path.display().to_string(),
+            uri: key_path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self::from_key(certified, dev))
+    }
+
+    fn from_key(certified: CertifiedKey, dev: Option<DevCertificate>) -> Self {
+        ServerTls {
+            resolver: Arc::new(SingleCertAndKey::from(certified)),
+            listeners: Arc::new(Mutex::new(Vec::new())),
+            dev,
+        }
     }
 
     /// The key on a PKCS#11 token; the certificate from `cert_file` or from the token.
@@ -134,42 +158,113 @@ impl ServerTls {
             key = %uri, module = %module.display(), certificate = %chain_from, ?schemes,
             sessions = token.max_sessions(), "TLS private key is on a PKCS#11 token"
         );
-        let config = Self::builder()?.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
-        Self::finish(config, None)
+        Ok(Self::from_key(certified, None))
     }
 
-    fn builder() -> Result<rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        Ok(ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-            .with_no_client_auth())
+    /// The configuration of one listener: `alpn` protocols and its client-certificate checks.
+    pub fn listener(
+        &self,
+        name: &str,
+        alpn: &[&[u8]],
+        trust: ClientTrust,
+    ) -> Result<Arc<ListenerTls>, TlsError> {
+        let stamp = client_auth::fingerprint(&trust);
+        let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
+        let acceptor = build_acceptor(&alpn, &self.resolver, &trust)?;
+        let l = ListenerTls {
+            name: name.to_owned(),
+            alpn,
+            resolver: self.resolver.clone(),
+            trust,
+            current: RwLock::new(acceptor),
+            stamp: Mutex::new(stamp),
+        };
+        let l = Arc::new(l);
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner()).push(l.clone());
+        Ok(l)
     }
 
-    fn finish(mut config: ServerConfig, dev: Option<DevCertificate>) -> Result<Self, TlsError> {
-        // Resumption keeps reconnect storms cheap, and with a token-held key off the token:
-        // a resumed handshake signs nothing.
-        config.ticketer = rustls::crypto::ring::Ticketer::new()?;
-        Ok(ServerTls { base: Arc::new(config), dev })
+    /// Reread CA bundles and CRLs: every listener when `force` (SIGHUP), otherwise those whose
+    /// files changed. A file that cannot be used keeps the listener on its previous trust.
+    pub fn reload_trust(&self, force: bool) {
+        let listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for l in listeners {
+            if l.trust.mode == ClientAuth::None {
+                continue;
+            }
+            let stamp = client_auth::fingerprint(&l.trust);
+            {
+                let mut old = l.stamp.lock().unwrap_or_else(|e| e.into_inner());
+                if !force && *old == stamp {
+                    continue;
+                }
+                *old = stamp;
+            }
+            match l.build() {
+                Ok(acceptor) => {
+                    l.install(acceptor);
+                    tracing::info!(
+                        listener = %l.name, ca_file = ?l.trust.ca_file, crl_files = ?l.trust.crl_files,
+                        "client certificate trust reloaded; session tickets issued before are no longer accepted"
+                    );
+                }
+                Err(e) => tracing::error!(
+                    listener = %l.name, error = %e,
+                    "client certificate trust not reloaded; the listener keeps the previous CA bundle and CRLs"
+                ),
+            }
+        }
+    }
+}
+
+/// One listener's TLS: rebuilt when its trust files change, read once per connection.
+pub struct ListenerTls {
+    name: String,
+    alpn: Vec<Vec<u8>>,
+    resolver: Arc<dyn ResolvesServerCert>,
+    trust: ClientTrust,
+    current: RwLock<TlsAcceptor>,
+    stamp: Mutex<client_auth::Fingerprint>,
+}
+
+impl ListenerTls {
+    /// The acceptor for the next handshake.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Config for a raw stream listener (no ALPN).
-    pub fn stream_config(&self) -> Arc<ServerConfig> {
-        self.base.clone()
+    pub fn client_auth(&self) -> ClientAuth {
+        self.trust.mode
     }
 
-    /// Config for an HTTP listener: offers h2 and http/1.1.
-    pub fn http_config(&self) -> Arc<ServerConfig> {
-        let mut c = (*self.base).clone();
-        c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Arc::new(c)
+    fn install(&self, acceptor: TlsAcceptor) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = acceptor;
     }
 
-    /// Config for gRPC (Flight SQL): h2 only; gRPC clients refuse a server that selects no ALPN.
-    pub fn grpc_config(&self) -> Arc<ServerConfig> {
-        let mut c = (*self.base).clone();
-        c.alpn_protocols = vec![b"h2".to_vec()];
-        Arc::new(c)
+    fn build(&self) -> Result<TlsAcceptor, TlsError> {
+        build_acceptor(&self.alpn, &self.resolver, &self.trust)
     }
+}
+
+fn build_acceptor(
+    alpn: &[Vec<u8>],
+    resolver: &Arc<dyn ResolvesServerCert>,
+    trust: &ClientTrust,
+) -> Result<TlsAcceptor, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match client_auth::verifier(trust)? {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(resolver.clone());
+    // Resumption keeps reconnect storms cheap, and with a token-held key off the token: a
+    // resumed handshake signs nothing. Each build has its own ticket key and session cache, so
+    // a session verified against older CRLs (or on another listener) cannot resume.
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    config.alpn_protocols = alpn.to_vec();
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

@@ -27,6 +27,41 @@ pub fn tls_config(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     Arc::new(cfg)
 }
 
+/// A client config that presents `cert` (PEM chain) with `key` (PEM). Reusing one config
+/// reuses its session cache, so a second connection resumes the first one's session.
+pub fn tls_config_with_cert(ca: &Path, cert: &Path, key: &Path) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).expect("read CA") {
+        roots.add(c.expect("CA cert")).expect("add CA");
+    }
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(cert).expect("read cert").map(|c| c.expect("cert")).collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).expect("read key");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("client cert");
+    Arc::new(cfg)
+}
+
+/// Connect with `cfg` and send `payload`; then close and read until the server closes.
+/// Returns whether the server accepted the connection: a refused client certificate shows as
+/// a failed handshake or, in TLS 1.3, as an alert on the first read.
+pub async fn send_with(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>, payload: &[u8]) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    let Ok(mut tls) = TlsConnector::from(cfg).connect(name, tcp).await else { return false };
+    if tls.write_all(payload).await.is_err() || tls.shutdown().await.is_err() {
+        return false;
+    }
+    let mut rest = Vec::new();
+    tls.read_to_end(&mut rest).await.is_ok()
+}
+
 pub async fn connect_tls(addr: SocketAddr, ca: &Path) -> TlsStream<TcpStream> {
     let tcp = TcpStream::connect(addr).await.expect("connect");
     TlsConnector::from(tls_config(ca, &[]))

@@ -67,6 +67,55 @@ key_file = "/nonexistent/key.pem"
 }
 
 #[test]
+fn client_auth_and_access_rules_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.toml");
+    std::fs::write(
+        &path,
+        r#"
+[tls]
+crl_files = ["/nonexistent/ca.crl"]
+[[stream]]
+name = "syslog"
+address = "127.0.0.1:6514"
+client_auth = "required"
+[[stream]]
+name = "plain"
+address = "127.0.0.1:6515"
+tls = false
+client_auth = "optional"
+client_ca_file = "/nonexistent/ca.pem"
+[identity]
+principal_from = []
+[[access.send]]
+principals = ["group:nobody"]
+listeners = ["sylsog"]
+[[access.query]]
+principals = ["*"]
+tables = ["logz"]
+row_filter = "host LIKE 'web-%' ; DROP TABLE logs"
+"#,
+    )
+    .unwrap();
+    let (ok, out) = validate(&path);
+    assert!(!ok, "broken config accepted:\n{out}");
+    let f = path.display().to_string();
+    for expected in [
+        format!("{f}: tls.crl_files[0]: cannot read /nonexistent/ca.crl"),
+        format!("{f}: stream[0].client_ca_file: client_auth = \"required\" needs the CAs"),
+        format!("{f}: stream[1].client_auth: client certificates need TLS"),
+        format!("{f}: stream[1].client_ca_file: cannot read /nonexistent/ca.pem"),
+        format!("{f}: identity.principal_from: must name at least one source"),
+        format!("{f}: access.send[0].principals: names group \"nobody\""),
+        format!("{f}: access.send[0].listeners: \"sylsog\" is not the name of a [[stream]] or [[http]] listener"),
+        format!("{f}: access.query[0].tables: \"logz\" is not a table"),
+        format!("{f}: access.query[0].row_filter: is not a SQL condition"),
+    ] {
+        assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
+    }
+}
+
+#[test]
 fn serve_refuses_an_invalid_config_before_binding() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");

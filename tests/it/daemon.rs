@@ -66,12 +66,12 @@ address = "127.0.0.1:0"
 max_body_bytes = "1MiB"
 [admin]
 address = "127.0.0.1:0"
-[flight]
-address = "127.0.0.1:0"
-[batch]
+{flight}[batch]
 {linger}{extra}
 "#,
         data = data_dir.display(),
+        // A test that sets its own [flight] keys writes the whole table (with an address).
+        flight = if extra.contains("[flight]\n") { "" } else { "[flight]\naddress = \"127.0.0.1:0\"\n" },
         // Lines of `extra` before any table header land in [batch]; a test may set its own linger.
         linger = if extra.contains("linger") { "" } else { "linger = \"10ms\"\n" },
     )
@@ -156,7 +156,7 @@ impl Daemon {
         self.child.as_ref().expect("running").id()
     }
 
-    fn signal(&self, sig: &str) {
+    pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill").args([sig, &self.pid().to_string()]).status().expect("kill").success();
         assert!(ok, "kill {sig} failed");
     }

@@ -11,5 +11,7 @@ mod flight;
 mod ingest;
 mod malformed;
 mod metrics;
+mod mtls;
 mod pkcs11;
+mod pki;
 mod rsyslog;

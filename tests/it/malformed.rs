@@ -63,7 +63,8 @@ async fn bad_frames_are_counted_and_do_not_disturb_other_peers() {
     wait_until(T, "rejection metrics", || {
         d.metric(r#"logwarden_frames_rejected_total{listener="syslog",reason="oversize"}"#) >= 2.0
             && d.metric(r#"logwarden_frames_rejected_total{listener="syslog",reason="truncated"}"#) >= 1.0
-            && d.metric(r#"logwarden_tls_handshake_failures_total{listener="syslog",reason="error"}"#) >= 1.0
+            && d.metric(r#"logwarden_tls_handshake_failures_total{listener="syslog",reason="protocol"}"#)
+                >= 1.0
     });
     assert!(d.metric(r#"logwarden_decode_errors_total{format="raw",listener="syslog"}"#) >= 1.0);
     assert!(d.log_text().contains("frame rejected"));

@@ -6,7 +6,7 @@ use std::path::Path;
 use arrow::array::RecordBatch;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -14,6 +14,8 @@ pub enum ClientError {
     Url { url: String, reason: String },
     #[error("failed to read the CA file {path}: {source}")]
     Ca { path: String, source: std::io::Error },
+    #[error("failed to read the client certificate or key {path}: {source}")]
+    ClientCert { path: String, source: std::io::Error },
     #[error("failed to connect to {url}: {source}")]
     Connect { url: String, source: tonic::transport::Error },
     /// The server's answer: gRPC status code and message.
@@ -40,6 +42,17 @@ pub async fn connect(
     ca: Option<&Path>,
     token: Option<&str>,
 ) -> Result<FlightSqlServiceClient<Channel>, ClientError> {
+    connect_with_cert(url, ca, token, None).await
+}
+
+/// [`connect`], presenting a client certificate (`(cert PEM, key PEM)`): on a listener with
+/// `client_auth`, its principal runs the queries when no token is sent.
+pub async fn connect_with_cert(
+    url: &str,
+    ca: Option<&Path>,
+    token: Option<&str>,
+    cert: Option<(&Path, &Path)>,
+) -> Result<FlightSqlServiceClient<Channel>, ClientError> {
     let bad = |reason: &str| ClientError::Url { url: url.to_owned(), reason: reason.to_owned() };
     let (tls, rest) =
         if let Some(r) = url.strip_prefix("https://").or_else(|| url.strip_prefix("grpc+tls://")) {
@@ -59,6 +72,13 @@ pub async fn connect(
             let pem = std::fs::read(ca)
                 .map_err(|source| ClientError::Ca { path: ca.display().to_string(), source })?;
             cfg = cfg.ca_certificate(Certificate::from_pem(pem));
+        }
+        if let Some((cert, key)) = cert {
+            let read = |p: &Path| {
+                std::fs::read(p)
+                    .map_err(|source| ClientError::ClientCert { path: p.display().to_string(), source })
+            };
+            cfg = cfg.identity(Identity::from_pem(read(cert)?, read(key)?));
         }
         endpoint = endpoint
             .tls_config(cfg)

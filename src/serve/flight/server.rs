@@ -11,36 +11,38 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
-use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::server::Connected;
 
-use super::auth::Authenticator;
+use super::auth::{Authenticator, Identity};
 use super::service::FlightSql;
 use crate::config::ListenerCommon;
-use crate::ingest::listener::{Io, accept_loop};
+use crate::ingest::listener::{Gate, Io, Peer, accept_loop};
 use crate::metrics::{ConnectionMetrics, Metrics};
+use crate::tls::Principal;
 
 /// The peer of a Flight SQL call, in each request's extensions.
 #[derive(Debug, Clone)]
 pub struct FlightPeer {
     pub addr: SocketAddr,
+    /// From the client certificate, when the listener asks for one and it was sent.
+    pub principal: Option<Arc<Principal>>,
 }
 
 /// A connection handed to tonic. Dropping it (tonic closed the connection) ends the accept
 /// loop's task for it, which releases its slot under `max_connections`.
 struct FlightConn {
     io: Box<dyn Io>,
-    peer: SocketAddr,
+    peer: Peer,
     _open: oneshot::Sender<()>,
 }
 
 impl Connected for FlightConn {
     type ConnectInfo = FlightPeer;
     fn connect_info(&self) -> FlightPeer {
-        FlightPeer { addr: self.peer }
+        FlightPeer { addr: self.peer.addr, principal: self.peer.principal.clone() }
     }
 }
 
@@ -73,11 +75,21 @@ impl AsyncWrite for FlightConn {
 pub struct FlightServer {
     pub listener: TcpListener,
     pub common: ListenerCommon,
-    pub tls: Option<TlsAcceptor>,
+    pub gate: Gate,
     pub service: FlightSql,
     pub auth: Arc<Authenticator>,
     pub connection_metrics: ConnectionMetrics,
     pub metrics: Metrics,
+}
+
+fn identify(auth: &Authenticator, req: &tonic::Request<()>) -> Result<Identity, tonic::Status> {
+    let cert = req.extensions().get::<FlightPeer>().and_then(|p| p.principal.as_ref());
+    match cert {
+        Some(p) if req.metadata().get("authorization").is_none() => {
+            Ok(Identity { name: p.name.clone(), method: "certificate" })
+        }
+        _ => auth.check(req.metadata()),
+    }
 }
 
 impl FlightServer {
@@ -87,7 +99,7 @@ impl FlightServer {
         let accept = tokio::spawn(accept_loop(
             self.listener,
             self.common.clone(),
-            self.tls,
+            self.gate,
             self.connection_metrics,
             cancel.clone(),
             tracker,
@@ -103,7 +115,9 @@ impl FlightServer {
         ));
         let auth = self.auth;
         let unauthenticated = self.metrics.flight_queries.with_label_values(&["unauthenticated"]);
-        let check = move |mut req: tonic::Request<()>| match auth.check(req.metadata()) {
+        // An `authorization` header says who runs the call; without one, a verified client
+        // certificate does.
+        let check = move |mut req: tonic::Request<()>| match identify(&auth, &req) {
             Ok(id) => {
                 req.extensions_mut().insert(id);
                 Ok(req)

@@ -38,6 +38,8 @@ use super::auth::{Authenticator, Identity};
 use super::handle::Statement;
 use super::metadata;
 use super::server::FlightPeer;
+use crate::access::Access;
+use crate::audit::{Audit, AuditEntry};
 use crate::metrics::Metrics;
 use crate::query::{self, QueryEngine, QueryError, QueryLimits, wire_schema};
 
@@ -51,13 +53,24 @@ pub struct FlightSql {
     pub max_concurrent: usize,
     pub running: Arc<Semaphore>,
     pub metrics: Metrics,
+    pub access: Arc<Access>,
+    pub audit: Audit,
 }
 
-/// Who made the call and from where, for logs.
-fn caller<T>(req: &Request<T>) -> (String, String) {
-    let who = req.extensions().get::<Identity>().map_or_else(|| "?".to_owned(), |i| i.name.clone());
-    let peer = req.extensions().get::<FlightPeer>().map_or_else(|| "?".to_owned(), |p| p.addr.to_string());
-    (who, peer)
+/// Who made a call, how they authenticated, and from where.
+struct Caller {
+    who: String,
+    auth: &'static str,
+    peer: String,
+}
+
+fn caller<T>(req: &Request<T>) -> Caller {
+    let id = req.extensions().get::<Identity>();
+    Caller {
+        who: id.map_or_else(|| "?".to_owned(), |i| i.name.clone()),
+        auth: id.map_or("none", |i| i.method),
+        peer: req.extensions().get::<FlightPeer>().map_or_else(|| "?".to_owned(), |p| p.addr.to_string()),
+    }
 }
 
 /// The `FlightInfo` for a command: one endpoint whose ticket is `ticket` (the command itself
@@ -100,6 +113,7 @@ fn status_for(e: &QueryError, limits: &QueryLimits) -> (Status, &'static str) {
         QueryError::Forbidden(m) => {
             (Status::permission_denied(format!("logwarden is read-only: {m}")), "denied")
         }
+        QueryError::Denied(m) => (Status::permission_denied(m.clone()), "denied"),
         QueryError::Timeout(_) => (Status::deadline_exceeded(e.to_string()), "timeout"),
         QueryError::Limit(m) => (Status::resource_exhausted(m.clone()), "resource_exhausted"),
         QueryError::Format(a) => (Status::internal(a.to_string()), "error"),
@@ -135,10 +149,12 @@ fn status_for_df(e: &DataFusionError, limits: &QueryLimits) -> (Status, &'static
 /// went away (`cancelled`). Holding it holds the concurrency permit.
 struct QueryRun {
     metrics: Metrics,
+    audit: Audit,
     started: Instant,
-    who: String,
-    peer: String,
+    caller: Caller,
     sql: String,
+    /// Why it failed, for the audit trail.
+    reason: Option<String>,
     rows: Arc<AtomicU64>,
     outcome: Option<&'static str>,
     _permit: tokio::sync::OwnedSemaphorePermit,
@@ -154,9 +170,13 @@ impl QueryRun {
         self.metrics.flight_queries.with_label_values(&[outcome]).inc();
         self.metrics.flight_query_seconds.observe(secs);
         self.metrics.flight_active_queries.dec();
-        let sql: String = self.sql.chars().take(500).collect();
         let rows = self.rows.load(Ordering::Relaxed);
-        tracing::info!(user = %self.who, peer = %self.peer, %outcome, rows, seconds = secs, %sql, "flight query");
+        let c = &self.caller;
+        let mut e = AuditEntry::query(&c.peer, &c.who, c.auth, &self.sql, outcome);
+        e.rows = Some(rows);
+        e.duration_ms = Some(secs * 1e3);
+        e.reason = self.reason.take();
+        self.audit.record(e);
     }
 }
 
@@ -167,25 +187,38 @@ impl Drop for QueryRun {
 }
 
 impl FlightSql {
-    fn fail(&self, e: QueryError) -> Status {
+    /// A statement that failed before running (planning, preparing): counted and audited.
+    fn fail(&self, e: QueryError, c: &Caller, sql: &str) -> Status {
         let (status, label) = status_for(&e, &self.limits);
         self.metrics.flight_queries.with_label_values(&[label]).inc();
+        let mut entry = AuditEntry::query(&c.peer, &c.who, c.auth, sql, label);
+        entry.reason = Some(status.message().to_owned());
+        self.audit.record(entry);
         status
     }
 
-    /// Plan a statement (no execution) and return the schema its results will have on the wire.
-    async fn result_schema(&self, stmt: &Statement) -> Result<Arc<Schema>, Status> {
-        let df = self
-            .engine
-            .plan(&stmt.sql, stmt.params.clone(), Some(self.limits.memory_bytes))
+    /// Plan a statement for `c`, with its `[access]` grant applied.
+    async fn plan(
+        &self,
+        stmt: &Statement,
+        c: &Caller,
+    ) -> Result<datafusion::dataframe::DataFrame, QueryError> {
+        let grant = self.access.query_grant(&c.who);
+        self.engine
+            .plan(&stmt.sql, stmt.params.clone(), Some(self.limits.memory_bytes), (&c.who, &grant))
             .await
-            .map_err(|e| self.fail(e))?;
+    }
+
+    /// Plan a statement (no execution) and return the schema its results will have on the wire.
+    async fn result_schema<T>(&self, stmt: &Statement, req: &Request<T>) -> Result<Arc<Schema>, Status> {
+        let c = caller(req);
+        let df = self.plan(stmt, &c).await.map_err(|e| self.fail(e, &c, &stmt.sql))?;
         Ok(wire_schema(df.schema().as_arrow()))
     }
 
     /// Run a statement and stream its results.
     async fn run<T>(&self, stmt: Statement, req: &Request<T>) -> Result<Response<DoGetStream>, Status> {
-        let (who, peer) = caller(req);
+        let c = caller(req);
         let permit = self.running.clone().try_acquire_owned().map_err(|_| {
             self.metrics.flight_queries.with_label_values(&["resource_exhausted"]).inc();
             Status::resource_exhausted(format!(
@@ -194,18 +227,20 @@ impl FlightSql {
             ))
         })?;
         self.metrics.flight_active_queries.inc();
+        let planned = self.plan(&stmt, &c).await;
         let mut run = QueryRun {
             metrics: self.metrics.clone(),
+            audit: self.audit.clone(),
             started: Instant::now(),
-            who,
-            peer,
+            caller: c,
             sql: stmt.sql.clone(),
+            reason: None,
             rows: Arc::new(AtomicU64::new(0)),
             outcome: None,
             _permit: permit,
         };
         let limits = self.limits;
-        let planned = match self.engine.plan(&stmt.sql, stmt.params, Some(limits.memory_bytes)).await {
+        let planned = match planned {
             Ok(df) => query::execute_limited(df, limits).await,
             Err(e) => Err(e),
         };
@@ -213,6 +248,7 @@ impl FlightSql {
             Ok(s) => s,
             Err(e) => {
                 let (status, label) = status_for(&e, &limits);
+                run.reason = Some(status.message().to_owned());
                 run.finish(label);
                 return Err(status);
             }
@@ -239,6 +275,7 @@ impl FlightSql {
                 Some(Ok(data)) => Some((Ok(data), (encoded, Some(run)))),
                 Some(Err(e)) => {
                     let status = Status::from(e);
+                    run.reason = Some(status.message().to_owned());
                     run.finish(outcome_of(&status));
                     Some((Err(status), (encoded, None)))
                 }
@@ -288,7 +325,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let stmt = Statement::new(query.query);
-        let schema = self.result_schema(&stmt).await?;
+        let schema = self.result_schema(&stmt, &request).await?;
         let ticket = TicketStatementQuery { statement_handle: stmt.encode() };
         flight_info(&schema, &ticket, request)
     }
@@ -305,16 +342,13 @@ impl FlightSqlService for FlightSql {
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
-        _request: Request<arrow_flight::Action>,
+        request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let stmt = Statement::new(query.query);
-        let df = self
-            .engine
-            .plan(&stmt.sql, Vec::new(), Some(self.limits.memory_bytes))
-            .await
-            .map_err(|e| self.fail(e))?;
+        let c = caller(&request);
+        let df = self.plan(&stmt, &c).await.map_err(|e| self.fail(e, &c, &stmt.sql))?;
         let dataset = wire_schema(df.schema().as_arrow());
-        let params = query::parameter_schema(&df).map_err(|e| self.fail(e))?;
+        let params = query::parameter_schema(&df).map_err(|e| self.fail(e, &c, &stmt.sql))?;
         let opts = IpcWriteOptions::default();
         let ipc = |s: &Schema| -> Result<bytes::Bytes, Status> {
             let IpcMessage(b) = SchemaAsIpc::new(s, &opts)
@@ -358,7 +392,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let stmt = decode_handle(&cmd.prepared_statement_handle)?;
-        let schema = self.result_schema(&stmt).await?;
+        let schema = self.result_schema(&stmt, &request).await?;
         flight_info(&schema, &cmd, request)
     }
 

@@ -1,0 +1,120 @@
+//! Client certificates: the verifier a listener's `client_auth`, CA bundle and CRLs make, the
+//! fingerprint that tells when those files changed, and the reason label a failed handshake is
+//! counted under.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::{CertificateError, RootCertStore};
+
+use super::TlsError;
+use crate::config::{ClientAuth, ClientTrust};
+
+/// The verifier for `trust`, or `None` when the listener does not ask for certificates.
+pub fn verifier(trust: &ClientTrust) -> Result<Option<Arc<dyn ClientCertVerifier>>, TlsError> {
+    if trust.mode == ClientAuth::None {
+        return Ok(None);
+    }
+    let Some(ca_file) = &trust.ca_file else {
+        return Err(TlsError::Trust {
+            path: PathBuf::new(),
+            reason: "client_auth needs a CA bundle: set client_ca_file on the listener or in [tls]".into(),
+        });
+    };
+    let trust_err = |path: &Path, reason: String| TlsError::Trust { path: path.to_path_buf(), reason };
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| trust_err(ca_file, e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| trust_err(ca_file, e.to_string()))?;
+    for cert in certs {
+        roots.add(cert).map_err(|e| trust_err(ca_file, format!("not a usable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(trust_err(ca_file, "no CERTIFICATE block found".into()));
+    }
+    let mut crls = Vec::new();
+    for path in &trust.crl_files {
+        crls.extend(read_crls(path)?);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    if !crls.is_empty() {
+        // Every certificate of the chain must be covered by a CRL, as with nginx's ssl_crl: a
+        // missing CRL refuses rather than silently skipping the check.
+        builder = builder.with_crls(crls);
+    }
+    if trust.mode == ClientAuth::Optional {
+        builder = builder.allow_unauthenticated();
+    }
+    builder.build().map(Some).map_err(|e| {
+        let path = trust.crl_files.first().map_or(ca_file.as_path(), PathBuf::as_path);
+        trust_err(path, e.to_string())
+    })
+}
+
+/// The CRLs in a PEM file, or the one CRL of a DER file.
+fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let err = |reason: String| TlsError::Trust { path: path.to_path_buf(), reason };
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    if bytes.first() == Some(&0x30) {
+        return Ok(vec![CertificateRevocationListDer::from(bytes)]);
+    }
+    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    if crls.is_empty() {
+        return Err(err("no X509 CRL block found".into()));
+    }
+    Ok(crls)
+}
+
+/// Size, mtime (seconds, nanoseconds) and inode of each trust file; `None` if it is missing.
+pub type Fingerprint = Vec<(PathBuf, Option<(u64, i64, i64, u64)>)>;
+
+/// What identifies the current content of the trust files, so that an edit in place and an
+/// atomic rename are both noticed.
+pub fn fingerprint(trust: &ClientTrust) -> Fingerprint {
+    trust
+        .ca_file
+        .iter()
+        .chain(&trust.crl_files)
+        .map(|p| {
+            let meta = std::fs::metadata(p).ok().map(|m| (m.len(), m.mtime(), m.mtime_nsec(), m.ino()));
+            (p.clone(), meta)
+        })
+        .collect()
+}
+
+/// The `reason` label of `logwarden_tls_handshake_failures_total` for a failed handshake.
+pub fn failure_reason(e: &std::io::Error) -> &'static str {
+    let Some(err) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) else {
+        return "io";
+    };
+    match err {
+        rustls::Error::NoCertificatesPresented => "no_certificate",
+        rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => "expired",
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => "not_yet_valid",
+            CertificateError::Revoked => "revoked",
+            CertificateError::UnknownIssuer => "unknown_ca",
+            CertificateError::BadSignature => "bad_signature",
+            CertificateError::UnknownRevocationStatus => "revocation_unknown",
+            CertificateError::ExpiredRevocationList
+            | CertificateError::ExpiredRevocationListContext { .. } => "crl_expired",
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                "wrong_purpose"
+            }
+            _ => "bad_certificate",
+        },
+        rustls::Error::AlertReceived(_) => "peer_alert",
+        rustls::Error::General(_) | rustls::Error::Other(_) => "signing",
+        rustls::Error::PeerIncompatible(_) => "incompatible",
+        _ => "protocol",
+    }
+}
