@@ -280,3 +280,97 @@ fn pkcs11_list_prints_uris_for_the_config() {
         run(Command::new(BIN).args(["pkcs11", "list", "--module", MODULE]).env("SOFTHSM2_CONF", hsm.conf()));
     assert!(String::from_utf8_lossy(&out.stdout).contains("add --pin-file"));
 }
+
+/// A "CAC": a second token holds the client's key (generated there, never extractable) and the
+/// card's certificate, DoD style, issued by the test CA. `gnutls-cli` signs the client side of
+/// the handshake on that token while the daemon signs its side on the server token; the event
+/// carries the EDIPI as `client_id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smart_card_client_certificate_identifies_the_sender() {
+    const CARD_PIN: &str = "271828";
+    let hsm = SoftHsm::new();
+    run(hsm.cmd("softhsm2-util").args([
+        "--init-token",
+        "--free",
+        "--label",
+        "cac",
+        "--so-pin",
+        "16180339",
+        "--pin",
+        CARD_PIN,
+    ]));
+    let card = |args: &[&str]| {
+        let mut c = hsm.cmd("pkcs11-tool");
+        c.args(["--module", MODULE, "--token-label", "cac"]).args(args);
+        run(&mut c)
+    };
+    card(&[
+        "--login",
+        "--pin",
+        CARD_PIN,
+        "--keypairgen",
+        "--key-type",
+        "EC:prime256v1",
+        "--id",
+        "11",
+        "--label",
+        "card-auth",
+    ]);
+
+    card(&["--read-object", "--type", "pubkey", "--label", "card-auth", "-o", "card.der"]);
+    run(hsm.cmd("openssl").args(["pkey", "-pubin", "-inform", "DER", "-in", "card.der", "-out", "card.pub"]));
+    std::fs::write(
+        hsm.path("card.cnf"),
+        "subjectAltName=email:john.doe@example.mil,otherName:1.3.6.1.4.1.311.20.2.3;UTF8:1234567890@mil\n\
+         basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    run(hsm
+        .cmd("openssl")
+        .args(["x509", "-new", "-subj", "/C=US/O=U.S. Government/OU=DoD/CN=DOE.JOHN.A.1234567890"])
+        .args(["-force_pubkey", "card.pub", "-CA", "ca.pem", "-CAkey", "ca.key", "-extfile", "card.cnf"])
+        .args(["-days", "2", "-out", "card.pem"]));
+
+    let config = format!(
+        "{}client_ca_file = \"{}\"\n{}",
+        hsm.tls_section("server", &hsm.path("pin")),
+        hsm.path("ca.pem").display(),
+        crate::pki::mtls_listener("cac", "required"),
+    );
+    let d = Daemon::start_with_env(&config, &[("SOFTHSM2_CONF", &hsm.conf())]);
+    let port = d.addr("cac").port().to_string();
+    let message = "<14>1 2026-11-23T10:00:00Z ws-7 login - - - signed in with a smart card";
+
+    let mut gnutls = hsm
+        .cmd("gnutls-cli")
+        .args(["--provider", MODULE, "--x509cafile", "ca.pem", "--x509certfile", "card.pem"])
+        .args(["--x509keyfile", "pkcs11:token=cac;object=card-auth;type=private", "-p", &port, "127.0.0.1"])
+        .env("GNUTLS_PIN", CARD_PIN)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = gnutls.stdin.take().unwrap();
+        stdin.write_all(&octet(message)).unwrap();
+    }
+    wait_until(std::time::Duration::from_secs(30), "the smart card's event", || {
+        // gnutls-cli sends what it read and exits 0 at the end of its input.
+        if let Ok(Some(status)) = gnutls.try_wait()
+            && !status.success()
+        {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(gnutls.stderr.as_mut().unwrap(), &mut err);
+            let _ = std::io::Read::read_to_string(gnutls.stdout.as_mut().unwrap(), &mut err);
+            panic!("gnutls-cli exited ({status}) before the event arrived: {err}");
+        }
+        d.count("message = 'signed in with a smart card'") == 1
+    });
+    let _ = gnutls.kill();
+    let out = gnutls.wait_with_output().unwrap();
+    let rows = d.query("SELECT client_id FROM logs WHERE message = 'signed in with a smart card'");
+    assert_eq!(rows[0]["client_id"], "1234567890", "gnutls-cli: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(d.metric("logwarden_pkcs11_sign_seconds_count") >= 1.0);
+}
