@@ -8,6 +8,12 @@
 //! measurement is when `logwarden_events_durable_total` reaches the number of events sent.
 //!
 //!     cargo run --release --bin logwarden-loadgen -- --events 2000000 --connections 4
+//!
+//! With `--handshakes 10s` it measures TLS handshakes per second instead: each of the
+//! `--connections` tasks connects, completes a TLS 1.3 handshake and closes, in a loop, either
+//! always full (the server signs every one) or, with `--resume`, resuming the previous
+//! session from a ticket (the server signs nothing). `--cert`/`--key` present a client
+//! certificate, for listeners with `client_auth`.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -61,6 +67,18 @@ struct Args {
     /// Seed of the corpus generator.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Measure TLS handshakes per second for this long instead of sending events.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    handshakes: Option<Duration>,
+    /// With --handshakes: resume sessions from tickets instead of full handshakes.
+    #[arg(long)]
+    resume: bool,
+    /// Client certificate (PEM) to present.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -92,6 +110,9 @@ async fn run(args: Args) -> Result<()> {
         None => Target::start(args.daemon.clone(), args.keep_data)?,
     };
 
+    if let Some(duration) = args.handshakes {
+        return handshakes(&args, &daemon, duration).await;
+    }
     eprint!("generating {} events of {} bytes ... ", args.events, args.event_bytes);
     let started = Instant::now();
     let corpus = generate(&args);
@@ -102,7 +123,7 @@ async fn run(args: Args) -> Result<()> {
         Some(a) => metric(a, "logwarden_events_durable_total").await.unwrap_or(0.0),
         None => 0.0,
     };
-    let connector = TlsConnector::from(client_config(&daemon.ca)?);
+    let connector = TlsConnector::from(client_config(&daemon.ca, &args, true)?);
     let start = Instant::now();
     let mut sends = Vec::new();
     for chunk in corpus {
@@ -331,7 +352,9 @@ async fn metric(admin: SocketAddr, name: &str) -> Option<f64> {
     body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-fn client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>> {
+/// TLS 1.3 client config trusting `ca`, with the `--cert` identity if given; `resume` keeps
+/// the session cache (the default), otherwise every handshake is full.
+fn client_config(ca: &Path, args: &Args, resume: bool) -> Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca)
         .with_context(|| format!("failed to read {}", ca.display()))?
@@ -339,11 +362,69 @@ fn client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>> {
         roots.add(cert?)?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots);
+    let mut config = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => {
+            let chain = rustls::pki_types::CertificateDer::pem_file_iter(cert)
+                .with_context(|| format!("failed to read {}", cert.display()))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key)
+                .with_context(|| format!("failed to read {}", key.display()))?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
     Ok(Arc::new(config))
+}
+
+/// Handshakes per second: `--connections` tasks in a loop for `duration`.
+async fn handshakes(args: &Args, daemon: &Target, duration: Duration) -> Result<()> {
+    let connector = TlsConnector::from(client_config(&daemon.ca, args, args.resume)?);
+    let addr = daemon.stream;
+    let one = move |connector: TlsConnector| async move {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let mut tls = connector.connect(ServerName::try_from("localhost")?, tcp).await?;
+        let resumed = matches!(tls.get_ref().1.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+        tls.shutdown().await?;
+        // Reading to the close takes in the session tickets the next resumption uses.
+        let _ = tls.read_to_end(&mut Vec::new()).await;
+        anyhow::Ok(resumed)
+    };
+    // One handshake first, so that resumption has a ticket from the start.
+    one(connector.clone()).await?;
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..args.connections {
+        let connector = connector.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut n, mut resumed) = (0u64, 0u64);
+            while Instant::now() < deadline {
+                resumed += u64::from(one(connector.clone()).await?);
+                n += 1;
+            }
+            anyhow::Ok((n, resumed))
+        }));
+    }
+    let (mut total, mut resumed) = (0u64, 0u64);
+    for t in tasks {
+        let (n, r) = t.await??;
+        total += n;
+        resumed += r;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "handshakes: {total} in {secs:.2}s with {} connections: {:.0}/s ({resumed} resumed)",
+        args.connections,
+        total as f64 / secs
+    );
+    Ok(())
 }
 
 const HOSTS: usize = 64;

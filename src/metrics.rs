@@ -362,6 +362,7 @@ pub fn render(reg: &Registry) -> String {
 pub struct Pkcs11Metrics {
     pub sign_seconds: Histogram,
     pub errors: IntCounterVec,
+    pub available: IntGauge,
 }
 
 impl Pkcs11Metrics {
@@ -378,6 +379,11 @@ impl Pkcs11Metrics {
                 "pkcs11_errors_total",
                 "Failed PKCS#11 operations, by operation.",
                 &["op"],
+            )?,
+            available: gauge(
+                reg,
+                "pkcs11_token_available",
+                "1 while the token holding the TLS key answers, 0 after a failed call until it is found again.",
             )?,
         })
     }

@@ -374,3 +374,47 @@ async fn a_smart_card_client_certificate_identifies_the_sender() {
     assert_eq!(rows[0]["client_id"], "1234567890", "gnutls-cli: {}", String::from_utf8_lossy(&out.stderr));
     assert!(d.metric("logwarden_pkcs11_sign_seconds_count") >= 1.0);
 }
+
+/// The token goes away while the daemon runs (its files vanish, as when a card is pulled or an
+/// HSM restarts): handshakes fail with a clear log line and the availability gauge drops; once
+/// it is back, the daemon finds it again by itself and handshakes succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_disappears_and_returns_is_found_again() {
+    let hsm = SoftHsm::new();
+    let d = Daemon::start_with_env(
+        &hsm.tls_section("server", &hsm.path("pin")),
+        &[("SOFTHSM2_CONF", &hsm.conf())],
+    );
+    let addr = d.addr("syslog");
+    let cfg = || crate::client::tls_config(&hsm.path("ca.pem"), &[]);
+    let msg = |text: &str| octet(&format!("<14>1 2026-11-23T10:00:00Z web-1 app - - - {text}"));
+    assert!(crate::client::send_with(addr, cfg(), &msg("before")).await);
+    assert_eq!(d.metric("logwarden_pkcs11_token_available"), 1.0);
+
+    let token_dir = std::fs::read_dir(hsm.path("tokens")).unwrap().next().unwrap().unwrap().path();
+    let away = hsm.path("away");
+    std::fs::rename(&token_dir, &away).unwrap();
+    assert!(!crate::client::send_with(addr, cfg(), &msg("while away")).await);
+    wait_until(std::time::Duration::from_secs(10), "the token to be reported unavailable", || {
+        d.metric("logwarden_pkcs11_token_available") == 0.0
+    });
+    assert!(d.log_text().contains("TLS handshakes fail until the token answers again"), "{}", d.log_text());
+    assert!(
+        d.metric(r#"logwarden_tls_handshake_failures_total{listener="syslog",reason="signing"}"#) >= 1.0,
+        "{}",
+        d.metrics()
+    );
+
+    std::fs::rename(&away, &token_dir).unwrap();
+    crate::daemon::wait_until_async(
+        std::time::Duration::from_secs(30),
+        "a handshake after the token returned",
+        || async { crate::client::send_with(addr, cfg(), &msg("after")).await },
+    )
+    .await;
+    wait_until(std::time::Duration::from_secs(30), "the event after recovery", || {
+        d.count("message = 'after'") >= 1
+    });
+    assert_eq!(d.metric("logwarden_pkcs11_token_available"), 1.0);
+    assert!(d.log_text().contains("PKCS#11 token available again"), "{}", d.log_text());
+}

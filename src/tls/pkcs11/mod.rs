@@ -40,6 +40,10 @@ pub enum Pkcs11Error {
     NoMechanism { uri: String, token: String, needed: String },
     #[error("cannot read the PIN: {0}")]
     Pin(String),
+    #[error(
+        "the token {token} is unavailable since a PKCS#11 call failed; next attempt to find it in {retry_in:?}"
+    )]
+    Unavailable { token: String, retry_in: std::time::Duration },
     #[error("PKCS#11 {op} failed on token {token:?}: {error}")]
     Call { op: &'static str, token: String, error: CkError },
 }

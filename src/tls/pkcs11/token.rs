@@ -2,16 +2,19 @@
 //!
 //! The user logs in once (PKCS#11 login state is shared by every session of the application)
 //! and sessions are opened as handshakes need them, up to the configured count and the token's
-//! own limit. When a call fails the pool is emptied and the next caller finds the token, logs in
-//! and looks the key up again, so a pulled card or restarted HSM recovers by itself. A refused
-//! PIN is never tried again: smart cards lock after a few attempts.
+//! own limit. When a call fails the pool is emptied and the next caller restarts the module
+//! (`C_Finalize`, `C_Initialize`: a module whose device went away may keep stale state), finds
+//! the token, logs in and looks the key up again, so a pulled card or restarted HSM recovers by
+//! itself. While the token stays away that is tried at most once per [`RETRY`]; handshakes in
+//! between fail at once. A refused PIN is never tried again: smart cards lock after a few
+//! attempts.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use cryptoki::context::{Function, Pkcs11};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::MechanismType;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
@@ -25,6 +28,8 @@ use crate::metrics::Pkcs11Metrics;
 
 /// How long a handshake waits for a free session before failing.
 const SESSION_WAIT: Duration = Duration::from_secs(10);
+/// How often a lost token is looked for again.
+const RETRY: Duration = Duration::from_secs(1);
 
 /// One token and the key on it.
 pub struct Token {
@@ -47,6 +52,10 @@ struct State {
     open: usize,
     /// Set when the token refused the PIN: nothing logs in again.
     pin_refused: Option<String>,
+    /// Counts losses; a session from an earlier generation is not returned to the pool.
+    generation: u64,
+    /// While the token is lost: no new attempt to find it before this.
+    retry_at: Option<Instant>,
 }
 
 #[derive(Clone)]
@@ -99,6 +108,7 @@ impl Token {
         state.idle.push(session);
         state.open = 1;
         drop(state);
+        token.set_available(true);
         if let Ok(Limit::Max(n)) = token.ctx.get_token_info(found.slot).map(|t| t.max_session_count()) {
             token.max_sessions = token.max_sessions.min(n as usize).max(1);
         }
@@ -116,6 +126,12 @@ impl Token {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_available(&self, up: bool) {
+        if let Some(m) = &self.metrics {
+            m.available.set(i64::from(up));
+        }
     }
 
     fn count_error(&self, op: &str) {
@@ -220,7 +236,7 @@ impl Token {
         op: &'static str,
         f: impl Fn(&Session, ObjectHandle) -> Result<T, CkError>,
     ) -> Result<T, Pkcs11Error> {
-        let (session, found) = self.checkout()?;
+        let (session, found, generation) = self.checkout()?;
         let mut failed_op = op;
         let mut result = f(&session, found.key);
         if let Err(CkError::Pkcs11(RvError::UserNotLoggedIn, _)) = result {
@@ -234,31 +250,29 @@ impl Token {
         }
         match result {
             Ok(v) => {
-                self.checkin(session);
+                self.checkin(session, generation);
                 Ok(v)
             }
             Err(e) => {
-                self.lost(session);
+                let first = self.lost(session, generation);
                 let e = self.call_err(failed_op, &found.label, e);
-                tracing::error!(token = %found.label, error = %e, "PKCS#11 call failed; the token is looked up again on the next handshake");
+                if first {
+                    tracing::error!(token = %found.label, error = %e, "PKCS#11 call failed: TLS handshakes fail until the token answers again; looking for it every second");
+                }
                 Err(e)
             }
         }
     }
 
-    fn checkout(&self) -> Result<(Session, Found), Pkcs11Error> {
+    fn checkout(&self) -> Result<(Session, Found, u64), Pkcs11Error> {
         let deadline = Instant::now() + SESSION_WAIT;
         let mut state = self.lock();
         loop {
             let Some(found) = state.found.clone() else {
-                // The token was lost: find it again (this caller pays for it).
-                let (session, found) = self.connect(&mut state)?;
-                state.open = 1;
-                tracing::info!(token = %self.uri, "PKCS#11 token available again");
-                return Ok((session, found));
+                return self.reconnect(&mut state);
             };
             if let Some(s) = state.idle.pop() {
-                return Ok((s, found));
+                return Ok((s, found, state.generation));
             }
             if state.open < self.max_sessions {
                 let s = self
@@ -266,7 +280,7 @@ impl Token {
                     .open_ro_session(found.slot)
                     .map_err(|e| self.call_err("open_session", &found.label, e))?;
                 state.open += 1;
-                return Ok((s, found));
+                return Ok((s, found, state.generation));
             }
             let now = Instant::now();
             if now >= deadline {
@@ -277,20 +291,75 @@ impl Token {
         }
     }
 
-    fn checkin(&self, session: Session) {
-        self.lock().idle.push(session);
-        self.freed.notify_one();
+    /// The token was lost: restart the module and find it again (this caller pays for it), at
+    /// most once per [`RETRY`].
+    fn reconnect(&self, state: &mut State) -> Result<(Session, Found, u64), Pkcs11Error> {
+        let now = Instant::now();
+        if let Some(at) = state.retry_at
+            && now < at
+        {
+            return Err(Pkcs11Error::Unavailable { token: self.uri.to_string(), retry_in: at - now });
+        }
+        state.retry_at = Some(now + RETRY);
+        // Sessions of the old generation die with the finalize; none is in the pool any more.
+        let _ = self.ctx.clone().finalize();
+        match self.ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => {
+                let e = self.call_err("initialize", &self.label_of(state), e);
+                tracing::warn!(token = %self.uri, error = %e, "PKCS#11 token still unavailable");
+                return Err(e);
+            }
+        }
+        match self.connect(state) {
+            Ok((session, found)) => {
+                state.open = 1;
+                state.retry_at = None;
+                self.set_available(true);
+                tracing::info!(token = %self.uri, "PKCS#11 token available again");
+                Ok((session, found, state.generation))
+            }
+            Err(e) => {
+                tracing::warn!(token = %self.uri, error = %e, "PKCS#11 token still unavailable");
+                Err(e)
+            }
+        }
     }
 
-    /// Drop a failed session and every idle one; the next checkout reconnects.
-    fn lost(&self, session: Session) {
+    fn label_of(&self, state: &State) -> String {
+        state
+            .found
+            .as_ref()
+            .map(|f| f.label.clone())
+            .unwrap_or_else(|| self.uri.token.clone().unwrap_or_default())
+    }
+
+    fn checkin(&self, session: Session, generation: u64) {
+        let mut state = self.lock();
+        if generation == state.generation {
+            state.idle.push(session);
+            drop(state);
+            self.freed.notify_one();
+        }
+    }
+
+    /// Drop a failed session and every idle one; the next checkout reconnects. Returns whether
+    /// this is the first failure of its generation (the one worth logging).
+    fn lost(&self, session: Session, generation: u64) -> bool {
         drop(session);
         let mut state = self.lock();
+        if generation != state.generation {
+            return false;
+        }
+        state.generation += 1;
         state.found = None;
         state.idle.clear();
         state.open = 0;
+        state.retry_at = None;
         drop(state);
+        self.set_available(false);
         self.freed.notify_all();
+        true
     }
 
     /// Attributes of the key itself (`PRIVATE_KEY`) or of the object of `class` beside it
