@@ -211,6 +211,32 @@ tables = ["*"]
             .to_string();
     assert!(err.contains("may not query table audit"), "{err}");
 
+    // Metadata shows a principal only the tables it may read.
+    let info = analyst
+        .get_tables(arrow_flight::sql::CommandGetTables {
+            db_schema_filter_pattern: Some("public".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut names = Vec::new();
+    for ep in info.endpoint {
+        let batches: Vec<RecordBatch> =
+            futures::TryStreamExt::try_collect(analyst.do_get(ep.ticket.unwrap()).await.unwrap())
+                .await
+                .unwrap();
+        for b in &batches {
+            let col = arrow::compute::cast(
+                b.column_by_name("table_name").unwrap(),
+                &arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            let col = col.as_any().downcast_ref::<arrow::array::StringArray>().unwrap().clone();
+            names.extend((0..col.len()).map(|i| col.value(i).to_owned()));
+        }
+    }
+    assert_eq!(names, vec!["logs".to_owned()], "the analyst's GetTables");
+
     let mut auditor = client::connect(&url, Some(&ca), Some("auditor-token")).await.unwrap();
     let err = client::query(&mut auditor, "SELECT count(*) FROM logs").await.unwrap_err().to_string();
     assert!(err.contains("may not query table logs"), "{err}");

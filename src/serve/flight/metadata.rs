@@ -135,12 +135,20 @@ pub fn schemas(ctx: &SessionContext, mut b: GetDbSchemasBuilder) -> Result<Recor
 
 /// Every table of every schema; the builder applies the request's filters. Schemas are the
 /// ones results have on the wire (dictionary columns as their values).
-pub async fn tables(ctx: &SessionContext, mut b: GetTablesBuilder) -> Result<RecordBatch, Status> {
+/// Every table `visible(schema, table)` lets the caller see.
+pub async fn tables(
+    ctx: &SessionContext,
+    mut b: GetTablesBuilder,
+    visible: impl Fn(&str, &str) -> bool,
+) -> Result<RecordBatch, Status> {
     for c in ctx.catalog_names() {
         let Some(catalog) = ctx.catalog(&c) else { continue };
         for s in catalog.schema_names() {
             let Some(schema) = catalog.schema(&s) else { continue };
             for t in schema.table_names() {
+                if !visible(&s, &t) {
+                    continue;
+                }
                 let Ok(Some(table)) = schema.table(&t).await else { continue };
                 let wire = wire_schema(&table.schema());
                 b.append(&c, &s, &t, table_type_name(&s, table.table_type()), &wire).map_err(Status::from)?;

@@ -478,9 +478,15 @@ impl FlightSqlService for FlightSql {
     async fn do_get_tables(
         &self,
         query: CommandGetTables,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        Ok(Response::new(encode_batch(metadata::tables(self.engine.context(), query.into_builder()).await?)))
+        // A principal is shown the tables its [access] query rules let it read.
+        let grant = self.access.query_grant(&caller(&request).who);
+        let visible =
+            |schema: &str, table: &str| schema == "information_schema" || grant.table(table).is_some();
+        Ok(Response::new(encode_batch(
+            metadata::tables(self.engine.context(), query.into_builder(), visible).await?,
+        )))
     }
 
     async fn get_flight_info_table_types(
