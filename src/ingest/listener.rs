@@ -119,8 +119,9 @@ pub async fn accept_loop<H, F>(
                 _ = cancel.cancelled() => return,
                 r = handshake(tcp, gate.tls.clone(), timeout, &gate.identity) => r,
             };
-            let refuse = |reason: &str, principal: Option<&Principal>| {
-                let mut e = AuditEntry::connection(&name, &peer.to_string(), "refused");
+            // One audit entry per connection, whatever becomes of it.
+            let audit = |outcome: &str, reason: &str, principal: Option<&Principal>| {
+                let mut e = AuditEntry::connection(&name, &peer.to_string(), outcome);
                 e.reason = Some(reason.to_owned());
                 if let Some(p) = principal {
                     e.principal = Some(p.name.clone());
@@ -129,6 +130,7 @@ pub async fn accept_loop<H, F>(
                 }
                 gate.audit.record(e);
             };
+            let refuse = |reason: &str, principal: Option<&Principal>| audit("refused", reason, principal);
             let (io, principal, kind) = match shaken {
                 Ok(ok) => ok,
                 Err(HandshakeError::Timeout) => {
@@ -165,16 +167,7 @@ pub async fn accept_loop<H, F>(
                 refuse("not allowed to send to this listener", principal.as_deref());
                 return;
             }
-            let mut e = AuditEntry::connection(&name, &peer.to_string(), "accepted");
-            if let Some(p) = &principal {
-                e.principal = Some(p.name.clone());
-                e.subject = Some(p.subject.clone());
-                e.auth = "certificate";
-            }
-            if let Some(k) = kind {
-                e.reason = Some(k.as_str().to_owned());
-            }
-            gate.audit.record(e);
+            audit("accepted", kind.map_or("plain TCP", Resumption::as_str), principal.as_deref());
             handle(io, Peer { addr: peer, principal }).await
         });
     }

@@ -20,12 +20,7 @@ pub fn verifier(trust: &ClientTrust) -> Result<Option<Arc<dyn ClientCertVerifier
     if trust.mode == ClientAuth::None {
         return Ok(None);
     }
-    let Some(ca_file) = &trust.ca_file else {
-        return Err(TlsError::Trust {
-            path: PathBuf::new(),
-            reason: "client_auth needs a CA bundle: set client_ca_file on the listener or in [tls]".into(),
-        });
-    };
+    let Some(ca_file) = &trust.ca_file else { return Err(TlsError::NoClientCa) };
     let trust_err = |path: &Path, reason: String| TlsError::Trust { path: path.to_path_buf(), reason };
     let mut roots = RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(ca_file)

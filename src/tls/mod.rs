@@ -48,6 +48,8 @@ pub enum TlsError {
     /// A client CA bundle or CRL that cannot be used.
     #[error("client certificate trust: {}: {reason}", path.display())]
     Trust { path: PathBuf, reason: String },
+    #[error("client_auth needs a CA bundle: set client_ca_file on the listener or in [tls]")]
+    NoClientCa,
 }
 
 // Written out rather than `#[from]`, which would also make the inner error the `source` and

@@ -224,8 +224,7 @@ impl Token {
 
     /// The token's label as last seen (the URI's `token=` before that).
     pub fn label(&self) -> String {
-        let found = self.lock().found.as_ref().map(|f| f.label.clone());
-        found.unwrap_or_else(|| self.uri.token.clone().unwrap_or_default())
+        self.label_of(&self.lock())
     }
 
     /// Run `f` on a pooled session with the key's handle; `op` names it in errors and metrics.
