@@ -22,8 +22,12 @@ const LOGGED_REJECTS: u32 = 5;
 /// After shutdown starts, a connection keeps reading until it has been quiet this long, so
 /// what a shipper already wrote is not lost in the socket buffer.
 const DRAIN_QUIET: Duration = Duration::from_millis(250);
-/// Read size; buffers hold one read plus the largest frame.
+/// Largest read; a busy connection's buffer grows to hold one read plus the largest frame.
 const READ_CHUNK: usize = 64 * 1024;
+/// A new connection's buffer. It doubles whenever a read fills it, so an idle or slow shipper
+/// costs a few KiB rather than a full-size buffer, and a busy one reaches full-size reads
+/// after a handful of reads.
+const INITIAL_BUFFER: usize = 8 * 1024;
 
 pub struct StreamSettings {
     pub listener: String,
@@ -47,17 +51,24 @@ pub async fn serve(
     };
     let mut builder = EventBatchBuilder::new(origin);
     let mut framer = Framer::new(settings.max_frame_bytes);
-    let mut buf = vec![0u8; READ_CHUNK + settings.max_frame_bytes + 16];
+    let capacity = READ_CHUNK + settings.max_frame_bytes + 16;
+    let mut buf = vec![0u8; INITIAL_BUFFER.min(capacity)];
     let (mut start, mut end) = (0usize, 0usize);
     let mut rejects = 0u32;
     let mut draining = false;
     tracing::debug!(listener = %settings.listener, %peer, "connection open");
 
     let close_reason = loop {
-        if start > 0 && (buf.len() - end) < READ_CHUNK {
+        // Keep room for a read: move the unconsumed tail to the front, and grow when even that
+        // leaves too little (a frame longer than the buffer so far).
+        let want = READ_CHUNK.min(buf.len() / 2);
+        if start > 0 && (buf.len() - end) < want {
             buf.copy_within(start..end, 0);
             end -= start;
             start = 0;
+        }
+        if buf.len() - end < want && buf.len() < capacity {
+            buf.resize((buf.len() * 2).min(capacity), 0);
         }
         let wait = if draining { DRAIN_QUIET } else { settings.idle_timeout };
         let read = tokio::select! {
@@ -81,6 +92,10 @@ pub async fn serve(
         end += n;
         if n > 0 {
             metrics.bytes.inc_by(n as u64);
+            if end == buf.len() && buf.len() < capacity {
+                // The read filled the buffer: more is likely waiting, so read more at a time.
+                buf.resize((buf.len() * 2).min(capacity), 0);
+            }
         }
         let now = super::now_ns();
         let mut counts = FormatCounts::default();

@@ -49,9 +49,12 @@ async fn bad_frames_are_counted_and_do_not_disturb_other_peers() {
     for i in 0..100 {
         good.write_all(&octet(&format!("<14>1 - h app - - - good {i}"))).await.unwrap();
     }
+    // A frame close to the 64 KiB limit: the connection's buffer starts much smaller and grows.
+    good.write_all(&octet(&format!("<14>1 - h app - - - large {}", "L".repeat(60_000)))).await.unwrap();
     good.shutdown().await.unwrap();
 
     wait_until(T, "good events", || d.count("message LIKE 'good %'") == 100);
+    wait_until(T, "the large frame", || d.count("message LIKE 'large %' AND length(message) = 60006") == 1);
     wait_until(T, "events after bad frames", || {
         d.count("message IN ('after oversize', 'after long line')") == 2
     });
