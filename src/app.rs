@@ -57,7 +57,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
 
     let any_tls = config.stream.iter().any(|l| l.tls)
         || config.http.iter().any(|l| l.tls)
-        || (config.flight.enabled && config.flight.tls);
+        || (config.flight.enabled && config.flight.tls)
+        || config.admin.tls;
     let tls = if any_tls {
         let pkcs11_metrics = config.tls.key.is_some().then(|| Pkcs11Metrics::new(&registry)).transpose()?;
         let tls = ServerTls::load(&config.tls, &config.dev_tls_dir(), pkcs11_metrics)?;
@@ -103,6 +104,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         identity: Arc::new(config.identity.principal_from.clone()),
         access: Some(access.clone()),
         audit: audit.clone(),
+        audit_plain: true,
     };
 
     let mut bound: BTreeMap<String, SocketAddr> = BTreeMap::new();
@@ -187,12 +189,26 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let admin_cancel = CancellationToken::new();
     let admin_tasks = TaskTracker::new();
     let ready = Readiness::default();
-    let admin_listener = bind_named("admin endpoint", config.admin.address).await?;
-    let admin_addr = local_addr(&admin_listener, config.admin.address);
-    bound.insert("admin".into(), admin_addr);
-    tracing::info!(addr = %admin_addr, "admin endpoint (/metrics, /healthz, /readyz) ready");
+    let admin_common = config.admin.common();
+    let admin_listener = bind_listener(
+        "admin endpoint (/metrics, /healthz, /readyz)",
+        "admin",
+        config.admin.address,
+        config.admin.tls,
+        &mut bound,
+    )
+    .await?;
+    let admin_gate = Gate {
+        tls: listener_tls(&config, tls.as_ref(), &admin_common, &[b"h2", b"http/1.1"])?,
+        access: None,
+        audit_plain: false,
+        ..ingest_gate.clone()
+    };
     let admin_task = tokio::spawn(admin::run(
         admin_listener,
+        admin_common,
+        admin_gate,
+        metrics.connections("admin"),
         registry.clone(),
         ready.clone(),
         admin_cancel.clone(),

@@ -348,16 +348,53 @@ impl HttpListenerConfig {
     }
 }
 
-/// `/metrics`, `/healthz`, `/readyz` over plain HTTP.
+/// `/metrics`, `/healthz`, `/readyz`: plain HTTP by default (on loopback), or HTTPS with the
+/// daemon's certificate and key (the token key too) when `tls = true`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub address: SocketAddr,
+    /// HTTPS with the `[tls]` certificate; Prometheus scrapes with `scheme: https`.
+    pub tls: bool,
+    /// `none`, `optional` or `required`: client certificates from the scraper (Prometheus'
+    /// `tls_config` `cert_file`/`key_file`). Any certificate the CA issued is let in.
+    pub client_auth: ClientAuth,
+    /// CAs for client certificates (default: `tls.client_ca_file`).
+    pub client_ca_file: Option<PathBuf>,
+    /// CRLs (default: `tls.crl_files`).
+    pub crl_files: Option<Vec<PathBuf>>,
+    pub max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { address: loopback(9898) }
+        AdminConfig {
+            address: loopback(9898),
+            tls: false,
+            client_auth: ClientAuth::None,
+            client_ca_file: None,
+            crl_files: None,
+            max_connections: 64,
+            handshake_timeout: default_handshake_timeout(),
+        }
+    }
+}
+
+impl AdminConfig {
+    pub fn common(&self) -> ListenerCommon {
+        ListenerCommon {
+            name: "admin".into(),
+            address: self.address,
+            tls: self.tls,
+            max_connections: self.max_connections,
+            idle_timeout: default_idle_timeout(),
+            handshake_timeout: self.handshake_timeout,
+            client_auth: self.client_auth,
+            client_ca_file: self.client_ca_file.clone(),
+            crl_files: self.crl_files.clone(),
+        }
     }
 }
 

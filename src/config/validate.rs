@@ -83,6 +83,14 @@ impl Config {
                 format!("{} is already used by {other}", self.admin.address),
             ));
         }
+        let admin = self.admin.common();
+        if admin.max_connections == 0 {
+            out.push(Problem::new("admin.max_connections", "must be at least 1"));
+        }
+        if admin.handshake_timeout.is_zero() {
+            out.push(Problem::new("admin.handshake_timeout", "must be greater than 0"));
+        }
+        self.validate_client_auth(&mut out, "admin", &admin);
 
         if self.flight.enabled {
             self.validate_flight(&mut out, &addrs);

@@ -49,6 +49,9 @@ pub struct Gate {
     /// The send rules, for ingest listeners; `None` where they do not apply (Flight SQL).
     pub access: Option<Arc<Access>>,
     pub audit: Audit,
+    /// Whether plain-TCP connections are audited too: yes where events come in, no on the
+    /// admin endpoint, where every plain scrape would be an anonymous entry.
+    pub audit_plain: bool,
 }
 
 /// Decrements `connections_active` however the connection task ends.
@@ -121,6 +124,9 @@ pub async fn accept_loop<H, F>(
             };
             // One audit entry per connection, whatever becomes of it.
             let audit = |outcome: &str, reason: &str, principal: Option<&Principal>| {
+                if gate.tls.is_none() && !gate.audit_plain {
+                    return;
+                }
                 let mut e = AuditEntry::connection(&name, &peer.to_string(), outcome);
                 e.reason = Some(reason.to_owned());
                 if let Some(p) = principal {

@@ -1,7 +1,7 @@
 //! The admin endpoint: `/metrics` (Prometheus text format), `/healthz` (the process answers) and
-//! `/readyz` (listeners bound and WAL replayed; not ready again once shutdown begins).
+//! `/readyz` (listeners bound and WAL replayed; not ready again once shutdown begins), over
+//! plain HTTP or, with `[admin] tls = true`, HTTPS with the daemon's key.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -14,7 +14,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::metrics;
+use crate::config::ListenerCommon;
+use crate::ingest::listener::{Gate, accept_loop};
+use crate::metrics::{self, ConnectionMetrics};
 
 /// Shared readiness flag.
 #[derive(Clone, Default)]
@@ -29,36 +31,31 @@ impl Readiness {
     }
 }
 
+/// Serve the admin endpoint until `cancel`: over the shared accept loop, so HTTPS, client
+/// certificates, the connection limit and the handshake metrics work as on every listener.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     listener: TcpListener,
+    cfg: ListenerCommon,
+    gate: Gate,
+    metrics: ConnectionMetrics,
     registry: Registry,
     ready: Readiness,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    loop {
-        let (tcp, _peer): (_, SocketAddr) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let registry = registry.clone();
-        let ready = ready.clone();
-        let cancel = cancel.clone();
-        tracker.spawn(async move {
-            super::serve_http(Box::new(tcp), cancel, move |req| {
+    let conn_cancel = cancel.clone();
+    accept_loop(listener, cfg, gate, metrics, cancel, tracker, move |io, _peer| {
+        let (registry, ready, cancel) = (registry.clone(), ready.clone(), conn_cancel.clone());
+        async move {
+            super::serve_http(io, cancel, move |req| {
                 let resp = answer(&req, &registry, &ready);
                 async move { resp }
             })
             .await;
-        });
-    }
+        }
+    })
+    .await;
 }
 
 fn answer<B>(req: &Request<B>, registry: &Registry, ready: &Readiness) -> Response<Full<Bytes>> {

@@ -85,6 +85,8 @@ address = "127.0.0.1:6515"
 tls = false
 client_auth = "optional"
 client_ca_file = "/nonexistent/ca.pem"
+[admin]
+client_auth = "required"
 [identity]
 principal_from = []
 [[access.send]]
@@ -105,6 +107,8 @@ row_filter = "host LIKE 'web-%' ; DROP TABLE logs"
         format!("{f}: stream[0].client_ca_file: client_auth = \"required\" needs the CAs"),
         format!("{f}: stream[1].client_auth: client certificates need TLS"),
         format!("{f}: stream[1].client_ca_file: cannot read /nonexistent/ca.pem"),
+        format!("{f}: admin.client_auth: client certificates need TLS"),
+        format!("{f}: admin.client_ca_file: client_auth = \"required\" needs the CAs"),
         format!("{f}: identity.principal_from: must name at least one source"),
         format!("{f}: access.send[0].principals: names group \"nobody\""),
         format!(

@@ -42,6 +42,8 @@ pub struct Daemon {
     pub addrs: HashMap<String, SocketAddr>,
     /// Extra environment for the process (e.g. SOFTHSM2_CONF).
     pub env: Vec<(String, String)>,
+    /// With `[admin] tls = true`: the client certificate and key curl presents to it.
+    pub admin_cert: Option<(PathBuf, PathBuf)>,
     log: PathBuf,
 }
 
@@ -64,14 +66,13 @@ tls = false
 name = "http"
 address = "127.0.0.1:0"
 max_body_bytes = "1MiB"
-[admin]
-address = "127.0.0.1:0"
-{flight}[batch]
+{admin}{flight}[batch]
 {linger}{extra}
 "#,
         data = data_dir.display(),
         // A test that sets its own [flight] keys writes the whole table (with an address).
         flight = if extra.contains("[flight]\n") { "" } else { "[flight]\naddress = \"127.0.0.1:0\"\n" },
+        admin = if extra.contains("[admin]\n") { "" } else { "[admin]\naddress = \"127.0.0.1:0\"\n" },
         // Lines of `extra` before any table header land in [batch]; a test may set its own linger.
         linger = if extra.contains("linger") { "" } else { "linger = \"10ms\"\n" },
     )
@@ -86,7 +87,17 @@ impl Daemon {
         Self::start_with_env(extra, &[])
     }
 
+    /// Start with an HTTPS admin endpoint (`extra` has the whole `[admin]` table) that curl
+    /// reaches with this client certificate and key.
+    pub fn start_with_admin_cert(extra: &str, cert: &Path, key: &Path) -> Daemon {
+        Self::start_inner(extra, &[], Some((cert.to_owned(), key.to_owned())))
+    }
+
     pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::start_inner(extra, env, None)
+    }
+
+    fn start_inner(extra: &str, env: &[(&str, &str)], admin_cert: Option<(PathBuf, PathBuf)>) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("logwarden.toml");
         std::fs::write(&config, test_config(&dir.path().join("data"), extra)).expect("write config");
@@ -98,6 +109,7 @@ impl Daemon {
             config,
             addrs: HashMap::new(),
             env,
+            admin_cert,
         };
         d.spawn();
         d
@@ -136,8 +148,7 @@ impl Daemon {
         });
         let text = std::fs::read_to_string(&listeners).expect("read listeners.json");
         self.addrs = serde_json::from_str(&text).expect("parse listeners.json");
-        let admin = self.addr("admin");
-        wait_until(Duration::from_secs(30), "/readyz", || http_get(admin, "/readyz").0 == 200);
+        wait_until(Duration::from_secs(30), "/readyz", || self.admin_get("/readyz").0 == 200);
     }
 
     fn check_alive(&mut self) {
@@ -209,7 +220,27 @@ impl Daemon {
     }
 
     pub fn metrics(&self) -> String {
-        http_get(self.addr("admin"), "/metrics").1
+        self.admin_get("/metrics").1
+    }
+
+    /// GET from the admin endpoint: plain HTTP, or HTTPS through curl with the client
+    /// certificate when the daemon was started with one.
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        let addr = self.addr("admin");
+        let Some((cert, key)) = &self.admin_cert else { return http_get(addr, path) };
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}", "--cacert"])
+            .arg(self.ca_file())
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .arg(format!("https://{addr}{path}"))
+            .output()
+            .expect("curl (Debian package curl) must be installed: run scripts/test");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (status.trim().parse().unwrap_or(0), body.to_owned())
     }
 
     /// The value of one sample (`name{labels}` exactly as exported), 0 when absent.

@@ -4,6 +4,7 @@
 //! table, resumes sessions, picks up a new CRL when the file changes or on SIGHUP, and applies
 //! the `[access]` send and query rules.
 
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use logwarden::serve::flight::auth::sha256_hex;
 use logwarden::serve::flight::client;
 
 use crate::client::{octet, send_with, tls_config_with_cert};
-use crate::daemon::{Daemon, wait_until, wait_until_async};
+use crate::daemon::{Daemon, http_get, wait_until, wait_until_async};
 use crate::pki::{Leaf, Pki, mtls_listener, trust_section};
 
 const T: Duration = Duration::from_secs(30);
@@ -123,6 +124,40 @@ async fn a_new_crl_applies_when_the_file_changes_and_on_sighup() {
         .await;
         assert!(d.log_text().contains("client certificate trust reloaded"), "{}", d.log_text());
     }
+}
+
+/// `[admin] tls = true` with `client_auth = "required"`: curl (as Prometheus would, with its
+/// `tls_config`) scrapes over HTTPS with a certificate; without one, or over plain HTTP, the
+/// connection is refused and counted; the scraper's connections are in the audit table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_endpoint_serves_https_to_scrapers_with_a_certificate() {
+    let mut pki = Pki::new("scraper CA");
+    let scraper = pki.host("prometheus", "prometheus.example.org", false);
+    let admin = "[admin]\naddress = \"127.0.0.1:0\"\ntls = true\nclient_auth = \"required\"\n";
+    // Starting waits for /readyz over HTTPS with the scraper's certificate.
+    let d = Daemon::start_with_admin_cert(
+        &format!("{}{admin}", trust_section(&pki, "10s")),
+        &scraper.cert,
+        &scraper.key,
+    );
+    let addr = d.addr("admin");
+    assert_eq!(d.admin_get("/healthz"), (200, "ok\n".to_owned()));
+    assert!(d.metric(r#"logwarden_tls_handshakes_total{listener="admin",result="full"}"#) >= 1.0);
+
+    let without_cert = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(d.ca_file())
+        .arg(format!("https://{addr}/metrics"))
+        .output()
+        .unwrap();
+    assert!(!without_cert.status.success(), "a scrape without a certificate must fail");
+    assert_eq!(http_get(addr, "/metrics").0, 0, "plain HTTP must get no HTTP answer");
+    wait_until(T, "the refusals in the metrics", || {
+        failures(&d, "admin", "no_certificate") >= 1.0 && failures(&d, "admin", "protocol") >= 1.0
+    });
+    let accepted = "SELECT count(*) AS n FROM audit WHERE listener = 'admin' AND outcome = 'accepted' \
+                    AND principal = 'prometheus.example.org'";
+    wait_until(T, "the scraper in the audit table", || d.query(accepted)[0]["n"].as_i64().unwrap_or(0) >= 1);
 }
 
 fn count_of(batches: &[RecordBatch]) -> i64 {
