@@ -96,8 +96,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         Pipeline::start(store.clone(), recovery.next_generation, opts).map_err(store_err)?;
 
     let audit_dir = config.audit_dir();
-    let (audit, audit_writer) = Audit::start(&audit_dir, metrics.audit_dropped.clone())
-        .map_err(|source| AppError::Audit { dir: audit_dir.display().to_string(), source })?;
+    let (audit, audit_writer) =
+        Audit::start(&audit_dir, config.audit.retention_max_age, metrics.audit_dropped.clone())
+            .map_err(|source| AppError::Audit { dir: audit_dir.display().to_string(), source })?;
     let access = Arc::new(Access::new(&config.access));
     let ingest_gate = Gate {
         tls: None,

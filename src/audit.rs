@@ -6,11 +6,15 @@
 //! writer thread, which appends and fsyncs them in groups. If the writer falls behind by more
 //! than the channel holds, entries are counted in `logwarden_audit_dropped_total` and still
 //! logged.
+//!
+//! With `[audit] retention_max_age`, the writer deletes day files older than that when it
+//! starts and whenever it opens a new day's file.
 
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -108,13 +112,19 @@ impl AuditWriter {
 }
 
 impl Audit {
-    /// Start the writer for `dir` (created if missing).
-    pub fn start(dir: &Path, dropped: IntCounter) -> std::io::Result<(Audit, AuditWriter)> {
+    /// Start the writer for `dir` (created if missing), deleting day files older than
+    /// `max_age` if one is given.
+    pub fn start(
+        dir: &Path,
+        max_age: Option<Duration>,
+        dropped: IntCounter,
+    ) -> std::io::Result<(Audit, AuditWriter)> {
         std::fs::create_dir_all(dir)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let dir = dir.to_path_buf();
-        let thread =
-            std::thread::Builder::new().name("audit-writer".into()).spawn(move || write_loop(&dir, rx))?;
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || write_loop(&dir, max_age, rx))?;
         Ok((Audit { tx, dropped }, AuditWriter(thread)))
     }
 
@@ -134,7 +144,10 @@ impl Audit {
     }
 }
 
-fn write_loop(dir: &Path, mut rx: mpsc::Receiver<AuditEntry>) {
+fn write_loop(dir: &Path, max_age: Option<Duration>, mut rx: mpsc::Receiver<AuditEntry>) {
+    if let Some(age) = max_age {
+        prune(dir, age);
+    }
     let mut open: Option<(String, std::fs::File)> = None;
     let mut group = Vec::with_capacity(GROUP);
     while rx.blocking_recv_many(&mut group, GROUP) > 0 {
@@ -151,6 +164,11 @@ fn write_loop(dir: &Path, mut rx: mpsc::Receiver<AuditEntry>) {
         for (day, buf) in lines {
             if open.as_ref().is_none_or(|(d, _)| *d != day) {
                 let path = dir.join(format!("audit-{day}.jsonl"));
+                if let Some(age) = max_age
+                    && open.is_some()
+                {
+                    prune(dir, age);
+                }
                 match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
                     Ok(f) => open = Some((day.clone(), f)),
                     Err(e) => {
@@ -164,6 +182,31 @@ fn write_loop(dir: &Path, mut rx: mpsc::Receiver<AuditEntry>) {
                 && let Err(e) = f.write_all(&buf).and_then(|()| f.sync_data())
             {
                 tracing::error!(dir = %dir.display(), error = %e, "failed to write audit entries");
+            }
+        }
+    }
+}
+
+/// Delete the day files whose whole day is older than `max_age`.
+fn prune(dir: &Path, max_age: Duration) {
+    let Ok(age) = chrono::Duration::from_std(max_age) else { return };
+    let Some(cutoff) = Utc::now().checked_sub_signed(age) else { return };
+    let cutoff = cutoff.format("%Y-%m-%d").to_string();
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(day) = name.to_str().and_then(|n| n.strip_prefix("audit-")?.strip_suffix(".jsonl")) else {
+            continue;
+        };
+        // ISO dates compare as strings; a file for `day` holds nothing newer than that day.
+        if day.len() == 10 && day < cutoff.as_str() {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %entry.path().display(), "audit file past audit.retention_max_age deleted")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %entry.path().display(), error = %e, "cannot delete an expired audit file")
+                }
             }
         }
     }
@@ -260,7 +303,7 @@ mod tests {
     async fn entries_are_written_and_read_back_as_a_table() {
         let dir = tempfile::tempdir().unwrap();
         let counter = IntCounter::new("d", "d").unwrap();
-        let (audit, writer) = Audit::start(dir.path(), counter).unwrap();
+        let (audit, writer) = Audit::start(dir.path(), None, counter).unwrap();
         let mut e = AuditEntry::connection("syslog", "127.0.0.1:5000", "refused");
         e.reason = Some("revoked".into());
         audit.record(e);
@@ -278,5 +321,29 @@ mod tests {
         assert_eq!(rows, 2);
         let text = arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
         assert!(text.contains("revoked") && text.contains("SELECT 1") && text.contains("alice"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn day_files_past_the_retention_age_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = |d: chrono::DateTime<Utc>| format!("audit-{}.jsonl", d.format("%Y-%m-%d"));
+        let now = Utc::now();
+        let old = day(now - chrono::Duration::days(40));
+        let kept = day(now - chrono::Duration::days(20));
+        for name in [&old, &kept, &"notes.txt".to_owned()] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        let counter = IntCounter::new("d", "d").unwrap();
+        let (audit, writer) =
+            Audit::start(dir.path(), Some(Duration::from_secs(30 * 86_400)), counter).unwrap();
+        audit.record(AuditEntry::connection("syslog", "127.0.0.1:5000", "accepted"));
+        drop(audit);
+        tokio::task::spawn_blocking(move || writer.join()).await.unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec![kept, day(now), "notes.txt".to_owned()]);
     }
 }

@@ -45,6 +45,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub identity: IdentityConfig,
     pub access: AccessConfig,
+    pub audit: AuditConfig,
 }
 
 impl Default for Config {
@@ -62,6 +63,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             identity: IdentityConfig::default(),
             access: AccessConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -396,6 +398,15 @@ impl AdminConfig {
             crl_files: self.crl_files.clone(),
         }
     }
+}
+
+/// The audit trail's files (`data_dir/audit/audit-DATE.jsonl`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Day files older than this are deleted; unset (the default) keeps the trail for good.
+    #[serde(with = "humantime_serde")]
+    pub retention_max_age: Option<Duration>,
 }
 
 /// How arriving events are grouped before the WAL.

@@ -116,6 +116,12 @@ impl Config {
         if !(1..=22).contains(&self.storage.zstd_level) {
             out.push(Problem::new("storage.zstd_level", "must be between 1 and 22"));
         }
+        if matches!(self.audit.retention_max_age, Some(d) if d < std::time::Duration::from_secs(24 * 3600)) {
+            out.push(Problem::new(
+                "audit.retention_max_age",
+                "must be at least 1 day (audit files hold one day each); leave it out to keep them all",
+            ));
+        }
         if matches!(self.storage.retention_max_age, Some(d) if d.is_zero()) {
             out.push(Problem::new(
                 "storage.retention_max_age",
