@@ -36,6 +36,7 @@ async fn adbc_python_client_queries_browses_and_binds_parameters() {
     s.write_all(&octet("<14>1 - web-1 nginx - - - just arrived")).await.unwrap();
     s.flush().await.unwrap();
     wait_until(Duration::from_secs(30), "the stream event", || d.count("app = 'nginx'") == 1);
+    d.wait_published();
 
     let token = std::fs::read_to_string(d.data_dir().join("flight.token")).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/adbc/flight_client.py");
@@ -67,6 +68,7 @@ async fn adbc_authenticates_with_a_client_certificate() {
     s.write_all(&octet("<14>1 - web-1 nginx - - - for the card holder")).await.unwrap();
     s.flush().await.unwrap();
     wait_until(Duration::from_secs(30), "the event", || d.count("") == 1);
+    d.wait_published();
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/adbc/mtls_client.py");
     let out = Command::new(python())

@@ -219,6 +219,17 @@ impl Daemon {
         self.query(&sql)[0]["n"].as_i64().expect("count")
     }
 
+    /// Wait until the daemon's own queries (Flight SQL) see every event the data directory
+    /// holds. `count` and `query` read the WAL files, where a write shows before its fsync;
+    /// the daemon publishes a batch to queries after the fsync and then counts it in
+    /// `logwarden_events_durable_total`. (For a daemon that has not restarted.)
+    pub fn wait_published(&self) {
+        let on_disk = self.count("") as f64;
+        wait_until(Duration::from_secs(30), "the daemon to publish what the WAL holds", || {
+            self.metric("logwarden_events_durable_total") >= on_disk
+        });
+    }
+
     pub fn metrics(&self) -> String {
         self.admin_get("/metrics").1
     }

@@ -86,9 +86,18 @@ async fn statements_prepared_statements_and_metadata() {
     let mut s = connect_tls(d.addr("syslog"), &d.ca_file()).await;
     s.write_all(&octet("<11>1 - web-1 nginx - - - just arrived")).await.unwrap();
     s.flush().await.unwrap();
-    wait_until(T, "the new event", || d.count("message = 'just arrived'") == 1);
-    let info = c.execute("SELECT host FROM logs WHERE message = 'just arrived'".into(), None).await.unwrap();
-    assert_eq!(strings(&fetch(&mut c, info).await.unwrap(), "host"), ["web-1"]);
+    // Queries see an event once its WAL write is fsynced; a reader of the WAL file (as
+    // `logwarden query` is) may see it a moment earlier, so wait on Flight SQL itself.
+    let start = std::time::Instant::now();
+    loop {
+        let info =
+            c.execute("SELECT host FROM logs WHERE message = 'just arrived'".into(), None).await.unwrap();
+        if strings(&fetch(&mut c, info).await.unwrap(), "host") == ["web-1"] {
+            break;
+        }
+        assert!(start.elapsed() < T, "timed out waiting for the new event over Flight SQL");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // A prepared statement with a bound parameter.
     let mut stmt =

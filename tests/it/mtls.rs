@@ -219,6 +219,7 @@ tables = ["*"]
     }
     drop(plain);
     wait_until(T, "the allowed events", || d.count("") == 4);
+    d.wait_published();
     assert_eq!(d.count("message IN ('not a shipper', 'no rule for this listener')"), 0);
     wait_until(T, "the denials counted", || {
         d.metric("logwarden_access_denied_total{listener=\"mtls\"}") == 1.0
