@@ -1,4 +1,4 @@
-//! The command line: `serve`, `validate`, `query`.
+//! The command line: `serve`, `validate`, `query`, `auth`, `pkcs11`, `templates`.
 
 use std::path::PathBuf;
 
@@ -18,7 +18,9 @@ Examples:
   logwarden query \"SELECT host, count(*) FROM logs GROUP BY host\"
   logwarden query --format json \"SELECT * FROM logs ORDER BY timestamp DESC LIMIT 10\"
   logwarden query --server https://localhost:50051 \"SELECT app, count(*) FROM logs GROUP BY app\"
-  logwarden auth new-token grafana          print a Flight SQL token and its config entry";
+  logwarden auth new-token grafana          print a Flight SQL token and its config entry
+  logwarden templates /var/log/messages     mine log templates offline: each line's template id,
+                                            then the templates";
 
 #[derive(Debug, Parser)]
 #[command(name = "logwarden", version, about = "Log daemon for strict-security sites: syslog and JSON over TLS, durable Parquet, SQL", after_help = EXAMPLES)]
@@ -85,6 +87,24 @@ pub enum Command {
     /// Inspect PKCS#11 tokens (HSMs, smart cards) for the [tls] key setting.
     #[command(subcommand)]
     Pkcs11(Pkcs11Command),
+    /// Mine log templates from a file, one message per line (`-` reads stdin), the way the
+    /// daemon does online; prints `line<TAB>template_id` for each line, then
+    /// `template_id<TAB>count<TAB>pattern` for each template.
+    Templates {
+        /// The log file; `-` for stdin.
+        file: PathBuf,
+        /// Print only this part.
+        #[arg(long, value_enum)]
+        only: Option<TemplatesPart>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TemplatesPart {
+    /// Each line's template id.
+    Lines,
+    /// The template list.
+    Templates,
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,6 +170,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Auth(cmd) => auth(cmd),
+        Command::Templates { file, only } => templates(&file, only),
         Command::Pkcs11(Pkcs11Command::List { module, pin_file, pin_env }) => {
             use crate::tls::pkcs11::PinSource;
             let pin = pin_file.map(PinSource::File).or(pin_env.map(PinSource::Env));
@@ -215,6 +236,42 @@ async fn remote_query(
     let cert = cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
     let mut c = client::connect_with_cert(url, ca.as_deref(), token.as_deref(), cert).await?;
     Ok(client::query(&mut c, sql).await?)
+}
+
+fn templates(file: &std::path::Path, only: Option<TemplatesPart>) -> anyhow::Result<()> {
+    use std::io::{BufRead, Write};
+
+    use crate::detect::templates::Miner;
+    let input: Box<dyn BufRead> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+        Box::new(std::io::BufReader::new(f))
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut miner = Miner::default();
+    if only != Some(TemplatesPart::Templates) {
+        writeln!(out, "line\ttemplate_id")?;
+    }
+    for (n, line) in input.split(b'\n').enumerate() {
+        let line = line.with_context(|| format!("failed to read {}", file.display()))?;
+        let text = String::from_utf8_lossy(&line);
+        let id = miner.add(text.trim_end_matches('\r'), 0).id();
+        if only != Some(TemplatesPart::Templates) {
+            writeln!(out, "{}\t{id}", n + 1)?;
+        }
+    }
+    if only != Some(TemplatesPart::Lines) {
+        if only.is_none() {
+            writeln!(out)?;
+        }
+        writeln!(out, "template_id\tcount\tpattern")?;
+        for t in miner.templates() {
+            writeln!(out, "{}\t{}\t{}", t.id, t.count, t.pattern())?;
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 fn auth(cmd: AuthCommand) -> anyhow::Result<()> {

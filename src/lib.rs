@@ -7,6 +7,7 @@
 //! - [`batch`]: the Arrow schema and events → RecordBatch.
 //! - [`store`]: WAL, Parquet segments, manifest, retention and the DataFusion `logs` table.
 //! - [`query`]: SQL over the store.
+//! - [`detect`]: log template mining (and, next, baselines and anomaly detectors).
 //! - [`serve`]: the admin endpoint (metrics, health) and shared HTTP plumbing.
 //! - [`metrics`]: every metric, defined once.
 //! - [`app`]: wiring and lifecycle; [`cli`]: the command line.
@@ -17,6 +18,7 @@ pub mod audit;
 pub mod batch;
 pub mod cli;
 pub mod config;
+pub mod detect;
 pub mod ingest;
 pub mod logging;
 pub mod metrics;

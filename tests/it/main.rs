@@ -15,3 +15,4 @@ mod mtls;
 mod pkcs11;
 mod pki;
 mod rsyslog;
+mod templates;

@@ -1,0 +1,94 @@
+//! Template mining on the Loghub 2k samples: grouping accuracy per dataset (printed first, one
+//! configuration for all of them), then mining throughput in lines per second.
+//!
+//!   cargo bench --bench templates                  (data: ../shared/data/loghub, or $LOGHUB)
+//!
+//! The miner sees each line's `Content` (the message once the log's own header, timestamp and
+//! level are parsed off, as the daemon's decoders do for syslog), and the ground truth is
+//! Loghub's `EventId`. Loghub is not in the repository (its licence does not allow it).
+#![allow(clippy::unwrap_used)]
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use logwarden::detect::templates::{Miner, grouping_accuracy};
+
+const DATASETS: &[&str] = &["HDFS", "Hadoop", "Spark", "Zookeeper", "BGL", "HPC", "Thunderbird", "Windows"];
+
+fn loghub_dir() -> PathBuf {
+    std::env::var_os("LOGHUB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/loghub"))
+}
+
+/// (content, event id) of each line of `<dir>/<name>/<name>_2k.log_structured.csv`.
+fn load(dir: &Path, name: &str) -> Vec<(String, String)> {
+    let path = dir.join(name).join(format!("{name}_2k.log_structured.csv"));
+    let mut reader = csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let headers = reader.headers().unwrap().clone();
+    let col = |n: &str| {
+        headers.iter().position(|h| h == n).unwrap_or_else(|| panic!("no {n} in {}", path.display()))
+    };
+    let (content, event) = (col("Content"), col("EventId"));
+    reader
+        .byte_records()
+        .map(|r| {
+            let r = r.unwrap();
+            (
+                String::from_utf8_lossy(&r[content]).into_owned(),
+                String::from_utf8_lossy(&r[event]).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = loghub_dir();
+    if !dir.join("HDFS").is_dir() {
+        eprintln!("templates bench: no Loghub data in {} (set LOGHUB=DIR); skipped", dir.display());
+        return;
+    }
+    let data: Vec<(&str, Vec<(String, String)>)> = DATASETS.iter().map(|d| (*d, load(&dir, d))).collect();
+
+    println!("grouping accuracy, default configuration:");
+    let mut sum = 0.0;
+    for (name, rows) in &data {
+        let mut miner = Miner::default();
+        let predicted: Vec<u32> = rows.iter().map(|(content, _)| miner.add(content, 0).id()).collect();
+        let truth: Vec<&str> = rows.iter().map(|(_, e)| e.as_str()).collect();
+        let acc = grouping_accuracy(&predicted, &truth);
+        sum += acc;
+        println!("  {name:<12} {acc:.3}  ({} templates mined)", miner.templates().len());
+    }
+    println!("  {:<12} {:.3}", "average", sum / data.len() as f64);
+
+    let lines: Vec<&str> = data.iter().flat_map(|(_, rows)| rows.iter().map(|(c, _)| c.as_str())).collect();
+    let mut group = c.benchmark_group("templates");
+    group.throughput(Throughput::Elements(lines.len() as u64));
+    // Learning from nothing: every template is new once.
+    group.bench_function("loghub_16k/learn", |b| {
+        b.iter(|| {
+            let mut miner = Miner::default();
+            for l in &lines {
+                black_box(miner.add(black_box(l), 0));
+            }
+        })
+    });
+    // Steady state: the templates are known, as in a daemon that has run for a while.
+    let mut warm = Miner::default();
+    for l in &lines {
+        warm.add(l, 0);
+    }
+    group.bench_function("loghub_16k/steady", |b| {
+        b.iter(|| {
+            for l in &lines {
+                black_box(warm.add(black_box(l), 0));
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,272 @@
+//! Online log template mining: each message is matched to a template (its constant words, with
+//! `<*>` where values go) or starts a new one, in one pass, with memory bounded by the number of
+//! templates rather than the number of messages.
+//!
+//! The shape is Drain's fixed-depth parse tree: messages are bucketed by token count, then by
+//! their first tokens (a token holding a value goes down the `<*>` branch), and a leaf holds the
+//! few templates to compare against. A message joins the most similar template if at least
+//! `similarity` of its positions agree (a `<*>` agrees with anything) and it differs from it
+//! in no plain word: two messages that differ only in `bytes` / `values`, or in `Begin` / `End`,
+//! are two statements, not one with a variable. Positions where a joining message differs
+//! become `<*>`. Templates are never merged or split afterwards, so a template's id is stable
+//! and the id given to a message is final.
+
+pub mod mask;
+
+use std::collections::HashMap;
+
+pub use mask::{Tokens, WILDCARD};
+
+/// Tuning, the same for every source.
+#[derive(Debug, Clone)]
+pub struct MinerConfig {
+    /// Tree depth: the token-count level, then `depth - 2` levels of leading tokens.
+    pub depth: usize,
+    /// Share of positions that must agree for a message to join a template.
+    pub similarity: f64,
+    /// Children per tree node; beyond it new tokens share the `<*>` branch.
+    pub max_children: usize,
+    /// Templates at most; beyond it, messages that match none get [`OVERFLOW`].
+    pub max_templates: usize,
+}
+
+impl Default for MinerConfig {
+    fn default() -> Self {
+        MinerConfig { depth: 4, similarity: 0.6, max_children: 100, max_templates: 100_000 }
+    }
+}
+
+/// Template ids start at 1; 0 means "no template" (the template table is full).
+pub type TemplateId = u32;
+pub const OVERFLOW: TemplateId = 0;
+
+/// One template and what has been seen of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    pub id: TemplateId,
+    pub tokens: Vec<Box<str>>,
+    pub count: u64,
+    /// Event times (ns since the epoch) of the first and the latest message.
+    pub first_seen: i64,
+    pub last_seen: i64,
+    /// The first message that matched.
+    pub example: String,
+}
+
+impl Template {
+    /// The tokens joined by spaces, e.g. `Receiving block blk_<*> src: <*> dest: <*>`.
+    pub fn pattern(&self) -> String {
+        self.tokens.join(" ")
+    }
+}
+
+/// What [`Miner::add`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match {
+    /// The message started a new template.
+    New(TemplateId),
+    /// The message matched a template (which may have gained a `<*>`).
+    Known(TemplateId),
+}
+
+impl Match {
+    pub fn id(self) -> TemplateId {
+        match self {
+            Match::New(id) | Match::Known(id) => id,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    children: HashMap<Box<str>, Node>,
+    /// Indexes into `Miner::templates`, at the leaves.
+    templates: Vec<usize>,
+}
+
+#[derive(Debug)]
+pub struct Miner {
+    cfg: MinerConfig,
+    by_length: HashMap<usize, Node>,
+    templates: Vec<Template>,
+    scratch: Tokens,
+}
+
+impl Default for Miner {
+    fn default() -> Self {
+        Miner::new(MinerConfig::default())
+    }
+}
+
+/// A token made only of letters and punctuation that words carry (`bytes`, `End.`, `(null)`):
+/// two such tokens that differ make two templates.
+fn is_word(token: &str) -> bool {
+    let mut chars = token.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| {
+            c.is_ascii_alphabetic() || matches!(c, '\'' | '.' | ',' | ':' | ';' | '(' | ')' | '[' | ']')
+        })
+}
+
+impl Miner {
+    pub fn new(cfg: MinerConfig) -> Self {
+        Miner { cfg, by_length: HashMap::new(), templates: Vec::new(), scratch: Tokens::default() }
+    }
+
+    pub fn templates(&self) -> &[Template] {
+        &self.templates
+    }
+
+    pub fn get(&self, id: TemplateId) -> Option<&Template> {
+        (id as usize).checked_sub(1).and_then(|i| self.templates.get(i))
+    }
+
+    /// Match `message` (an event at `time_ns`) to a template, learning as it goes.
+    pub fn add(&mut self, message: &str, time_ns: i64) -> Match {
+        let mut tokens = std::mem::take(&mut self.scratch);
+        tokens.fill(message);
+        let m = self.add_tokens(&tokens, message, time_ns);
+        self.scratch = tokens;
+        m
+    }
+
+    fn add_tokens(&mut self, tokens: &Tokens, message: &str, time_ns: i64) -> Match {
+        let (depth, max_children) = (self.cfg.depth, self.cfg.max_children);
+        let mut node = self.by_length.entry(tokens.len()).or_default();
+        for token in tokens.iter().take(depth.saturating_sub(2)) {
+            let mut key = if token.contains(WILDCARD) { WILDCARD } else { token };
+            if !node.children.contains_key(key) && key != WILDCARD && node.children.len() >= max_children {
+                key = WILDCARD;
+            }
+            if !node.children.contains_key(key) {
+                node.children.insert(key.into(), Node::default());
+            }
+            // Looked up by &str so that a known token allocates nothing; present by now.
+            let Some(next) = node.children.get_mut(key) else { unreachable!("inserted above") };
+            node = next;
+        }
+
+        let mut best: Option<(usize, f64, usize)> = None;
+        for &i in &node.templates {
+            if let Some((sim, params)) = similarity(&self.templates[i].tokens, tokens)
+                && best.is_none_or(|(_, s, p)| sim > s || (sim == s && params > p))
+            {
+                best = Some((i, sim, params));
+            }
+        }
+        if let Some((i, sim, _)) = best
+            && sim >= self.cfg.similarity
+        {
+            let t = &mut self.templates[i];
+            for (slot, token) in t.tokens.iter_mut().zip(tokens.iter()) {
+                if &**slot != token && &**slot != WILDCARD {
+                    *slot = WILDCARD.into();
+                }
+            }
+            t.count += 1;
+            t.first_seen = t.first_seen.min(time_ns);
+            t.last_seen = t.last_seen.max(time_ns);
+            return Match::Known(t.id);
+        }
+        if self.templates.len() >= self.cfg.max_templates {
+            return Match::Known(OVERFLOW);
+        }
+        let id = self.templates.len() as TemplateId + 1;
+        node.templates.push(self.templates.len());
+        self.templates.push(Template {
+            id,
+            tokens: tokens.iter().map(Into::into).collect(),
+            count: 1,
+            first_seen: time_ns,
+            last_seen: time_ns,
+            example: message.to_owned(),
+        });
+        Match::New(id)
+    }
+}
+
+/// Share of agreeing positions and the number of `<*>` in the template, or `None` when a
+/// plain word differs.
+fn similarity(template: &[Box<str>], tokens: &Tokens) -> Option<(f64, usize)> {
+    let (mut agree, mut params) = (0usize, 0usize);
+    for (slot, token) in template.iter().zip(tokens.iter()) {
+        if &**slot == WILDCARD {
+            params += 1;
+            agree += 1;
+        } else if &**slot == token {
+            agree += 1;
+        } else if is_word(slot) && is_word(token) {
+            return None;
+        }
+    }
+    Some((agree as f64 / tokens.len().max(1) as f64, params))
+}
+
+/// Grouping accuracy, the measure used on Loghub: a message counts as correct when the set of
+/// messages given its template equals the set sharing its true template.
+pub fn grouping_accuracy<T: std::hash::Hash + Eq, U: std::hash::Hash + Eq>(
+    predicted: &[T],
+    truth: &[U],
+) -> f64 {
+    let mut by_pred: HashMap<&T, Vec<usize>> = HashMap::new();
+    let mut truth_sizes: HashMap<&U, usize> = HashMap::new();
+    for (i, (p, t)) in predicted.iter().zip(truth).enumerate() {
+        by_pred.entry(p).or_default().push(i);
+        *truth_sizes.entry(t).or_default() += 1;
+    }
+    let mut correct = 0;
+    for lines in by_pred.values() {
+        let first = &truth[lines[0]];
+        if lines.iter().all(|&i| &truth[i] == first) && truth_sizes[first] == lines.len() {
+            correct += lines.len();
+        }
+    }
+    correct as f64 / truth.len().max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_generalise_and_words_split() {
+        let mut m = Miner::default();
+        let a =
+            m.add("Block broadcast_1 stored as bytes in memory (estimated size 32.5 KB, free 317.5 MB)", 1);
+        let b = m.add("Block rdd_2_3 stored as bytes in memory (estimated size 8 B, free 317.4 MB)", 2);
+        let c = m.add("Block broadcast_4 stored as values in memory (estimated size 1.2 KB, free 300 MB)", 3);
+        assert!(matches!(a, Match::New(1)));
+        assert_eq!(b, Match::Known(1));
+        assert_eq!(c, Match::New(2), "bytes / values are two statements");
+        let t = m.get(1).unwrap();
+        assert_eq!(t.pattern(), "Block <*> stored as bytes in memory (estimated size <*>, free <*>)");
+        assert_eq!((t.count, t.first_seen, t.last_seen), (2, 1, 2));
+        assert!(t.example.starts_with("Block broadcast_1"));
+    }
+
+    #[test]
+    fn different_lengths_and_first_words_never_mix() {
+        let mut m = Miner::default();
+        assert_eq!(m.add("normal", 0), Match::New(1));
+        assert_eq!(m.add("warning", 0), Match::New(2));
+        assert_eq!(m.add("normal", 0), Match::Known(1));
+        assert_eq!(m.add("connection from 10.0.0.1 closed", 0), Match::New(3));
+        assert_eq!(m.add("connection from 10.0.0.2 closed by peer", 0), Match::New(4));
+        assert_eq!(m.add("", 0), Match::New(5));
+    }
+
+    #[test]
+    fn the_template_table_is_bounded() {
+        let mut m = Miner::new(MinerConfig { max_templates: 2, ..MinerConfig::default() });
+        m.add("alpha one", 0);
+        m.add("beta two", 0);
+        assert_eq!(m.add("gamma three", 0), Match::Known(OVERFLOW));
+        assert_eq!(m.templates().len(), 2);
+    }
+
+    #[test]
+    fn grouping_accuracy_counts_whole_groups() {
+        assert_eq!(grouping_accuracy(&[1, 1, 2, 3], &["a", "a", "b", "b"]), 0.5);
+        assert_eq!(grouping_accuracy(&[1, 1, 2], &["a", "a", "b"]), 1.0);
+    }
+}
