@@ -13,37 +13,61 @@
 //! Tokens without a digit are kept as they are: whether a word is a variable is decided later,
 //! by the miner, when two messages differ there.
 
+use std::hash::BuildHasher;
+
 /// The wildcard.
 pub const WILDCARD: &str = "<*>";
 
 /// Separators through which adjacent values join into one `<*>`.
-fn joins(c: char) -> bool {
-    matches!(c, '.' | ':' | '-' | '_' | '/')
+fn joins(b: u8) -> bool {
+    matches!(b, b'.' | b':' | b'-' | b'_' | b'/')
+}
+
+/// A byte of a word: ASCII letters and digits, and every byte of a non-ASCII character (so
+/// `Grüße` is one word; non-ASCII punctuation is rare enough to be treated the same).
+fn word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b >= 0x80
 }
 
 /// Units absorbed by a value before them.
 const UNITS: &[&str] =
     &["B", "KB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "ms", "us", "ns", "s", "sec", "secs", "bytes", "%"];
 
+/// What the miner needs to know of a token besides its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenInfo {
+    end: usize,
+    /// Hash of the text (keyed per miner): tokens are compared by it.
+    pub hash: u64,
+    /// Holds a `<*>`.
+    pub is_value: bool,
+    /// Letters and word punctuation only: two such tokens that differ make two templates.
+    pub is_word: bool,
+}
+
 /// The masked tokens of one message, in one reused buffer.
 #[derive(Debug, Default)]
 pub struct Tokens {
     text: String,
-    ends: Vec<usize>,
+    info: Vec<TokenInfo>,
 }
 
 impl Tokens {
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.info.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.info.is_empty()
     }
 
     pub fn get(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.text[start..self.ends[i]]
+        let start = if i == 0 { 0 } else { self.info[i - 1].end };
+        &self.text[start..self.info[i].end]
+    }
+
+    pub fn info(&self) -> &[TokenInfo] {
+        &self.info
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &str> {
@@ -54,87 +78,124 @@ impl Tokens {
         self.len().checked_sub(1).map(|i| self.get(i))
     }
 
-    /// Mask `message` into `self` (cleared first).
-    pub fn fill(&mut self, message: &str) {
+    /// Mask `message` into `self` (cleared first); `hasher` keys the token hashes.
+    pub fn fill(&mut self, message: &str, hasher: &impl BuildHasher) {
         self.text.clear();
-        self.ends.clear();
-        for raw in message.split_whitespace() {
+        self.info.clear();
+        for raw in message.split_ascii_whitespace() {
             let start = self.text.len();
-            mask_token(raw, &mut self.text);
+            let is_value = mask_token(raw, &mut self.text);
             let token = &self.text[start..];
-            let is_var = token.contains(WILDCARD);
             // A run of the same masked token is one token.
-            if is_var && self.last() == Some(token) {
+            if is_value && self.last() == Some(token) {
                 self.text.truncate(start);
                 continue;
             }
             // A unit (with trailing punctuation) after a value belongs to it.
             let bare = token.trim_end_matches([',', '.', ';', ')']);
-            if !is_var && UNITS.contains(&bare) && self.last().is_some_and(|t| t.ends_with(WILDCARD)) {
-                let tail = token[bare.len()..].to_owned();
-                self.text.truncate(start);
-                self.ends.pop();
-                self.text.push_str(&tail);
-                self.ends.push(self.text.len());
+            if !is_value
+                && bare.len() <= 5
+                && UNITS.contains(&bare)
+                && self.last().is_some_and(|t| t.ends_with(WILDCARD))
+            {
+                let tail_len = token.len() - bare.len();
+                let tail_start = self.text.len() - tail_len;
+                self.text.replace_range(start..tail_start, "");
+                self.info.pop();
+                self.push(start_of_last(&self.info), true, hasher);
                 continue;
             }
-            self.ends.push(self.text.len());
+            self.push(start, is_value, hasher);
         }
+    }
+
+    fn push(&mut self, start: usize, is_value: bool, hasher: &impl BuildHasher) {
+        let token = &self.text[start..];
+        self.info.push(TokenInfo {
+            end: self.text.len(),
+            hash: hasher.hash_one(token.as_bytes()),
+            is_value,
+            is_word: !is_value && is_word(token),
+        });
     }
 }
 
-/// Append `token` masked to `out`.
-fn mask_token(token: &str, out: &mut String) {
+fn start_of_last(info: &[TokenInfo]) -> usize {
+    info.last().map_or(0, |t| t.end)
+}
+
+/// Letters and the punctuation words carry (`bytes`, `End.`, `(null)`).
+pub fn is_word(token: &str) -> bool {
+    let b = token.as_bytes();
+    b.first().is_some_and(u8::is_ascii_alphabetic)
+        && b.iter().all(|c| {
+            c.is_ascii_alphabetic()
+                || matches!(c, b'\'' | b'.' | b',' | b':' | b';' | b'(' | b')' | b'[' | b']')
+        })
+}
+
+/// Append `token` masked to `out`; true if it holds a `<*>`.
+fn mask_token(token: &str, out: &mut String) -> bool {
+    let bytes = token.as_bytes();
+    // Most tokens are words: no digit, nothing to mask.
+    if !bytes.iter().any(u8::is_ascii_digit) {
+        out.push_str(token);
+        return false;
+    }
     let base = out.len();
-    // Whether the last thing written is a `<*>`, possibly followed by one joining separator.
+    let mut any_value = false;
+    // The last thing written is a `<*>`, possibly followed by one joining separator (at that
+    // offset in `out`).
     let mut after_value = false;
     let mut sep_after_value: Option<usize> = None;
-    let mut chars = token.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        if c.is_alphanumeric() {
-            let mut end = i + c.len_utf8();
-            let mut digit = c.is_ascii_digit();
-            while let Some(&(j, d)) = chars.peek() {
-                if !d.is_alphanumeric() {
-                    break;
-                }
-                digit |= d.is_ascii_digit();
-                end = j + d.len_utf8();
-                chars.next();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if !word_byte(b) {
+            // A run of punctuation (ASCII: every non-ASCII byte is a word byte), copied whole.
+            let start = i;
+            while i < bytes.len() && !word_byte(bytes[i]) {
+                i += 1;
             }
-            if !digit {
-                out.push_str(&token[i..end]);
-                after_value = false;
-                sep_after_value = None;
-                continue;
-            }
-            if let Some(at) = sep_after_value {
-                // `<*>.` + value: the separator and the value join the previous `<*>`.
-                out.truncate(at);
-            } else if !after_value {
-                // A sign right before a value, itself after a non-word character, is the value's.
-                let bytes = out.as_bytes();
-                let len = bytes.len();
-                if len > base
-                    && matches!(bytes[len - 1], b'-' | b'+')
-                    && (len - 1 == base || !(bytes[len - 2] as char).is_alphanumeric())
-                {
-                    out.truncate(len - 1);
-                }
-                out.push_str(WILDCARD);
-            }
-            after_value = true;
-            sep_after_value = None;
-        } else {
-            if after_value && sep_after_value.is_none() && joins(c) {
+            if after_value && i - start == 1 && joins(b) {
                 sep_after_value = Some(out.len());
             } else {
                 after_value = false;
                 sep_after_value = None;
             }
-            out.push(c);
+            out.push_str(&token[start..i]);
+            continue;
         }
+        let start = i;
+        let mut digit = false;
+        while i < bytes.len() && word_byte(bytes[i]) {
+            digit |= bytes[i].is_ascii_digit();
+            i += 1;
+        }
+        if !digit {
+            out.push_str(&token[start..i]);
+            after_value = false;
+            sep_after_value = None;
+            continue;
+        }
+        any_value = true;
+        if let Some(at) = sep_after_value {
+            // `<*>.` + value: the separator and the value join the previous `<*>`.
+            out.truncate(at);
+        } else if !after_value {
+            // A sign right before a value, itself after a non-word character, is the value's.
+            let o = out.as_bytes();
+            let len = o.len();
+            if len > base && matches!(o[len - 1], b'-' | b'+') && (len - 1 == base || !word_byte(o[len - 2]))
+            {
+                out.truncate(len - 1);
+            }
+            out.push_str(WILDCARD);
+        }
+        after_value = true;
+        sep_after_value = None;
     }
+    any_value
 }
 
 #[cfg(test)]
@@ -143,7 +204,7 @@ mod tests {
 
     fn masked(msg: &str) -> Vec<String> {
         let mut t = Tokens::default();
-        t.fill(msg);
+        t.fill(msg, &foldhash::fast::RandomState::default());
         t.iter().map(str::to_owned).collect()
     }
 

@@ -14,8 +14,11 @@
 pub mod mask;
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 
-pub use mask::{Tokens, WILDCARD};
+use foldhash::fast::RandomState;
+
+pub use mask::{TokenInfo, Tokens, WILDCARD};
 
 /// Tuning, the same for every source.
 #[derive(Debug, Clone)]
@@ -77,9 +80,18 @@ impl Match {
     }
 }
 
+/// A template position as compared: by the hash of its token.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    hash: u64,
+    wildcard: bool,
+    word: bool,
+}
+
 #[derive(Debug, Default)]
 struct Node {
-    children: HashMap<Box<str>, Node>,
+    /// Keyed by the hash of the token (`Miner::wildcard_hash` for the `<*>` branch).
+    children: HashMap<u64, Node, RandomState>,
     /// Indexes into `Miner::templates`, at the leaves.
     templates: Vec<usize>,
 }
@@ -87,8 +99,13 @@ struct Node {
 #[derive(Debug)]
 pub struct Miner {
     cfg: MinerConfig,
-    by_length: HashMap<usize, Node>,
+    by_length: HashMap<usize, Node, RandomState>,
     templates: Vec<Template>,
+    /// Each template's positions, compared as hashes (parallel to `templates`).
+    slots: Vec<Vec<Slot>>,
+    /// Keys the token hashes, per process, so that nobody can make two tokens collide.
+    hasher: RandomState,
+    wildcard_hash: u64,
     scratch: Tokens,
 }
 
@@ -98,19 +115,19 @@ impl Default for Miner {
     }
 }
 
-/// A token made only of letters and punctuation that words carry (`bytes`, `End.`, `(null)`):
-/// two such tokens that differ make two templates.
-fn is_word(token: &str) -> bool {
-    let mut chars = token.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| {
-            c.is_ascii_alphabetic() || matches!(c, '\'' | '.' | ',' | ':' | ';' | '(' | ')' | '[' | ']')
-        })
-}
-
 impl Miner {
     pub fn new(cfg: MinerConfig) -> Self {
-        Miner { cfg, by_length: HashMap::new(), templates: Vec::new(), scratch: Tokens::default() }
+        let hasher = RandomState::default();
+        let wildcard_hash = hasher.hash_one(WILDCARD.as_bytes());
+        Miner {
+            cfg,
+            by_length: HashMap::default(),
+            templates: Vec::new(),
+            slots: Vec::new(),
+            hasher,
+            wildcard_hash,
+            scratch: Tokens::default(),
+        }
     }
 
     pub fn templates(&self) -> &[Template] {
@@ -124,31 +141,27 @@ impl Miner {
     /// Match `message` (an event at `time_ns`) to a template, learning as it goes.
     pub fn add(&mut self, message: &str, time_ns: i64) -> Match {
         let mut tokens = std::mem::take(&mut self.scratch);
-        tokens.fill(message);
+        tokens.fill(message, &self.hasher);
         let m = self.add_tokens(&tokens, message, time_ns);
         self.scratch = tokens;
         m
     }
 
     fn add_tokens(&mut self, tokens: &Tokens, message: &str, time_ns: i64) -> Match {
-        let (depth, max_children) = (self.cfg.depth, self.cfg.max_children);
-        let mut node = self.by_length.entry(tokens.len()).or_default();
-        for token in tokens.iter().take(depth.saturating_sub(2)) {
-            let mut key = if token.contains(WILDCARD) { WILDCARD } else { token };
-            if !node.children.contains_key(key) && key != WILDCARD && node.children.len() >= max_children {
-                key = WILDCARD;
+        let (depth, max_children, wildcard) = (self.cfg.depth, self.cfg.max_children, self.wildcard_hash);
+        let info = tokens.info();
+        let mut node = self.by_length.entry(info.len()).or_default();
+        for t in info.iter().take(depth.saturating_sub(2)) {
+            let mut key = if t.is_value { wildcard } else { t.hash };
+            if key != wildcard && !node.children.contains_key(&key) && node.children.len() >= max_children {
+                key = wildcard;
             }
-            if !node.children.contains_key(key) {
-                node.children.insert(key.into(), Node::default());
-            }
-            // Looked up by &str so that a known token allocates nothing; present by now.
-            let Some(next) = node.children.get_mut(key) else { unreachable!("inserted above") };
-            node = next;
+            node = node.children.entry(key).or_default();
         }
 
         let mut best: Option<(usize, f64, usize)> = None;
         for &i in &node.templates {
-            if let Some((sim, params)) = similarity(&self.templates[i].tokens, tokens)
+            if let Some((sim, params)) = similarity(&self.slots[i], info)
                 && best.is_none_or(|(_, s, p)| sim > s || (sim == s && params > p))
             {
                 best = Some((i, sim, params));
@@ -158,9 +171,10 @@ impl Miner {
             && sim >= self.cfg.similarity
         {
             let t = &mut self.templates[i];
-            for (slot, token) in t.tokens.iter_mut().zip(tokens.iter()) {
-                if &**slot != token && &**slot != WILDCARD {
-                    *slot = WILDCARD.into();
+            for (pos, (slot, token)) in self.slots[i].iter_mut().zip(info).enumerate() {
+                if !slot.wildcard && slot.hash != token.hash {
+                    *slot = Slot { hash: wildcard, wildcard: true, word: false };
+                    t.tokens[pos] = WILDCARD.into();
                 }
             }
             t.count += 1;
@@ -173,6 +187,11 @@ impl Miner {
         }
         let id = self.templates.len() as TemplateId + 1;
         node.templates.push(self.templates.len());
+        self.slots.push(
+            info.iter()
+                .map(|t| Slot { hash: t.hash, wildcard: t.hash == wildcard, word: t.is_word })
+                .collect(),
+        );
         self.templates.push(Template {
             id,
             tokens: tokens.iter().map(Into::into).collect(),
@@ -187,15 +206,15 @@ impl Miner {
 
 /// Share of agreeing positions and the number of `<*>` in the template, or `None` when a
 /// plain word differs.
-fn similarity(template: &[Box<str>], tokens: &Tokens) -> Option<(f64, usize)> {
+fn similarity(template: &[Slot], tokens: &[TokenInfo]) -> Option<(f64, usize)> {
     let (mut agree, mut params) = (0usize, 0usize);
-    for (slot, token) in template.iter().zip(tokens.iter()) {
-        if &**slot == WILDCARD {
+    for (slot, token) in template.iter().zip(tokens) {
+        if slot.wildcard {
             params += 1;
             agree += 1;
-        } else if &**slot == token {
+        } else if slot.hash == token.hash {
             agree += 1;
-        } else if is_word(slot) && is_word(token) {
+        } else if slot.word && token.is_word {
             return None;
         }
     }
