@@ -253,15 +253,16 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     if let Some(t) = reload_task {
         let _ = t.await;
     }
-    // Every audit handle is gone with the listeners and the Flight service: the writer drains.
-    let drained = tokio::task::spawn_blocking(move || audit_writer.join());
-    if tokio::time::timeout_at(deadline, drained).await.is_err() {
-        tracing::warn!("the audit trail was not fully written before the shutdown deadline");
-    }
     admin_cancel.cancel();
     let _ = admin_task.await;
     admin_tasks.close();
     let _ = tokio::time::timeout_at(deadline, admin_tasks.wait()).await;
+    // Every audit handle is gone with the listeners, the Flight service and the admin
+    // endpoint: the writer drains and stops.
+    let drained = tokio::task::spawn_blocking(move || audit_writer.join());
+    if tokio::time::timeout_at(deadline, drained).await.is_err() {
+        tracing::warn!("the audit trail was not fully written before the shutdown deadline");
+    }
     tracing::info!("logwarden stopped");
     Ok(())
 }
