@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::access::Access;
 use crate::audit::Audit;
 use crate::config::{Config, ListenerCommon};
+use crate::detect::templates::Shared;
 use crate::ingest::connection::{self, StreamSettings};
 use crate::ingest::http::HttpIngest;
 use crate::ingest::listener::{Gate, accept_loop, bind};
@@ -46,6 +47,8 @@ pub enum AppError {
     Query(#[from] crate::query::QueryError),
     #[error("failed to start the audit trail in {dir}: {source}")]
     Audit { dir: String, source: std::io::Error },
+    #[error("failed to load the log templates: {0}")]
+    Templates(#[from] crate::detect::templates::TemplatesError),
 }
 
 /// Run the daemon until SIGTERM or SIGINT.
@@ -100,6 +103,13 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         Audit::start(&audit_dir, config.audit.retention_max_age, metrics.audit_dropped.clone())
             .map_err(|source| AppError::Audit { dir: audit_dir.display().to_string(), source })?;
     let access = Arc::new(Access::new(&config.access));
+    let templates = if config.detect.templates.enabled {
+        let shared = Shared::load(&config.templates_file())?;
+        tracing::info!(templates = shared.snapshot().len(), file = %config.templates_file().display(), "log template mining on");
+        Some(shared)
+    } else {
+        None
+    };
     let ingest_gate = Gate {
         tls: None,
         identity: Arc::new(config.identity.principal_from.clone()),
@@ -117,6 +127,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         let acceptor = listener_tls(&config, tls.as_ref(), &l.common(), &[])?;
         let lm = metrics.listener(&l.name);
         let settings = Arc::new(StreamSettings {
+            templates: templates.clone(),
             listener: l.name.clone(),
             max_frame_bytes: l.max_frame_bytes.as_u64() as usize,
             idle_timeout: l.idle_timeout,
@@ -143,6 +154,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         let acceptor = listener_tls(&config, tls.as_ref(), &l.common(), &[b"h2", b"http/1.1"])?;
         let lm = metrics.listener(&l.name);
         let ingest = Arc::new(HttpIngest {
+            templates: templates.clone(),
             listener: l.name.clone(),
             max_body_bytes: l.max_body_bytes.as_u64() as usize,
             appender: appender.clone(),
@@ -181,7 +193,16 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         )
         .await?;
         let gate = Gate { tls: None, access: None, ..ingest_gate.clone() };
-        let server = flight_server(&config, listener, &store, tls.as_ref(), &metrics, gate, access.clone())?;
+        let server = flight_server(
+            &config,
+            listener,
+            &store,
+            tls.as_ref(),
+            &metrics,
+            gate,
+            access.clone(),
+            templates.clone(),
+        )?;
         Some(tokio::spawn(server.run(cancel.clone(), connections.clone())))
     } else {
         None
@@ -221,6 +242,11 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let reload_task =
         tls.clone().map(|t| tokio::spawn(watch_trust(t, config.tls.trust_reload_interval, cancel.clone())));
 
+    // Stopped only after the pipeline has drained, so the last save has every stamped batch.
+    let save_cancel = CancellationToken::new();
+    let save_task = templates.clone().map(|t| tokio::spawn(save_templates(t, save_cancel.clone())));
+    drop(templates);
+
     write_listeners_file(&config, &bound)?;
     ready.set(true);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "logwarden is ready");
@@ -252,6 +278,10 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     }
     if let Some(t) = reload_task {
         let _ = t.await;
+    }
+    save_cancel.cancel();
+    if let Some(t) = save_task {
+        let _ = tokio::time::timeout_at(deadline, t).await;
     }
     admin_cancel.cancel();
     let _ = admin_task.await;
@@ -306,6 +336,28 @@ async fn watch_trust(tls: ServerTls, every: std::time::Duration, cancel: Cancell
     }
 }
 
+/// Save the mined templates every 10 s while they change, and once more when `cancel` fires
+/// (after the pipeline has drained, the caller awaits this task).
+async fn save_templates(shared: Arc<Shared>, cancel: CancellationToken) {
+    let save = |shared: Arc<Shared>| async move {
+        match tokio::task::spawn_blocking(move || shared.save()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "failed to save the log templates"),
+            Err(e) => tracing::error!(error = %e, "the template save task failed"),
+        }
+    };
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => save(shared.clone()).await,
+        }
+    }
+    save(shared).await;
+}
+
+#[allow(clippy::too_many_arguments)]
 fn flight_server(
     config: &Config,
     listener: TcpListener,
@@ -314,6 +366,7 @@ fn flight_server(
     metrics: &Metrics,
     gate: Gate,
     access: Arc<Access>,
+    templates: Option<Arc<Shared>>,
 ) -> Result<FlightServer, AppError> {
     let f = &config.flight;
     let (auth, token_file) = Authenticator::new(f, &config.flight_token_file())?;
@@ -323,7 +376,10 @@ fn flight_server(
     }
     let common = f.common();
     let service = FlightSql {
-        engine: QueryEngine::new(store.clone())?,
+        engine: match templates {
+            Some(t) => QueryEngine::new(store.clone())?.with_live_templates(t)?,
+            None => QueryEngine::new(store.clone())?,
+        },
         auth: auth.clone(),
         limits: QueryLimits {
             memory_bytes: f.limits.memory.as_u64() as usize,

@@ -133,6 +133,8 @@ impl EventBatchBuilder {
             constant(&self.origin.client_id),
             constant(&self.origin.listener),
             Arc::new(self.decode_error.finish()),
+            // Filled in by the template miner, when it runs (`detect::templates::Shared::stamp`).
+            arrow::array::new_null_array(&arrow::datatypes::DataType::UInt32, n),
         ];
         self.rows = 0;
         self.bytes = 0;

@@ -7,12 +7,16 @@ pub use builder::{EventBatchBuilder, Origin};
 
 use std::sync::{Arc, LazyLock};
 
+use arrow::array::{RecordBatch, new_null_array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
 
 /// Column names, in schema order. Tests and SQL refer to them by these names.
 pub mod col {
     pub const TIMESTAMP: &str = "timestamp";
     pub const RECEIVED_AT: &str = "received_at";
+    pub const MESSAGE: &str = "message";
+    pub const TEMPLATE_ID: &str = "template_id";
 }
 
 fn ts() -> DataType {
@@ -34,13 +38,16 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("app", dict(), true),
         Field::new("procid", DataType::Utf8, true),
         Field::new("msgid", dict(), true),
-        Field::new("message", DataType::Utf8, false),
+        Field::new(col::MESSAGE, DataType::Utf8, false),
         Field::new("structured_data", DataType::Utf8, true),
         Field::new("fields", DataType::Utf8, true),
         Field::new("peer", dict(), false),
         Field::new("client_id", dict(), false),
         Field::new("listener", dict(), false),
         Field::new("decode_error", dict(), true),
+        // The message's template (the `templates` table); null where mining was off, or for
+        // data written before the column existed.
+        Field::new(col::TEMPLATE_ID, DataType::UInt32, true),
     ]))
 });
 
@@ -51,3 +58,26 @@ pub fn schema() -> SchemaRef {
 
 /// Index of the `timestamp` column.
 pub const TIMESTAMP_INDEX: usize = 0;
+/// Index of the `message` column.
+pub const MESSAGE_INDEX: usize = 8;
+/// Index of the `template_id` column.
+pub const TEMPLATE_ID_INDEX: usize = 15;
+
+/// A batch in the current schema, from one written by an earlier version (WAL replay): columns
+/// it lacks (all nullable) are filled with nulls; a batch already in the schema is returned as is.
+pub fn conform(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let schema = schema();
+    if batch.schema() == schema {
+        return Ok(batch);
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) => Ok(c.clone()),
+            None if f.is_nullable() => Ok(new_null_array(f.data_type(), batch.num_rows())),
+            None => Err(ArrowError::SchemaError(format!("a stored batch has no {} column", f.name()))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema, columns)
+}

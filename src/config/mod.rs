@@ -46,6 +46,7 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub access: AccessConfig,
     pub audit: AuditConfig,
+    pub detect: DetectConfig,
 }
 
 impl Default for Config {
@@ -64,6 +65,7 @@ impl Default for Config {
             identity: IdentityConfig::default(),
             access: AccessConfig::default(),
             audit: AuditConfig::default(),
+            detect: DetectConfig::default(),
         }
     }
 }
@@ -400,6 +402,26 @@ impl AdminConfig {
     }
 }
 
+/// Built-in detection over the arriving events.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectConfig {
+    pub templates: TemplatesConfig,
+}
+
+/// Log template mining: every event's `template_id`, and the `templates` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemplatesConfig {
+    pub enabled: bool,
+}
+
+impl Default for TemplatesConfig {
+    fn default() -> Self {
+        TemplatesConfig { enabled: true }
+    }
+}
+
 /// The audit trail's files (`data_dir/audit/audit-DATE.jsonl`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -486,6 +508,10 @@ impl Config {
     /// Audit files (`audit-YYYY-MM-DD.jsonl`), the `audit` table.
     pub fn audit_dir(&self) -> PathBuf {
         self.data_dir.join("audit")
+    }
+    /// The mined templates, kept across restarts.
+    pub fn templates_file(&self) -> PathBuf {
+        self.data_dir.join("templates.json")
     }
     /// Where the daemon writes the addresses it actually bound (useful with port 0).
     pub fn listeners_file(&self) -> PathBuf {

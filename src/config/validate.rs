@@ -171,7 +171,7 @@ fn check_crl(out: &mut Vec<Problem>, key: &str, path: &Path) {
 }
 
 /// Tables `[access] query` rules may name.
-const TABLES: [&str; 3] = ["logs", "audit", "*"];
+const TABLES: [&str; 4] = ["logs", "audit", "templates", "*"];
 
 impl Config {
     /// `client_auth` needs TLS and a CA bundle; the files must be usable.

@@ -5,6 +5,7 @@
 //! on shippers. Bad frames are counted and logged with the peer (the first few per connection,
 //! then a summary at close) and never end the connection by themselves.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,6 +15,7 @@ use super::decode::decode;
 use super::framing::{Framer, Reject};
 use super::listener::{Io, Peer};
 use crate::batch::{EventBatchBuilder, Origin};
+use crate::detect::templates::{Shared, stamp};
 use crate::metrics::{FormatCounts, ListenerMetrics};
 use crate::store::Appender;
 
@@ -33,6 +35,8 @@ pub struct StreamSettings {
     pub listener: String,
     pub max_frame_bytes: usize,
     pub idle_timeout: Duration,
+    /// The template miner that stamps `template_id` (None: `[detect.templates]` is off).
+    pub templates: Option<Arc<Shared>>,
 }
 
 pub async fn serve(
@@ -124,7 +128,7 @@ pub async fn serve(
         }
         metrics.record(&counts);
         if !builder.is_empty() {
-            match builder.finish() {
+            match builder.finish().and_then(|b| stamp(b, settings.templates.as_deref())) {
                 Ok(batch) => {
                     if appender.append(batch).await.is_err() {
                         break "storage stopped";

@@ -30,6 +30,8 @@ pub struct HttpIngest {
     pub appender: Appender,
     pub listener_metrics: ListenerMetrics,
     pub metrics: Metrics,
+    /// The template miner that stamps `template_id` (None: `[detect.templates]` is off).
+    pub templates: Option<std::sync::Arc<crate::detect::templates::Shared>>,
 }
 
 type Body = Full<Bytes>;
@@ -121,7 +123,10 @@ impl HttpIngest {
         if rows == 0 {
             return json_response(StatusCode::OK, json!({ "accepted": 0 }));
         }
-        let batch = match builder.finish() {
+        let batch = match builder
+            .finish()
+            .and_then(|b| crate::detect::templates::stamp(b, self.templates.as_deref()))
+        {
             Ok(b) => b,
             Err(e) => {
                 return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("failed to build a batch: {e}"));

@@ -25,6 +25,7 @@ use futures::StreamExt;
 
 use crate::access::QueryGrant;
 use crate::audit::AuditTable;
+use crate::detect::templates::{self, table::TemplatesTable};
 use crate::store::{LogsTable, Store};
 
 mod group_by;
@@ -81,8 +82,21 @@ impl QueryEngine {
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_table("audit", Arc::new(AuditTable::new(store.data_dir().join("audit"))))?;
+        let saved =
+            TemplatesTable::new(templates::table::Source::File(store.data_dir().join("templates.json")));
+        ctx.register_table("templates", Arc::new(saved))?;
         ctx.register_table("logs", Arc::new(LogsTable::new(store)))?;
         Ok(QueryEngine { ctx })
+    }
+
+    /// Read `templates` from the daemon's live miner rather than the saved file.
+    pub fn with_live_templates(self, shared: Arc<templates::Shared>) -> Result<Self, QueryError> {
+        self.ctx.deregister_table("templates")?;
+        self.ctx.register_table(
+            "templates",
+            Arc::new(TemplatesTable::new(templates::table::Source::Live(shared))),
+        )?;
+        Ok(self)
     }
 
     pub fn context(&self) -> &SessionContext {

@@ -167,8 +167,10 @@ pub fn read(path: &Path) -> Result<Recovered, WalError> {
         if crc32c::crc32c(&payload) != crc {
             break;
         }
+        // Batches from an earlier schema gain its later (nullable) columns as nulls.
         let decoded: Result<Vec<RecordBatch>, ArrowError> =
-            StreamReader::try_new(io::Cursor::new(&payload), None).and_then(|rd| rd.collect());
+            StreamReader::try_new(io::Cursor::new(&payload), None)
+                .and_then(|rd| rd.map(|b| b.and_then(crate::batch::conform)).collect());
         match decoded {
             Ok(b) => batches.extend(b),
             // A checksummed record that does not decode was written by a different version:

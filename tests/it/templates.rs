@@ -44,3 +44,56 @@ fn a_file_is_mined_into_line_ids_and_a_template_list() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot open /nonexistent/x.log"));
 }
+
+/// The daemon mines what arrives: every event in `logs` carries its `template_id`, the
+/// `templates` table lists the patterns (live over Flight SQL, saved for `logwarden query`),
+/// and ids stay the same after a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn events_carry_template_ids_that_survive_a_restart() {
+    use arrow::util::pretty::pretty_format_batches;
+    use logwarden::serve::flight::client;
+    use tokio::io::AsyncWriteExt;
+
+    use crate::client::{connect_tls, octet};
+    use crate::daemon::{Daemon, wait_until};
+
+    let mut d = Daemon::start();
+    let mut s = connect_tls(d.addr("syslog"), &d.ca_file()).await;
+    for i in 0..30 {
+        let line = format!(
+            "<38>1 - db-1 sshd - - - Failed password for root from 203.0.113.{i} port {} ssh2",
+            40000 + i
+        );
+        s.write_all(&octet(&line)).await.unwrap();
+        s.write_all(&octet(&format!("<30>1 - db-1 kernel - - - disk sda{i} is {}% full", 90 + i % 10)))
+            .await
+            .unwrap();
+    }
+    s.shutdown().await.unwrap();
+    wait_until(std::time::Duration::from_secs(30), "60 events", || d.count("") == 60);
+    d.wait_published();
+
+    let token = std::fs::read_to_string(d.data_dir().join("flight.token")).unwrap();
+    let url = format!("https://localhost:{}", d.addr("flight").port());
+    let mut c = client::connect(&url, Some(&d.ca_file()), Some(token.trim())).await.unwrap();
+    let sql = "SELECT t.id, t.pattern, t.count, count(*) AS n FROM logs l JOIN templates t ON l.template_id = t.id \
+               GROUP BY t.id, t.pattern, t.count ORDER BY t.id";
+    let live = pretty_format_batches(&client::query(&mut c, sql).await.unwrap()).unwrap().to_string();
+    assert!(live.contains("| 1  | Failed password for root from <*> port <*> | 30    | 30 |"), "{live}");
+    assert!(live.contains("| 2  | disk <*> is <*>% full                      | 30    | 30 |"), "{live}");
+
+    // After a restart the saved templates keep their ids: new events join them.
+    drop(c);
+    assert!(d.terminate(std::time::Duration::from_secs(20)).success());
+    d.spawn();
+    let mut s = connect_tls(d.addr("syslog"), &d.ca_file()).await;
+    s.write_all(&octet("<30>1 - db-2 kernel - - - disk sdb1 is 99% full")).await.unwrap();
+    s.shutdown().await.unwrap();
+    wait_until(std::time::Duration::from_secs(30), "the event after the restart", || {
+        d.count("host = 'db-2' AND template_id = 2") == 1
+    });
+    // `logwarden query` reads the saved file (written every 10 s and at shutdown).
+    let saved = d.query("SELECT id, pattern FROM templates ORDER BY id");
+    assert_eq!(saved.len(), 2, "{saved:?}");
+    assert_eq!(saved[1]["pattern"], "disk <*> is <*>% full");
+}

@@ -120,6 +120,17 @@ impl Tokens {
     }
 }
 
+/// A stored template token described as [`Tokens::fill`] would have (for restoring a miner).
+pub fn describe(token: &str, hasher: &impl BuildHasher) -> TokenInfo {
+    let is_value = token.contains(WILDCARD);
+    TokenInfo {
+        end: 0,
+        hash: hasher.hash_one(token.as_bytes()),
+        is_value,
+        is_word: !is_value && is_word(token),
+    }
+}
+
 fn start_of_last(info: &[TokenInfo]) -> usize {
     info.last().map_or(0, |t| t.end)
 }

@@ -12,6 +12,8 @@
 //! and the id given to a message is final.
 
 pub mod mask;
+pub mod shared;
+pub mod table;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -19,6 +21,18 @@ use std::hash::BuildHasher;
 use foldhash::fast::RandomState;
 
 pub use mask::{TokenInfo, Tokens, WILDCARD};
+pub use shared::{Shared, TemplatesError};
+
+/// `batch` with `template_id` filled in by `templates`, or as it is without a miner.
+pub fn stamp(
+    batch: arrow::array::RecordBatch,
+    templates: Option<&Shared>,
+) -> Result<arrow::array::RecordBatch, arrow::error::ArrowError> {
+    match templates {
+        Some(t) => t.stamp(batch),
+        None => Ok(batch),
+    }
+}
 
 /// Tuning, the same for every source.
 #[derive(Debug, Clone)]
@@ -44,7 +58,7 @@ pub type TemplateId = u32;
 pub const OVERFLOW: TemplateId = 0;
 
 /// One template and what has been seen of it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Template {
     pub id: TemplateId,
     pub tokens: Vec<Box<str>>,
@@ -130,6 +144,29 @@ impl Miner {
         }
     }
 
+    /// A miner that knows `templates` (as saved from an earlier one) under the same ids.
+    pub fn restore(cfg: MinerConfig, mut templates: Vec<Template>) -> Self {
+        let mut m = Miner::new(cfg);
+        templates.sort_by_key(|t| t.id);
+        for t in templates {
+            // Ids are 1..=n in order; anything else was not written by this miner.
+            if t.id as usize != m.templates.len() + 1 || m.templates.len() >= m.cfg.max_templates {
+                continue;
+            }
+            let info: Vec<TokenInfo> = t.tokens.iter().map(|tok| mask::describe(tok, &m.hasher)).collect();
+            let wildcard = m.wildcard_hash;
+            let node = leaf(&mut m.by_length, &m.cfg, wildcard, &info);
+            node.templates.push(m.templates.len());
+            m.slots.push(
+                info.iter()
+                    .map(|i| Slot { hash: i.hash, wildcard: i.hash == wildcard, word: i.is_word })
+                    .collect(),
+            );
+            m.templates.push(t);
+        }
+        m
+    }
+
     pub fn templates(&self) -> &[Template] {
         &self.templates
     }
@@ -148,16 +185,9 @@ impl Miner {
     }
 
     fn add_tokens(&mut self, tokens: &Tokens, message: &str, time_ns: i64) -> Match {
-        let (depth, max_children, wildcard) = (self.cfg.depth, self.cfg.max_children, self.wildcard_hash);
+        let wildcard = self.wildcard_hash;
         let info = tokens.info();
-        let mut node = self.by_length.entry(info.len()).or_default();
-        for t in info.iter().take(depth.saturating_sub(2)) {
-            let mut key = if t.is_value { wildcard } else { t.hash };
-            if key != wildcard && !node.children.contains_key(&key) && node.children.len() >= max_children {
-                key = wildcard;
-            }
-            node = node.children.entry(key).or_default();
-        }
+        let node = leaf(&mut self.by_length, &self.cfg, wildcard, info);
 
         let mut best: Option<(usize, f64, usize)> = None;
         for &i in &node.templates {
@@ -202,6 +232,25 @@ impl Miner {
         });
         Match::New(id)
     }
+}
+
+/// The leaf for a message of these tokens: by token count, then by the leading tokens (a value
+/// goes down the `<*>` branch, as does any new token once a node is full).
+fn leaf<'a>(
+    by_length: &'a mut HashMap<usize, Node, RandomState>,
+    cfg: &MinerConfig,
+    wildcard: u64,
+    info: &[TokenInfo],
+) -> &'a mut Node {
+    let mut node = by_length.entry(info.len()).or_default();
+    for t in info.iter().take(cfg.depth.saturating_sub(2)) {
+        let mut key = if t.is_value { wildcard } else { t.hash };
+        if key != wildcard && !node.children.contains_key(&key) && node.children.len() >= cfg.max_children {
+            key = wildcard;
+        }
+        node = node.children.entry(key).or_default();
+    }
+    node
 }
 
 /// Share of agreeing positions and the number of `<*>` in the template, or `None` when a

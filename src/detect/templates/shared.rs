@@ -1,0 +1,175 @@
+//! The daemon's one miner, shared by every connection: it stamps each sealed batch with its
+//! rows' `template_id`, and keeps its templates in `data_dir/templates.json` so that ids stay
+//! the same across restarts.
+//!
+//! A connection takes the lock once per batch (one read's worth of events), not per event.
+//! The file is replaced atomically (write, fsync, rename) by [`Shared::save`], which the daemon
+//! calls periodically and at shutdown; templates learned after the last save are learned again
+//! after a crash, possibly under new ids.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arrow::array::{AsArray, RecordBatch, UInt32Builder};
+use arrow::datatypes::TimestampNanosecondType;
+use arrow::error::ArrowError;
+use serde::{Deserialize, Serialize};
+
+use super::{Miner, MinerConfig, OVERFLOW, Template};
+use crate::batch::{MESSAGE_INDEX, TEMPLATE_ID_INDEX, TIMESTAMP_INDEX};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplatesError {
+    #[error("failed to {op} {path}: {source}")]
+    Io { op: &'static str, path: String, source: std::io::Error },
+    #[error("{path} is not a template file this version can read: {source}")]
+    Format { path: String, source: serde_json::Error },
+}
+
+#[derive(Serialize, Deserialize)]
+struct File {
+    version: u32,
+    templates: Vec<Template>,
+}
+
+const VERSION: u32 = 1;
+
+pub struct Shared {
+    miner: Mutex<Miner>,
+    path: PathBuf,
+    /// Bumped by every batch stamped; `save` writes only when it moved.
+    changes: AtomicU64,
+    saved: AtomicU64,
+}
+
+impl Shared {
+    /// The miner with the templates saved in `path`, or an empty one if there is no file.
+    pub fn load(path: &Path) -> Result<Arc<Shared>, TemplatesError> {
+        let templates = match std::fs::read(path) {
+            Ok(bytes) => {
+                let f: File = serde_json::from_slice(&bytes)
+                    .map_err(|source| TemplatesError::Format { path: path.display().to_string(), source })?;
+                f.templates
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => {
+                return Err(TemplatesError::Io { op: "read", path: path.display().to_string(), source });
+            }
+        };
+        Ok(Arc::new(Shared {
+            miner: Mutex::new(Miner::restore(MinerConfig::default(), templates)),
+            path: path.to_path_buf(),
+            changes: AtomicU64::new(0),
+            saved: AtomicU64::new(0),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Miner> {
+        // A panic while mining leaves the miner usable: at worst one template is half-updated.
+        self.miner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `batch` (in the `logs` schema) with its `template_id` column filled in.
+    pub fn stamp(&self, batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+        let messages = batch.column(MESSAGE_INDEX).as_string::<i32>();
+        let times = batch.column(TIMESTAMP_INDEX).as_primitive::<TimestampNanosecondType>();
+        let mut ids = UInt32Builder::with_capacity(batch.num_rows());
+        {
+            let mut miner = self.lock();
+            for i in 0..batch.num_rows() {
+                match miner.add(messages.value(i), times.value(i)).id() {
+                    OVERFLOW => ids.append_null(),
+                    id => ids.append_value(id),
+                }
+            }
+        }
+        self.changes.fetch_add(1, Ordering::Relaxed);
+        let mut columns = batch.columns().to_vec();
+        columns[TEMPLATE_ID_INDEX] = Arc::new(ids.finish());
+        RecordBatch::try_new(batch.schema(), columns)
+    }
+
+    /// A copy of the templates, in id order.
+    pub fn snapshot(&self) -> Vec<Template> {
+        self.lock().templates().to_vec()
+    }
+
+    /// Write the templates if anything was stamped since the last save.
+    pub fn save(&self) -> Result<(), TemplatesError> {
+        let changes = self.changes.load(Ordering::Relaxed);
+        if changes == self.saved.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let body = serde_json::to_vec(&File { version: VERSION, templates: self.snapshot() })
+            .map_err(|source| TemplatesError::Format { path: self.path.display().to_string(), source })?;
+        let tmp = self.path.with_extension("json.tmp");
+        let io = |op: &'static str, path: &Path| {
+            let path = path.display().to_string();
+            move |source| TemplatesError::Io { op, path, source }
+        };
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
+            f.write_all(&body).map_err(io("write", &tmp))?;
+            f.sync_all().map_err(io("fsync", &tmp))?;
+        }
+        std::fs::rename(&tmp, &self.path).map_err(io("rename", &self.path))?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync", dir))?;
+        }
+        self.saved.store(changes, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{EventBatchBuilder, Origin};
+    use crate::ingest::event::Event;
+    use arrow::array::Array;
+    use std::borrow::Cow;
+
+    fn batch(messages: &[&str]) -> RecordBatch {
+        let mut b =
+            EventBatchBuilder::new(Origin { listener: "l".into(), peer: "p".into(), client_id: "".into() });
+        for (i, m) in messages.iter().enumerate() {
+            let mut ev = Event::raw(Cow::Borrowed(*m), "");
+            ev.decode_error = None;
+            b.append(&ev, i as i64);
+        }
+        b.finish().unwrap()
+    }
+
+    fn ids(b: &RecordBatch) -> Vec<Option<u32>> {
+        let c = b.column(TEMPLATE_ID_INDEX).as_primitive::<arrow::datatypes::UInt32Type>();
+        (0..c.len()).map(|i| c.is_valid(i).then(|| c.value(i))).collect()
+    }
+
+    #[test]
+    fn batches_are_stamped_and_ids_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("templates.json");
+        let shared = Shared::load(&path).unwrap();
+        let b = shared.stamp(batch(&["disk sda1 full", "user root logged in", "disk sdb2 full"])).unwrap();
+        assert_eq!(ids(&b), [Some(1), Some(2), Some(1)]);
+        shared.save().unwrap();
+
+        let again = Shared::load(&path).unwrap();
+        let b = again.stamp(batch(&["user root logged in", "disk sdc3 full", "a new statement"])).unwrap();
+        assert_eq!(ids(&b), [Some(2), Some(1), Some(3)]);
+        let t = again.snapshot();
+        assert_eq!(t[0].pattern(), "disk <*> full");
+        assert_eq!(t[0].count, 3);
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("templates.json");
+        std::fs::write(&path, "{not json").unwrap();
+        let e = Shared::load(&path).err().unwrap().to_string();
+        assert!(e.contains("templates.json is not a template file"), "{e}");
+    }
+}
