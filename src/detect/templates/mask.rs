@@ -36,6 +36,7 @@ const UNITS: &[&str] =
 /// What the miner needs to know of a token besides its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenInfo {
+    start: usize,
     end: usize,
     /// Hash of the text (keyed per miner): tokens are compared by it.
     pub hash: u64,
@@ -45,11 +46,14 @@ pub struct TokenInfo {
     pub is_word: bool,
 }
 
-/// The masked tokens of one message, in one reused buffer.
+/// The masked tokens of one or more messages, in one reused buffer: a batch is masked
+/// before the miner's lock is taken, so that the costly part runs on every core at once.
 #[derive(Debug, Default)]
 pub struct Tokens {
     text: String,
     info: Vec<TokenInfo>,
+    /// Index of the first token of the message being appended.
+    first: usize,
 }
 
 impl Tokens {
@@ -62,8 +66,7 @@ impl Tokens {
     }
 
     pub fn get(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.info[i - 1].end };
-        &self.text[start..self.info[i].end]
+        &self.text[self.info[i].start..self.info[i].end]
     }
 
     pub fn info(&self) -> &[TokenInfo] {
@@ -74,14 +77,26 @@ impl Tokens {
         (0..self.len()).map(|i| self.get(i))
     }
 
+    /// The last token of the message being appended.
     fn last(&self) -> Option<&str> {
-        self.len().checked_sub(1).map(|i| self.get(i))
+        (self.info.len() > self.first).then(|| self.get(self.info.len() - 1))
     }
 
-    /// Mask `message` into `self` (cleared first); `hasher` keys the token hashes.
-    pub fn fill(&mut self, message: &str, hasher: &impl BuildHasher) {
+    pub fn clear(&mut self) {
         self.text.clear();
         self.info.clear();
+        self.first = 0;
+    }
+
+    /// Mask `message` into `self` alone; `hasher` keys the token hashes.
+    pub fn fill(&mut self, message: &str, hasher: &impl BuildHasher) {
+        self.clear();
+        self.append(message, hasher);
+    }
+
+    /// Mask `message` after what `self` holds; returns the indexes of its tokens.
+    pub fn append(&mut self, message: &str, hasher: &impl BuildHasher) -> std::ops::Range<usize> {
+        self.first = self.info.len();
         for raw in message.split_ascii_whitespace() {
             let start = self.text.len();
             let is_value = mask_token(raw, &mut self.text);
@@ -98,20 +113,22 @@ impl Tokens {
                 && UNITS.contains(&bare)
                 && self.last().is_some_and(|t| t.ends_with(WILDCARD))
             {
-                let tail_len = token.len() - bare.len();
-                let tail_start = self.text.len() - tail_len;
+                let tail_start = self.text.len() - (token.len() - bare.len());
                 self.text.replace_range(start..tail_start, "");
-                self.info.pop();
-                self.push(start_of_last(&self.info), true, hasher);
+                if let Some(prev) = self.info.pop() {
+                    self.push(prev.start, true, hasher);
+                }
                 continue;
             }
             self.push(start, is_value, hasher);
         }
+        self.first..self.info.len()
     }
 
     fn push(&mut self, start: usize, is_value: bool, hasher: &impl BuildHasher) {
         let token = &self.text[start..];
         self.info.push(TokenInfo {
+            start,
             end: self.text.len(),
             hash: hasher.hash_one(token.as_bytes()),
             is_value,
@@ -124,15 +141,12 @@ impl Tokens {
 pub fn describe(token: &str, hasher: &impl BuildHasher) -> TokenInfo {
     let is_value = token.contains(WILDCARD);
     TokenInfo {
+        start: 0,
         end: 0,
         hash: hasher.hash_one(token.as_bytes()),
         is_value,
         is_word: !is_value && is_word(token),
     }
-}
-
-fn start_of_last(info: &[TokenInfo]) -> usize {
-    info.last().map_or(0, |t| t.end)
 }
 
 /// Letters and the punctuation words carry (`bytes`, `End.`, `(null)`).
@@ -248,6 +262,19 @@ mod tests {
         );
         assert_eq!(masked("in 12 ms"), ["in", "<*>"]);
         assert_eq!(masked("B is a letter"), ["B", "is", "a", "letter"]);
+    }
+
+    #[test]
+    fn messages_appended_together_keep_their_own_tokens() {
+        let h = foldhash::fast::RandomState::default();
+        let mut t = Tokens::default();
+        let a = t.append("took 5", &h);
+        let b = t.append("7 KB left", &h);
+        let c = t.append("", &h);
+        let text = |r: std::ops::Range<usize>| r.map(|i| t.get(i).to_owned()).collect::<Vec<_>>();
+        assert_eq!(text(a), ["took", "<*>"]);
+        assert_eq!(text(b), ["<*>", "left"], "no collapse or unit across messages");
+        assert!(c.is_empty());
     }
 
     #[test]

@@ -179,14 +179,26 @@ impl Miner {
     pub fn add(&mut self, message: &str, time_ns: i64) -> Match {
         let mut tokens = std::mem::take(&mut self.scratch);
         tokens.fill(message, &self.hasher);
-        let m = self.add_tokens(&tokens, message, time_ns);
+        let m = self.add_masked(&tokens, 0..tokens.len(), message, time_ns);
         self.scratch = tokens;
         m
     }
 
-    fn add_tokens(&mut self, tokens: &Tokens, message: &str, time_ns: i64) -> Match {
+    /// The hasher that [`Tokens`] given to [`Miner::add_masked`] must be filled with.
+    pub fn hasher(&self) -> &RandomState {
+        &self.hasher
+    }
+
+    /// [`Miner::add`] for a message already masked: its tokens are `tokens[range]`.
+    pub fn add_masked(
+        &mut self,
+        tokens: &Tokens,
+        range: std::ops::Range<usize>,
+        message: &str,
+        time_ns: i64,
+    ) -> Match {
         let wildcard = self.wildcard_hash;
-        let info = tokens.info();
+        let info = &tokens.info()[range.clone()];
         let node = leaf(&mut self.by_length, &self.cfg, wildcard, info);
 
         let mut best: Option<(usize, f64, usize)> = None;
@@ -224,7 +236,7 @@ impl Miner {
         );
         self.templates.push(Template {
             id,
-            tokens: tokens.iter().map(Into::into).collect(),
+            tokens: range.map(|i| tokens.get(i).into()).collect(),
             count: 1,
             first_seen: time_ns,
             last_seen: time_ns,

@@ -16,7 +16,7 @@ use arrow::datatypes::TimestampNanosecondType;
 use arrow::error::ArrowError;
 use serde::{Deserialize, Serialize};
 
-use super::{Miner, MinerConfig, OVERFLOW, Template};
+use super::{Miner, MinerConfig, OVERFLOW, Template, Tokens};
 use crate::batch::{MESSAGE_INDEX, TEMPLATE_ID_INDEX, TIMESTAMP_INDEX};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,8 @@ const VERSION: u32 = 1;
 
 pub struct Shared {
     miner: Mutex<Miner>,
+    /// The miner's token hasher, for masking outside the lock.
+    hasher: foldhash::fast::RandomState,
     path: PathBuf,
     /// Bumped by every batch stamped; `save` writes only when it moved.
     changes: AtomicU64,
@@ -57,8 +59,10 @@ impl Shared {
                 return Err(TemplatesError::Io { op: "read", path: path.display().to_string(), source });
             }
         };
+        let miner = Miner::restore(MinerConfig::default(), templates);
         Ok(Arc::new(Shared {
-            miner: Mutex::new(Miner::restore(MinerConfig::default(), templates)),
+            hasher: miner.hasher().clone(),
+            miner: Mutex::new(miner),
             path: path.to_path_buf(),
             changes: AtomicU64::new(0),
             saved: AtomicU64::new(0),
@@ -75,10 +79,14 @@ impl Shared {
         let messages = batch.column(MESSAGE_INDEX).as_string::<i32>();
         let times = batch.column(TIMESTAMP_INDEX).as_primitive::<TimestampNanosecondType>();
         let mut ids = UInt32Builder::with_capacity(batch.num_rows());
+        // Masking, most of the work, runs outside the lock (on every connection's core).
+        let mut tokens = Tokens::default();
+        let ranges: Vec<_> =
+            (0..batch.num_rows()).map(|i| tokens.append(messages.value(i), &self.hasher)).collect();
         {
             let mut miner = self.lock();
-            for i in 0..batch.num_rows() {
-                match miner.add(messages.value(i), times.value(i)).id() {
+            for (i, range) in ranges.into_iter().enumerate() {
+                match miner.add_masked(&tokens, range, messages.value(i), times.value(i)).id() {
                     OVERFLOW => ids.append_null(),
                     id => ids.append_value(id),
                 }
