@@ -82,6 +82,11 @@ impl Tokens {
         (self.info.len() > self.first).then(|| self.get(self.info.len() - 1))
     }
 
+    /// Room for `bytes` of message text in `tokens` tokens without reallocating.
+    pub fn with_capacity(bytes: usize, tokens: usize) -> Self {
+        Tokens { text: String::with_capacity(bytes), info: Vec::with_capacity(tokens), first: 0 }
+    }
+
     pub fn clear(&mut self) {
         self.text.clear();
         self.info.clear();

@@ -80,7 +80,10 @@ impl Shared {
         let times = batch.column(TIMESTAMP_INDEX).as_primitive::<TimestampNanosecondType>();
         let mut ids = UInt32Builder::with_capacity(batch.num_rows());
         // Masking, most of the work, runs outside the lock (on every connection's core).
-        let mut tokens = Tokens::default();
+        // Masked text is never longer than the message (a value shrinks to `<*>`, unless it
+        // is one or two bytes); a little slack covers those.
+        let bytes = messages.value_data().len();
+        let mut tokens = Tokens::with_capacity(bytes + bytes / 4, batch.num_rows() * 16);
         let ranges: Vec<_> =
             (0..batch.num_rows()).map(|i| tokens.append(messages.value(i), &self.hasher)).collect();
         {
