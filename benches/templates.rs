@@ -90,5 +90,28 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// Messages shaped like the load generator's (web, sshd, database, job queue), for the
+/// per-event cost of mining on the ingest path.
+const SYSLOG_LIKE: &[&str] = &[
+    "GET /api/v2/orders/88412 200 5120 rt=0.142 client=10.3.17.9 ua=curl/8.5 tls=1.3",
+    "Accepted publickey for deploy from 192.168.12.7 port 50022 ssh2: ED25519 SHA256:7f3a9c01",
+    "duration: 12.345 ms  statement: SELECT * FROM orders WHERE id = 4412 AND tenant = 17",
+    "job 0a1b2c3d finished state=ok items=1200 retries=0 queue=q7 region=eu-west-1",
+];
+
+fn bench_syslog_like(c: &mut Criterion) {
+    let mut miner = Miner::default();
+    let mut group = c.benchmark_group("templates");
+    group.throughput(Throughput::Elements(SYSLOG_LIKE.len() as u64));
+    group.bench_function("syslog_like/steady", |b| {
+        b.iter(|| {
+            for l in SYSLOG_LIKE {
+                black_box(miner.add(black_box(l), 0));
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_syslog_like);
 criterion_main!(benches);

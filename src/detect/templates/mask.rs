@@ -29,10 +29,6 @@ fn word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b >= 0x80
 }
 
-/// Units absorbed by a value before them.
-const UNITS: &[&str] =
-    &["B", "KB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "ms", "us", "ns", "s", "sec", "secs", "bytes", "%"];
-
 /// What the miner needs to know of a token besides its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenInfo {
@@ -100,46 +96,109 @@ impl Tokens {
     }
 
     /// Mask `message` after what `self` holds; returns the indexes of its tokens.
+    ///
+    /// One pass over the bytes finds each token and classifies it; only tokens holding a
+    /// digit are masked, the rest are copied as they are.
     pub fn append(&mut self, message: &str, hasher: &impl BuildHasher) -> std::ops::Range<usize> {
         self.first = self.info.len();
-        for raw in message.split_ascii_whitespace() {
+        let b = message.as_bytes();
+        let mut i = 0;
+        loop {
+            while i < b.len() && b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            if i == b.len() {
+                break;
+            }
+            let raw_start = i;
+            let (mut any, mut all) = (0u8, WORD);
+            while i < b.len() && !b[i].is_ascii_whitespace() {
+                let c = CLASS[b[i] as usize];
+                any |= c;
+                all &= c;
+                i += 1;
+            }
+            let raw = &message[raw_start..i];
             let start = self.text.len();
-            let is_value = mask_token(raw, &mut self.text);
-            let token = &self.text[start..];
-            // A run of the same masked token is one token.
-            if is_value && self.last() == Some(token) {
-                self.text.truncate(start);
+            if any & DIGIT != 0 {
+                mask_value(raw, &mut self.text);
+                // A run of the same masked token is one token.
+                if self.last() == Some(&self.text[start..]) {
+                    self.text.truncate(start);
+                    continue;
+                }
+                self.push(start, true, false, hasher);
                 continue;
             }
             // A unit (with trailing punctuation) after a value belongs to it.
-            let bare = token.trim_end_matches([',', '.', ';', ')']);
-            if !is_value
-                && bare.len() <= 5
-                && UNITS.contains(&bare)
-                && self.last().is_some_and(|t| t.ends_with(WILDCARD))
-            {
-                let tail_start = self.text.len() - (token.len() - bare.len());
-                self.text.replace_range(start..tail_start, "");
+            let bare = raw.trim_end_matches([',', '.', ';', ')']);
+            if is_unit(bare) && self.last().is_some_and(|t| t.ends_with(WILDCARD)) {
+                self.text.push_str(&raw[bare.len()..]);
                 if let Some(prev) = self.info.pop() {
-                    self.push(prev.start, true, hasher);
+                    self.push(prev.start, true, false, hasher);
                 }
                 continue;
             }
-            self.push(start, is_value, hasher);
+            self.text.push_str(raw);
+            let word = b[raw_start].is_ascii_alphabetic() && all == WORD;
+            self.push(start, false, word, hasher);
         }
         self.first..self.info.len()
     }
 
-    fn push(&mut self, start: usize, is_value: bool, hasher: &impl BuildHasher) {
+    fn push(&mut self, start: usize, is_value: bool, is_word: bool, hasher: &impl BuildHasher) {
         let token = &self.text[start..];
         self.info.push(TokenInfo {
             start,
             end: self.text.len(),
             hash: hasher.hash_one(token.as_bytes()),
             is_value,
-            is_word: !is_value && is_word(token),
+            is_word,
         });
     }
+}
+
+const DIGIT: u8 = 1;
+/// A byte a word may hold: ASCII letters and `'.,:;()[]`.
+const WORD: u8 = 2;
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = if c.is_ascii_digit() {
+            DIGIT
+        } else if c.is_ascii_alphabetic()
+            || matches!(c, b'\'' | b'.' | b',' | b':' | b';' | b'(' | b')' | b'[' | b']')
+        {
+            WORD
+        } else {
+            0
+        };
+        i += 1;
+    }
+    t
+};
+
+fn is_unit(s: &str) -> bool {
+    matches!(
+        s,
+        "B" | "KB"
+            | "MB"
+            | "GB"
+            | "TB"
+            | "KiB"
+            | "MiB"
+            | "GiB"
+            | "ms"
+            | "us"
+            | "ns"
+            | "s"
+            | "sec"
+            | "secs"
+            | "bytes"
+            | "%"
+    )
 }
 
 /// A stored template token described as [`Tokens::fill`] would have (for restoring a miner).
@@ -164,16 +223,10 @@ pub fn is_word(token: &str) -> bool {
         })
 }
 
-/// Append `token` masked to `out`; true if it holds a `<*>`.
-fn mask_token(token: &str, out: &mut String) -> bool {
+/// Append `token`, which holds a digit, masked to `out`.
+fn mask_value(token: &str, out: &mut String) {
     let bytes = token.as_bytes();
-    // Most tokens are words: no digit, nothing to mask.
-    if !bytes.iter().any(u8::is_ascii_digit) {
-        out.push_str(token);
-        return false;
-    }
     let base = out.len();
-    let mut any_value = false;
     // The last thing written is a `<*>`, possibly followed by one joining separator (at that
     // offset in `out`).
     let mut after_value = false;
@@ -208,7 +261,6 @@ fn mask_token(token: &str, out: &mut String) -> bool {
             sep_after_value = None;
             continue;
         }
-        any_value = true;
         if let Some(at) = sep_after_value {
             // `<*>.` + value: the separator and the value join the previous `<*>`.
             out.truncate(at);
@@ -225,7 +277,6 @@ fn mask_token(token: &str, out: &mut String) -> bool {
         after_value = true;
         sep_after_value = None;
     }
-    any_value
 }
 
 #[cfg(test)]
