@@ -81,3 +81,31 @@ pub fn conform(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
         .collect::<Result<Vec<_>, _>>()?;
     RecordBatch::try_new(schema, columns)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn column_indexes_match_the_schema() {
+        let s = schema();
+        assert_eq!(s.index_of(col::TIMESTAMP).unwrap(), TIMESTAMP_INDEX);
+        assert_eq!(s.index_of(col::MESSAGE).unwrap(), MESSAGE_INDEX);
+        assert_eq!(s.index_of(col::TEMPLATE_ID).unwrap(), TEMPLATE_ID_INDEX);
+    }
+
+    #[test]
+    fn a_batch_from_an_older_schema_gains_null_columns() {
+        let mut b =
+            EventBatchBuilder::new(Origin { listener: "l".into(), peer: "p".into(), client_id: "".into() });
+        b.append(&crate::ingest::event::Event::raw(std::borrow::Cow::Borrowed("m"), ""), 1);
+        let current = b.finish().unwrap();
+        // A batch as written before template_id existed: every column but the last.
+        let old = current.project(&(0..TEMPLATE_ID_INDEX).collect::<Vec<_>>()).unwrap();
+        assert_ne!(old.schema(), schema());
+        let c = conform(old).unwrap();
+        assert_eq!(c.schema(), schema());
+        assert_eq!(c.column(TEMPLATE_ID_INDEX).null_count(), 1);
+        assert_eq!(c.column(MESSAGE_INDEX), current.column(MESSAGE_INDEX));
+    }
+}
