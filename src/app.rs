@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::access::Access;
 use crate::audit::Audit;
 use crate::config::{Config, ListenerCommon};
-use crate::detect::templates::Shared;
+use crate::detect::templates::{Shared, TemplateMetrics};
 use crate::ingest::connection::{self, StreamSettings};
 use crate::ingest::http::HttpIngest;
 use crate::ingest::listener::{Gate, accept_loop, bind};
@@ -104,7 +104,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             .map_err(|source| AppError::Audit { dir: audit_dir.display().to_string(), source })?;
     let access = Arc::new(Access::new(&config.access));
     let templates = if config.detect.templates.enabled {
-        let shared = Shared::load(&config.templates_file())?;
+        let tm =
+            TemplateMetrics { known: metrics.templates.clone(), created: metrics.templates_created.clone() };
+        let shared = Shared::load(&config.templates_file(), Some(tm))?;
         tracing::info!(templates = shared.snapshot().len(), file = %config.templates_file().display(), "log template mining on");
         Some(shared)
     } else {

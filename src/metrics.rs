@@ -28,6 +28,8 @@ pub struct Metrics {
     pub tls_handshakes: IntCounterVec,
     pub access_denied: IntCounterVec,
     pub audit_dropped: IntCounter,
+    pub templates: IntGauge,
+    pub templates_created: IntCounter,
     pub http_requests: IntCounterVec,
     pub batch_flush_seconds: Histogram,
     pub wal_fsync_seconds: Histogram,
@@ -158,6 +160,16 @@ impl Metrics {
                 reg,
                 "audit_dropped_total",
                 "Audit entries not written to the audit files because the writer fell behind (they are still logged).",
+            )?,
+            templates: gauge(
+                reg,
+                "templates",
+                "Log templates known to the miner (rows of the templates table).",
+            )?,
+            templates_created: counter(
+                reg,
+                "templates_created_total",
+                "Log templates created since start: a message matching no known template.",
             )?,
             http_requests: counter_vec(
                 reg,

@@ -82,6 +82,9 @@ async fn events_carry_template_ids_that_survive_a_restart() {
     assert!(live.contains("| 1  | Failed password for root from <*> port <*> | 30    | 30 |"), "{live}");
     assert!(live.contains("| 2  | disk <*> is <*>% full                      | 30    | 30 |"), "{live}");
 
+    assert_eq!(d.metric("logwarden_templates"), 2.0);
+    assert_eq!(d.metric("logwarden_templates_created_total"), 2.0);
+
     // After a restart the saved templates keep their ids: new events join them.
     drop(c);
     assert!(d.terminate(std::time::Duration::from_secs(20)).success());
@@ -92,6 +95,8 @@ async fn events_carry_template_ids_that_survive_a_restart() {
     wait_until(std::time::Duration::from_secs(30), "the event after the restart", || {
         d.count("host = 'db-2' AND template_id = 2") == 1
     });
+    assert_eq!(d.metric("logwarden_templates"), 2.0, "loaded from the saved file");
+    assert_eq!(d.metric("logwarden_templates_created_total"), 0.0);
     // `logwarden query` reads the saved file (written every 10 s and at shutdown).
     let saved = d.query("SELECT id, pattern FROM templates ORDER BY id");
     assert_eq!(saved.len(), 2, "{saved:?}");

@@ -21,7 +21,7 @@ use std::hash::BuildHasher;
 use foldhash::fast::RandomState;
 
 pub use mask::{TokenInfo, Tokens, WILDCARD};
-pub use shared::{Shared, TemplatesError};
+pub use shared::{Shared, TemplateMetrics, TemplatesError};
 
 /// `batch` with `template_id` filled in by `templates`, or as it is without a miner.
 pub fn stamp(

@@ -16,7 +16,7 @@ use arrow::datatypes::TimestampNanosecondType;
 use arrow::error::ArrowError;
 use serde::{Deserialize, Serialize};
 
-use super::{Miner, MinerConfig, OVERFLOW, Template, Tokens};
+use super::{Match, Miner, MinerConfig, OVERFLOW, Template, Tokens};
 use crate::batch::{MESSAGE_INDEX, TEMPLATE_ID_INDEX, TIMESTAMP_INDEX};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +35,16 @@ struct File {
 
 const VERSION: u32 = 1;
 
+/// What the miner reports: `logwarden_templates` and `logwarden_templates_created_total`.
+#[derive(Clone)]
+pub struct TemplateMetrics {
+    pub known: prometheus::IntGauge,
+    pub created: prometheus::IntCounter,
+}
+
 pub struct Shared {
     miner: Mutex<Miner>,
+    metrics: Option<TemplateMetrics>,
     /// The miner's token hasher, for masking outside the lock.
     hasher: foldhash::fast::RandomState,
     path: PathBuf,
@@ -47,7 +55,7 @@ pub struct Shared {
 
 impl Shared {
     /// The miner with the templates saved in `path`, or an empty one if there is no file.
-    pub fn load(path: &Path) -> Result<Arc<Shared>, TemplatesError> {
+    pub fn load(path: &Path, metrics: Option<TemplateMetrics>) -> Result<Arc<Shared>, TemplatesError> {
         let templates = match std::fs::read(path) {
             Ok(bytes) => {
                 let f: File = serde_json::from_slice(&bytes)
@@ -60,7 +68,11 @@ impl Shared {
             }
         };
         let miner = Miner::restore(MinerConfig::default(), templates);
+        if let Some(m) = &metrics {
+            m.known.set(miner.templates().len() as i64);
+        }
         Ok(Arc::new(Shared {
+            metrics,
             hasher: miner.hasher().clone(),
             miner: Mutex::new(miner),
             path: path.to_path_buf(),
@@ -86,14 +98,24 @@ impl Shared {
         let mut tokens = Tokens::with_capacity(bytes + bytes / 4, batch.num_rows() * 16);
         let ranges: Vec<_> =
             (0..batch.num_rows()).map(|i| tokens.append(messages.value(i), &self.hasher)).collect();
-        {
+        let mut created = 0u64;
+        let known = {
             let mut miner = self.lock();
             for (i, range) in ranges.into_iter().enumerate() {
-                match miner.add_masked(&tokens, range, messages.value(i), times.value(i)).id() {
+                let m = miner.add_masked(&tokens, range, messages.value(i), times.value(i));
+                created += u64::from(matches!(m, Match::New(_)));
+                match m.id() {
                     OVERFLOW => ids.append_null(),
                     id => ids.append_value(id),
                 }
             }
+            miner.templates().len()
+        };
+        if let Some(m) = &self.metrics
+            && created > 0
+        {
+            m.created.inc_by(created);
+            m.known.set(known as i64);
         }
         self.changes.fetch_add(1, Ordering::Relaxed);
         let mut columns = batch.columns().to_vec();
@@ -162,12 +184,12 @@ mod tests {
     fn batches_are_stamped_and_ids_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("templates.json");
-        let shared = Shared::load(&path).unwrap();
+        let shared = Shared::load(&path, None).unwrap();
         let b = shared.stamp(batch(&["disk sda1 full", "user root logged in", "disk sdb2 full"])).unwrap();
         assert_eq!(ids(&b), [Some(1), Some(2), Some(1)]);
         shared.save().unwrap();
 
-        let again = Shared::load(&path).unwrap();
+        let again = Shared::load(&path, None).unwrap();
         let b = again.stamp(batch(&["user root logged in", "disk sdc3 full", "a new statement"])).unwrap();
         assert_eq!(ids(&b), [Some(2), Some(1), Some(3)]);
         let t = again.snapshot();
@@ -180,7 +202,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("templates.json");
         std::fs::write(&path, "{not json").unwrap();
-        let e = Shared::load(&path).err().unwrap().to_string();
+        let e = Shared::load(&path, None).err().unwrap().to_string();
         assert!(e.contains("templates.json is not a template file"), "{e}");
     }
 }

@@ -89,7 +89,7 @@ impl TableProvider for TemplatesTable {
             Source::Live(shared) => shared.snapshot(),
             Source::File(path) => {
                 let path = path.clone();
-                tokio::task::spawn_blocking(move || Shared::load(&path).map(|s| s.snapshot()))
+                tokio::task::spawn_blocking(move || Shared::load(&path, None).map(|s| s.snapshot()))
                     .await
                     .map_err(|e| DataFusionError::External(Box::new(e)))?
                     .map_err(|e| DataFusionError::External(Box::new(e)))?
