@@ -107,7 +107,7 @@ impl Tokens {
             while i < b.len() && b[i].is_ascii_whitespace() {
                 i += 1;
             }
-            if i == b.len() {
+            if i == b.len() || self.info.len() - self.first >= MAX_TOKENS {
                 break;
             }
             let raw_start = i;
@@ -157,6 +157,10 @@ impl Tokens {
         });
     }
 }
+
+/// Tokens of a message that count for its template; the rest of a longer message is not
+/// compared, which bounds a template's size whatever a sender writes.
+pub const MAX_TOKENS: usize = 256;
 
 const DIGIT: u8 = 1;
 /// A byte a word may hold: ASCII letters and `'.,:;()[]`.
@@ -331,6 +335,12 @@ mod tests {
         assert_eq!(text(a), ["took", "<*>"]);
         assert_eq!(text(b), ["<*>", "left"], "no collapse or unit across messages");
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn long_messages_count_only_their_first_tokens() {
+        let long = "word ".repeat(MAX_TOKENS + 50);
+        assert_eq!(masked(&long).len(), MAX_TOKENS);
     }
 
     #[test]

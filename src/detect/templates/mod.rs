@@ -240,7 +240,7 @@ impl Miner {
             count: 1,
             first_seen: time_ns,
             last_seen: time_ns,
-            example: message.to_owned(),
+            example: example(message),
         });
         Match::New(id)
     }
@@ -263,6 +263,18 @@ fn leaf<'a>(
         node = node.children.entry(key).or_default();
     }
     node
+}
+
+/// Longest example kept per template.
+const MAX_EXAMPLE_BYTES: usize = 1024;
+
+/// `message`, cut at a character boundary to at most [`MAX_EXAMPLE_BYTES`].
+fn example(message: &str) -> String {
+    let mut end = message.len().min(MAX_EXAMPLE_BYTES);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message[..end].to_owned()
 }
 
 /// Share of agreeing positions and the number of `<*>` in the template, or `None` when a
@@ -333,6 +345,16 @@ mod tests {
         assert_eq!(m.add("connection from 10.0.0.1 closed", 0), Match::New(3));
         assert_eq!(m.add("connection from 10.0.0.2 closed by peer", 0), Match::New(4));
         assert_eq!(m.add("", 0), Match::New(5));
+    }
+
+    #[test]
+    fn examples_are_cut_at_a_character_boundary() {
+        let mut m = Miner::default();
+        let long = format!("start {}", "é".repeat(MAX_EXAMPLE_BYTES));
+        let id = m.add(&long, 0).id();
+        let ex = &m.get(id).unwrap().example;
+        assert!(ex.len() <= MAX_EXAMPLE_BYTES && ex.len() >= MAX_EXAMPLE_BYTES - 1, "{}", ex.len());
+        assert!(long.starts_with(ex.as_str()));
     }
 
     #[test]
