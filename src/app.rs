@@ -107,7 +107,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         let tm =
             TemplateMetrics { known: metrics.templates.clone(), created: metrics.templates_created.clone() };
         let shared = Shared::load(&config.templates_file(), Some(tm))?;
-        tracing::info!(templates = shared.snapshot().len(), file = %config.templates_file().display(), "log template mining on");
+        tracing::info!(templates = shared.len(), file = %config.templates_file().display(), "log template mining on");
         Some(shared)
     } else {
         None
@@ -378,10 +378,7 @@ fn flight_server(
     }
     let common = f.common();
     let service = FlightSql {
-        engine: match templates {
-            Some(t) => QueryEngine::new(store.clone())?.with_live_templates(t)?,
-            None => QueryEngine::new(store.clone())?,
-        },
+        engine: QueryEngine::new(store.clone())?.with_live_templates(templates)?,
         auth: auth.clone(),
         limits: QueryLimits {
             memory_bytes: f.limits.memory.as_u64() as usize,

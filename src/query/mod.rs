@@ -89,8 +89,10 @@ impl QueryEngine {
         Ok(QueryEngine { ctx })
     }
 
-    /// Read `templates` from the daemon's live miner rather than the saved file.
-    pub fn with_live_templates(self, shared: Arc<templates::Shared>) -> Result<Self, QueryError> {
+    /// Read `templates` from the daemon's live miner (when mining is on) rather than the
+    /// saved file.
+    pub fn with_live_templates(self, shared: Option<Arc<templates::Shared>>) -> Result<Self, QueryError> {
+        let Some(shared) = shared else { return Ok(self) };
         self.ctx.deregister_table("templates")?;
         self.ctx.register_table(
             "templates",

@@ -140,6 +140,7 @@ impl Tokens {
                 continue;
             }
             self.text.push_str(raw);
+            // `is_word(raw)`, from the classes already gathered.
             let word = b[raw_start].is_ascii_alphabetic() && all == WORD;
             self.push(start, false, word, hasher);
         }
@@ -220,11 +221,7 @@ pub fn describe(token: &str, hasher: &impl BuildHasher) -> TokenInfo {
 /// Letters and the punctuation words carry (`bytes`, `End.`, `(null)`).
 pub fn is_word(token: &str) -> bool {
     let b = token.as_bytes();
-    b.first().is_some_and(u8::is_ascii_alphabetic)
-        && b.iter().all(|c| {
-            c.is_ascii_alphabetic()
-                || matches!(c, b'\'' | b'.' | b',' | b':' | b';' | b'(' | b')' | b'[' | b']')
-        })
+    b.first().is_some_and(u8::is_ascii_alphabetic) && b.iter().all(|&c| CLASS[c as usize] == WORD)
 }
 
 /// Append `token`, which holds a digit, masked to `out`.

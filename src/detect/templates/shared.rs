@@ -123,6 +123,15 @@ impl Shared {
         RecordBatch::try_new(batch.schema(), columns)
     }
 
+    /// How many templates the miner knows.
+    pub fn len(&self) -> usize {
+        self.lock().templates().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// A copy of the templates, in id order.
     pub fn snapshot(&self) -> Vec<Template> {
         self.lock().templates().to_vec()
