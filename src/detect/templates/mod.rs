@@ -234,9 +234,15 @@ impl Miner {
                 .map(|t| Slot { hash: t.hash, wildcard: t.hash == wildcard, word: t.is_word })
                 .collect(),
         );
+        let text = mask::masked(message);
+        debug_assert!(
+            text.len() == info.len()
+                && text.iter().zip(info).all(|(t, i)| self.hasher.hash_one(t.as_bytes()) == i.hash),
+            "the text of {message:?} is what was hashed"
+        );
         self.templates.push(Template {
             id,
-            tokens: range.map(|i| tokens.get(i).into()).collect(),
+            tokens: text,
             count: 1,
             first_seen: time_ns,
             last_seen: time_ns,

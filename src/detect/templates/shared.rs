@@ -7,11 +7,12 @@
 //! calls periodically and at shutdown; templates learned after the last save are learned again
 //! after a crash, possibly under new ids.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use arrow::array::{AsArray, RecordBatch, UInt32Builder};
+use arrow::array::{AsArray, RecordBatch, StringArray, TimestampNanosecondArray, UInt32Builder};
 use arrow::datatypes::TimestampNanosecondType;
 use arrow::error::ArrowError;
 use serde::{Deserialize, Serialize};
@@ -42,7 +43,17 @@ pub struct TemplateMetrics {
     pub created: prometheus::IntCounter,
 }
 
+thread_local! {
+    /// Each thread's masking buffers and value cache, for the miner (by [`Shared::id`]) whose
+    /// hasher filled them.
+    static SCRATCH: RefCell<Option<(u64, Tokens)>> = const { RefCell::new(None) };
+}
+
+/// Numbers each [`Shared`] of the process.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
 pub struct Shared {
+    id: u64,
     miner: Mutex<Miner>,
     metrics: Option<TemplateMetrics>,
     /// The miner's token hasher, for masking outside the lock.
@@ -72,6 +83,7 @@ impl Shared {
             m.known.set(miner.templates().len() as i64);
         }
         Ok(Arc::new(Shared {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             metrics,
             hasher: miner.hasher().clone(),
             miner: Mutex::new(miner),
@@ -92,17 +104,36 @@ impl Shared {
         let times = batch.column(TIMESTAMP_INDEX).as_primitive::<TimestampNanosecondType>();
         let mut ids = UInt32Builder::with_capacity(batch.num_rows());
         // Masking, most of the work, runs outside the lock (on every connection's core).
-        // Masked text is never longer than the message (a value shrinks to `<*>`, unless it
-        // is one or two bytes); a little slack covers those.
-        let bytes = messages.value_data().len();
-        let mut tokens = Tokens::with_capacity(bytes + bytes / 4, batch.num_rows() * 16);
-        let ranges: Vec<_> =
-            (0..batch.num_rows()).map(|i| tokens.append(messages.value(i), &self.hasher)).collect();
+        SCRATCH.with_borrow_mut(|scratch| {
+            let tokens = match scratch {
+                Some((owner, tokens)) if *owner == self.id => tokens,
+                _ => &mut scratch.insert((self.id, Tokens::default())).1,
+            };
+            tokens.clear();
+            let ranges: Vec<_> =
+                (0..batch.num_rows()).map(|i| tokens.append(messages.value(i), &self.hasher)).collect();
+            self.mine(tokens, ranges, messages, times, &mut ids);
+        });
+        self.changes.fetch_add(1, Ordering::Relaxed);
+        let mut columns = batch.columns().to_vec();
+        columns[TEMPLATE_ID_INDEX] = Arc::new(ids.finish());
+        RecordBatch::try_new(batch.schema(), columns)
+    }
+
+    /// Match the masked messages to templates, under the lock.
+    fn mine(
+        &self,
+        tokens: &Tokens,
+        ranges: Vec<std::ops::Range<usize>>,
+        messages: &StringArray,
+        times: &TimestampNanosecondArray,
+        ids: &mut UInt32Builder,
+    ) {
         let mut created = 0u64;
         let known = {
             let mut miner = self.lock();
             for (i, range) in ranges.into_iter().enumerate() {
-                let m = miner.add_masked(&tokens, range, messages.value(i), times.value(i));
+                let m = miner.add_masked(tokens, range, messages.value(i), times.value(i));
                 created += u64::from(matches!(m, Match::New(_)));
                 match m.id() {
                     OVERFLOW => ids.append_null(),
@@ -117,10 +148,6 @@ impl Shared {
             m.created.inc_by(created);
             m.known.set(known as i64);
         }
-        self.changes.fetch_add(1, Ordering::Relaxed);
-        let mut columns = batch.columns().to_vec();
-        columns[TEMPLATE_ID_INDEX] = Arc::new(ids.finish());
-        RecordBatch::try_new(batch.schema(), columns)
     }
 
     /// How many templates the miner knows.
