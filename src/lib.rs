@@ -25,4 +25,5 @@ pub mod metrics;
 pub mod query;
 pub mod serve;
 pub mod store;
+pub mod stream;
 pub mod tls;

@@ -8,13 +8,17 @@
 mod access;
 mod flight;
 mod load;
+mod rules;
 mod validate;
+mod validate_rules;
 
 pub use access::{
     AccessConfig, ClientAuth, ClientTrust, IdentityConfig, PrincipalSource, QueryRule, SendRule,
 };
 pub use flight::{FlightConfig, QueryLimitsConfig, TokenConfig, UserConfig};
 pub use load::{ConfigError, Problem, load, load_str};
+pub use rules::{AlertingConfig, ReceiverConfig, RuleConfig};
+pub use validate_rules::receiver_name;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,6 +51,9 @@ pub struct Config {
     pub access: AccessConfig,
     pub audit: AuditConfig,
     pub detect: DetectConfig,
+    /// Continuous SQL over the arriving events, each with its window and alert condition.
+    pub rules: Vec<RuleConfig>,
+    pub alerting: AlertingConfig,
 }
 
 impl Default for Config {
@@ -66,6 +73,8 @@ impl Default for Config {
             access: AccessConfig::default(),
             audit: AuditConfig::default(),
             detect: DetectConfig::default(),
+            rules: Vec::new(),
+            alerting: AlertingConfig::default(),
         }
     }
 }
@@ -402,11 +411,29 @@ impl AdminConfig {
     }
 }
 
-/// Built-in detection over the arriving events.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Built-in detection over the arriving events, and the event-time clock rules share.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectConfig {
     pub templates: TemplatesConfig,
+    /// How far behind the newest event `timestamp` an event may be and still count in its
+    /// window; later ones are counted in `logwarden_rule_late_events_total`.
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// With no newer event for this long, the event-time clock moves on with the wall clock,
+    /// so windows close when traffic stops.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            templates: TemplatesConfig::default(),
+            allowed_lateness: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Log template mining: every event's `template_id`, and the `templates` table.
@@ -510,6 +537,10 @@ impl Config {
         self.data_dir.join("audit")
     }
     /// The mined templates, kept across restarts.
+    pub fn alerts_dir(&self) -> PathBuf {
+        self.data_dir.join("alerts")
+    }
+
     pub fn templates_file(&self) -> PathBuf {
         self.data_dir.join("templates.json")
     }

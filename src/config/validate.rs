@@ -137,6 +137,8 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             out.push(Problem::new("log.level", format!("is not a valid filter: {e}")));
         }
+        self.validate_rules(&mut out);
+        self.validate_alerting(&mut out);
         out
     }
 }

@@ -1,0 +1,270 @@
+//! Continuous SQL rules over the arriving events.
+//!
+//! The WAL thread hands every durable group of batches to [`Tap::send`] (never blocking: a
+//! full queue drops the group for detection only, counted); the `lw-rules` thread assigns each
+//! event to its rule windows by its own `timestamp`, runs the rules' per-batch plans, and when
+//! the watermark passes a window's end runs the rule's final step and hands the rows to
+//! [`Sink`]: the `rule_results` table and the alert manager.
+
+pub mod feed;
+pub mod rule;
+pub mod window;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use arrow::array::{BooleanArray, RecordBatch};
+use tokio::sync::mpsc;
+
+pub use rule::{Rule, RuleError};
+use window::{COMPACT_AT, Clock, Windows};
+
+use crate::config::{Config, Problem, RuleConfig};
+
+/// A window's output, as the rule's sinks see it.
+pub struct WindowOutput<'a> {
+    pub rule: &'a Rule,
+    /// `[start, end)` in ns of event time.
+    pub start: i64,
+    pub end: i64,
+    /// Events the window held.
+    pub events: u64,
+    pub batches: &'a [RecordBatch],
+    /// Per batch, which rows are alerts.
+    pub alerting: &'a [BooleanArray],
+    /// When the watermark passed the window's end.
+    pub closed_at: Instant,
+}
+
+/// Where window outputs go.
+pub trait Sink: Send + 'static {
+    fn window_closed(&mut self, out: &WindowOutput<'_>);
+}
+
+#[derive(Clone)]
+pub struct RuleMetrics {
+    pub late: prometheus::IntCounterVec,
+    pub windows: prometheus::IntCounterVec,
+    pub errors: prometheus::IntCounterVec,
+    pub evaluation: prometheus::Histogram,
+    pub dropped: prometheus::IntCounter,
+}
+
+/// Compile every rule of `config`; each failure is a problem at `rules[i].<key>` naming the rule.
+pub fn compile_rules(rules: &[RuleConfig]) -> (Vec<Rule>, Vec<Problem>) {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for (i, cfg) in rules.iter().enumerate() {
+        match futures::executor::block_on(Rule::compile(cfg)) {
+            Ok(r) => out.push(r),
+            Err(e) => {
+                let msg = e.to_string();
+                let key = if msg.starts_with("alert_when:") { "alert_when" } else { "sql" };
+                let msg = msg.strip_prefix("alert_when: ").unwrap_or(&msg).to_owned();
+                problems
+                    .push(Problem::new(format!("rules[{i}].{key}"), format!("rule \"{}\": {msg}", cfg.name)));
+            }
+        }
+    }
+    (out, problems)
+}
+
+/// The problems of the rules in `config` (for `validate`).
+pub fn check(config: &Config) -> Vec<Problem> {
+    compile_rules(&config.rules).1
+}
+
+/// The WAL thread's side of the rules' queue.
+#[derive(Clone)]
+pub struct Tap {
+    tx: mpsc::Sender<Vec<RecordBatch>>,
+    dropped: prometheus::IntCounter,
+}
+
+impl Tap {
+    pub fn send(&self, batches: &[RecordBatch]) {
+        if let Err(mpsc::error::TrySendError::Full(b)) = self.tx.try_send(batches.to_vec()) {
+            let rows: usize = b.iter().map(RecordBatch::num_rows).sum();
+            self.dropped.inc_by(rows as u64);
+            tracing::warn!(
+                events = rows,
+                "rule evaluation is behind; these events are stored but not evaluated"
+            );
+        }
+    }
+}
+
+pub struct Options {
+    pub allowed_lateness: Duration,
+    pub idle: Duration,
+}
+
+struct Running {
+    rule: Rule,
+    config: RuleConfig,
+    windows: Windows,
+}
+
+pub struct Engine {
+    rules: Vec<Running>,
+    clock: Clock,
+    sink: Box<dyn Sink>,
+    metrics: RuleMetrics,
+}
+
+/// Replaces the running rules (kept by name: an unchanged rule keeps its open windows).
+pub type Reload = mpsc::Sender<Vec<(RuleConfig, Rule)>>;
+
+impl Engine {
+    /// Start the `lw-rules` thread; it ends when every [`Tap`] is dropped.
+    pub fn start(
+        rules: Vec<(RuleConfig, Rule)>,
+        opts: Options,
+        sink: Box<dyn Sink>,
+        metrics: RuleMetrics,
+    ) -> std::io::Result<(Tap, Reload, std::thread::JoinHandle<()>)> {
+        // About 64 WAL groups (up to half a million events) may wait.
+        let (tx, rx) = mpsc::channel(64);
+        let (reload_tx, reload_rx) = mpsc::channel(4);
+        let tap = Tap { tx, dropped: metrics.dropped.clone() };
+        let mut engine =
+            Engine { rules: Vec::new(), clock: Clock::new(opts.allowed_lateness, opts.idle), sink, metrics };
+        engine.replace(rules);
+        let handle = std::thread::Builder::new().name("lw-rules".into()).spawn(move || {
+            match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+                Ok(rt) => rt.block_on(engine.run(rx, reload_rx)),
+                Err(e) => {
+                    tracing::error!(error = %e, "failed to start the rule thread; rules are not evaluated")
+                }
+            }
+        })?;
+        Ok((tap, reload_tx, handle))
+    }
+
+    /// An engine driven by the caller (tests): feed with [`Self::ingest`], close with
+    /// [`Self::close_due`].
+    pub fn new(
+        rules: Vec<(RuleConfig, Rule)>,
+        opts: Options,
+        sink: Box<dyn Sink>,
+        metrics: RuleMetrics,
+    ) -> Self {
+        let mut engine =
+            Engine { rules: Vec::new(), clock: Clock::new(opts.allowed_lateness, opts.idle), sink, metrics };
+        engine.replace(rules);
+        engine
+    }
+
+    fn replace(&mut self, rules: Vec<(RuleConfig, Rule)>) {
+        let mut old: HashMap<String, Running> =
+            self.rules.drain(..).map(|r| (r.config.name.clone(), r)).collect();
+        for (config, rule) in rules {
+            let windows = match old.remove(&config.name) {
+                Some(r) if r.config == config => r.windows,
+                _ => Windows::new(rule.window, rule.every),
+            };
+            self.rules.push(Running { rule, config, windows });
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Vec<RecordBatch>>,
+        mut reload: mpsc::Receiver<Vec<(RuleConfig, Rule)>>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                got = rx.recv() => match got {
+                    Some(batches) => {
+                        self.ingest(&batches).await;
+                        self.close_due(Instant::now()).await;
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => self.close_due(Instant::now()).await,
+                Some(rules) = reload.recv() => {
+                    self.replace(rules);
+                    tracing::info!(rules = self.rules.len(), "rules reloaded");
+                }
+            }
+        }
+    }
+
+    pub async fn ingest(&mut self, batches: &[RecordBatch]) {
+        let now = Instant::now();
+        for batch in batches {
+            self.clock.observe(batch, now);
+            for r in &mut self.rules {
+                let (parts, late) = r.windows.assign(batch);
+                if late > 0 {
+                    self.metrics.late.with_label_values(&[&r.config.name]).inc_by(late);
+                }
+                for (pane, rows) in parts {
+                    let n = rows.num_rows() as u64;
+                    match r.rule.per_batch(rows).await {
+                        Ok(out) => {
+                            let p = r.windows.pane(pane);
+                            p.parts.extend(out);
+                            p.events += n;
+                            if p.parts.len() >= COMPACT_AT {
+                                let parts = std::mem::take(&mut p.parts);
+                                match r.rule.compact(parts).await {
+                                    Ok(c) => r.windows.pane(pane).parts = c,
+                                    Err(e) => {
+                                        error(&self.metrics, &r.config.name, "fold a window's states", &e)
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => error(&self.metrics, &r.config.name, "evaluate a batch", &e),
+                    }
+                }
+            }
+        }
+    }
+
+    pub async fn close_due(&mut self, now: Instant) {
+        let Some(watermark) = self.clock.watermark(now) else { return };
+        for r in &mut self.rules {
+            while let Some(closed) = r.windows.close_next(watermark) {
+                let started = Instant::now();
+                self.metrics.windows.with_label_values(&[&r.config.name]).inc();
+                let batches = match r.rule.finish(closed.parts).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        error(&self.metrics, &r.config.name, "finish a window", &e);
+                        continue;
+                    }
+                };
+                let alerting = match batches.iter().map(|b| r.rule.alerting(b)).collect::<Result<Vec<_>, _>>()
+                {
+                    Ok(a) => a,
+                    Err(e) => {
+                        error(&self.metrics, &r.config.name, "evaluate alert_when", &e);
+                        continue;
+                    }
+                };
+                self.sink.window_closed(&WindowOutput {
+                    rule: &r.rule,
+                    start: closed.start,
+                    end: closed.end,
+                    events: closed.events,
+                    batches: &batches,
+                    alerting: &alerting,
+                    closed_at: now,
+                });
+                self.metrics.evaluation.observe(started.elapsed().as_secs_f64());
+            }
+        }
+    }
+}
+
+fn error(metrics: &RuleMetrics, rule: &str, what: &str, e: &datafusion::error::DataFusionError) {
+    metrics.errors.with_label_values(&[rule]).inc();
+    tracing::error!(rule, error = %e.strip_backtrace(), "failed to {what}");
+}
+
+#[cfg(test)]
+mod tests;
