@@ -157,6 +157,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Validate { file } => validate(&file),
         Command::Serve { config } => {
+            let config_file = config.clone();
             let config = load(config.as_deref())?;
             let format = match cli.log_format {
                 Some(CliLogFormat::Json) => LogFormat::Json,
@@ -166,7 +167,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::logging::init(&config.log.level, format);
             let rt =
                 tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("lw-worker").build()?;
-            rt.block_on(crate::app::run(config))?;
+            rt.block_on(crate::app::run(config, config_file))?;
             Ok(())
         }
         Command::Auth(cmd) => auth(cmd),

@@ -13,6 +13,7 @@
 //! - [`app`]: wiring and lifecycle; [`cli`]: the command line.
 
 pub mod access;
+pub mod alert;
 pub mod app;
 pub mod audit;
 pub mod batch;

@@ -49,6 +49,10 @@ pub struct Metrics {
     pub flight_query_seconds: Histogram,
     pub flight_rows_sent: IntCounter,
     pub flight_active_queries: IntGauge,
+    pub rules: crate::stream::RuleMetrics,
+    pub notify: crate::alert::notify::NotifyMetrics,
+    pub alerts_firing: IntGaugeVec,
+    pub alert_latency_seconds: Histogram,
 }
 
 fn name(n: &str) -> String {
@@ -65,6 +69,12 @@ fn counter(reg: &Registry, n: &str, help: &str) -> Result<IntCounter, MetricsErr
     let c = IntCounter::with_opts(Opts::new(name(n), help))?;
     reg.register(Box::new(c.clone()))?;
     Ok(c)
+}
+
+fn gauge_vec(reg: &Registry, n: &str, help: &str, labels: &[&str]) -> Result<IntGaugeVec, MetricsError> {
+    let g = IntGaugeVec::new(Opts::new(name(n), help), labels)?;
+    reg.register(Box::new(g.clone()))?;
+    Ok(g)
 }
 
 fn gauge(reg: &Registry, n: &str, help: &str) -> Result<IntGauge, MetricsError> {
@@ -245,6 +255,65 @@ impl Metrics {
             )?,
             flight_rows_sent: counter(reg, "flight_rows_sent_total", "Rows sent to Flight SQL clients.")?,
             flight_active_queries: gauge(reg, "flight_active_queries", "Flight SQL queries running now.")?,
+            rules: crate::stream::RuleMetrics {
+                late: counter_vec(
+                    reg,
+                    "rule_late_events_total",
+                    "Events that arrived after their rule window had closed (beyond detect.allowed_lateness); stored, not evaluated.",
+                    &["rule"],
+                )?,
+                windows: counter_vec(
+                    reg,
+                    "rule_windows_total",
+                    "Rule windows closed and evaluated.",
+                    &["rule"],
+                )?,
+                errors: counter_vec(reg, "rule_errors_total", "Rule evaluations that failed.", &["rule"])?,
+                evaluation: histogram(
+                    reg,
+                    "rule_evaluation_seconds",
+                    "Time to evaluate a closed window: the final step, alert conditions and alert state.",
+                    io_buckets(),
+                )?,
+                dropped: counter(
+                    reg,
+                    "rule_dropped_events_total",
+                    "Durable events that rules did not see because rule evaluation fell behind.",
+                )?,
+            },
+            notify: crate::alert::notify::NotifyMetrics {
+                sent: counter_vec(
+                    reg,
+                    "alert_notifications_sent_total",
+                    "Alert notifications a receiver accepted.",
+                    &["receiver"],
+                )?,
+                failed: counter_vec(
+                    reg,
+                    "alert_notifications_failed_total",
+                    "Alert notification attempts that failed (retried unless the receiver refused them).",
+                    &["receiver"],
+                )?,
+                dropped: counter_vec(
+                    reg,
+                    "alert_notifications_dropped_total",
+                    "Alert notifications dropped because the receiver's outbox was full.",
+                    &["receiver"],
+                )?,
+                queued: gauge_vec(
+                    reg,
+                    "alert_notifications_queued",
+                    "Alert notifications waiting in a receiver's outbox.",
+                    &["receiver"],
+                )?,
+            },
+            alerts_firing: gauge_vec(reg, "alerts_firing", "Alerts firing now.", &["rule", "severity"])?,
+            alert_latency_seconds: histogram(
+                reg,
+                "alert_latency_seconds",
+                "From a window's close (the watermark passing its end) to its alert notifications being queued.",
+                io_buckets(),
+            )?,
         })
     }
 

@@ -60,6 +60,31 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
     }
 }
 
+/// Only the `[[rules]]` of a config file (for a reload, where each rule is planned on its own).
+pub fn load_rules(path: &Path) -> Result<Vec<super::RuleConfig>, ConfigError> {
+    #[derive(serde::Deserialize)]
+    struct Rules {
+        #[serde(default)]
+        rules: Vec<super::RuleConfig>,
+    }
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+        file: file.clone(),
+        problems: vec![syntax_problem(&text, &e)],
+    })?;
+    let rules = table.get("rules").cloned().unwrap_or(toml::Value::Array(Vec::new()));
+    let mut wrapper = toml::Table::new();
+    wrapper.insert("rules".into(), rules);
+    serde_path_to_error::deserialize::<_, Rules>(toml::Value::Table(wrapper)).map(|r| r.rules).map_err(|e| {
+        ConfigError::Invalid {
+            file,
+            problems: vec![Problem::new(e.path().to_string(), e.inner().message().to_owned())],
+        }
+    })
+}
+
 /// Load and check config text; `file` names it in error messages.
 pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigError> {
     let invalid = |problems| ConfigError::Invalid { file: file.to_owned(), problems };

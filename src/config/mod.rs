@@ -16,7 +16,7 @@ pub use access::{
     AccessConfig, ClientAuth, ClientTrust, IdentityConfig, PrincipalSource, QueryRule, SendRule,
 };
 pub use flight::{FlightConfig, QueryLimitsConfig, TokenConfig, UserConfig};
-pub use load::{ConfigError, Problem, load, load_str};
+pub use load::{ConfigError, Problem, load, load_rules, load_str};
 pub use rules::{AlertingConfig, ReceiverConfig, RuleConfig};
 pub use validate_rules::receiver_name;
 

@@ -24,6 +24,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use futures::StreamExt;
 
 use crate::access::QueryGrant;
+use crate::alert::table::{AlertsSource, AlertsTable, ResultsTable};
 use crate::audit::AuditTable;
 use crate::detect::templates::{self, table::TemplatesTable};
 use crate::store::{LogsTable, Store};
@@ -61,6 +62,14 @@ pub struct QueryLimits {
     pub max_rows: u64,
 }
 
+/// The daemon's in-memory state behind some tables.
+#[derive(Clone, Default)]
+pub struct LiveTables {
+    pub templates: Option<Arc<templates::Shared>>,
+    pub alerts: Option<Arc<crate::alert::Alerts>>,
+    pub results: Option<crate::alert::sink::Results>,
+}
+
 /// SQL access to one store.
 #[derive(Clone)]
 pub struct QueryEngine {
@@ -85,19 +94,31 @@ impl QueryEngine {
         let saved =
             TemplatesTable::new(templates::table::Source::File(store.data_dir().join("templates.json")));
         ctx.register_table("templates", Arc::new(saved))?;
+        let alerts = AlertsTable(AlertsSource::Dir(store.data_dir().join("alerts")));
+        ctx.register_table("alerts", Arc::new(alerts))?;
+        ctx.register_table("rule_results", Arc::new(ResultsTable(None)))?;
         ctx.register_table("logs", Arc::new(LogsTable::new(store)))?;
         Ok(QueryEngine { ctx })
     }
 
-    /// Read `templates` from the daemon's live miner (when mining is on) rather than the
-    /// saved file.
-    pub fn with_live_templates(self, shared: Option<Arc<templates::Shared>>) -> Result<Self, QueryError> {
-        let Some(shared) = shared else { return Ok(self) };
-        self.ctx.deregister_table("templates")?;
-        self.ctx.register_table(
-            "templates",
-            Arc::new(TemplatesTable::new(templates::table::Source::Live(shared))),
-        )?;
+    /// Read `templates`, `alerts` and `rule_results` from the running daemon rather than
+    /// from what it saved.
+    pub fn with_live(self, live: LiveTables) -> Result<Self, QueryError> {
+        if let Some(shared) = live.templates {
+            self.ctx.deregister_table("templates")?;
+            self.ctx.register_table(
+                "templates",
+                Arc::new(TemplatesTable::new(templates::table::Source::Live(shared))),
+            )?;
+        }
+        if let Some(alerts) = live.alerts {
+            self.ctx.deregister_table("alerts")?;
+            self.ctx.register_table("alerts", Arc::new(AlertsTable(AlertsSource::Live(alerts))))?;
+        }
+        if let Some(results) = live.results {
+            self.ctx.deregister_table("rule_results")?;
+            self.ctx.register_table("rule_results", Arc::new(ResultsTable(Some(results))))?;
+        }
         Ok(self)
     }
 

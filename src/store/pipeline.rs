@@ -148,11 +148,13 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Start the pipeline on a store opened with [`Store::open`].
+    /// Start the pipeline on a store opened with [`Store::open`]. Every group made durable is
+    /// also handed to `tap` (the rules), never waiting on it.
     pub fn start(
         store: Store,
         first_generation: u64,
         opts: PipelineOptions,
+        tap: Option<crate::stream::Tap>,
     ) -> Result<(Pipeline, Appender), StoreError> {
         let max_permits = (opts.max_pending_bytes / UNIT).clamp(1, u32::MAX as usize >> 3) as u32;
         let budget = Arc::new(Semaphore::new(max_permits as usize));
@@ -174,7 +176,7 @@ impl Pipeline {
             let flush_bytes = opts.flush_bytes;
             std::thread::Builder::new()
                 .name("lw-wal".into())
-                .spawn(move || wal_loop(store, writer, wal_rx, flush_tx, flush_bytes))
+                .spawn(move || wal_loop(store, writer, wal_rx, flush_tx, flush_bytes, tap))
                 .map_err(|source| StoreError::CreateDir { path: "thread lw-wal".into(), source })?
         };
         let batcher = tokio::spawn(batch_loop(rx, wal_tx, opts, store.clone()));
@@ -268,6 +270,7 @@ fn wal_loop(
     mut rx: mpsc::Receiver<WalCmd>,
     flush_tx: std_mpsc::SyncSender<u64>,
     flush_bytes: usize,
+    tap: Option<crate::stream::Tap>,
 ) {
     let mut gen_bytes = 0usize;
     let wal_dir = store.wal_dir();
@@ -301,6 +304,9 @@ fn wal_loop(
                 Ok(()) => {
                     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
                     gen_bytes += batches.iter().map(RecordBatch::get_array_memory_size).sum::<usize>();
+                    if let Some(tap) = &tap {
+                        tap.send(&batches);
+                    }
                     store.publish(writer.generation(), batches.into_iter().map(MemBatch::new).collect());
                     if let Some(m) = store.metrics() {
                         m.events_durable.inc_by(rows as u64);

@@ -112,8 +112,14 @@ pub struct Engine {
     metrics: RuleMetrics,
 }
 
-/// Replaces the running rules (kept by name: an unchanged rule keeps its open windows).
-pub type Reload = mpsc::Sender<Vec<(RuleConfig, Rule)>>;
+/// A new rule set, by name: `None` keeps the running version of a rule that failed to plan.
+/// An unchanged rule keeps its open windows; rules not named stop.
+pub type RuleSet = Vec<(String, Option<(RuleConfig, Rule)>)>;
+pub type Reload = mpsc::Sender<RuleSet>;
+
+fn as_set(rules: Vec<(RuleConfig, Rule)>) -> RuleSet {
+    rules.into_iter().map(|(c, r)| (c.name.clone(), Some((c, r)))).collect()
+}
 
 impl Engine {
     /// Start the `lw-rules` thread; it ends when every [`Tap`] is dropped.
@@ -129,7 +135,7 @@ impl Engine {
         let tap = Tap { tx, dropped: metrics.dropped.clone() };
         let mut engine =
             Engine { rules: Vec::new(), clock: Clock::new(opts.allowed_lateness, opts.idle), sink, metrics };
-        engine.replace(rules);
+        engine.replace(as_set(rules));
         let handle = std::thread::Builder::new().name("lw-rules".into()).spawn(move || {
             match tokio::runtime::Builder::new_current_thread().enable_time().build() {
                 Ok(rt) => rt.block_on(engine.run(rx, reload_rx)),
@@ -151,27 +157,29 @@ impl Engine {
     ) -> Self {
         let mut engine =
             Engine { rules: Vec::new(), clock: Clock::new(opts.allowed_lateness, opts.idle), sink, metrics };
-        engine.replace(rules);
+        engine.replace(as_set(rules));
         engine
     }
 
-    fn replace(&mut self, rules: Vec<(RuleConfig, Rule)>) {
+    fn replace(&mut self, rules: RuleSet) {
         let mut old: HashMap<String, Running> =
             self.rules.drain(..).map(|r| (r.config.name.clone(), r)).collect();
-        for (config, rule) in rules {
-            let windows = match old.remove(&config.name) {
-                Some(r) if r.config == config => r.windows,
-                _ => Windows::new(rule.window, rule.every),
-            };
-            self.rules.push(Running { rule, config, windows });
+        for (name, new) in rules {
+            match (new, old.remove(&name)) {
+                (Some((config, rule)), prev) => {
+                    let windows = match prev {
+                        Some(r) if r.config == config => r.windows,
+                        _ => Windows::new(rule.window, rule.every),
+                    };
+                    self.rules.push(Running { rule, config, windows });
+                }
+                (None, Some(prev)) => self.rules.push(prev),
+                (None, None) => {}
+            }
         }
     }
 
-    async fn run(
-        mut self,
-        mut rx: mpsc::Receiver<Vec<RecordBatch>>,
-        mut reload: mpsc::Receiver<Vec<(RuleConfig, Rule)>>,
-    ) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Vec<RecordBatch>>, mut reload: mpsc::Receiver<RuleSet>) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

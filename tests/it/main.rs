@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod adbc;
+mod alerting;
 mod client;
 mod config;
 mod crash;

@@ -21,7 +21,7 @@ use crate::ingest::connection::{self, StreamSettings};
 use crate::ingest::http::HttpIngest;
 use crate::ingest::listener::{Gate, accept_loop, bind};
 use crate::metrics::{Metrics, Pkcs11Metrics};
-use crate::query::{QueryEngine, QueryLimits};
+use crate::query::{LiveTables, QueryEngine, QueryLimits};
 use crate::serve::admin::{self, Readiness};
 use crate::serve::flight::{Authenticator, FlightServer, FlightSql};
 use crate::store::{Pipeline, PipelineOptions, Store};
@@ -49,10 +49,16 @@ pub enum AppError {
     Audit { dir: String, source: std::io::Error },
     #[error("failed to load the log templates: {0}")]
     Templates(#[from] crate::detect::templates::TemplatesError),
+    #[error("failed to load the alert state: {0}")]
+    Alerts(#[from] crate::alert::AlertError),
+    #[error("failed to set up alert delivery: {0}")]
+    Notify(#[from] crate::alert::notify::NotifyError),
 }
 
-/// Run the daemon until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> Result<(), AppError> {
+mod detection;
+
+/// Run the daemon until SIGTERM or SIGINT. `config_file` is reread for rules on SIGHUP.
+pub async fn run(config: Config, config_file: Option<std::path::PathBuf>) -> Result<(), AppError> {
     let registry = Registry::new();
     let metrics = Metrics::new(&registry)?;
     let cancel = CancellationToken::new();
@@ -95,8 +101,10 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         retention_max_age: config.storage.retention_max_age,
         retention_max_bytes: config.storage.retention_max_bytes.map(|b| b.as_u64()),
     };
+    let detection = detection::start(&config, &metrics)?;
     let (pipeline, appender) =
-        Pipeline::start(store.clone(), recovery.next_generation, opts).map_err(store_err)?;
+        Pipeline::start(store.clone(), recovery.next_generation, opts, Some(detection.tap.clone()))
+            .map_err(store_err)?;
 
     let audit_dir = config.audit_dir();
     let (audit, audit_writer) =
@@ -203,7 +211,11 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             &metrics,
             gate,
             access.clone(),
-            templates.clone(),
+            LiveTables {
+                templates: templates.clone(),
+                alerts: Some(detection.alerts.clone()),
+                results: Some(detection.results.clone()),
+            },
         )?;
         Some(tokio::spawn(server.run(cancel.clone(), connections.clone())))
     } else {
@@ -243,6 +255,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     drop(audit);
     let reload_task =
         tls.clone().map(|t| tokio::spawn(watch_trust(t, config.tls.trust_reload_interval, cancel.clone())));
+    let rules_task =
+        config_file.map(|p| tokio::spawn(detection::watch_rules(p, detection.reloader(), cancel.clone())));
 
     // Stopped only after the pipeline has drained, so the last save has every stamped batch.
     let save_cancel = CancellationToken::new();
@@ -281,6 +295,11 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     if let Some(t) = reload_task {
         let _ = t.await;
     }
+    if let Some(t) = rules_task {
+        let _ = t.await;
+    }
+    // The WAL thread has stopped and dropped its tap: the rules have seen every durable event.
+    detection.stop(deadline).await;
     save_cancel.cancel();
     if let Some(t) = save_task {
         let _ = tokio::time::timeout_at(deadline, t).await;
@@ -368,7 +387,7 @@ fn flight_server(
     metrics: &Metrics,
     gate: Gate,
     access: Arc<Access>,
-    templates: Option<Arc<Shared>>,
+    live: LiveTables,
 ) -> Result<FlightServer, AppError> {
     let f = &config.flight;
     let (auth, token_file) = Authenticator::new(f, &config.flight_token_file())?;
@@ -378,7 +397,7 @@ fn flight_server(
     }
     let common = f.common();
     let service = FlightSql {
-        engine: QueryEngine::new(store.clone())?.with_live_templates(templates)?,
+        engine: QueryEngine::new(store.clone())?.with_live(live)?,
         auth: auth.clone(),
         limits: QueryLimits {
             memory_bytes: f.limits.memory.as_u64() as usize,

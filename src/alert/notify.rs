@@ -1,0 +1,361 @@
+//! Delivery of alert notifications to Alertmanager (`POST /api/v2/alerts`) and to webhooks
+//! (a JSON body per group of alerts, signed with HMAC-SHA256).
+//!
+//! Each receiver has an outbox directory, `data_dir/alerts/outbox/<receiver>/`, holding one
+//! file per notification, named by sequence number and written atomically before delivery is
+//! attempted; a delivered notification's file is deleted. So notifications survive a restart
+//! and leave in order. A task per receiver posts the oldest file, retrying with exponential
+//! backoff (1 s doubling up to `max_backoff`); an answer of 4xx other than 408 and 429 is
+//! final (the body is logged and the file dropped). Beyond `queue_max` files the oldest is
+//! dropped and counted.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use serde_json::json;
+use sha2::Sha256;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::http::{Client, HttpError};
+use super::{Alert, Alerts, Status, rfc3339};
+use crate::config::{AlertingConfig, ReceiverConfig, receiver_name};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("alerting receiver {name}: {source}")]
+    Client { name: String, source: HttpError },
+    #[error("alerting receiver {name}: {reason}")]
+    Config { name: String, reason: String },
+    #[error("failed to prepare the outbox {path}: {source}")]
+    Outbox { path: String, source: std::io::Error },
+}
+
+/// Per receiver (label `receiver`).
+#[derive(Clone)]
+pub struct NotifyMetrics {
+    pub sent: prometheus::IntCounterVec,
+    pub failed: prometheus::IntCounterVec,
+    pub dropped: prometheus::IntCounterVec,
+    pub queued: prometheus::IntGaugeVec,
+}
+
+enum Kind {
+    Alertmanager,
+    Webhook { secret: Option<Vec<u8>> },
+}
+
+struct Receiver {
+    name: String,
+    kind: Kind,
+    client: Client,
+    outbox: PathBuf,
+    next: AtomicU64,
+    wake: Notify,
+}
+
+pub struct Notifier {
+    receivers: Vec<Receiver>,
+    resend: Duration,
+    repeat: Duration,
+    group_by: Vec<String>,
+    queue_max: usize,
+    max_backoff: Duration,
+    metrics: NotifyMetrics,
+}
+
+impl Notifier {
+    pub fn new(cfg: &AlertingConfig, dir: &Path, metrics: NotifyMetrics) -> Result<Notifier, NotifyError> {
+        let mut receivers = Vec::new();
+        let all = cfg.alertmanagers.iter().map(|r| (r, true)).chain(cfg.webhooks.iter().map(|r| (r, false)));
+        for (r, is_am) in all {
+            receivers.push(receiver(r, is_am, cfg.timeout, dir)?);
+        }
+        let n = Notifier {
+            receivers,
+            resend: cfg.resend_interval,
+            repeat: cfg.repeat_interval,
+            group_by: cfg.group_by.clone(),
+            queue_max: cfg.queue_max,
+            max_backoff: cfg.max_backoff,
+            metrics,
+        };
+        for r in &n.receivers {
+            n.metrics.queued.with_label_values(&[&r.name]).set(queued(&r.outbox).len() as i64);
+        }
+        Ok(n)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.receivers.is_empty()
+    }
+
+    /// Put notifications of `alerts` (that just fired or resolved) in every receiver's outbox.
+    pub fn enqueue(&self, alerts: &[Alert], now: i64) {
+        for r in &self.receivers {
+            let bodies = match &r.kind {
+                Kind::Alertmanager => vec![alertmanager_body(alerts, now, self.resend)],
+                Kind::Webhook { .. } => self.webhook_bodies(&r.name, alerts),
+            };
+            for body in bodies {
+                self.put(r, &body);
+            }
+        }
+    }
+
+    fn put(&self, r: &Receiver, body: &[u8]) {
+        let mut files = queued(&r.outbox);
+        while files.len() >= self.queue_max {
+            let oldest = files.remove(0);
+            let _ = std::fs::remove_file(&oldest);
+            self.metrics.dropped.with_label_values(&[&r.name]).inc();
+            tracing::error!(receiver = %r.name, file = %oldest.display(), "alert outbox full; dropped the oldest notification");
+        }
+        let seq = r.next.fetch_add(1, Ordering::Relaxed);
+        let path = r.outbox.join(format!("{seq:020}.json"));
+        match crate::store::write_atomic(&path, body) {
+            Ok(()) => {
+                self.metrics.queued.with_label_values(&[&r.name]).set(files.len() as i64 + 1);
+                r.wake.notify_one();
+            }
+            Err(e) => {
+                self.metrics.failed.with_label_values(&[&r.name]).inc();
+                tracing::error!(receiver = %r.name, error = %e, path = %path.display(), "failed to queue an alert notification");
+            }
+        }
+    }
+
+    /// One body per group of `alerts` (by the `group_by` labels), in the shape of
+    /// Alertmanager's own webhook notifications.
+    fn webhook_bodies(&self, receiver: &str, alerts: &[Alert]) -> Vec<Vec<u8>> {
+        let mut groups: BTreeMap<Vec<(String, String)>, Vec<&Alert>> = BTreeMap::new();
+        for a in alerts {
+            let key = self
+                .group_by
+                .iter()
+                .filter_map(|l| a.labels.get(l).map(|v| (l.clone(), v.clone())))
+                .collect();
+            groups.entry(key).or_default().push(a);
+        }
+        groups
+            .into_iter()
+            .map(|(key, alerts)| {
+                let firing = alerts.iter().any(|a| a.status == Status::Firing);
+                let group_labels: BTreeMap<_, _> = key.into_iter().collect();
+                let body = json!({
+                    "version": "4",
+                    "receiver": receiver,
+                    "status": if firing { "firing" } else { "resolved" },
+                    "groupLabels": group_labels,
+                    "groupKey": serde_json::to_string(&group_labels).unwrap_or_default(),
+                    "alerts": alerts.iter().map(|a| json!({
+                        "status": a.status.as_str(),
+                        "labels": a.labels,
+                        "annotations": a.annotations,
+                        "startsAt": rfc3339(a.starts_at),
+                        "endsAt": a.ends_at.map(rfc3339),
+                        "fingerprint": a.fingerprint,
+                    })).collect::<Vec<_>>(),
+                });
+                serde_json::to_vec(&body).unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// Deliver until `cancel`, then until the outboxes are empty or `deadline`; re-announce
+    /// firing alerts (to Alertmanager every `resend_interval`, to webhooks after
+    /// `repeat_interval`).
+    pub async fn run(self: Arc<Self>, alerts: Arc<Alerts>, cancel: CancellationToken) {
+        let mut tasks = Vec::new();
+        for i in 0..self.receivers.len() {
+            tasks.push(tokio::spawn(self.clone().deliver(i, cancel.clone())));
+        }
+        let mut tick = tokio::time::interval(self.resend);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tick.tick() => self.resend(&alerts),
+            }
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    fn resend(&self, alerts: &Alerts) {
+        let firing = alerts.firing();
+        if firing.is_empty() {
+            return;
+        }
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let due: Vec<Alert> =
+            firing.iter().filter(|a| now - a.notified_at >= self.repeat.as_nanos() as i64).cloned().collect();
+        for r in &self.receivers {
+            match &r.kind {
+                Kind::Alertmanager => self.put(r, &alertmanager_body(&firing, now, self.resend)),
+                Kind::Webhook { .. } if !due.is_empty() => {
+                    for body in self.webhook_bodies(&r.name, &due) {
+                        self.put(r, &body);
+                    }
+                }
+                Kind::Webhook { .. } => {}
+            }
+        }
+        if !due.is_empty() {
+            alerts.mark_notified(&due.iter().map(|a| a.fingerprint.clone()).collect::<Vec<_>>(), now);
+        }
+    }
+
+    async fn deliver(self: Arc<Self>, i: usize, cancel: CancellationToken) {
+        let r = &self.receivers[i];
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let files = queued(&r.outbox);
+            self.metrics.queued.with_label_values(&[&r.name]).set(files.len() as i64);
+            let Some(path) = files.first() else {
+                if cancel.is_cancelled() {
+                    return;
+                }
+                tokio::select! {
+                    _ = r.wake.notified() => continue,
+                    _ = cancel.cancelled() => continue,
+                }
+            };
+            let body = match std::fs::read(path) {
+                Ok(b) => Bytes::from(b),
+                Err(e) => {
+                    tracing::error!(receiver = %r.name, error = %e, path = %path.display(), "unreadable alert notification; dropped");
+                    let _ = std::fs::remove_file(path);
+                    continue;
+                }
+            };
+            let (target, headers) = match &r.kind {
+                Kind::Alertmanager => ("/api/v2/alerts", Vec::new()),
+                Kind::Webhook { secret } => ("", signature(secret.as_deref(), &body)),
+            };
+            let outcome = r.client.post(target, body, &headers).await;
+            let retry = match outcome {
+                Ok(a) if (200..300).contains(&a.status) => {
+                    self.metrics.sent.with_label_values(&[&r.name]).inc();
+                    let _ = std::fs::remove_file(path);
+                    backoff = Duration::from_secs(1);
+                    false
+                }
+                Ok(a) if (400..500).contains(&a.status) && a.status != 408 && a.status != 429 => {
+                    self.metrics.failed.with_label_values(&[&r.name]).inc();
+                    tracing::error!(receiver = %r.name, status = a.status, answer = %a.body,
+                        "the receiver refused an alert notification; dropped (not retried)");
+                    let _ = std::fs::remove_file(path);
+                    false
+                }
+                Ok(a) => {
+                    self.metrics.failed.with_label_values(&[&r.name]).inc();
+                    tracing::warn!(receiver = %r.name, status = a.status, answer = %a.body, retry_in = ?backoff,
+                        "alert notification not accepted; will retry");
+                    true
+                }
+                Err(e) => {
+                    self.metrics.failed.with_label_values(&[&r.name]).inc();
+                    tracing::warn!(receiver = %r.name, error = %e, retry_in = ?backoff, "alert notification not delivered; will retry");
+                    true
+                }
+            };
+            if retry {
+                if cancel.is_cancelled() {
+                    // Shutting down: what is left stays queued for the next start.
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = cancel.cancelled() => {}
+                }
+                backoff = (backoff * 2).min(self.max_backoff);
+            }
+        }
+    }
+}
+
+fn receiver(r: &ReceiverConfig, is_am: bool, timeout: Duration, dir: &Path) -> Result<Receiver, NotifyError> {
+    let name = receiver_name(r).map_err(|reason| NotifyError::Config { name: r.url.clone(), reason })?;
+    let client =
+        Client::new(r, timeout).map_err(|source| NotifyError::Client { name: name.clone(), source })?;
+    let kind = if is_am {
+        Kind::Alertmanager
+    } else {
+        let secret = match &r.secret_file {
+            Some(f) => Some(
+                std::fs::read(f)
+                    .map(|mut s| {
+                        // A trailing newline from `echo secret > file` is not part of the key.
+                        while s.last().is_some_and(|c| c.is_ascii_whitespace()) {
+                            s.pop();
+                        }
+                        s
+                    })
+                    .map_err(|e| NotifyError::Config {
+                        name: name.clone(),
+                        reason: format!("cannot read secret_file {}: {e}", f.display()),
+                    })?,
+            ),
+            None => None,
+        };
+        Kind::Webhook { secret }
+    };
+    let safe: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    let outbox = dir.join("outbox").join(safe);
+    std::fs::create_dir_all(&outbox)
+        .map_err(|source| NotifyError::Outbox { path: outbox.display().to_string(), source })?;
+    let next = queued(&outbox)
+        .last()
+        .and_then(|p| p.file_stem()?.to_str()?.parse::<u64>().ok())
+        .map_or(0, |n| n + 1);
+    Ok(Receiver { name, kind, client, outbox, next: AtomicU64::new(next), wake: Notify::new() })
+}
+
+/// The outbox's notification files, oldest first.
+fn queued(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Alertmanager's `postableAlerts`: a firing alert is said to end `4 × resend` from now
+/// unless re-sent (as Prometheus does), a resolved one at its end.
+fn alertmanager_body(alerts: &[Alert], now: i64, resend: Duration) -> Vec<u8> {
+    let horizon = now.saturating_add(4 * resend.as_nanos().min(i64::MAX as u128 / 4) as i64);
+    let list: Vec<_> = alerts
+        .iter()
+        .map(|a| {
+            json!({
+                "labels": a.labels,
+                "annotations": a.annotations,
+                "startsAt": rfc3339(a.starts_at),
+                "endsAt": rfc3339(a.ends_at.unwrap_or(horizon)),
+            })
+        })
+        .collect();
+    serde_json::to_vec(&list).unwrap_or_default()
+}
+
+/// `X-Logwarden-Signature: sha256=<hex of HMAC-SHA256(secret, body)>`.
+fn signature(secret: Option<&[u8]>, body: &[u8]) -> Vec<(&'static str, String)> {
+    let Some(secret) = secret else { return Vec::new() };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else { return Vec::new() };
+    mac.update(body);
+    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    vec![("x-logwarden-signature", format!("sha256={hex}"))]
+}

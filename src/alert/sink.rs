@@ -1,0 +1,160 @@
+//! Where a rule's closed window goes: its rows into `rule_results`, its alerting rows into
+//! alert instances (text columns become labels, the others values in the summary), and the
+//! alerts that changed to the notifier.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, RecordBatch};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+
+use super::notify::Notifier;
+use super::{Alerts, Instance, rfc3339};
+use crate::stream::rule::text_columns;
+use crate::stream::{Sink, WindowOutput};
+
+/// Rows of `rule_results` kept (the newest).
+const RESULTS: usize = 100_000;
+
+/// One output row of a rule's window.
+#[derive(Clone)]
+pub struct ResultRow {
+    pub rule: String,
+    pub window_start: i64,
+    pub window_end: i64,
+    pub alert: bool,
+    /// The row as a JSON object of its columns.
+    pub row: String,
+}
+
+/// The newest rule output rows, for the `rule_results` table.
+#[derive(Clone, Default)]
+pub struct Results(Arc<Mutex<VecDeque<ResultRow>>>);
+
+impl Results {
+    pub fn snapshot(&self) -> Vec<ResultRow> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+    }
+
+    fn push(&self, rows: Vec<ResultRow>) {
+        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        q.extend(rows);
+        while q.len() > RESULTS {
+            q.pop_front();
+        }
+    }
+}
+
+pub struct AlertSink {
+    pub alerts: Arc<Alerts>,
+    pub results: Results,
+    pub notifier: Arc<Notifier>,
+    /// Seconds from a window's close to its notifications being queued.
+    pub latency: prometheus::Histogram,
+}
+
+/// Columns of `logs` that a label may filter on in an alert's query.
+const LOG_COLUMNS: &[&str] = &["host", "app", "procid", "msgid", "peer", "client_id", "listener"];
+
+impl Sink for AlertSink {
+    fn window_closed(&mut self, out: &WindowOutput<'_>) {
+        let rule = out.rule;
+        let opts = FormatOptions::default().with_null("");
+        let mut rows = Vec::new();
+        let mut instances = Vec::new();
+        for (batch, alerting) in out.batches.iter().zip(out.alerting) {
+            let json = rows_as_json(batch);
+            let text = text_columns(batch);
+            let Ok(fmts) = batch
+                .columns()
+                .iter()
+                .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+                .collect::<Result<Vec<_>, _>>()
+            else {
+                continue;
+            };
+            let schema = batch.schema();
+            for i in 0..batch.num_rows() {
+                let alert = alerting.is_valid(i) && alerting.value(i);
+                rows.push(ResultRow {
+                    rule: rule.name.clone(),
+                    window_start: out.start,
+                    window_end: out.end,
+                    alert,
+                    row: json.get(i).cloned().unwrap_or_default(),
+                });
+                if !alert {
+                    continue;
+                }
+                let mut labels = BTreeMap::new();
+                labels.insert("alertname".to_owned(), rule.name.clone());
+                labels.insert("severity".to_owned(), rule.severity.clone());
+                labels.extend(rule.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+                let mut values = Vec::new();
+                let mut filters = Vec::new();
+                for (c, f) in schema.fields().iter().enumerate() {
+                    let v = fmts[c].value(i).to_string();
+                    if text.contains(&c) {
+                        if batch.column(c).is_valid(i) {
+                            if LOG_COLUMNS.contains(&f.name().as_str()) {
+                                filters.push(format!("{} = '{}'", f.name(), v.replace('\'', "''")));
+                            }
+                            labels.insert(f.name().clone(), v);
+                        }
+                    } else {
+                        values.push(format!("{}={v}", f.name()));
+                    }
+                }
+                let mut annotations = BTreeMap::new();
+                let keys: Vec<String> = text
+                    .iter()
+                    .filter_map(|&c| {
+                        labels.get(schema.field(c).name()).map(|v| format!("{}={v}", schema.field(c).name()))
+                    })
+                    .collect();
+                annotations.insert(
+                    "summary".to_owned(),
+                    format!(
+                        "{}{}: {} in {} .. {} ({} events in the window)",
+                        rule.name,
+                        if keys.is_empty() { String::new() } else { format!(" {{{}}}", keys.join(", ")) },
+                        if values.is_empty() { "matched".to_owned() } else { values.join(", ") },
+                        rfc3339(out.start),
+                        rfc3339(out.end),
+                        out.events
+                    ),
+                );
+                let mut query = format!(
+                    "SELECT * FROM logs WHERE timestamp >= '{}' AND timestamp < '{}'",
+                    rfc3339(out.start),
+                    rfc3339(out.end)
+                );
+                for f in filters {
+                    query.push_str(" AND ");
+                    query.push_str(&f);
+                }
+                query.push_str(" ORDER BY timestamp LIMIT 100");
+                annotations.insert("query".to_owned(), query);
+                annotations.insert("rule_sql".to_owned(), rule.sql.clone());
+                instances.push(Instance { labels, annotations });
+            }
+        }
+        self.results.push(rows);
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let changed = self.alerts.evaluate(&rule.name, &rule.severity, (out.start, out.end), instances, now);
+        if !changed.is_empty() {
+            self.notifier.enqueue(&changed, now);
+            self.latency.observe(out.closed_at.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// Each row of `batch` as a JSON object.
+fn rows_as_json(batch: &RecordBatch) -> Vec<String> {
+    let mut buf = Vec::new();
+    let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+    if w.write(batch).and_then(|_| w.finish()).is_err() {
+        return Vec::new();
+    }
+    String::from_utf8_lossy(&buf).lines().map(str::to_owned).collect()
+}

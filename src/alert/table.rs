@@ -1,0 +1,175 @@
+//! The `alerts` and `rule_results` tables: snapshots of the alert state and of the newest rule
+//! output rows, built when a query scans them.
+
+use std::sync::Arc;
+
+use arrow::array::{BooleanArray, RecordBatch, StringArray, TimestampNanosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::Result;
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+
+use super::sink::{ResultRow, Results};
+use super::{Alert, Alerts};
+
+fn ts(name: &str, nullable: bool) -> Field {
+    Field::new(name, DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), nullable)
+}
+
+pub fn alerts_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("fingerprint", DataType::Utf8, false),
+        Field::new("rule", DataType::Utf8, false),
+        Field::new("severity", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        ts("starts_at", false),
+        ts("ends_at", true),
+        ts("window_start", false),
+        ts("window_end", false),
+        Field::new("labels", DataType::Utf8, false),
+        Field::new("summary", DataType::Utf8, true),
+        Field::new("annotations", DataType::Utf8, false),
+    ]))
+}
+
+pub fn results_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("rule", DataType::Utf8, false),
+        ts("window_start", false),
+        ts("window_end", false),
+        Field::new("alert", DataType::Boolean, false),
+        Field::new("row", DataType::Utf8, false),
+    ]))
+}
+
+fn utc(v: Vec<i64>) -> TimestampNanosecondArray {
+    TimestampNanosecondArray::from(v).with_timezone("UTC")
+}
+
+fn alerts_batch(alerts: &[Alert]) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let s = |f: &dyn Fn(&Alert) -> String| StringArray::from_iter_values(alerts.iter().map(f));
+    RecordBatch::try_new(
+        alerts_schema(),
+        vec![
+            Arc::new(s(&|a| a.fingerprint.clone())),
+            Arc::new(s(&|a| a.rule.clone())),
+            Arc::new(s(&|a| a.severity.clone())),
+            Arc::new(s(&|a| a.status.as_str().to_owned())),
+            Arc::new(utc(alerts.iter().map(|a| a.starts_at).collect())),
+            Arc::new(
+                TimestampNanosecondArray::from(alerts.iter().map(|a| a.ends_at).collect::<Vec<_>>())
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(utc(alerts.iter().map(|a| a.window_start).collect())),
+            Arc::new(utc(alerts.iter().map(|a| a.window_end).collect())),
+            Arc::new(s(&|a| serde_json::to_string(&a.labels).unwrap_or_default())),
+            Arc::new(StringArray::from(
+                alerts.iter().map(|a| a.annotations.get("summary").cloned()).collect::<Vec<_>>(),
+            )),
+            Arc::new(s(&|a| serde_json::to_string(&a.annotations).unwrap_or_default())),
+        ],
+    )
+}
+
+fn results_batch(rows: &[ResultRow]) -> Result<RecordBatch, arrow::error::ArrowError> {
+    RecordBatch::try_new(
+        results_schema(),
+        vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.rule.as_str()))),
+            Arc::new(utc(rows.iter().map(|r| r.window_start).collect())),
+            Arc::new(utc(rows.iter().map(|r| r.window_end).collect())),
+            Arc::new(BooleanArray::from(rows.iter().map(|r| r.alert).collect::<Vec<_>>())),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.row.as_str()))),
+        ],
+    )
+}
+
+/// Where the `alerts` rows come from.
+#[derive(Debug)]
+pub enum AlertsSource {
+    /// The daemon's state.
+    Live(Arc<Alerts>),
+    /// `data_dir/alerts`, read when scanned (`logwarden query`).
+    Dir(std::path::PathBuf),
+}
+
+impl std::fmt::Debug for Alerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Alerts")
+    }
+}
+
+#[derive(Debug)]
+pub struct AlertsTable(pub AlertsSource);
+
+#[async_trait]
+impl TableProvider for AlertsTable {
+    fn schema(&self) -> SchemaRef {
+        alerts_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let alerts = match &self.0 {
+            AlertsSource::Live(a) => a.snapshot(),
+            AlertsSource::Dir(dir) => {
+                super::saved(dir).map_err(|e| DataFusionError::External(Box::new(e)))?
+            }
+        };
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![alerts_batch(&alerts)?]],
+            alerts_schema(),
+            projection.cloned(),
+        )?)
+    }
+}
+
+/// `rule_results`: the daemon's newest rule output rows (empty outside the daemon).
+#[derive(Debug, Default)]
+pub struct ResultsTable(pub Option<Results>);
+
+impl std::fmt::Debug for Results {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Results")
+    }
+}
+
+#[async_trait]
+impl TableProvider for ResultsTable {
+    fn schema(&self) -> SchemaRef {
+        results_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let rows = self.0.as_ref().map(Results::snapshot).unwrap_or_default();
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![results_batch(&rows)?]],
+            results_schema(),
+            projection.cloned(),
+        )?)
+    }
+}

@@ -1,0 +1,117 @@
+//! The streaming half of the daemon, wired: the rule engine fed by the WAL thread, the alert
+//! state and its notifier, and rule reloads on SIGHUP.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::AppError;
+use crate::alert::Alerts;
+use crate::alert::notify::Notifier;
+use crate::alert::sink::{AlertSink, Results};
+use crate::config::{Config, RuleConfig};
+use crate::metrics::Metrics;
+use crate::stream::{Engine, Options, Reload, Rule, Tap};
+
+pub struct Detection {
+    pub tap: Tap,
+    pub alerts: Arc<Alerts>,
+    pub results: Results,
+    reload: Reload,
+    engine: std::thread::JoinHandle<()>,
+    notifier: JoinHandle<()>,
+    notify_cancel: CancellationToken,
+}
+
+/// Start rule evaluation and alert delivery. The rules were planned when the config was
+/// validated; they are planned again here for the engine's own use.
+pub fn start(config: &Config, metrics: &Metrics) -> Result<Detection, AppError> {
+    let dir = config.alerts_dir();
+    std::fs::create_dir_all(&dir)
+        .map_err(|source| AppError::Write { path: dir.display().to_string(), source })?;
+    let alerts = Alerts::load(&dir, Some(metrics.alerts_firing.clone()))?;
+    let notifier = Arc::new(Notifier::new(&config.alerting, &dir, metrics.notify.clone())?);
+    let results = Results::default();
+    let (rules, problems) = crate::stream::compile_rules(&config.rules);
+    for p in problems {
+        tracing::error!(problem = %p, "rule not started");
+    }
+    let rules: Vec<(RuleConfig, Rule)> = config.rules.iter().cloned().zip(rules).collect();
+    let names: Vec<&str> = rules.iter().map(|(c, _)| c.name.as_str()).collect();
+    tracing::info!(rules = ?names, alertmanagers = config.alerting.alertmanagers.len(),
+        webhooks = config.alerting.webhooks.len(), firing = alerts.firing().len(), "rule evaluation on");
+    let sink = AlertSink {
+        alerts: alerts.clone(),
+        results: results.clone(),
+        notifier: notifier.clone(),
+        latency: metrics.alert_latency_seconds.clone(),
+    };
+    let opts = Options { allowed_lateness: config.detect.allowed_lateness, idle: config.detect.idle_timeout };
+    let (tap, reload, engine) = Engine::start(rules, opts, Box::new(sink), metrics.rules.clone())
+        .map_err(|source| AppError::Write { path: "thread lw-rules".into(), source })?;
+    let notify_cancel = CancellationToken::new();
+    let notifier = tokio::spawn(notifier.run(alerts.clone(), notify_cancel.clone()));
+    Ok(Detection { tap, alerts, results, reload, engine, notifier, notify_cancel })
+}
+
+impl Detection {
+    /// A sender of rule sets for [`watch_rules`].
+    pub fn reloader(&self) -> Reload {
+        self.reload.clone()
+    }
+
+    /// After the pipeline has stopped (so the engine has seen every durable event): let the
+    /// engine finish, deliver what is queued until `deadline`, save the alert state.
+    pub async fn stop(self, deadline: tokio::time::Instant) {
+        let Detection { tap, alerts, reload, engine, notifier, notify_cancel, .. } = self;
+        // The engine ends when the last tap (the WAL thread's is gone) and reloader are dropped.
+        drop((tap, reload));
+        let _ = tokio::time::timeout_at(deadline, tokio::task::spawn_blocking(move || engine.join())).await;
+        notify_cancel.cancel();
+        if tokio::time::timeout_at(deadline, notifier).await.is_err() {
+            tracing::warn!(
+                "alert notifications still queued at the shutdown deadline; they are kept for the next start"
+            );
+        }
+        if let Err(e) = alerts.save() {
+            tracing::error!(error = %e, "failed to save the alert state");
+        }
+    }
+}
+
+/// On SIGHUP, reread `[[rules]]` from `path`: rules that plan are (re)started, keeping their
+/// open windows when unchanged; a rule that does not plan is logged with its name and
+/// DataFusion's message, and its running version (if any) keeps running.
+pub async fn watch_rules(path: PathBuf, reload: Reload, cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            Some(()) = hup.recv() => {}
+        }
+        let rules = match crate::config::load_rules(&path) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "rules not reloaded; the running rules stay");
+                continue;
+            }
+        };
+        let mut set = Vec::new();
+        for (i, cfg) in rules.into_iter().enumerate() {
+            let (mut compiled, problems) = crate::stream::compile_rules(std::slice::from_ref(&cfg));
+            for p in &problems {
+                let key = p.key.replacen("rules[0]", &format!("rules[{i}]"), 1);
+                tracing::error!(file = %path.display(), key, reason = %p.reason,
+                    "rule refused at reload; its running version (if any) stays");
+            }
+            let name = cfg.name.clone();
+            set.push((name, compiled.pop().map(|r| (cfg, r))));
+        }
+        if reload.send(set).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Rules and alerts end to end: events with explicit timestamps sent over the plain syslog
+//! listener, rule windows closed by event time, and a real Alertmanager (Debian package
+//! `prometheus-alertmanager`) on a loopback port receiving the alerts, read back through its
+//! own API (`GET /api/v2/alerts`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::daemon::{Daemon, http_get, wait_until};
+
+const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
+
+/// A real Alertmanager on 127.0.0.1 (`port` 0: any), with a do-nothing receiver.
+struct Alertmanager {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Alertmanager {
+    fn start(dir: &Path, port: u16) -> Alertmanager {
+        assert!(
+            Path::new(ALERTMANAGER).exists(),
+            "{ALERTMANAGER} is missing: run scripts/test, which installs prometheus-alertmanager"
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        let config = dir.join("alertmanager.yml");
+        std::fs::write(&config, "route:\n  receiver: \"null\"\nreceivers:\n  - name: \"null\"\n").unwrap();
+        let mut child = Command::new(ALERTMANAGER)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start alertmanager");
+        // It logs `msg="Listening on" address=127.0.0.1:PORT` once its API is up.
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent
+                    && line.contains("msg=\"Listening on\"")
+                    && let Some(a) = line.split("address=").nth(1)
+                {
+                    let _ = tx.send(a.split_whitespace().next().unwrap_or("").to_owned());
+                    sent = true;
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("alertmanager did not start listening");
+        Alertmanager { child, addr: addr.parse().unwrap() }
+    }
+
+    /// The alerts Alertmanager holds as active (resolved ones are not listed).
+    fn alerts(&self) -> Vec<Value> {
+        let (status, body) = http_get(self.addr, "/api/v2/alerts");
+        if status != 200 {
+            return Vec::new();
+        }
+        serde_json::from_str(body.split("\r\n\r\n").last().unwrap_or(&body)).unwrap_or_default()
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// 2026-01-01T00:00:00Z plus `s` seconds, as RFC 3339.
+fn at(s: u32) -> String {
+    format!("2026-01-01T00:{:02}:{:02}Z", s / 60, s % 60)
+}
+
+/// RFC 5424 lines over the plain (loopback) stream listener.
+fn send(d: &Daemon, lines: &[(u32, &str, &str, &str)]) {
+    let mut s = TcpStream::connect(d.addr("plain")).unwrap();
+    for (t, host, app, msg) in lines {
+        writeln!(s, "<38>1 {} {host} {app} - - - {msg}", at(*t)).unwrap();
+    }
+    s.flush().unwrap();
+}
+
+fn rules_config(am: SocketAddr) -> String {
+    format!(
+        r#"[detect]
+allowed_lateness = "2s"
+[[rules]]
+name = "ssh_bruteforce"
+window = "10s"
+sql = """SELECT host, count(*) AS failures FROM events
+         WHERE app = 'sshd' AND message LIKE 'Failed password%' GROUP BY host"""
+alert_when = "failures > 3"
+severity = "warning"
+labels = {{ team = "secops" }}
+[alerting]
+resend_interval = "1s"
+[[alerting.alertmanagers]]
+url = "http://{am}"
+"#
+    )
+}
+
+const FAIL: &str = "Failed password for root from 10.0.0.9 port 4242 ssh2";
+
+#[test]
+fn a_brute_force_alert_reaches_alertmanager_and_resolves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let am = Alertmanager::start(&tmp.path().join("am"), 0);
+    let d = Daemon::start_with(&rules_config(am.addr));
+
+    let mut lines: Vec<(u32, &str, &str, &str)> = (1..=5).map(|t| (t, "web1", "sshd", FAIL)).collect();
+    lines.push((6, "web2", "sshd", FAIL));
+    lines.push((7, "web2", "sshd", "Accepted password for bob"));
+    send(&d, &lines);
+    // An event 13 s in moves the watermark (less 2 s of lateness) past the window's end.
+    send(&d, &[(13, "web3", "cron", "tick")]);
+
+    wait_until(Duration::from_secs(30), "the alert in Alertmanager", || !am.alerts().is_empty());
+    let alerts = am.alerts();
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let labels = &alerts[0]["labels"];
+    assert_eq!(labels["alertname"], "ssh_bruteforce");
+    assert_eq!(labels["host"], "web1");
+    assert_eq!(labels["severity"], "warning");
+    assert_eq!(labels["team"], "secops");
+    let summary = alerts[0]["annotations"]["summary"].as_str().unwrap();
+    assert!(summary.contains("failures=5"), "{summary}");
+    assert!(summary.contains("2026-01-01T00:00:00.000Z"), "{summary}");
+    let query = alerts[0]["annotations"]["query"].as_str().unwrap();
+    assert!(query.contains("host = 'web1'"), "{query}");
+    assert_eq!(d.metric(r#"logwarden_alerts_firing{rule="ssh_bruteforce",severity="warning"}"#), 1.0);
+
+    // The next window has no failures: the alert resolves, in Alertmanager too.
+    send(&d, &[(25, "web3", "cron", "tick")]);
+    wait_until(Duration::from_secs(30), "the alert to resolve in Alertmanager", || am.alerts().is_empty());
+    assert_eq!(d.metric(r#"logwarden_alerts_firing{rule="ssh_bruteforce",severity="warning"}"#), 0.0);
+    let sent = format!(r#"logwarden_alert_notifications_sent_total{{receiver="{}"}}"#, am.addr);
+    assert!(d.metric(&sent) >= 2.0, "firing and resolved were both sent");
+
+    // Both windows are rows of rule_results, and the alert a row of alerts.
+    let rows = d.query("SELECT status, labels, summary FROM alerts");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["status"], "resolved");
+    assert!(rows[0]["labels"].as_str().unwrap().contains(r#""host":"web1""#));
+}
+
+#[test]
+fn queued_alerts_survive_a_restart_and_reach_alertmanager_later() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Learn a free port from an Alertmanager, then stop it: the receiver is down.
+    let port = {
+        let am = Alertmanager::start(&tmp.path().join("am1"), 0);
+        am.addr.port()
+    };
+    let am_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut d = Daemon::start_with(&rules_config(am_addr));
+    let mut lines: Vec<(u32, &str, &str, &str)> = (1..=4).map(|t| (t, "db1", "sshd", FAIL)).collect();
+    lines.push((13, "web3", "cron", "tick"));
+    send(&d, &lines);
+    let queued = format!(r#"logwarden_alert_notifications_queued{{receiver="{am_addr}"}}"#);
+    wait_until(Duration::from_secs(30), "a queued notification", || d.metric(&queued) >= 1.0);
+    assert!(
+        d.metric(&format!(r#"logwarden_alert_notifications_failed_total{{receiver="{am_addr}"}}"#)) >= 1.0
+    );
+
+    assert!(d.terminate(Duration::from_secs(30)).success());
+    let outbox = d.data_dir().join("alerts/outbox");
+    assert!(std::fs::read_dir(&outbox).unwrap().next().is_some());
+    d.spawn();
+    let am = Alertmanager::start(&tmp.path().join("am2"), port);
+    wait_until(Duration::from_secs(60), "the queued alert in Alertmanager", || {
+        am.alerts().iter().any(|a| a["labels"]["host"] == "db1")
+    });
+    // Still firing after the restart: the state was kept, so it was not announced as new.
+    assert_eq!(d.metric(r#"logwarden_alerts_firing{rule="ssh_bruteforce",severity="warning"}"#), 1.0);
+}
+
+#[test]
+fn a_bad_rule_is_refused_by_validate_with_its_name_and_datafusion_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        r#"[[rules]]
+name = "good"
+sql = "SELECT host, count(*) AS n FROM events GROUP BY host"
+[[rules]]
+name = "typo"
+sql = "SELECT hots, count(*) AS n FROM events GROUP BY hots"
+[[rules]]
+name = "bad_condition"
+sql = "SELECT host, count(*) AS n FROM events GROUP BY host"
+alert_when = "m > 3"
+"#,
+    )
+    .unwrap();
+    let out = Command::new(crate::daemon::BIN).arg("validate").arg(&file).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}: rules[1].sql: rule \"typo\": ", file.display())), "{err}");
+    assert!(err.contains("hots"), "{err}");
+    assert!(err.contains("rules[2].alert_when: rule \"bad_condition\": "), "{err}");
+    assert!(!err.contains("rules[0]"), "{err}");
+}
