@@ -134,17 +134,10 @@ impl Alerts {
         }
     }
 
-    /// The instances `rule` finds in window `[start, end)`, against what was firing: returns
+    /// The instances (each labelled with its `severity`) `rule` finds in window `[start, end)`, against what was firing: returns
     /// the alerts that started firing and those that resolved (to notify), having updated the
     /// rest.
-    pub fn evaluate(
-        &self,
-        rule: &str,
-        severity: &str,
-        window: (i64, i64),
-        instances: Vec<Instance>,
-        now: i64,
-    ) -> Vec<Alert> {
+    pub fn evaluate(&self, rule: &str, window: (i64, i64), instances: Vec<Instance>, now: i64) -> Vec<Alert> {
         let mut s = self.lock();
         let mut changed = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -161,7 +154,7 @@ impl Alerts {
                     let a = Alert {
                         fingerprint: fp.clone(),
                         rule: rule.to_owned(),
-                        severity: severity.to_owned(),
+                        severity: inst.labels.get("severity").cloned().unwrap_or_default(),
                         status: Status::Firing,
                         labels: inst.labels,
                         annotations: inst.annotations,

@@ -51,6 +51,8 @@ pub struct AlertSink {
     pub notifier: Arc<Notifier>,
     /// Seconds from a window's close to its notifications being queued.
     pub latency: prometheus::Histogram,
+    /// The built-in detectors, which judge their rules' rows themselves.
+    pub detectors: crate::detect::builtin::Detectors,
 }
 
 /// Columns of `logs` that a label may filter on in an alert's query.
@@ -140,8 +142,11 @@ impl Sink for AlertSink {
             }
         }
         self.results.push(rows);
+        if let Some(found) = self.detectors.evaluate(out) {
+            instances = found;
+        }
         let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
-        let changed = self.alerts.evaluate(&rule.name, &rule.severity, (out.start, out.end), instances, now);
+        let changed = self.alerts.evaluate(&rule.name, (out.start, out.end), instances, now);
         if !changed.is_empty() {
             self.notifier.enqueue(&changed, now);
             self.latency.observe(out.closed_at.elapsed().as_secs_f64());

@@ -12,6 +12,7 @@ use crate::alert::Alerts;
 use crate::alert::notify::Notifier;
 use crate::alert::sink::{AlertSink, Results};
 use crate::config::{Config, RuleConfig};
+use crate::detect::builtin::{self, Detectors};
 use crate::metrics::Metrics;
 use crate::stream::{Engine, Options, Reload, Rule, Tap};
 
@@ -27,18 +28,32 @@ pub struct Detection {
 
 /// Start rule evaluation and alert delivery. The rules were planned when the config was
 /// validated; they are planned again here for the engine's own use.
-pub fn start(config: &Config, metrics: &Metrics) -> Result<Detection, AppError> {
+pub fn start(
+    config: &Config,
+    metrics: &Metrics,
+    templates: Option<Arc<crate::detect::templates::Shared>>,
+) -> Result<Detection, AppError> {
     let dir = config.alerts_dir();
     std::fs::create_dir_all(&dir)
         .map_err(|source| AppError::Write { path: dir.display().to_string(), source })?;
     let alerts = Alerts::load(&dir, Some(metrics.alerts_firing.clone()))?;
     let notifier = Arc::new(Notifier::new(&config.alerting, &dir, metrics.notify.clone())?);
     let results = Results::default();
-    let (rules, problems) = crate::stream::compile_rules(&config.rules);
-    for p in problems {
+    let configs: Vec<RuleConfig> =
+        config.rules.iter().cloned().chain(builtin::rules(&config.detect)).collect();
+    let (rules, problems) = crate::stream::compile_rules(&configs);
+    for p in &problems {
         tracing::error!(problem = %p, "rule not started");
     }
-    let rules: Vec<(RuleConfig, Rule)> = config.rules.iter().cloned().zip(rules).collect();
+    if !problems.is_empty() {
+        // Validation planned every rule already; a rule that fails now is a bug, not a config.
+        return Err(AppError::Rules(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")));
+    }
+    let rules: Vec<(RuleConfig, Rule)> = configs.into_iter().zip(rules).collect();
+    let detect_dir = config.data_dir.join("detect");
+    std::fs::create_dir_all(&detect_dir)
+        .map_err(|source| AppError::Write { path: detect_dir.display().to_string(), source })?;
+    let detectors = Detectors::load(&detect_dir, config.detect.clone(), templates);
     let names: Vec<&str> = rules.iter().map(|(c, _)| c.name.as_str()).collect();
     tracing::info!(rules = ?names, alertmanagers = config.alerting.alertmanagers.len(),
         webhooks = config.alerting.webhooks.len(), firing = alerts.firing().len(), "rule evaluation on");
@@ -47,6 +62,7 @@ pub fn start(config: &Config, metrics: &Metrics) -> Result<Detection, AppError> 
         results: results.clone(),
         notifier: notifier.clone(),
         latency: metrics.alert_latency_seconds.clone(),
+        detectors,
     };
     let opts = Options { allowed_lateness: config.detect.allowed_lateness, idle: config.detect.idle_timeout };
     let (tap, reload, engine) = Engine::start(rules, opts, Box::new(sink), metrics.rules.clone())
@@ -84,7 +100,12 @@ impl Detection {
 /// On SIGHUP, reread `[[rules]]` from `path`: rules that plan are (re)started, keeping their
 /// open windows when unchanged; a rule that does not plan is logged with its name and
 /// DataFusion's message, and its running version (if any) keeps running.
-pub async fn watch_rules(path: PathBuf, reload: Reload, cancel: CancellationToken) {
+pub async fn watch_rules(
+    path: PathBuf,
+    reload: Reload,
+    builtins: Vec<RuleConfig>,
+    cancel: CancellationToken,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
     loop {
@@ -100,7 +121,13 @@ pub async fn watch_rules(path: PathBuf, reload: Reload, cancel: CancellationToke
             }
         };
         let mut set = Vec::new();
-        for (i, cfg) in rules.into_iter().enumerate() {
+        let user = rules.len();
+        for (i, cfg) in rules.into_iter().chain(builtins.iter().cloned()).enumerate() {
+            if i < user && builtin::NAMES.contains(&cfg.name.as_str()) {
+                tracing::error!(file = %path.display(), key = format!("rules[{i}].name"), name = %cfg.name,
+                    "rule refused at reload: the name is a built-in detector's");
+                continue;
+            }
             let (mut compiled, problems) = crate::stream::compile_rules(std::slice::from_ref(&cfg));
             for p in &problems {
                 let key = p.key.replacen("rules[0]", &format!("rules[{i}]"), 1);

@@ -49,6 +49,8 @@ pub enum AppError {
     Audit { dir: String, source: std::io::Error },
     #[error("failed to load the log templates: {0}")]
     Templates(#[from] crate::detect::templates::TemplatesError),
+    #[error("failed to start the rules: {0}")]
+    Rules(String),
     #[error("failed to load the alert state: {0}")]
     Alerts(#[from] crate::alert::AlertError),
     #[error("failed to set up alert delivery: {0}")]
@@ -101,10 +103,6 @@ pub async fn run(config: Config, config_file: Option<std::path::PathBuf>) -> Res
         retention_max_age: config.storage.retention_max_age,
         retention_max_bytes: config.storage.retention_max_bytes.map(|b| b.as_u64()),
     };
-    let detection = detection::start(&config, &metrics)?;
-    let (pipeline, appender) =
-        Pipeline::start(store.clone(), recovery.next_generation, opts, Some(detection.tap.clone()))
-            .map_err(store_err)?;
 
     let audit_dir = config.audit_dir();
     let (audit, audit_writer) =
@@ -120,6 +118,10 @@ pub async fn run(config: Config, config_file: Option<std::path::PathBuf>) -> Res
     } else {
         None
     };
+    let detection = detection::start(&config, &metrics, templates.clone())?;
+    let (pipeline, appender) =
+        Pipeline::start(store.clone(), recovery.next_generation, opts, Some(detection.tap.clone()))
+            .map_err(store_err)?;
     let ingest_gate = Gate {
         tls: None,
         identity: Arc::new(config.identity.principal_from.clone()),
@@ -255,8 +257,10 @@ pub async fn run(config: Config, config_file: Option<std::path::PathBuf>) -> Res
     drop(audit);
     let reload_task =
         tls.clone().map(|t| tokio::spawn(watch_trust(t, config.tls.trust_reload_interval, cancel.clone())));
-    let rules_task =
-        config_file.map(|p| tokio::spawn(detection::watch_rules(p, detection.reloader(), cancel.clone())));
+    let rules_task = config_file.map(|p| {
+        let builtins = crate::detect::builtin::rules(&config.detect);
+        tokio::spawn(detection::watch_rules(p, detection.reloader(), builtins, cancel.clone()))
+    });
 
     // Stopped only after the pipeline has drained, so the last save has every stamped batch.
     let save_cancel = CancellationToken::new();

@@ -6,6 +6,7 @@
 //! [`load`] for how all of them are collected.
 
 mod access;
+mod detect;
 mod flight;
 mod load;
 mod rules;
@@ -15,6 +16,7 @@ mod validate_rules;
 pub use access::{
     AccessConfig, ClientAuth, ClientTrust, IdentityConfig, PrincipalSource, QueryRule, SendRule,
 };
+pub use detect::{BaselineConfig, DetectConfig, TemplatesConfig};
 pub use flight::{FlightConfig, QueryLimitsConfig, TokenConfig, UserConfig};
 pub use load::{ConfigError, Problem, load, load_rules, load_str};
 pub use rules::{AlertingConfig, ReceiverConfig, RuleConfig};
@@ -408,44 +410,6 @@ impl AdminConfig {
             client_ca_file: self.client_ca_file.clone(),
             crl_files: self.crl_files.clone(),
         }
-    }
-}
-
-/// Built-in detection over the arriving events, and the event-time clock rules share.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DetectConfig {
-    pub templates: TemplatesConfig,
-    /// How far behind the newest event `timestamp` an event may be and still count in its
-    /// window; later ones are counted in `logwarden_rule_late_events_total`.
-    #[serde(with = "humantime_serde")]
-    pub allowed_lateness: Duration,
-    /// With no newer event for this long, the event-time clock moves on with the wall clock,
-    /// so windows close when traffic stops.
-    #[serde(with = "humantime_serde")]
-    pub idle_timeout: Duration,
-}
-
-impl Default for DetectConfig {
-    fn default() -> Self {
-        DetectConfig {
-            templates: TemplatesConfig::default(),
-            allowed_lateness: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-/// Log template mining: every event's `template_id`, and the `templates` table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TemplatesConfig {
-    pub enabled: bool,
-}
-
-impl Default for TemplatesConfig {
-    fn default() -> Self {
-        TemplatesConfig { enabled: true }
     }
 }
 

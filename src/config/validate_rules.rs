@@ -17,6 +17,24 @@ impl Config {
         if self.detect.idle_timeout.is_zero() {
             out.push(Problem::new("detect.idle_timeout", "must be greater than 0"));
         }
+        for (name, d) in [
+            ("volume", &self.detect.volume),
+            ("error_ratio", &self.detect.error_ratio),
+            ("new_templates", &self.detect.new_templates),
+        ] {
+            if d.window < Duration::from_secs(1) {
+                out.push(Problem::new(format!("detect.{name}.window"), "must be at least 1s"));
+            }
+            if !(d.sensitivity > 0.0 && d.sensitivity.is_finite()) {
+                out.push(Problem::new(
+                    format!("detect.{name}.sensitivity"),
+                    "must be a number greater than 0",
+                ));
+            }
+            if d.memory == 0 {
+                out.push(Problem::new(format!("detect.{name}.memory"), "must be at least 1 window"));
+            }
+        }
         let mut names: HashMap<&str, usize> = HashMap::new();
         let mut plannable = true;
         for (i, r) in self.rules.iter().enumerate() {
@@ -25,6 +43,11 @@ impl Config {
                 out.push(Problem::new(
                     key("name"),
                     "must be non-empty and use only letters, digits, '-' and '_' (it names alerts and metrics)",
+                ));
+            } else if crate::detect::builtin::NAMES.contains(&r.name.as_str()) {
+                out.push(Problem::new(
+                    key("name"),
+                    format!("\"{}\" is the name of a built-in detector ([detect.{}])", r.name, r.name),
                 ));
             } else if let Some(other) = names.insert(&r.name, i) {
                 out.push(Problem::new(

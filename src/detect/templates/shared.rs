@@ -159,6 +159,11 @@ impl Shared {
         self.len() == 0
     }
 
+    /// A copy of one template.
+    pub fn get(&self, id: super::TemplateId) -> Option<Template> {
+        self.lock().get(id).cloned()
+    }
+
     /// A copy of the templates, in id order.
     pub fn snapshot(&self) -> Vec<Template> {
         self.lock().templates().to_vec()

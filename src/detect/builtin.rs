@@ -1,0 +1,324 @@
+//! The built-in detectors, each a rule with its own SQL whose window output is judged against
+//! learned baselines instead of an `alert_when` condition:
+//!
+//! - `volume`: events per host, per app and per severity; spikes, drops, a host gone silent;
+//! - `error_ratio`: the share of severity 0–3 per app;
+//! - `new_templates`: a template first seen in the window at warning or worse, and a known
+//!   template's rate jump.
+//!
+//! Their baselines are kept in `data_dir/detect/baselines.json`, replaced after each window.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, RecordBatch};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use serde::{Deserialize, Serialize};
+
+use super::baseline::{Baselines, Verdict};
+use super::templates::Shared;
+use crate::alert::{Instance, rfc3339};
+use crate::config::{BaselineConfig, DetectConfig, RuleConfig};
+use crate::stream::WindowOutput;
+
+pub const VOLUME: &str = "volume";
+pub const ERROR_RATIO: &str = "error_ratio";
+pub const NEW_TEMPLATES: &str = "new_templates";
+/// Rule names the built-in detectors take.
+pub const NAMES: &[&str] = &[VOLUME, ERROR_RATIO, NEW_TEMPLATES];
+
+/// The enabled detectors as rules.
+pub fn rules(cfg: &DetectConfig) -> Vec<RuleConfig> {
+    let rule = |name: &str, c: &BaselineConfig, sql: &str| RuleConfig {
+        name: name.into(),
+        window: c.window,
+        sql: sql.into(),
+        severity: "warning".into(),
+        ..RuleConfig::default()
+    };
+    let mut out = Vec::new();
+    if cfg.volume.enabled {
+        out.push(rule(
+            VOLUME,
+            &cfg.volume,
+            "SELECT host, app, severity, count(*) AS events FROM events GROUP BY host, app, severity",
+        ));
+    }
+    if cfg.error_ratio.enabled {
+        out.push(rule(
+            ERROR_RATIO,
+            &cfg.error_ratio,
+            "SELECT app, count(*) AS events, sum(CASE WHEN severity <= 3 THEN 1 ELSE 0 END) AS errors \
+             FROM events WHERE app IS NOT NULL GROUP BY app",
+        ));
+    }
+    if cfg.new_templates.enabled && cfg.templates.enabled {
+        out.push(rule(
+            NEW_TEMPLATES,
+            &cfg.new_templates,
+            "SELECT template_id, count(*) AS events, min(severity) AS severity, \
+             min(CAST(host AS VARCHAR)) AS host, min(CAST(app AS VARCHAR)) AS app \
+             FROM events WHERE template_id > 0 GROUP BY template_id",
+        ));
+    }
+    out
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct State {
+    volume: Baselines,
+    error_ratio: Baselines,
+    templates: Baselines,
+    /// End of the first `new_templates` window: its warm-up counts from there.
+    templates_since: Option<i64>,
+}
+
+pub struct Detectors {
+    cfg: DetectConfig,
+    state: State,
+    path: PathBuf,
+    templates: Option<Arc<Shared>>,
+}
+
+impl Detectors {
+    /// The detectors with the baselines saved in `dir` (none if the file is missing or does
+    /// not parse: baselines are learned again, and the error is logged).
+    pub fn load(dir: &Path, cfg: DetectConfig, templates: Option<Arc<Shared>>) -> Detectors {
+        let path = dir.join("baselines.json");
+        let state = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                tracing::error!(path = %path.display(), error = %e, "unreadable detector baselines; learning them again");
+                State::default()
+            }),
+            Err(_) => State::default(),
+        };
+        Detectors { cfg, state, path, templates }
+    }
+
+    /// The alert instances of a built-in detector's window, or `None` for other rules.
+    pub fn evaluate(&mut self, out: &WindowOutput<'_>) -> Option<Vec<Instance>> {
+        let instances = match out.rule.name.as_str() {
+            VOLUME => self.volume(out),
+            ERROR_RATIO => self.error_ratio(out),
+            NEW_TEMPLATES => self.new_templates(out),
+            _ => return None,
+        };
+        if let Ok(bytes) = serde_json::to_vec(&self.state)
+            && let Err(e) = crate::store::write_atomic(&self.path, &bytes)
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "failed to save the detector baselines");
+        }
+        Some(instances)
+    }
+
+    fn volume(&mut self, out: &WindowOutput<'_>) -> Vec<Instance> {
+        let cfg = &self.cfg.volume;
+        let mut counts: BTreeMap<String, f64> = BTreeMap::new();
+        for row in rows(out.batches) {
+            let n = row.get("events").and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            for dim in ["host", "app", "severity"] {
+                if let Some(v) = row.get(dim).filter(|v| !v.is_empty()) {
+                    *counts.entry(format!("{dim}={v}")).or_default() += n;
+                }
+            }
+        }
+        let b = &mut self.state.volume;
+        for k in b.keys.keys() {
+            counts.entry(k.clone()).or_insert(0.0);
+        }
+        let mut found = Vec::new();
+        for (key, n) in counts {
+            let floor = b.mean(&key).unwrap_or(n).sqrt().max(1.0);
+            let verdict = b.observe(&key, n, out.end, cfg, floor);
+            let (dim, value) = key.split_once('=').unwrap_or((&key, ""));
+            let (name, what) = match verdict {
+                Verdict::Spike(v, m) if v >= cfg.min_events as f64 => {
+                    ("log_volume_spike", format!("{v} events, baseline {m:.1}"))
+                }
+                Verdict::Drop(v, m) if m >= cfg.min_events as f64 => {
+                    if v == 0.0 && dim == "host" {
+                        ("host_silent", format!("no events, baseline {m:.1}"))
+                    } else {
+                        ("log_volume_drop", format!("{v} events, baseline {m:.1}"))
+                    }
+                }
+                _ => continue,
+            };
+            // The alert's own `severity` label is taken: the dimension is `log_severity`.
+            let (label, filter) = if dim == "severity" {
+                ("log_severity", format!("severity = {value}"))
+            } else {
+                (dim, format!("{dim} = '{}'", value.replace('\'', "''")))
+            };
+            found.push(instance(
+                out,
+                name,
+                &[(label, value)],
+                &format!("{label}={value}: {what}"),
+                &filter,
+                None,
+            ));
+        }
+        b.forget_faded();
+        found
+    }
+
+    fn error_ratio(&mut self, out: &WindowOutput<'_>) -> Vec<Instance> {
+        let cfg = &self.cfg.error_ratio;
+        let b = &mut self.state.error_ratio;
+        let mut found = Vec::new();
+        for row in rows(out.batches) {
+            let (Some(app), Some(events), Some(errors)) = (
+                row.get("app").filter(|a| !a.is_empty()),
+                row.get("events").and_then(|v| v.parse::<f64>().ok()),
+                row.get("errors").and_then(|v| v.parse::<f64>().ok()),
+            ) else {
+                continue;
+            };
+            if events <= 0.0 {
+                continue;
+            }
+            let ratio = errors / events;
+            if let Verdict::Spike(r, m) = b.observe(&format!("app={app}"), ratio, out.end, cfg, 0.02)
+                && errors >= cfg.min_events as f64
+            {
+                let what = format!(
+                    "{:.1}% of events are errors ({errors} of {events}), baseline {:.1}%",
+                    r * 100.0,
+                    m * 100.0
+                );
+                found.push(instance(
+                    out,
+                    "error_ratio_high",
+                    &[("app", app)],
+                    &format!("app={app}: {what}"),
+                    &format!("app = '{}' AND severity <= 3", app.replace('\'', "''")),
+                    None,
+                ));
+            }
+        }
+        found
+    }
+
+    fn new_templates(&mut self, out: &WindowOutput<'_>) -> Vec<Instance> {
+        let cfg = &self.cfg.new_templates;
+        let since = *self.state.templates_since.get_or_insert(out.end);
+        let warm = out.end.saturating_sub(since) as u128 >= cfg.warmup.as_nanos();
+        let mut counts: BTreeMap<String, f64> = BTreeMap::new();
+        let mut found = Vec::new();
+        for row in rows(out.batches) {
+            let Some(id) = row.get("template_id").and_then(|v| v.parse::<u32>().ok()) else { continue };
+            let events = row.get("events").and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            counts.insert(format!("template_id={id}"), events);
+            let severity = row.get("severity").and_then(|v| v.parse::<u8>().ok());
+            let Some(t) = self.templates.as_ref().and_then(|s| s.get(id)) else { continue };
+            let first_here = (out.start..out.end).contains(&t.first_seen);
+            if warm && first_here && severity.is_some_and(|s| s <= 4) {
+                let host = row.get("host").cloned().unwrap_or_default();
+                let app = row.get("app").cloned().unwrap_or_default();
+                let what = format!(
+                    "template {id} first seen at severity {} from {host}/{app} ({events} events): {}",
+                    severity.unwrap_or(0),
+                    t.pattern()
+                );
+                let id = id.to_string();
+                found.push(instance(
+                    out,
+                    "new_log_template",
+                    &[("template_id", &id), ("app", &app)],
+                    &what,
+                    &format!("template_id = {id}"),
+                    Some(&t.example),
+                ));
+            }
+        }
+        let b = &mut self.state.templates;
+        for k in b.keys.keys() {
+            counts.entry(k.clone()).or_insert(0.0);
+        }
+        for (key, n) in counts {
+            let floor = b.mean(&key).unwrap_or(n).sqrt().max(1.0);
+            if let Verdict::Spike(v, m) = b.observe(&key, n, out.end, cfg, floor)
+                && v >= cfg.min_events as f64
+            {
+                let id = key.trim_start_matches("template_id=").to_owned();
+                let id_num = id.parse::<u32>().unwrap_or(0);
+                let t = self.templates.as_ref().and_then(|s| s.get(id_num));
+                let pattern = t.as_ref().map(|t| t.pattern()).unwrap_or_default();
+                found.push(instance(
+                    out,
+                    "log_template_rate",
+                    &[("template_id", &id)],
+                    &format!("template {id}: {v} events, baseline {m:.1}: {pattern}"),
+                    &format!("template_id = {id}"),
+                    t.as_ref().map(|t| t.example.as_str()),
+                ));
+            }
+        }
+        b.forget_faded();
+        found
+    }
+}
+
+/// An alert instance of a detector: labels, a summary with the numbers, a query for the
+/// window's matching events, and a sample event when there is one.
+fn instance(
+    out: &WindowOutput<'_>,
+    alertname: &str,
+    labels: &[(&str, &str)],
+    what: &str,
+    filter: &str,
+    example: Option<&str>,
+) -> Instance {
+    let mut l = BTreeMap::new();
+    l.insert("alertname".to_owned(), alertname.to_owned());
+    l.insert("severity".to_owned(), out.rule.severity.clone());
+    l.insert("detector".to_owned(), out.rule.name.clone());
+    for (k, v) in labels {
+        if !v.is_empty() {
+            l.insert((*k).to_owned(), (*v).to_owned());
+        }
+    }
+    let (start, end) = (rfc3339(out.start), rfc3339(out.end));
+    let mut a = BTreeMap::new();
+    a.insert("summary".to_owned(), format!("{what} in {start} .. {end}"));
+    a.insert(
+        "query".to_owned(),
+        format!("SELECT * FROM logs WHERE timestamp >= '{start}' AND timestamp < '{end}' AND {filter} ORDER BY timestamp LIMIT 100"),
+    );
+    if let Some(e) = example {
+        a.insert("example".to_owned(), e.to_owned());
+    }
+    Instance { labels: l, annotations: a }
+}
+
+/// The rows of `batches` as column → displayed value (nulls as "").
+fn rows(batches: &[RecordBatch]) -> Vec<HashMap<String, String>> {
+    let opts = FormatOptions::default().with_null("");
+    let mut out = Vec::new();
+    for b in batches {
+        let schema = b.schema();
+        let Ok(fmts) = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+            .collect::<Result<Vec<_>, _>>()
+        else {
+            continue;
+        };
+        for i in 0..b.num_rows() {
+            out.push(
+                schema
+                    .fields()
+                    .iter()
+                    .zip(&fmts)
+                    .zip(b.columns())
+                    .filter(|(_, c)| c.is_valid(i))
+                    .map(|((f, fmt), _)| (f.name().clone(), fmt.value(i).to_string()))
+                    .collect(),
+            );
+        }
+    }
+    out
+}

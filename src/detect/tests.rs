@@ -1,0 +1,284 @@
+//! Scenarios: event streams with known patterns through the rule engine and the built-in
+//! detectors, asserting exactly which alerts fire and resolve after each window. Windows are
+//! 10 s of explicit event time; feeding window k closes window k-1.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::builtin::{self, Detectors};
+use super::templates::Shared;
+use crate::alert::Alerts;
+use crate::alert::notify::{Notifier, NotifyMetrics};
+use crate::alert::sink::{AlertSink, Results};
+use crate::batch::{EventBatchBuilder, Origin};
+use crate::config::{AlertingConfig, BaselineConfig, DetectConfig, RuleConfig};
+use crate::ingest::event::Event;
+use crate::stream::{Engine, Options, Rule, RuleMetrics};
+
+const S: i64 = 1_000_000_000;
+const T0: i64 = 1_767_225_600 * S;
+const W: i64 = 10;
+
+struct Scenario {
+    engine: Engine,
+    alerts: Arc<Alerts>,
+    templates: Arc<Shared>,
+    window: i64,
+    _dir: tempfile::TempDir,
+}
+
+fn metrics() -> RuleMetrics {
+    let v = |n: &str| prometheus::IntCounterVec::new(prometheus::Opts::new(n, n), &["rule"]).unwrap();
+    RuleMetrics {
+        late: v("late"),
+        windows: v("windows"),
+        errors: v("errors"),
+        evaluation: prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("e", "e")).unwrap(),
+        dropped: prometheus::IntCounter::new("d", "d").unwrap(),
+    }
+}
+
+fn notify_metrics() -> NotifyMetrics {
+    let v = |n: &str| prometheus::IntCounterVec::new(prometheus::Opts::new(n, n), &["receiver"]).unwrap();
+    NotifyMetrics {
+        sent: v("s"),
+        failed: v("f"),
+        dropped: v("d"),
+        queued: prometheus::IntGaugeVec::new(prometheus::Opts::new("q", "q"), &["receiver"]).unwrap(),
+    }
+}
+
+impl Scenario {
+    fn new(user: Vec<RuleConfig>) -> Scenario {
+        Self::in_dir(user, tempfile::tempdir().unwrap(), 0)
+    }
+
+    /// A daemon restarted on `dir` (its saved templates, baselines and alerts) at `window`.
+    fn in_dir(user: Vec<RuleConfig>, dir: tempfile::TempDir, window: i64) -> Scenario {
+        let quick = BaselineConfig {
+            window: Duration::from_secs(W as u64),
+            warmup: Duration::from_secs(60),
+            memory: 10,
+            ..BaselineConfig::default()
+        };
+        let detect = DetectConfig {
+            volume: quick.clone(),
+            error_ratio: BaselineConfig { min_events: 10, ..quick.clone() },
+            new_templates: quick,
+            allowed_lateness: Duration::ZERO,
+            ..DetectConfig::default()
+        };
+        let configs: Vec<RuleConfig> = user.into_iter().chain(builtin::rules(&detect)).collect();
+        let rules: Vec<(RuleConfig, Rule)> = configs
+            .into_iter()
+            .map(|c| {
+                let r = futures::executor::block_on(Rule::compile(&c)).unwrap();
+                (c, r)
+            })
+            .collect();
+        let templates = Shared::load(&dir.path().join("templates.json"), None).unwrap();
+        let alerts = Alerts::load(dir.path(), None).unwrap();
+        let sink = AlertSink {
+            alerts: alerts.clone(),
+            results: Results::default(),
+            notifier: Arc::new(
+                Notifier::new(&AlertingConfig::default(), dir.path(), notify_metrics()).unwrap(),
+            ),
+            latency: prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("l", "l")).unwrap(),
+            detectors: Detectors::load(dir.path(), detect.clone(), Some(templates.clone())),
+        };
+        let opts = Options { allowed_lateness: Duration::ZERO, idle: Duration::from_secs(3600) };
+        let engine = Engine::new(rules, opts, Box::new(sink), metrics());
+        Scenario { engine, alerts, templates, window, _dir: dir }
+    }
+
+    /// Feed the next window's events (host, app, severity, message, how many), spread over
+    /// it, and return the alerts firing once the previous window has closed, as
+    /// `alertname{label=value,...}` (without the labels every alert has).
+    fn step(&mut self, events: &[(&str, &str, u8, &str, usize)]) -> Vec<String> {
+        let mut b =
+            EventBatchBuilder::new(Origin { listener: "l".into(), peer: "p".into(), client_id: "".into() });
+        let total: usize = events.iter().map(|e| e.4).sum();
+        let mut i = 0;
+        for (host, app, sev, msg, n) in events {
+            for _ in 0..*n {
+                let mut ev = Event::raw(Cow::Borrowed(*msg), "");
+                ev.decode_error = None;
+                ev.timestamp = Some(T0 + self.window * W * S + (i as i64 * W * S) / total.max(1) as i64);
+                ev.host = Some(Cow::Borrowed(*host));
+                ev.app = Some(Cow::Borrowed(*app));
+                ev.severity = Some(*sev);
+                b.append(&ev, 0);
+                i += 1;
+            }
+        }
+        let batch = self.templates.stamp(b.finish().unwrap()).unwrap();
+        futures::executor::block_on(async {
+            self.engine.ingest(&[batch]).await;
+            self.engine.close_due(std::time::Instant::now()).await;
+        });
+        self.window += 1;
+        self.firing()
+    }
+
+    fn firing(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .alerts
+            .firing()
+            .iter()
+            .map(|a| {
+                let labels: Vec<String> = a
+                    .labels
+                    .iter()
+                    .filter(|(k, _)| !matches!(k.as_str(), "alertname" | "severity" | "detector"))
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                format!("{}{{{}}}", a.labels["alertname"], labels.join(","))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// Five web hosts and a database, 40 events each per window.
+fn steady() -> Vec<(&'static str, &'static str, u8, &'static str, usize)> {
+    vec![
+        ("web1", "nginx", 6, "GET /index.html 200", 40),
+        ("web2", "nginx", 6, "GET /index.html 200", 40),
+        ("web3", "nginx", 6, "GET /index.html 200", 40),
+        ("web4", "nginx", 6, "GET /index.html 200", 40),
+        ("db1", "postgres", 6, "checkpoint complete", 40),
+    ]
+}
+
+fn warm_up(s: &mut Scenario) {
+    for _ in 0..9 {
+        assert_eq!(s.step(&steady()), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn a_burst_fires_volume_spikes_that_resolve_when_it_ends() {
+    let mut s = Scenario::new(Vec::new());
+    warm_up(&mut s);
+    let mut burst = steady();
+    burst[0].4 = 400;
+    assert!(s.step(&burst).is_empty());
+    assert_eq!(
+        s.step(&steady()),
+        [
+            // The burst is all one template, whose rate jumps too.
+            "log_template_rate{template_id=1}",
+            "log_volume_spike{app=nginx}",
+            "log_volume_spike{host=web1}",
+            "log_volume_spike{log_severity=6}"
+        ]
+    );
+    assert_eq!(s.step(&steady()), Vec::<String>::new());
+}
+
+#[test]
+fn baselines_survive_a_restart() {
+    let mut s = Scenario::new(Vec::new());
+    warm_up(&mut s);
+    s.step(&steady());
+    s.templates.save().unwrap();
+    let (dir, window) = (s._dir, s.window);
+    let mut s = Scenario::in_dir(Vec::new(), dir, window);
+    // No second warm-up: a silence right after the restart is noticed.
+    let without_db: Vec<_> = steady().into_iter().filter(|e| e.0 != "db1").collect();
+    s.step(&without_db);
+    assert_eq!(s.step(&without_db), ["host_silent{host=db1}", "log_volume_drop{app=postgres}"]);
+}
+
+#[test]
+fn a_host_that_goes_silent_is_noticed_and_clears_when_it_is_back() {
+    let mut s = Scenario::new(Vec::new());
+    warm_up(&mut s);
+    let without_db: Vec<_> = steady().into_iter().filter(|e| e.0 != "db1").collect();
+    assert!(s.step(&without_db).is_empty());
+    assert_eq!(s.step(&without_db), ["host_silent{host=db1}", "log_volume_drop{app=postgres}"]);
+    assert_eq!(s.step(&without_db), ["host_silent{host=db1}", "log_volume_drop{app=postgres}"]);
+    s.step(&steady());
+    assert_eq!(s.step(&steady()), Vec::<String>::new());
+}
+
+#[test]
+fn a_new_error_template_fires_once_a_new_info_template_does_not() {
+    let mut s = Scenario::new(Vec::new());
+    warm_up(&mut s);
+    let mut e = steady();
+    e.push(("db1", "kernel", 3, "EXT4-fs error (device sda1): unable to read inode block 4242", 1));
+    e.push(("web2", "nginx", 6, "worker process 77 started", 1));
+    s.step(&e);
+    let firing = s.step(&steady());
+    assert_eq!(firing.len(), 1, "{firing:?}");
+    assert!(firing[0].starts_with("new_log_template{app=kernel,template_id="), "{firing:?}");
+    let a = &s.alerts.firing()[0];
+    assert!(
+        a.annotations["summary"].contains("<*>-fs error (device <*>): unable to read inode block <*>"),
+        "{:?}",
+        a.annotations
+    );
+    assert_eq!(a.annotations["example"], "EXT4-fs error (device sda1): unable to read inode block 4242");
+    // Seen again later, it is no longer new.
+    let mut again = steady();
+    again.push(("db1", "kernel", 3, "EXT4-fs error (device sdb2): unable to read inode block 7", 1));
+    s.step(&again);
+    assert_eq!(s.step(&steady()), Vec::<String>::new());
+}
+
+#[test]
+fn nothing_is_new_during_the_warm_up() {
+    let mut s = Scenario::new(Vec::new());
+    let mut e = steady();
+    e.push(("db1", "kernel", 2, "disk failure imminent on sda", 1));
+    s.step(&e);
+    assert_eq!(s.step(&steady()), Vec::<String>::new());
+}
+
+#[test]
+fn an_error_ratio_jump_fires_for_its_app_only() {
+    let mut s = Scenario::new(Vec::new());
+    let with_errors = |errors: usize| {
+        let mut e = steady();
+        e.push(("api1", "api", 6, "request ok", 200 - errors));
+        e.push(("api1", "api", 3, "request failed: upstream timeout", errors));
+        e
+    };
+    for _ in 0..9 {
+        assert_eq!(s.step(&with_errors(4)), Vec::<String>::new());
+    }
+    s.step(&with_errors(100));
+    assert_eq!(
+        s.step(&with_errors(4)),
+        [
+            "error_ratio_high{app=api}",
+            // The failure message's template, errors overall, and info events fewer.
+            "log_template_rate{template_id=4}",
+            "log_volume_drop{log_severity=6}",
+            "log_volume_spike{log_severity=3}"
+        ]
+    );
+    assert_eq!(s.step(&with_errors(4)), Vec::<String>::new());
+}
+
+#[test]
+fn a_brute_force_rule_fires_beside_the_detectors() {
+    let rule = RuleConfig {
+        name: "ssh_bruteforce".into(),
+        window: Duration::from_secs(W as u64),
+        sql: "SELECT host, count(*) AS failures FROM events WHERE app = 'sshd' AND message LIKE 'Failed password%' GROUP BY host".into(),
+        alert_when: Some("failures > 20".into()),
+        ..RuleConfig::default()
+    };
+    let mut s = Scenario::new(vec![rule]);
+    let mut attack = steady();
+    attack.push(("bastion", "sshd", 5, "Failed password for root from 203.0.113.9 port 50022 ssh2", 25));
+    attack.push(("web1", "sshd", 5, "Failed password for bob from 10.1.1.1 port 40000 ssh2", 3));
+    s.step(&attack);
+    assert_eq!(s.step(&steady()), ["ssh_bruteforce{host=bastion}"]);
+    assert_eq!(s.step(&steady()), Vec::<String>::new());
+}
