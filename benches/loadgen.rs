@@ -9,6 +9,10 @@
 //!
 //!     cargo run --release --bin logwarden-loadgen -- --events 2000000 --connections 4
 //!
+//! With `--alert-latency 30s` it sends `--rate` events/s (default 200 000) with live
+//! timestamps and measures how long after a rule window closes its alert reaches a webhook
+//! (see `latency.rs`).
+//!
 //! With `--handshakes 10s` it measures TLS handshakes per second instead: each of the
 //! `--connections` tasks connects, completes a TLS 1.3 handshake and closes, in a loop, either
 //! always full (the server signs every one) or, with `--resume`, resuming the previous
@@ -32,7 +36,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-#[derive(Debug, Parser)]
+mod latency;
+
+#[derive(Debug, Clone, Parser)]
 #[command(name = "logwarden-loadgen", about = "Send a generated syslog corpus over TLS and measure ingest")]
 struct Args {
     /// Events to send in total.
@@ -70,6 +76,12 @@ struct Args {
     /// Measure TLS handshakes per second for this long instead of sending events.
     #[arg(long, value_parser = humantime::parse_duration)]
     handshakes: Option<Duration>,
+    /// Measure alert latency for this long instead of throughput (starts its own daemon).
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "target")]
+    alert_latency: Option<Duration>,
+    /// With --alert-latency: events per second to send.
+    #[arg(long, default_value_t = 200_000)]
+    rate: usize,
     /// With --handshakes: resume sessions from tickets instead of full handshakes.
     #[arg(long)]
     resume: bool,
@@ -99,6 +111,9 @@ fn main() -> Result<()> {
 }
 
 async fn run(args: Args) -> Result<()> {
+    if let Some(duration) = args.alert_latency {
+        return alert_latency(&args, duration).await;
+    }
     let daemon = match args.target {
         Some(addr) => Target {
             stream: addr,
@@ -107,7 +122,7 @@ async fn run(args: Args) -> Result<()> {
             child: None,
             keep_data: false,
         },
-        None => Target::start(args.daemon.clone(), args.keep_data)?,
+        None => Target::start(args.daemon.clone(), args.keep_data, "")?,
     };
 
     if let Some(duration) = args.handshakes {
@@ -188,6 +203,30 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// `--alert-latency`: a daemon with the marker rule and a webhook receiver here.
+async fn alert_latency(args: &Args, duration: Duration) -> Result<()> {
+    let arrivals = latency::Arrivals::default();
+    let hook = latency::receiver(arrivals.clone()).await?;
+    let daemon = Target::start(args.daemon.clone(), args.keep_data, &latency::daemon_config(hook))?;
+    let pool = Args { events: args.events.min(400_000), framing: Framing::Octet, ..args.clone() };
+    let corpus = generate(&pool);
+    let connector = TlsConnector::from(client_config(&daemon.ca, args, true)?);
+    eprintln!("sending {} events/s for {:?} ...", args.rate, duration);
+    let boundaries = latency::send_paced(daemon.stream, connector, corpus, args.rate, duration).await?;
+    // The last full window's alert may still be on its way.
+    let last = boundaries.keys().rev().nth(1).copied().unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && !arrivals.has(last) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    latency::report(&boundaries, &arrivals, args.rate)?;
+    if let Some(admin) = daemon.admin {
+        let dropped = metric(admin, "logwarden_rule_dropped_events_total").await.unwrap_or(0.0);
+        println!("events rules did not see (evaluation behind): {dropped}");
+    }
+    Ok(())
+}
+
 struct Report {
     events: usize,
     event_bytes: usize,
@@ -234,7 +273,7 @@ struct Target {
 }
 
 impl Target {
-    fn start(bin: Option<PathBuf>, keep_data: bool) -> Result<Target> {
+    fn start(bin: Option<PathBuf>, keep_data: bool, extra: &str) -> Result<Target> {
         let bin = match bin {
             Some(b) => b,
             None => std::env::current_exe()?.with_file_name("logwarden"),
@@ -253,7 +292,7 @@ impl Target {
             format!(
                 "data_dir = \"{}\"\n[log]\nlevel = \"warn\"\n[[stream]]\nname = \"syslog\"\naddress = \"127.0.0.1:0\"\n\
                  [[http]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n[flight]\naddress = \"127.0.0.1:0\"\n\
-                 [storage]\nflush_interval = \"5s\"\n",
+                 [storage]\nflush_interval = \"5s\"\n{extra}",
                 data.display()
             ),
         )?;

@@ -212,3 +212,148 @@ alert_when = "m > 3"
     assert!(err.contains("rules[2].alert_when: rule \"bad_condition\": "), "{err}");
     assert!(!err.contains("rules[0]"), "{err}");
 }
+
+/// Requests received: the signature header and the body.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A webhook receiver on loopback: every request's signature header and body.
+struct Hook {
+    addr: SocketAddr,
+    got: Received,
+}
+
+impl Hook {
+    fn start() -> Hook {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let got = Received::default();
+        let g = got.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { break };
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let (mut len, mut sig) = (0usize, String::new());
+                let mut line = String::new();
+                while r.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    if lower.starts_with("x-logwarden-signature:") {
+                        sig = line.split_once(':').unwrap().1.trim().to_owned();
+                    }
+                    line.clear();
+                }
+                let mut body = vec![0; len];
+                r.read_exact(&mut body).unwrap();
+                g.lock().unwrap().push((sig, body));
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            }
+        });
+        Hook { addr, got }
+    }
+
+    fn bodies(&self) -> Vec<(String, Value)> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(s, b)| (s.clone(), serde_json::from_slice(b).unwrap()))
+            .collect()
+    }
+}
+
+fn hook_config(hook: SocketAddr, secret: &Path, rules: &str) -> String {
+    format!(
+        r#"[detect]
+allowed_lateness = "2s"
+{rules}
+[alerting]
+group_by = ["alertname"]
+[[alerting.webhooks]]
+name = "ops"
+url = "http://{hook}/logwarden"
+secret_file = "{}"
+"#,
+        secret.display()
+    )
+}
+
+const BRUTE_RULE: &str = r#"[[rules]]
+name = "ssh_bruteforce"
+window = "10s"
+sql = "SELECT host, count(*) AS failures FROM events WHERE app = 'sshd' AND message LIKE 'Failed password%' GROUP BY host"
+alert_when = "failures > 3"
+"#;
+
+#[test]
+fn webhooks_get_grouped_alerts_signed_with_hmac() {
+    use hmac::{Hmac, Mac};
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = tmp.path().join("webhook.secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let hook = Hook::start();
+    let d = Daemon::start_with(&hook_config(hook.addr, &secret, BRUTE_RULE));
+    let mut lines: Vec<(u32, &str, &str, &str)> = Vec::new();
+    for host in ["web1", "web2"] {
+        lines.extend((1..=4).map(|t| (t, host, "sshd", FAIL)));
+    }
+    lines.push((13, "web3", "cron", "tick"));
+    send(&d, &lines);
+    wait_until(Duration::from_secs(30), "a webhook notification", || !hook.bodies().is_empty());
+    let (sig, body) = hook.bodies().remove(0);
+    // Both hosts' alerts share the alertname: one notification.
+    assert_eq!(body["status"], "firing");
+    assert_eq!(body["receiver"], "ops");
+    assert_eq!(body["groupLabels"]["alertname"], "ssh_bruteforce");
+    let hosts: Vec<&str> =
+        body["alerts"].as_array().unwrap().iter().map(|a| a["labels"]["host"].as_str().unwrap()).collect();
+    assert_eq!(hosts, ["web1", "web2"]);
+    // The signature is HMAC-SHA256 of the body as sent, with the key without its newline.
+    let raw = hook.got.lock().unwrap()[0].1.clone();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"s3cret").unwrap();
+    mac.update(&raw);
+    let want: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(sig, format!("sha256={want}"));
+}
+
+#[test]
+fn sighup_reloads_rules_and_a_bad_one_does_not_stop_the_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = tmp.path().join("webhook.secret");
+    std::fs::write(&secret, "k").unwrap();
+    let hook = Hook::start();
+    let d = Daemon::start_with(&hook_config(hook.addr, &secret, BRUTE_RULE));
+    // A broken rule and a new good one; the brute-force rule unchanged.
+    let more = format!(
+        "{BRUTE_RULE}[[rules]]\nname = \"broken\"\nsql = \"SELECT nosuch FROM events\"\n\
+         [[rules]]\nname = \"criticals\"\nwindow = \"10s\"\nsql = \"SELECT host, count(*) AS n FROM events WHERE severity <= 2 GROUP BY host\"\n"
+    );
+    let text = std::fs::read_to_string(&d.config).unwrap().replace(BRUTE_RULE, &more);
+    std::fs::write(&d.config, text).unwrap();
+    d.signal("-HUP");
+    wait_until(Duration::from_secs(30), "the refusal in the log", || {
+        let log = d.log_text();
+        log.contains("rule refused at reload") && log.contains("rules[1].sql") && log.contains("broken")
+            // The engine took the new set (the refusal is logged before it is handed over).
+            && log.contains("rules reloaded")
+    });
+    let mut lines: Vec<(u32, &str, &str, &str)> = (1..=4).map(|t| (t, "web1", "sshd", FAIL)).collect();
+    send(&d, &lines);
+    lines = vec![(13, "web3", "cron", "tick")];
+    // A critical event: <34> is auth.crit.
+    let mut s = TcpStream::connect(d.addr("plain")).unwrap();
+    writeln!(s, "<34>1 {} db1 kernel - - - disk failure", at(2)).unwrap();
+    drop(s);
+    send(&d, &lines);
+    wait_until(Duration::from_secs(30), "both rules' alerts", || {
+        let names: Vec<String> = hook
+            .bodies()
+            .iter()
+            .flat_map(|(_, b)| b["alerts"].as_array().cloned().unwrap_or_default())
+            .map(|a| a["labels"]["alertname"].as_str().unwrap_or("").to_owned())
+            .collect();
+        names.iter().any(|n| n == "ssh_bruteforce") && names.iter().any(|n| n == "criticals")
+    });
+}
