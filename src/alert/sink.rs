@@ -64,6 +64,7 @@ impl Sink for AlertSink {
         let opts = FormatOptions::default().with_null("");
         let mut rows = Vec::new();
         let mut instances = Vec::new();
+        let samples = sample_lines(out.samples);
         for (batch, alerting) in out.batches.iter().zip(out.alerting) {
             let json = rows_as_json(batch);
             let text = text_columns(batch);
@@ -138,6 +139,21 @@ impl Sink for AlertSink {
                 query.push_str(" ORDER BY timestamp LIMIT 100");
                 annotations.insert("query".to_owned(), query);
                 annotations.insert("rule_sql".to_owned(), rule.sql.clone());
+                // Events of this instance: samples agreeing with its labels on host and app.
+                let mine: Vec<&str> = samples
+                    .iter()
+                    .filter(|(cols, _)| {
+                        ["host", "app"].iter().all(|c| match (labels.get(*c), cols.get(*c)) {
+                            (Some(want), Some(got)) => want == got,
+                            _ => true,
+                        })
+                    })
+                    .take(3)
+                    .map(|(_, line)| line.as_str())
+                    .collect();
+                if !mine.is_empty() {
+                    annotations.insert("samples".to_owned(), mine.join("\n"));
+                }
                 instances.push(Instance { labels, annotations });
             }
         }
@@ -152,6 +168,32 @@ impl Sink for AlertSink {
             self.latency.observe(out.closed_at.elapsed().as_secs_f64());
         }
     }
+}
+
+/// Sample events as (host/app values, `timestamp host app[severity]: message`).
+fn sample_lines(batches: &[RecordBatch]) -> Vec<(std::collections::HashMap<String, String>, String)> {
+    let opts = FormatOptions::default().with_null("-");
+    let mut out = Vec::new();
+    for b in batches {
+        let Ok(f) = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+            .collect::<Result<Vec<_>, _>>()
+        else {
+            continue;
+        };
+        if f.len() < 5 {
+            continue;
+        }
+        for i in 0..b.num_rows() {
+            let (host, app) = (f[1].value(i).to_string(), f[2].value(i).to_string());
+            let line = format!("{} {host} {app}[{}]: {}", f[0].value(i), f[3].value(i), f[4].value(i));
+            let cols = [("host".to_owned(), host), ("app".to_owned(), app)].into_iter().collect();
+            out.push((cols, line));
+        }
+    }
+    out
 }
 
 /// Each row of `batch` as a JSON object.

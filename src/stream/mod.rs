@@ -32,6 +32,9 @@ pub struct WindowOutput<'a> {
     pub batches: &'a [RecordBatch],
     /// Per batch, which rows are alerts.
     pub alerting: &'a [BooleanArray],
+    /// Some events the rule's WHERE selected (`timestamp`, `host`, `app`, `severity`,
+    /// `message`), for alert annotations.
+    pub samples: &'a [RecordBatch],
     /// When the watermark passed the window's end.
     pub closed_at: Instant,
 }
@@ -211,8 +214,22 @@ impl Engine {
                 }
                 for (pane, rows) in parts {
                     let n = rows.num_rows() as u64;
-                    match r.rule.per_batch(rows).await {
+                    match r.rule.per_batch(rows.clone()).await {
                         Ok(out) => {
+                            // Samples cost a second pass of the WHERE: taken only while the
+                            // pane needs them and the batch had matches (or, for an aggregate
+                            // without groups, which always has a row, from its first batches).
+                            let p = r.windows.pane(pane);
+                            let want = window::SAMPLES.saturating_sub(p.sampled);
+                            let matched =
+                                if r.rule.always_one_row() { p.sample_tries < 8 } else { !out.is_empty() };
+                            if want > 0 && matched {
+                                p.sample_tries += 1;
+                                let samples = r.rule.sample(rows, want).await;
+                                let p = r.windows.pane(pane);
+                                p.sampled += samples.iter().map(RecordBatch::num_rows).sum::<usize>();
+                                p.samples.extend(samples);
+                            }
                             let p = r.windows.pane(pane);
                             p.parts.extend(out);
                             p.events += n;
@@ -261,6 +278,7 @@ impl Engine {
                     events: closed.events,
                     batches: &batches,
                     alerting: &alerting,
+                    samples: &closed.samples,
                     closed_at: now,
                 });
                 self.metrics.evaluation.observe(started.elapsed().as_secs_f64());

@@ -55,6 +55,9 @@ pub struct Rule {
     /// The output's schema (of `rule_results` rows and alert conditions).
     pub schema: SchemaRef,
     shape: Shape,
+    /// The rule's WHERE over `events`, keeping a few columns: sample events for alerts.
+    sample: Option<Arc<dyn ExecutionPlan>>,
+    input: Slot,
     alert_when: Option<Arc<dyn PhysicalExpr>>,
     task: Arc<TaskContext>,
 }
@@ -132,6 +135,14 @@ impl Rule {
             }
             None => None,
         };
+        // Samples are a courtesy: a rule whose WHERE cannot stand alone just has none.
+        let sample = match sample_sql(&cfg.sql) {
+            Some(sql) => match ctx.sql(&sql).await {
+                Ok(df) => df.create_physical_plan().await.ok().filter(|p| check_per_batch(p, "").is_ok()),
+                Err(_) => None,
+            },
+            None => None,
+        };
         let every = cfg.every.unwrap_or(cfg.window);
         Ok(Rule {
             name: cfg.name.clone(),
@@ -141,7 +152,11 @@ impl Rule {
             labels: cfg.labels.clone(),
             sql: cfg.sql.clone(),
             schema,
+            input: match &shape {
+                Shape::Aggregate { input, .. } | Shape::Rows { input, .. } => input.clone(),
+            },
             shape,
+            sample,
             alert_when,
             task,
         })
@@ -156,6 +171,26 @@ impl Rule {
         input.set(vec![batch]);
         let out = collect(plan.clone(), self.task.clone()).await?;
         Ok(out.into_iter().filter(|b| b.num_rows() > 0).collect())
+    }
+
+    /// Events of `batch` that the rule's WHERE selects (`timestamp`, `host`, `app`,
+    /// `severity`, `message`), at most `max` of them.
+    pub async fn sample(&self, batch: RecordBatch, max: usize) -> Vec<RecordBatch> {
+        let Some(plan) = &self.sample else { return Vec::new() };
+        self.input.set(vec![batch]);
+        let Ok(out) = collect(plan.clone(), self.task.clone()).await else { return Vec::new() };
+        let mut left = max;
+        out.into_iter()
+            .filter(|b| b.num_rows() > 0)
+            .map_while(|b| {
+                if left == 0 {
+                    return None;
+                }
+                let n = b.num_rows().min(left);
+                left -= n;
+                Some(b.slice(0, n))
+            })
+            .collect()
     }
 
     /// Many batches of what [`Self::per_batch`] left, folded into fewer.
@@ -195,9 +230,27 @@ impl Rule {
         Ok(b.iter().map(|v| Some(v.unwrap_or(false))).collect())
     }
 
-    pub fn is_aggregate(&self) -> bool {
-        matches!(self.shape, Shape::Aggregate { .. })
+    /// An aggregate without GROUP BY: every batch leaves a row, matched or not.
+    pub fn always_one_row(&self) -> bool {
+        match &self.shape {
+            Shape::Aggregate { partial, .. } => (partial.as_ref() as &dyn std::any::Any)
+                .downcast_ref::<AggregateExec>()
+                .is_some_and(|a| a.group_expr().is_empty()),
+            Shape::Rows { .. } => false,
+        }
     }
+}
+
+/// `SELECT timestamp, host, app, severity, message FROM events WHERE <the rule's WHERE>`.
+fn sample_sql(sql: &str) -> Option<String> {
+    use datafusion::sql::sqlparser::ast::{SetExpr, Statement};
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let statements = Parser::parse_sql(&GenericDialect {}, sql).ok()?;
+    let [Statement::Query(q)] = statements.as_slice() else { return None };
+    let SetExpr::Select(select) = q.body.as_ref() else { return None };
+    let filter = select.selection.as_ref().map(|e| format!(" WHERE {e}")).unwrap_or_default();
+    Some(format!("SELECT timestamp, host, app, severity, message FROM events{filter}"))
 }
 
 /// The plan's `Partial` aggregate, if it has one; an error for shapes a rule cannot run.

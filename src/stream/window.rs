@@ -14,10 +14,16 @@ use crate::batch::TIMESTAMP_INDEX;
 /// Parts a pane holds before they are folded together.
 pub const COMPACT_AT: usize = 32;
 
+/// Sample events a pane keeps for its windows' alerts.
+pub const SAMPLES: usize = 20;
+
 #[derive(Default)]
 pub struct Pane {
     pub parts: Vec<RecordBatch>,
     pub events: u64,
+    pub samples: Vec<RecordBatch>,
+    pub sampled: usize,
+    pub sample_tries: usize,
 }
 
 pub struct Windows {
@@ -34,6 +40,7 @@ pub struct Closed {
     pub end: i64,
     pub parts: Vec<RecordBatch>,
     pub events: u64,
+    pub samples: Vec<RecordBatch>,
 }
 
 impl Windows {
@@ -109,14 +116,16 @@ impl Windows {
         }
         let mut parts = Vec::new();
         let mut events = 0;
+        let mut samples = Vec::new();
         for (_, pane) in self.panes.range(first..last) {
             parts.extend(pane.parts.iter().cloned());
             events += pane.events;
+            samples.extend(pane.samples.iter().cloned());
         }
         // The next window starts one pane later: the first pane is no longer needed.
         self.panes = self.panes.split_off(&(first + 1));
         self.next_end = Some(end.saturating_add(self.every));
-        Some(Closed { start: end - self.window, end, parts, events })
+        Some(Closed { start: end - self.window, end, parts, events, samples })
     }
 
     /// Events held in open panes (for tests and metrics).

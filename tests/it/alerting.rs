@@ -136,6 +136,9 @@ fn a_brute_force_alert_reaches_alertmanager_and_resolves() {
     let summary = alerts[0]["annotations"]["summary"].as_str().unwrap();
     assert!(summary.contains("failures=5"), "{summary}");
     assert!(summary.contains("2026-01-01T00:00:00.000Z"), "{summary}");
+    let samples = alerts[0]["annotations"]["samples"].as_str().unwrap();
+    assert_eq!(samples.lines().count(), 3, "{samples}");
+    assert!(samples.lines().all(|l| l.contains(" web1 sshd[6]: Failed password for root")), "{samples}");
     let query = alerts[0]["annotations"]["query"].as_str().unwrap();
     assert!(query.contains("host = 'web1'"), "{query}");
     assert_eq!(d.metric(r#"logwarden_alerts_firing{rule="ssh_bruteforce",severity="warning"}"#), 1.0);
