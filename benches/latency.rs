@@ -86,7 +86,7 @@ pub async fn send_paced(
     corpus: Vec<Vec<u8>>,
     rate: usize,
     duration: Duration,
-) -> Result<BTreeMap<u64, Instant>> {
+) -> Result<(BTreeMap<u64, Instant>, usize)> {
     let boundaries: Arc<Mutex<BTreeMap<u64, Instant>>> = Arc::default();
     let connections = corpus.len();
     let per_tick = (rate / 100 / connections).max(1);
@@ -104,7 +104,7 @@ pub async fn send_paced(
             let end = Instant::now() + duration;
             let mut tick = tokio::time::interval(Duration::from_millis(10));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let (mut next, mut last_sec) = (0usize, 0u64);
+            let (mut next, mut last_sec, mut sent) = (0usize, 0u64, 0usize);
             let mut buf = Vec::with_capacity(per_tick * 256);
             while Instant::now() < end {
                 tick.tick().await;
@@ -136,16 +136,18 @@ pub async fn send_paced(
                     buf[start + ts_at..start + ts_at + ts.len()].copy_from_slice(ts.as_bytes());
                 }
                 tls.write_all(&buf).await?;
+                sent += per_tick;
             }
             tls.shutdown().await?;
-            anyhow::Ok(())
+            anyhow::Ok(sent)
         }));
     }
+    let mut sent = 0;
     for t in tasks {
-        t.await??;
+        sent += t.await??;
     }
     let b = boundaries.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    Ok(b)
+    Ok((b, sent))
 }
 
 /// Octet-counted frames of a chunk, each with the offset of its timestamp (after `<PRI>1 `).

@@ -76,6 +76,9 @@ struct Args {
     /// Measure TLS handshakes per second for this long instead of sending events.
     #[arg(long, value_parser = humantime::parse_duration)]
     handshakes: Option<Duration>,
+    /// TOML appended to the config of the daemon started here (e.g. to turn detection off).
+    #[arg(long)]
+    extra_config: Option<PathBuf>,
     /// Measure alert latency for this long instead of throughput (starts its own daemon).
     #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "target")]
     alert_latency: Option<Duration>,
@@ -122,7 +125,15 @@ async fn run(args: Args) -> Result<()> {
             child: None,
             keep_data: false,
         },
-        None => Target::start(args.daemon.clone(), args.keep_data, "")?,
+        None => {
+            let extra = match &args.extra_config {
+                Some(f) => {
+                    std::fs::read_to_string(f).with_context(|| format!("failed to read {}", f.display()))?
+                }
+                None => String::new(),
+            };
+            Target::start(args.daemon.clone(), args.keep_data, &extra)?
+        }
     };
 
     if let Some(duration) = args.handshakes {
@@ -171,6 +182,7 @@ async fn run(args: Args) -> Result<()> {
         sent,
         durable: None,
         parquet: None,
+        rule_dropped: None,
     };
     if let Some(admin) = daemon.admin {
         let want = durable_before + args.events as f64;
@@ -191,6 +203,7 @@ async fn run(args: Args) -> Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        report.rule_dropped = metric(admin, "logwarden_rule_dropped_events_total").await;
         if daemon.child.is_some() {
             report.parquet = wait_for_segments(admin, args.events, args.timeout).await;
         }
@@ -212,7 +225,14 @@ async fn alert_latency(args: &Args, duration: Duration) -> Result<()> {
     let corpus = generate(&pool);
     let connector = TlsConnector::from(client_config(&daemon.ca, args, true)?);
     eprintln!("sending {} events/s for {:?} ...", args.rate, duration);
-    let boundaries = latency::send_paced(daemon.stream, connector, corpus, args.rate, duration).await?;
+    let started = Instant::now();
+    let (boundaries, sent) =
+        latency::send_paced(daemon.stream, connector, corpus, args.rate, duration).await?;
+    println!(
+        "sent {sent} events in {:.1}s: {:.0} events/s",
+        started.elapsed().as_secs_f64(),
+        sent as f64 / started.elapsed().as_secs_f64()
+    );
     // The last full window's alert may still be on its way.
     let last = boundaries.keys().rev().nth(1).copied().unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -235,6 +255,8 @@ struct Report {
     sent: Duration,
     durable: Option<Duration>,
     parquet: Option<(f64, f64)>,
+    /// Events the rules skipped because they fell behind.
+    rule_dropped: Option<f64>,
 }
 
 impl Report {
@@ -256,6 +278,9 @@ impl Report {
                 mbs,
                 (d.saturating_sub(self.sent)).as_secs_f64() * 1e3
             );
+        }
+        if let Some(n) = self.rule_dropped {
+            println!("events the rules skipped (evaluation behind): {n}");
         }
         if let Some((bytes, rows)) = self.parquet {
             println!("parquet: {:.0} bytes for {:.0} rows = {:.1} bytes/event", bytes, rows, bytes / rows);

@@ -14,7 +14,6 @@
 //! least one is a dictionary, and every aggregate has a groups accumulator and no `DISTINCT` or
 //! `ORDER BY`. Anything else keeps DataFusion's operator.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -114,7 +113,7 @@ pub struct DictionaryGroupByExec {
 
 impl DictionaryGroupByExec {
     /// The operator that computes what `agg` computes, when `agg` is one it can replace.
-    fn replacing(agg: &AggregateExec) -> Option<Self> {
+    pub(crate) fn replacing(agg: &AggregateExec) -> Option<Self> {
         if !matches!(
             agg.mode(),
             AggregateMode::Partial | AggregateMode::Single | AggregateMode::SinglePartitioned
@@ -353,7 +352,7 @@ const MAX_TABLE: usize = 1 << 18;
 struct Grouper {
     columns: Vec<(usize, KeyKind)>,
     strings: Vec<Interner>,
-    groups: HashMap<Box<[u32]>, u32>,
+    groups: foldhash::HashMap<Box<[u32]>, u32>,
     /// Column ids of every group, `columns.len()` per group.
     group_keys: Vec<u32>,
     table: Vec<u32>,
@@ -370,7 +369,7 @@ struct Grouper {
 
 #[derive(Default)]
 struct Interner {
-    ids: HashMap<Box<str>, u32>,
+    ids: foldhash::HashMap<Box<str>, u32>,
     values: Vec<Box<str>>,
     bytes: usize,
 }
@@ -394,7 +393,7 @@ impl Grouper {
         Grouper {
             columns,
             strings: (0..n).map(|_| Interner::default()).collect(),
-            groups: HashMap::new(),
+            groups: foldhash::HashMap::default(),
             group_keys: Vec::new(),
             table: Vec::new(),
             table_dicts: vec![None; n],

@@ -29,7 +29,7 @@ use crate::audit::AuditTable;
 use crate::detect::templates::{self, table::TemplatesTable};
 use crate::store::{LogsTable, Store};
 
-mod group_by;
+pub(crate) mod group_by;
 mod restrict;
 
 pub use group_by::{DictionaryGroupBy, DictionaryGroupByExec};

@@ -24,6 +24,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use super::feed::{EventsTable, FeedExec, Slot};
 use crate::config::RuleConfig;
+use crate::query::group_by::DictionaryGroupByExec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuleError {
@@ -103,10 +104,15 @@ impl Rule {
         let shape = match find_partial(&plan)? {
             Some(partial) => {
                 check_per_batch(partial.input(), "an aggregation's input")?;
-                let partial: Arc<dyn ExecutionPlan> = Arc::new(partial.clone());
                 let states = Slot::default();
                 let finals = Slot::default();
-                let reduce = reduce_of(&plan, &partial, states.clone())?;
+                let reduce = reduce_of(&plan, partial, states.clone())?;
+                // Grouping by `host`, `app`, `severity` and the like goes through the daemon's
+                // own operator, as in queries: same states, a fraction of the cost.
+                let partial: Arc<dyn ExecutionPlan> = match DictionaryGroupByExec::replacing(partial) {
+                    Some(fast) => Arc::new(fast),
+                    None => Arc::new(partial.clone()),
+                };
                 let leaf: Arc<dyn ExecutionPlan> =
                     Arc::new(FeedExec::new(partial.schema(), None, finals.clone())?);
                 let top = replace_partial(&plan, &leaf)?;
@@ -311,14 +317,12 @@ fn replace_partial(
 /// plan's `Final` aggregate would, but keeping them states.
 fn reduce_of(
     plan: &Arc<dyn ExecutionPlan>,
-    partial: &Arc<dyn ExecutionPlan>,
+    p: &AggregateExec,
     slot: Slot,
 ) -> Result<Arc<dyn ExecutionPlan>, RuleError> {
     let mut aggregates = Vec::new();
     collect_aggregates(plan, &mut aggregates);
-    let (Some(final_), Some(p)) =
-        (aggregates.first(), (partial.as_ref() as &dyn std::any::Any).downcast_ref::<AggregateExec>())
-    else {
+    let Some(final_) = aggregates.first() else {
         return Err(RuleError::Unsupported("no aggregation to fold".into()));
     };
     let feed: Arc<dyn ExecutionPlan> = Arc::new(FeedExec::new(p.schema(), None, slot)?);
