@@ -150,7 +150,23 @@ fn a_brute_force_alert_reaches_alertmanager_and_resolves() {
     let sent = format!(r#"logwarden_alert_notifications_sent_total{{receiver="{}"}}"#, am.addr);
     assert!(d.metric(&sent) >= 2.0, "firing and resolved were both sent");
 
-    // Both windows are rows of rule_results, and the alert a row of alerts.
+    // The windows' rows are in rule_results, read over Flight SQL from the running daemon.
+    let url = format!("https://localhost:{}", d.addr("flight").port());
+    let out = Command::new(crate::daemon::BIN)
+        .args(["query", "--config"])
+        .arg(&d.config)
+        .args(["--server", &url, "--format", "json"])
+        .arg("SELECT window_start, alert, \"row\" FROM rule_results WHERE rule = 'ssh_bruteforce' ORDER BY window_start, \"row\"")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let got: Vec<(bool, &str)> =
+        rows.iter().map(|r| (r["alert"].as_bool().unwrap(), r["row"].as_str().unwrap())).collect();
+    assert_eq!(got, [(true, r#"{"host":"web1","failures":5}"#), (false, r#"{"host":"web2","failures":1}"#)]);
+
+    // The alert is a row of alerts.
     let rows = d.query("SELECT status, labels, summary FROM alerts");
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["status"], "resolved");
