@@ -199,6 +199,8 @@ impl Notifier {
             firing.iter().filter(|a| now - a.notified_at >= self.repeat.as_nanos() as i64).cloned().collect();
         for r in &self.receivers {
             match &r.kind {
+                // A backlog already re-announces: re-sends would only pile up behind it.
+                Kind::Alertmanager if !queued(&r.outbox).is_empty() => {}
                 Kind::Alertmanager => self.put(r, &alertmanager_body(&firing, now, self.resend)),
                 Kind::Webhook { .. } if !due.is_empty() => {
                     for body in self.webhook_bodies(&r.name, &due) {

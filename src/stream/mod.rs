@@ -11,6 +11,7 @@ pub mod rule;
 pub mod window;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{BooleanArray, RecordBatch};
@@ -82,6 +83,8 @@ pub fn check(config: &Config) -> Vec<Problem> {
 pub struct Tap {
     tx: mpsc::Sender<Vec<RecordBatch>>,
     dropped: prometheus::IntCounter,
+    /// When a drop was last logged (at most one warning per 10 s; the metric counts all).
+    warned: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 impl Tap {
@@ -89,10 +92,15 @@ impl Tap {
         if let Err(mpsc::error::TrySendError::Full(b)) = self.tx.try_send(batches.to_vec()) {
             let rows: usize = b.iter().map(RecordBatch::num_rows).sum();
             self.dropped.inc_by(rows as u64);
-            tracing::warn!(
-                events = rows,
-                "rule evaluation is behind; these events are stored but not evaluated"
-            );
+            let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+            if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                *warned = Some(Instant::now());
+                tracing::warn!(
+                    events = rows,
+                    total = self.dropped.get(),
+                    "rule evaluation is behind; events are stored but not evaluated (logwarden_rule_dropped_events_total)"
+                );
+            }
         }
     }
 }
@@ -135,7 +143,7 @@ impl Engine {
         // About 64 WAL groups (up to half a million events) may wait.
         let (tx, rx) = mpsc::channel(64);
         let (reload_tx, reload_rx) = mpsc::channel(4);
-        let tap = Tap { tx, dropped: metrics.dropped.clone() };
+        let tap = Tap { tx, dropped: metrics.dropped.clone(), warned: Arc::default() };
         let mut engine =
             Engine { rules: Vec::new(), clock: Clock::new(opts.allowed_lateness, opts.idle), sink, metrics };
         engine.replace(as_set(rules));
