@@ -245,6 +245,13 @@ impl AuditTable {
 
 /// Every complete line of every audit file in `dir`, oldest file first.
 fn read_all(dir: &Path) -> Result<Vec<RecordBatch>> {
+    read_jsonl_dir(dir, schema(), "audit")
+}
+
+/// Every complete line of every `*.jsonl` file in `dir` (oldest name first) as rows of
+/// `schema`; `what` names the files in errors. A line being written (no newline yet) is left
+/// out, so a file can be read while it grows.
+pub(crate) fn read_jsonl_dir(dir: &Path, schema: SchemaRef, what: &str) -> Result<Vec<RecordBatch>> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -257,13 +264,13 @@ fn read_all(dir: &Path) -> Result<Vec<RecordBatch>> {
     let mut out = Vec::new();
     for path in files {
         let mut bytes = std::fs::read(&path).map_err(|e| DataFusionError::External(Box::new(e)))?;
-        // The writer may be in the middle of a line: read only up to the last newline.
         let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
         bytes.truncate(complete);
-        let reader = arrow::json::ReaderBuilder::new(schema()).with_batch_size(8192).build(&bytes[..])?;
+        let reader =
+            arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(8192).build(&bytes[..])?;
         for batch in reader {
             out.push(batch.map_err(|e| {
-                DataFusionError::Execution(format!("audit file {} is damaged: {e}", path.display()))
+                DataFusionError::Execution(format!("{what} file {} is damaged: {e}", path.display()))
             })?);
         }
     }

@@ -2,8 +2,10 @@
 //! alert instances (text columns become labels, the others values in the summary), and the
 //! alerts that changed to the notifier.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::{Array, RecordBatch};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -13,34 +15,80 @@ use super::{Alerts, Instance, rfc3339};
 use crate::stream::rule::text_columns;
 use crate::stream::{Sink, WindowOutput};
 
-/// Rows of `rule_results` kept (the newest).
-const RESULTS: usize = 100_000;
-
-/// One output row of a rule's window.
-#[derive(Clone)]
+/// One output row of a rule's window, as a line of `data_dir/rules/results-DATE.jsonl`.
+#[derive(serde::Serialize)]
 pub struct ResultRow {
     pub rule: String,
-    pub window_start: i64,
-    pub window_end: i64,
+    /// RFC 3339.
+    pub window_start: String,
+    pub window_end: String,
     pub alert: bool,
     /// The row as a JSON object of its columns.
     pub row: String,
 }
 
-/// The newest rule output rows, for the `rule_results` table.
-#[derive(Clone, Default)]
-pub struct Results(Arc<Mutex<VecDeque<ResultRow>>>);
+/// The `rule_results` files: one per UTC day (of writing), appended at each window's close,
+/// not fsynced (results are derived: a crash loses at most the last ones); day files older
+/// than the retention are deleted when a new day starts.
+pub struct Results {
+    dir: PathBuf,
+    retention: Duration,
+    file: Option<(String, std::fs::File)>,
+}
 
 impl Results {
-    pub fn snapshot(&self) -> Vec<ResultRow> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+    pub fn new(dir: PathBuf, retention: Duration) -> Results {
+        Results { dir, retention, file: None }
     }
 
-    fn push(&self, rows: Vec<ResultRow>) {
-        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        q.extend(rows);
-        while q.len() > RESULTS {
-            q.pop_front();
+    fn push(&mut self, rows: &[ResultRow]) {
+        if rows.is_empty() {
+            return;
+        }
+        let mut text = String::new();
+        for r in rows {
+            if let Ok(line) = serde_json::to_string(r) {
+                text.push_str(&line);
+                text.push('\n');
+            }
+        }
+        if let Err(e) = self.append(text.as_bytes()) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "failed to write rule results");
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        if self.file.as_ref().is_none_or(|(d, _)| *d != day) {
+            std::fs::create_dir_all(&self.dir)?;
+            let path = self.dir.join(format!("results-{day}.jsonl"));
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+            self.file = Some((day, f));
+            self.prune();
+        }
+        match &mut self.file {
+            Some((_, f)) => f.write_all(bytes),
+            None => Ok(()),
+        }
+    }
+
+    /// Delete day files whose day ended more than the retention ago.
+    fn prune(&self) {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else { return };
+        let cutoff =
+            chrono::Utc::now() - chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::MAX);
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(day) = name.strip_prefix("results-").and_then(|n| n.strip_suffix(".jsonl")) else {
+                continue;
+            };
+            if let Ok(d) = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d")
+                && let Some(end) = d.succ_opt().and_then(|n| n.and_hms_opt(0, 0, 0))
+                && end.and_utc() < cutoff
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
         }
     }
 }
@@ -81,8 +129,8 @@ impl Sink for AlertSink {
                 let alert = alerting.is_valid(i) && alerting.value(i);
                 rows.push(ResultRow {
                     rule: rule.name.clone(),
-                    window_start: out.start,
-                    window_end: out.end,
+                    window_start: rfc3339(out.start),
+                    window_end: rfc3339(out.end),
                     alert,
                     row: json.get(i).cloned().unwrap_or_default(),
                 });
@@ -157,7 +205,7 @@ impl Sink for AlertSink {
                 instances.push(Instance { labels, annotations });
             }
         }
-        self.results.push(rows);
+        self.results.push(&rows);
         if let Some(found) = self.detectors.evaluate(out) {
             instances = found;
         }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{BooleanArray, RecordBatch, StringArray, TimestampNanosecondArray};
+use arrow::array::{RecordBatch, StringArray, TimestampNanosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
@@ -14,7 +14,6 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::sink::{ResultRow, Results};
 use super::{Alert, Alerts};
 
 fn ts(name: &str, nullable: bool) -> Field {
@@ -76,19 +75,6 @@ fn alerts_batch(alerts: &[Alert]) -> Result<RecordBatch, arrow::error::ArrowErro
     )
 }
 
-fn results_batch(rows: &[ResultRow]) -> Result<RecordBatch, arrow::error::ArrowError> {
-    RecordBatch::try_new(
-        results_schema(),
-        vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.rule.as_str()))),
-            Arc::new(utc(rows.iter().map(|r| r.window_start).collect())),
-            Arc::new(utc(rows.iter().map(|r| r.window_end).collect())),
-            Arc::new(BooleanArray::from(rows.iter().map(|r| r.alert).collect::<Vec<_>>())),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.row.as_str()))),
-        ],
-    )
-}
-
 /// Where the `alerts` rows come from.
 #[derive(Debug)]
 pub enum AlertsSource {
@@ -138,15 +124,9 @@ impl TableProvider for AlertsTable {
     }
 }
 
-/// `rule_results`: the daemon's newest rule output rows (empty outside the daemon).
-#[derive(Debug, Default)]
-pub struct ResultsTable(pub Option<Results>);
-
-impl std::fmt::Debug for Results {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Results")
-    }
-}
+/// `rule_results`: the lines of `data_dir/rules/results-*.jsonl`.
+#[derive(Debug)]
+pub struct ResultsTable(pub std::path::PathBuf);
 
 #[async_trait]
 impl TableProvider for ResultsTable {
@@ -165,11 +145,12 @@ impl TableProvider for ResultsTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let rows = self.0.as_ref().map(Results::snapshot).unwrap_or_default();
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![results_batch(&rows)?]],
-            results_schema(),
-            projection.cloned(),
-        )?)
+        let dir = self.0.clone();
+        let batches = tokio::task::spawn_blocking(move || {
+            crate::audit::read_jsonl_dir(&dir, results_schema(), "rule results")
+        })
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        Ok(MemorySourceConfig::try_new_exec(&[batches], results_schema(), projection.cloned())?)
     }
 }

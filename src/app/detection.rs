@@ -19,7 +19,6 @@ use crate::stream::{Engine, Options, Reload, Rule, Tap};
 pub struct Detection {
     pub tap: Tap,
     pub alerts: Arc<Alerts>,
-    pub results: Results,
     reload: Reload,
     engine: std::thread::JoinHandle<()>,
     notifier: JoinHandle<()>,
@@ -38,7 +37,7 @@ pub fn start(
         .map_err(|source| AppError::Write { path: dir.display().to_string(), source })?;
     let alerts = Alerts::load(&dir, Some(metrics.alerts_firing.clone()))?;
     let notifier = Arc::new(Notifier::new(&config.alerting, &dir, metrics.notify.clone())?);
-    let results = Results::default();
+    let results = Results::new(config.data_dir.join("rules"), config.detect.results_retention);
     let configs: Vec<RuleConfig> =
         config.rules.iter().cloned().chain(builtin::rules(&config.detect)).collect();
     let (rules, problems) = crate::stream::compile_rules(&configs);
@@ -59,7 +58,7 @@ pub fn start(
         webhooks = config.alerting.webhooks.len(), firing = alerts.firing().len(), "rule evaluation on");
     let sink = AlertSink {
         alerts: alerts.clone(),
-        results: results.clone(),
+        results,
         notifier: notifier.clone(),
         latency: metrics.alert_latency_seconds.clone(),
         detectors,
@@ -69,7 +68,7 @@ pub fn start(
         .map_err(|source| AppError::Write { path: "thread lw-rules".into(), source })?;
     let notify_cancel = CancellationToken::new();
     let notifier = tokio::spawn(notifier.run(alerts.clone(), notify_cancel.clone()));
-    Ok(Detection { tap, alerts, results, reload, engine, notifier, notify_cancel })
+    Ok(Detection { tap, alerts, reload, engine, notifier, notify_cancel })
 }
 
 impl Detection {

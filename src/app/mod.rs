@@ -213,11 +213,7 @@ pub async fn run(config: Config, config_file: Option<std::path::PathBuf>) -> Res
             &metrics,
             gate,
             access.clone(),
-            LiveTables {
-                templates: templates.clone(),
-                alerts: Some(detection.alerts.clone()),
-                results: Some(detection.results.clone()),
-            },
+            LiveTables { templates: templates.clone(), alerts: Some(detection.alerts.clone()) },
         )?;
         Some(tokio::spawn(server.run(cancel.clone(), connections.clone())))
     } else {

@@ -24,6 +24,9 @@ pub struct DetectConfig {
     pub error_ratio: BaselineConfig,
     /// A template never seen before at warning or worse, and a known template's rate jump.
     pub new_templates: BaselineConfig,
+    /// How long the rows of `rule_results` (day files in `data_dir/rules/`) are kept.
+    #[serde(with = "humantime_serde")]
+    pub results_retention: Duration,
 }
 
 impl Default for DetectConfig {
@@ -35,6 +38,7 @@ impl Default for DetectConfig {
             volume: BaselineConfig::default(),
             error_ratio: BaselineConfig { min_events: 10, ..BaselineConfig::default() },
             new_templates: BaselineConfig { warmup: Duration::from_secs(3600), ..BaselineConfig::default() },
+            results_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

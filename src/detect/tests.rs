@@ -81,7 +81,7 @@ impl Scenario {
         let alerts = Alerts::load(dir.path(), None).unwrap();
         let sink = AlertSink {
             alerts: alerts.clone(),
-            results: Results::default(),
+            results: Results::new(dir.path().join("rules"), Duration::from_secs(86_400)),
             notifier: Arc::new(
                 Notifier::new(&AlertingConfig::default(), dir.path(), notify_metrics()).unwrap(),
             ),

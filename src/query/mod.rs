@@ -67,7 +67,6 @@ pub struct QueryLimits {
 pub struct LiveTables {
     pub templates: Option<Arc<templates::Shared>>,
     pub alerts: Option<Arc<crate::alert::Alerts>>,
-    pub results: Option<crate::alert::sink::Results>,
 }
 
 /// SQL access to one store.
@@ -96,12 +95,12 @@ impl QueryEngine {
         ctx.register_table("templates", Arc::new(saved))?;
         let alerts = AlertsTable(AlertsSource::Dir(store.data_dir().join("alerts")));
         ctx.register_table("alerts", Arc::new(alerts))?;
-        ctx.register_table("rule_results", Arc::new(ResultsTable(None)))?;
+        ctx.register_table("rule_results", Arc::new(ResultsTable(store.data_dir().join("rules"))))?;
         ctx.register_table("logs", Arc::new(LogsTable::new(store)))?;
         Ok(QueryEngine { ctx })
     }
 
-    /// Read `templates`, `alerts` and `rule_results` from the running daemon rather than
+    /// Read `templates` and `alerts` from the running daemon rather than
     /// from what it saved.
     pub fn with_live(self, live: LiveTables) -> Result<Self, QueryError> {
         if let Some(shared) = live.templates {
@@ -114,10 +113,6 @@ impl QueryEngine {
         if let Some(alerts) = live.alerts {
             self.ctx.deregister_table("alerts")?;
             self.ctx.register_table("alerts", Arc::new(AlertsTable(AlertsSource::Live(alerts))))?;
-        }
-        if let Some(results) = live.results {
-            self.ctx.deregister_table("rule_results")?;
-            self.ctx.register_table("rule_results", Arc::new(ResultsTable(Some(results))))?;
         }
         Ok(self)
     }
