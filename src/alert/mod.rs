@@ -197,6 +197,21 @@ impl Alerts {
         changed
     }
 
+    /// Resolve every firing alert of the rules not in `keep` (rules gone from the config).
+    pub fn resolve_others(&self, keep: &[&str], now: i64) -> Vec<Alert> {
+        let gone: std::collections::BTreeSet<String> = {
+            let s = self.lock();
+            s.firing.values().map(|a| a.rule.clone()).filter(|r| !keep.contains(&r.as_str())).collect()
+        };
+        let mut out = Vec::new();
+        for rule in gone {
+            let window =
+                self.lock().firing.values().find(|a| a.rule == rule).map(|a| (a.window_start, a.window_end));
+            out.extend(self.evaluate(&rule, window.unwrap_or((0, 0)), Vec::new(), now));
+        }
+        out
+    }
+
     fn count_firing(&self, s: &State) {
         let Some(g) = &self.firing_gauge else { return };
         let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();

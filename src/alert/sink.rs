@@ -107,6 +107,18 @@ pub struct AlertSink {
 const LOG_COLUMNS: &[&str] = &["host", "app", "procid", "msgid", "peer", "client_id", "listener"];
 
 impl Sink for AlertSink {
+    fn rule_removed(&mut self, rule: &str) {
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let firing: Vec<String> =
+            self.alerts.firing().into_iter().map(|a| a.rule).filter(|r| r != rule).collect();
+        let keep: Vec<&str> = firing.iter().map(String::as_str).collect();
+        let resolved = self.alerts.resolve_others(&keep, now);
+        if !resolved.is_empty() {
+            tracing::info!(rule, alerts = resolved.len(), "rule removed; its alerts are resolved");
+            self.notifier.enqueue(&resolved, now);
+        }
+    }
+
     fn window_closed(&mut self, out: &WindowOutput<'_>) {
         let rule = out.rule;
         let opts = FormatOptions::default().with_null("");

@@ -53,7 +53,7 @@ pub fn start(
     std::fs::create_dir_all(&detect_dir)
         .map_err(|source| AppError::Write { path: detect_dir.display().to_string(), source })?;
     let detectors = Detectors::load(&detect_dir, config.detect.clone(), templates);
-    let names: Vec<&str> = rules.iter().map(|(c, _)| c.name.as_str()).collect();
+    let names: Vec<String> = rules.iter().map(|(c, _)| c.name.clone()).collect();
     tracing::info!(rules = ?names, alertmanagers = config.alerting.alertmanagers.len(),
         webhooks = config.alerting.webhooks.len(), firing = alerts.firing().len(), "rule evaluation on");
     let sink = AlertSink {
@@ -66,6 +66,13 @@ pub fn start(
     let opts = Options { allowed_lateness: config.detect.allowed_lateness, idle: config.detect.idle_timeout };
     let (tap, reload, engine) = Engine::start(rules, opts, Box::new(sink), metrics.rules.clone())
         .map_err(|source| AppError::Write { path: "thread lw-rules".into(), source })?;
+    // Alerts of rules that are no longer configured (removed while the daemon was down) are over.
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+    let resolved = alerts.resolve_others(&names.iter().map(String::as_str).collect::<Vec<_>>(), now);
+    if !resolved.is_empty() {
+        tracing::info!(alerts = resolved.len(), "alerts of rules no longer configured are resolved");
+        notifier.enqueue(&resolved, now);
+    }
     let notify_cancel = CancellationToken::new();
     let notifier = tokio::spawn(notifier.run(alerts.clone(), notify_cancel.clone()));
     Ok(Detection { tap, alerts, reload, engine, notifier, notify_cancel })

@@ -43,6 +43,8 @@ pub struct WindowOutput<'a> {
 /// Where window outputs go.
 pub trait Sink: Send + 'static {
     fn window_closed(&mut self, out: &WindowOutput<'_>);
+    /// A rule stopped (taken out of the config at a reload): what it raised is over.
+    fn rule_removed(&mut self, _rule: &str) {}
 }
 
 #[derive(Clone)]
@@ -187,6 +189,9 @@ impl Engine {
                 (None, Some(prev)) => self.rules.push(prev),
                 (None, None) => {}
             }
+        }
+        for name in old.keys() {
+            self.sink.rule_removed(name);
         }
     }
 

@@ -375,4 +375,15 @@ fn sighup_reloads_rules_and_a_bad_one_does_not_stop_the_others() {
             .collect();
         names.iter().any(|n| n == "ssh_bruteforce") && names.iter().any(|n| n == "criticals")
     });
+
+    // A rule taken out of the config: its alert is over.
+    let text = std::fs::read_to_string(&d.config).unwrap().replacen(BRUTE_RULE, "", 1);
+    std::fs::write(&d.config, text).unwrap();
+    d.signal("-HUP");
+    wait_until(Duration::from_secs(30), "the removed rule's alert to resolve", || {
+        hook.bodies()
+            .iter()
+            .flat_map(|(_, b)| b["alerts"].as_array().cloned().unwrap_or_default())
+            .any(|a| a["labels"]["alertname"] == "ssh_bruteforce" && a["status"] == "resolved")
+    });
 }
