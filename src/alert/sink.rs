@@ -12,7 +12,7 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use super::notify::Notifier;
 use super::{Alerts, Instance, rfc3339};
-use crate::stream::rule::text_columns;
+use crate::stream::rule::{displayed_rows, text_columns};
 use crate::stream::{Sink, WindowOutput};
 
 /// One output row of a rule's window, as a line of `data_dir/rules/results-DATE.jsonl`.
@@ -232,28 +232,24 @@ impl Sink for AlertSink {
 
 /// Sample events as (host/app values, `timestamp host app[severity]: message`).
 fn sample_lines(batches: &[RecordBatch]) -> Vec<(std::collections::HashMap<String, String>, String)> {
-    let opts = FormatOptions::default().with_null("-");
-    let mut out = Vec::new();
-    for b in batches {
-        let Ok(f) = b
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
-            .collect::<Result<Vec<_>, _>>()
-        else {
-            continue;
-        };
-        if f.len() < 5 {
-            continue;
-        }
-        for i in 0..b.num_rows() {
-            let (host, app) = (f[1].value(i).to_string(), f[2].value(i).to_string());
-            let line = format!("{} {host} {app}[{}]: {}", f[0].value(i), f[3].value(i), f[4].value(i));
-            let cols = [("host".to_owned(), host), ("app".to_owned(), app)].into_iter().collect();
-            out.push((cols, line));
-        }
-    }
-    out
+    displayed_rows(batches)
+        .into_iter()
+        .map(|mut r| {
+            let get = |r: &std::collections::HashMap<String, String>, k: &str| {
+                r.get(k).map_or("-", String::as_str).to_owned()
+            };
+            let line = format!(
+                "{} {} {}[{}]: {}",
+                get(&r, "timestamp"),
+                get(&r, "host"),
+                get(&r, "app"),
+                get(&r, "severity"),
+                get(&r, "message")
+            );
+            r.retain(|k, _| k == "host" || k == "app");
+            (r, line)
+        })
+        .collect()
 }
 
 /// Each row of `batch` as a JSON object.

@@ -12,8 +12,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, RecordBatch};
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde::{Deserialize, Serialize};
 
 use super::baseline::{Baselines, Verdict};
@@ -21,6 +19,7 @@ use super::templates::Shared;
 use crate::alert::{Instance, rfc3339};
 use crate::config::{BaselineConfig, DetectConfig, RuleConfig};
 use crate::stream::WindowOutput;
+use crate::stream::rule::displayed_rows as rows;
 
 pub const VOLUME: &str = "volume";
 pub const ERROR_RATIO: &str = "error_ratio";
@@ -332,34 +331,4 @@ fn instance(
         a.insert("example".to_owned(), e.to_owned());
     }
     Instance { labels: l, annotations: a }
-}
-
-/// The rows of `batches` as column → displayed value (nulls as "").
-fn rows(batches: &[RecordBatch]) -> Vec<HashMap<String, String>> {
-    let opts = FormatOptions::default().with_null("");
-    let mut out = Vec::new();
-    for b in batches {
-        let schema = b.schema();
-        let Ok(fmts) = b
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
-            .collect::<Result<Vec<_>, _>>()
-        else {
-            continue;
-        };
-        for i in 0..b.num_rows() {
-            out.push(
-                schema
-                    .fields()
-                    .iter()
-                    .zip(&fmts)
-                    .zip(b.columns())
-                    .filter(|(_, c)| c.is_valid(i))
-                    .map(|((f, fmt), _)| (f.name().clone(), fmt.value(i).to_string()))
-                    .collect(),
-            );
-        }
-    }
-    out
 }

@@ -28,17 +28,6 @@ struct Scenario {
     _dir: tempfile::TempDir,
 }
 
-fn metrics() -> RuleMetrics {
-    let v = |n: &str| prometheus::IntCounterVec::new(prometheus::Opts::new(n, n), &["rule"]).unwrap();
-    RuleMetrics {
-        late: v("late"),
-        windows: v("windows"),
-        errors: v("errors"),
-        evaluation: prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("e", "e")).unwrap(),
-        dropped: prometheus::IntCounter::new("d", "d").unwrap(),
-    }
-}
-
 fn notify_metrics() -> NotifyMetrics {
     let v = |n: &str| prometheus::IntCounterVec::new(prometheus::Opts::new(n, n), &["receiver"]).unwrap();
     NotifyMetrics {
@@ -89,7 +78,7 @@ impl Scenario {
             detectors: Detectors::load(dir.path(), detect.clone(), Some(templates.clone())),
         };
         let opts = Options { allowed_lateness: Duration::ZERO, idle: Duration::from_secs(3600) };
-        let engine = Engine::new(rules, opts, Box::new(sink), metrics());
+        let engine = Engine::new(rules, opts, Box::new(sink), RuleMetrics::unregistered());
         Scenario { engine, alerts, templates, window, _dir: dir }
     }
 

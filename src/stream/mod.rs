@@ -56,6 +56,25 @@ pub struct RuleMetrics {
     pub dropped: prometheus::IntCounter,
 }
 
+impl RuleMetrics {
+    /// Instruments on no registry (tests).
+    #[cfg(test)]
+    pub fn unregistered() -> RuleMetrics {
+        let v = |n: &str| {
+            prometheus::IntCounterVec::new(prometheus::Opts::new(n, n), &["rule"])
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        RuleMetrics {
+            late: v("late"),
+            windows: v("windows"),
+            errors: v("errors"),
+            evaluation: prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("e", "e"))
+                .unwrap_or_else(|e| panic!("{e}")),
+            dropped: prometheus::IntCounter::new("d", "d").unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+}
+
 /// Compile every rule of `config`; each failure is a problem at `rules[i].<key>` naming the rule.
 pub fn compile_rules(rules: &[RuleConfig]) -> (Vec<Rule>, Vec<Problem>) {
     let mut out = Vec::new();

@@ -351,3 +351,35 @@ pub fn text_columns(batch: &RecordBatch) -> Vec<usize> {
         })
         .collect()
 }
+
+/// The rows of `batches` as column name → displayed value; null cells are left out.
+pub fn displayed_rows(batches: &[RecordBatch]) -> Vec<std::collections::HashMap<String, String>> {
+    use arrow::array::Array;
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let opts = FormatOptions::default();
+    let mut out = Vec::new();
+    for b in batches {
+        let schema = b.schema();
+        let Ok(fmts) = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+            .collect::<Result<Vec<_>, _>>()
+        else {
+            continue;
+        };
+        for i in 0..b.num_rows() {
+            out.push(
+                schema
+                    .fields()
+                    .iter()
+                    .zip(&fmts)
+                    .zip(b.columns())
+                    .filter(|(_, c)| c.is_valid(i))
+                    .map(|((f, fmt), _)| (f.name().clone(), fmt.value(i).to_string()))
+                    .collect(),
+            );
+        }
+    }
+    out
+}
