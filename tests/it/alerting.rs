@@ -23,6 +23,11 @@ struct Alertmanager {
 
 impl Alertmanager {
     fn start(dir: &Path, port: u16) -> Alertmanager {
+        Self::start_with(dir, port, None)
+    }
+
+    /// With `web_config`, Alertmanager's `--web.config.file` (TLS, client certificates).
+    fn start_with(dir: &Path, port: u16, web_config: Option<&str>) -> Alertmanager {
         assert!(
             Path::new(ALERTMANAGER).exists(),
             "{ALERTMANAGER} is missing: run scripts/test, which installs prometheus-alertmanager"
@@ -30,7 +35,13 @@ impl Alertmanager {
         std::fs::create_dir_all(dir).unwrap();
         let config = dir.join("alertmanager.yml");
         std::fs::write(&config, "route:\n  receiver: \"null\"\nreceivers:\n  - name: \"null\"\n").unwrap();
-        let mut child = Command::new(ALERTMANAGER)
+        let mut cmd = Command::new(ALERTMANAGER);
+        if let Some(web) = web_config {
+            let f = dir.join("web.yml");
+            std::fs::write(&f, web).unwrap();
+            cmd.arg(format!("--web.config.file={}", f.display()));
+        }
+        let mut child = cmd
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.path={}", dir.join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -290,6 +301,8 @@ allowed_lateness = "2s"
 {rules}
 [alerting]
 group_by = ["alertname"]
+resend_interval = "1s"
+repeat_interval = "1s"
 [[alerting.webhooks]]
 name = "ops"
 url = "http://{hook}/logwarden"
@@ -335,6 +348,11 @@ fn webhooks_get_grouped_alerts_signed_with_hmac() {
     mac.update(&raw);
     let want: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(sig, format!("sha256={want}"));
+
+    // Still firing after repeat_interval: the webhook hears of it again.
+    wait_until(Duration::from_secs(30), "a repeated notification", || {
+        hook.bodies().iter().filter(|(_, b)| b["status"] == "firing").count() >= 2
+    });
 }
 
 #[test]
@@ -386,4 +404,53 @@ fn sighup_reloads_rules_and_a_bad_one_does_not_stop_the_others() {
             .flat_map(|(_, b)| b["alerts"].as_array().cloned().unwrap_or_default())
             .any(|a| a["labels"]["alertname"] == "ssh_bruteforce" && a["status"] == "resolved")
     });
+}
+
+#[test]
+fn alerts_reach_an_alertmanager_over_tls_with_a_client_certificate() {
+    let mut pki = crate::pki::Pki::new("alerting CA");
+    let server = pki.server("alertmanager");
+    let client = pki.issue("logwarden", &[(rcgen::DnType::CommonName, "logwarden")], Vec::new(), false);
+    let web = format!(
+        "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {}\n",
+        server.cert.display(),
+        server.key.display(),
+        pki.ca().display()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let am = Alertmanager::start_with(&tmp.path().join("am"), 0, Some(&web));
+    let rules = rules_config(am.addr).replace(
+        &format!("url = \"http://{}\"", am.addr),
+        &format!(
+            "url = \"https://localhost:{}\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"",
+            am.addr.port(),
+            pki.ca().display(),
+            client.cert.display(),
+            client.key.display()
+        ),
+    );
+    let d = Daemon::start_with(&rules);
+    let mut lines: Vec<(u32, &str, &str, &str)> = (1..=4).map(|t| (t, "web9", "sshd", FAIL)).collect();
+    lines.push((13, "web3", "cron", "tick"));
+    send(&d, &lines);
+    // Read back over TLS too, as the daemon's client certificate's peer would.
+    let get = || {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--cacert"])
+            .arg(pki.ca())
+            .arg("--cert")
+            .arg(&client.cert)
+            .arg("--key")
+            .arg(&client.key)
+            .arg(format!("https://localhost:{}/api/v2/alerts", am.addr.port()))
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap_or_default()
+    };
+    wait_until(Duration::from_secs(30), "the alert in Alertmanager over TLS", || {
+        get().iter().any(|a| a["labels"]["host"] == "web9")
+    });
+    let sent =
+        format!(r#"logwarden_alert_notifications_sent_total{{receiver="localhost:{}"}}"#, am.addr.port());
+    assert!(d.metric(&sent) >= 1.0);
 }

@@ -57,6 +57,32 @@ impl Pki {
     /// A client certificate with subject `dn` (attribute, value pairs, most general first) and
     /// `sans`, written to `<file>.pem` and `<file>.key`.
     pub fn issue(&mut self, file: &str, dn: &[(DnType, &str)], sans: Vec<SanType>, expired: bool) -> Leaf {
+        self.issue_for(file, dn, sans, expired, ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    /// A server certificate for `localhost` and 127.0.0.1 (for peers the daemon connects to).
+    pub fn server(&mut self, file: &str) -> Leaf {
+        let sans = vec![
+            SanType::DnsName("localhost".try_into().unwrap()),
+            SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])),
+        ];
+        self.issue_for(
+            file,
+            &[(DnType::CommonName, "localhost")],
+            sans,
+            false,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )
+    }
+
+    fn issue_for(
+        &mut self,
+        file: &str,
+        dn: &[(DnType, &str)],
+        sans: Vec<SanType>,
+        expired: bool,
+        usage: ExtendedKeyUsagePurpose,
+    ) -> Leaf {
         let serial = self.next_serial;
         self.next_serial += 1;
         let mut params = CertificateParams::default();
@@ -68,7 +94,7 @@ impl Pki {
         params.subject_alt_names = sans;
         params.serial_number = Some(SerialNumber::from(serial));
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = vec![usage];
         params.use_authority_key_identifier_extension = true;
         params.not_before = date_time_ymd(2020, 1, 1);
         params.not_after = if expired { date_time_ymd(2021, 1, 1) } else { date_time_ymd(2100, 1, 1) };
