@@ -60,6 +60,17 @@ pub struct BaselineConfig {
     pub min_events: u64,
     /// How many windows the baseline averages over (an exponentially weighted mean).
     pub memory: u32,
+    /// `daily`: a baseline per hour of the day (UTC), for traffic that follows office hours
+    /// (volume only). Each hour then warms up on its own.
+    pub seasonality: Seasonality,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Seasonality {
+    #[default]
+    None,
+    Daily,
 }
 
 impl Default for BaselineConfig {
@@ -71,6 +82,7 @@ impl Default for BaselineConfig {
             sensitivity: 4.0,
             min_events: 20,
             memory: 30,
+            seasonality: Seasonality::None,
         }
     }
 }

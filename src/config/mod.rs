@@ -16,7 +16,7 @@ mod validate_rules;
 pub use access::{
     AccessConfig, ClientAuth, ClientTrust, IdentityConfig, PrincipalSource, QueryRule, SendRule,
 };
-pub use detect::{BaselineConfig, DetectConfig, TemplatesConfig};
+pub use detect::{BaselineConfig, DetectConfig, Seasonality, TemplatesConfig};
 pub use flight::{FlightConfig, QueryLimitsConfig, TokenConfig, UserConfig};
 pub use load::{ConfigError, Problem, load, load_rules, load_str};
 pub use rules::{AlertingConfig, ReceiverConfig, RuleConfig};

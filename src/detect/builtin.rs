@@ -17,13 +17,15 @@ use serde::{Deserialize, Serialize};
 use super::baseline::{Baselines, Verdict};
 use super::templates::Shared;
 use crate::alert::{Instance, rfc3339};
-use crate::config::{BaselineConfig, DetectConfig, RuleConfig};
+use crate::config::{BaselineConfig, DetectConfig, RuleConfig, Seasonality};
 use crate::stream::WindowOutput;
 use crate::stream::rule::displayed_rows as rows;
 
 pub const VOLUME: &str = "volume";
 pub const ERROR_RATIO: &str = "error_ratio";
 pub const NEW_TEMPLATES: &str = "new_templates";
+/// Separates a baseline key from its hour of the day (a byte no host or app name holds).
+const SEASON: char = '\u{1f}';
 /// Rule names the built-in detectors take.
 pub const NAMES: &[&str] = &[VOLUME, ERROR_RATIO, NEW_TEMPLATES];
 
@@ -158,15 +160,26 @@ impl Detectors {
                 }
             }
         }
+        // With daily seasonality each key has a baseline per hour of the day (UTC), and a
+        // window is judged against its own hour's.
+        let suffix = match cfg.seasonality {
+            Seasonality::None => String::new(),
+            Seasonality::Daily => {
+                format!("{SEASON}{:02}", out.start.div_euclid(3_600_000_000_000).rem_euclid(24))
+            }
+        };
+        let mut counts: BTreeMap<String, f64> = counts.into_iter().map(|(k, n)| (k + &suffix, n)).collect();
         let b = &mut self.state.volume;
-        for k in b.keys.keys() {
+        for k in b.keys.keys().filter(|k| k.ends_with(&suffix) && (!suffix.is_empty() || !k.contains(SEASON)))
+        {
             counts.entry(k.clone()).or_insert(0.0);
         }
         let mut found = Vec::new();
         for (key, n) in counts {
             let floor = b.mean(&key).unwrap_or(n).sqrt().max(1.0);
             let verdict = b.observe(&key, n, out.end, cfg, floor);
-            let (dim, value) = key.split_once('=').unwrap_or((&key, ""));
+            let key = key.strip_suffix(suffix.as_str()).unwrap_or(&key);
+            let (dim, value) = key.split_once('=').unwrap_or((key, ""));
             let (name, what) = match verdict {
                 Verdict::Spike(v, m) if v >= cfg.min_events as f64 => {
                     ("log_volume_spike", format!("{v} events, baseline {m:.1}"))

@@ -25,6 +25,8 @@ struct Scenario {
     alerts: Arc<Alerts>,
     templates: Arc<Shared>,
     window: i64,
+    /// Window length in seconds.
+    w: i64,
     _dir: tempfile::TempDir,
 }
 
@@ -45,19 +47,29 @@ impl Scenario {
 
     /// A daemon restarted on `dir` (its saved templates, baselines and alerts) at `window`.
     fn in_dir(user: Vec<RuleConfig>, dir: tempfile::TempDir, window: i64) -> Scenario {
+        Self::configured(user, dir, window, |_| {})
+    }
+
+    fn configured(
+        user: Vec<RuleConfig>,
+        dir: tempfile::TempDir,
+        window: i64,
+        tweak: impl Fn(&mut DetectConfig),
+    ) -> Scenario {
         let quick = BaselineConfig {
             window: Duration::from_secs(W as u64),
             warmup: Duration::from_secs(60),
             memory: 10,
             ..BaselineConfig::default()
         };
-        let detect = DetectConfig {
+        let mut detect = DetectConfig {
             volume: quick.clone(),
             error_ratio: BaselineConfig { min_events: 10, ..quick.clone() },
             new_templates: quick,
             allowed_lateness: Duration::ZERO,
             ..DetectConfig::default()
         };
+        tweak(&mut detect);
         let configs: Vec<RuleConfig> = user.into_iter().chain(builtin::rules(&detect)).collect();
         let rules: Vec<(RuleConfig, Rule)> = configs
             .into_iter()
@@ -79,7 +91,8 @@ impl Scenario {
         };
         let opts = Options { allowed_lateness: Duration::ZERO, idle: Duration::from_secs(3600) };
         let engine = Engine::new(rules, opts, Box::new(sink), RuleMetrics::unregistered());
-        Scenario { engine, alerts, templates, window, _dir: dir }
+        let w = detect.volume.window.as_secs() as i64;
+        Scenario { engine, alerts, templates, window, w, _dir: dir }
     }
 
     /// Feed the next window's events (host, app, severity, message, how many), spread over
@@ -94,7 +107,8 @@ impl Scenario {
             for _ in 0..*n {
                 let mut ev = Event::raw(Cow::Borrowed(*msg), "");
                 ev.decode_error = None;
-                ev.timestamp = Some(T0 + self.window * W * S + (i as i64 * W * S) / total.max(1) as i64);
+                ev.timestamp =
+                    Some(T0 + self.window * self.w * S + (i as i64 * self.w * S) / total.max(1) as i64);
                 ev.host = Some(Cow::Borrowed(*host));
                 ev.app = Some(Cow::Borrowed(*app));
                 ev.severity = Some(*sev);
@@ -270,4 +284,48 @@ fn a_brute_force_rule_fires_beside_the_detectors() {
     s.step(&attack);
     assert_eq!(s.step(&steady()), ["ssh_bruteforce{host=bastion}"]);
     assert_eq!(s.step(&steady()), Vec::<String>::new());
+}
+
+#[test]
+fn with_daily_seasonality_each_hour_has_its_own_baseline() {
+    let hourly = |d: &mut DetectConfig| {
+        d.volume.window = Duration::from_secs(3600);
+        d.volume.seasonality = crate::config::Seasonality::Daily;
+        d.error_ratio.enabled = false;
+        d.new_templates.enabled = false;
+    };
+    let mut s = Scenario::configured(Vec::new(), tempfile::tempdir().unwrap(), 0, hourly);
+    // Quiet nights (00-07), ten times the traffic by day: learned per hour, never an anomaly.
+    let at = |hour: i64| -> Vec<_> {
+        steady()
+            .into_iter()
+            .map(|mut e| {
+                if hour % 24 >= 8 {
+                    e.4 *= 10;
+                }
+                e
+            })
+            .collect()
+    };
+    for hour in 0..24 {
+        s.step(&at(hour));
+    }
+    for hour in 24..74 {
+        assert_eq!(s.step(&at(hour)), Vec::<String>::new(), "hour {hour}");
+    }
+    // A daytime level at night is a spike.
+    s.step(&at(12));
+    assert_eq!(
+        s.step(&at(75)),
+        [
+            "log_volume_spike{app=nginx}",
+            "log_volume_spike{app=postgres}",
+            "log_volume_spike{host=db1}",
+            "log_volume_spike{host=web1}",
+            "log_volume_spike{host=web2}",
+            "log_volume_spike{host=web3}",
+            "log_volume_spike{host=web4}",
+            "log_volume_spike{log_severity=6}"
+        ]
+    );
 }
