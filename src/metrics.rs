@@ -259,7 +259,7 @@ impl Metrics {
                 late: counter_vec(
                     reg,
                     "rule_late_events_total",
-                    "Events that arrived after their rule window had closed (beyond detect.allowed_lateness); stored, not evaluated.",
+                    "Events not evaluated by a rule because they arrived after their window had closed (beyond detect.allowed_lateness) or were stamped more than 5 minutes ahead of the clock; stored all the same.",
                     &["rule"],
                 )?,
                 windows: counter_vec(

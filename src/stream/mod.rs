@@ -22,6 +22,9 @@ use window::{COMPACT_AT, Clock, Windows};
 
 use crate::config::{Config, Problem, RuleConfig};
 
+/// How far ahead of the wall clock an event's timestamp may be and still count in rules.
+const MAX_AHEAD_NS: i64 = 5 * 60 * 1_000_000_000;
+
 /// A window's output, as the rule's sinks see it.
 pub struct WindowOutput<'a> {
     pub rule: &'a Rule,
@@ -237,12 +240,18 @@ impl Engine {
 
     pub async fn ingest(&mut self, batches: &[RecordBatch]) {
         let now = Instant::now();
+        let horizon =
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX).saturating_add(MAX_AHEAD_NS);
         for batch in batches {
-            self.clock.observe(batch, now);
+            // One sender with its clock years ahead must not close everyone's windows: events
+            // stamped further ahead of the wall clock than MAX_AHEAD are left out of the rules
+            // (stored all the same) and counted with the late ones.
+            let (batch, ahead) = window::before(batch, horizon);
+            self.clock.observe(&batch, now);
             for r in &mut self.rules {
-                let (parts, late) = r.windows.assign(batch);
-                if late > 0 {
-                    self.metrics.late.with_label_values(&[&r.config.name]).inc_by(late);
+                let (parts, late) = r.windows.assign(&batch);
+                if late + ahead > 0 {
+                    self.metrics.late.with_label_values(&[&r.config.name]).inc_by(late + ahead);
                 }
                 for (pane, rows) in parts {
                     let n = rows.num_rows() as u64;

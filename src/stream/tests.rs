@@ -228,3 +228,16 @@ fn bad_rules_are_refused_with_their_name_and_the_reason() {
     let p = problem("SELECT host, count(*) AS n FROM events GROUP BY host", Some("n + 1"));
     assert!(p.contains("not a condition"), "{p}");
 }
+
+#[tokio::test]
+async fn an_event_from_the_far_future_does_not_close_everyones_windows() {
+    let (mut e, rec, m) = engine(vec![rule("n", 10, None, "SELECT count(*) AS n FROM events", None)], 0);
+    feed(&mut e, &[(S, "h", "a", 6, "x")]).await;
+    // A sender whose clock says 2100.
+    let far = 4_102_444_800 * S - T0;
+    feed(&mut e, &[(far, "skewed", "a", 6, "from the future"), (2 * S, "h", "a", 6, "x")]).await;
+    assert!(taken(&rec).is_empty(), "the window [0,10) is still open");
+    assert_eq!(m.late.with_label_values(&["n"]).get(), 1);
+    feed(&mut e, &[(11 * S, "h", "a", 6, "x")]).await;
+    assert_eq!(taken(&rec), ["n [0,10) !2"]);
+}

@@ -135,6 +135,19 @@ impl Windows {
     }
 }
 
+/// `batch` without the rows stamped at or after `horizon` (ns), and how many those were.
+pub fn before(batch: &RecordBatch, horizon: i64) -> (RecordBatch, u64) {
+    let ts = batch.column(TIMESTAMP_INDEX).as_primitive::<TimestampNanosecondType>();
+    match arrow::compute::max(ts) {
+        Some(max) if max >= horizon => {
+            let keep: arrow::array::BooleanArray = ts.values().iter().map(|&t| Some(t < horizon)).collect();
+            let dropped = (batch.num_rows() - keep.true_count()) as u64;
+            (filter_record_batch(batch, &keep).unwrap_or_else(|_| batch.slice(0, 0)), dropped)
+        }
+        _ => (batch.clone(), 0),
+    }
+}
+
 /// The daemon's event-time clock, shared by every rule: the newest event `timestamp` seen,
 /// less the allowed lateness. When no newer event has arrived for `idle`, it moves on with the
 /// wall clock, so that windows still close (and silence is noticed) when traffic stops.
