@@ -197,19 +197,26 @@ impl Alerts {
         changed
     }
 
-    /// Resolve every firing alert of the rules not in `keep` (rules gone from the config).
-    pub fn resolve_others(&self, keep: &[&str], now: i64) -> Vec<Alert> {
-        let gone: std::collections::BTreeSet<String> = {
-            let s = self.lock();
-            s.firing.values().map(|a| a.rule.clone()).filter(|r| !keep.contains(&r.as_str())).collect()
-        };
-        let mut out = Vec::new();
-        for rule in gone {
-            let window =
-                self.lock().firing.values().find(|a| a.rule == rule).map(|a| (a.window_start, a.window_end));
-            out.extend(self.evaluate(&rule, window.unwrap_or((0, 0)), Vec::new(), now));
+    /// Resolve every firing alert of `rule` (taken out of the config).
+    pub fn resolve_rule(&self, rule: &str, now: i64) -> Vec<Alert> {
+        let window =
+            self.lock().firing.values().find(|a| a.rule == rule).map(|a| (a.window_start, a.window_end));
+        match window {
+            Some(w) => self.evaluate(rule, w, Vec::new(), now),
+            None => Vec::new(),
         }
-        out
+    }
+
+    /// Resolve every firing alert of the rules not in `keep`.
+    pub fn resolve_others(&self, keep: &[&str], now: i64) -> Vec<Alert> {
+        let gone: std::collections::BTreeSet<String> = self
+            .lock()
+            .firing
+            .values()
+            .map(|a| a.rule.clone())
+            .filter(|r| !keep.contains(&r.as_str()))
+            .collect();
+        gone.iter().flat_map(|rule| self.resolve_rule(rule, now)).collect()
     }
 
     fn count_firing(&self, s: &State) {
@@ -250,6 +257,22 @@ fn write_state(path: &Path, s: &State) -> Result<(), AlertError> {
     let io = |op, source| AlertError::Io { op, path: path.display().to_string(), source };
     let bytes = serde_json::to_vec(s).map_err(|e| io("encode", std::io::Error::other(e)))?;
     crate::store::write_atomic(path, &bytes).map_err(|e| io("write", e))
+}
+
+/// The query an alert offers to see its events: the window's `logs` rows matching `filters`
+/// (SQL conditions), oldest first.
+pub fn window_query(start: i64, end: i64, filters: &[String]) -> String {
+    let mut q = format!(
+        "SELECT * FROM logs WHERE timestamp >= '{}' AND timestamp < '{}'",
+        rfc3339(start),
+        rfc3339(end)
+    );
+    for f in filters {
+        q.push_str(" AND ");
+        q.push_str(f);
+    }
+    q.push_str(" ORDER BY timestamp LIMIT 100");
+    q
 }
 
 /// RFC 3339 (UTC, ms) for ns since the epoch.

@@ -11,7 +11,7 @@ use arrow::array::{Array, RecordBatch};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use super::notify::Notifier;
-use super::{Alerts, Instance, rfc3339};
+use super::{Alerts, Instance, rfc3339, window_query};
 use crate::stream::rule::{displayed_rows, text_columns};
 use crate::stream::{Sink, WindowOutput};
 
@@ -109,10 +109,7 @@ const LOG_COLUMNS: &[&str] = &["host", "app", "procid", "msgid", "peer", "client
 impl Sink for AlertSink {
     fn rule_removed(&mut self, rule: &str) {
         let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
-        let firing: Vec<String> =
-            self.alerts.firing().into_iter().map(|a| a.rule).filter(|r| r != rule).collect();
-        let keep: Vec<&str> = firing.iter().map(String::as_str).collect();
-        let resolved = self.alerts.resolve_others(&keep, now);
+        let resolved = self.alerts.resolve_rule(rule, now);
         if !resolved.is_empty() {
             tracing::info!(rule, alerts = resolved.len(), "rule removed; its alerts are resolved");
             self.notifier.enqueue(&resolved, now);
@@ -187,16 +184,7 @@ impl Sink for AlertSink {
                         out.events
                     ),
                 );
-                let mut query = format!(
-                    "SELECT * FROM logs WHERE timestamp >= '{}' AND timestamp < '{}'",
-                    rfc3339(out.start),
-                    rfc3339(out.end)
-                );
-                for f in filters {
-                    query.push_str(" AND ");
-                    query.push_str(&f);
-                }
-                query.push_str(" ORDER BY timestamp LIMIT 100");
+                let query = window_query(out.start, out.end, &filters);
                 annotations.insert("query".to_owned(), query);
                 annotations.insert("rule_sql".to_owned(), rule.sql.clone());
                 // Events of this instance: samples agreeing with its labels on host and app.

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::baseline::{Baselines, Verdict};
 use super::templates::Shared;
-use crate::alert::{Instance, rfc3339};
+use crate::alert::{Instance, rfc3339, window_query};
 use crate::config::{BaselineConfig, DetectConfig, RuleConfig, Seasonality};
 use crate::stream::WindowOutput;
 use crate::stream::rule::displayed_rows as rows;
@@ -336,10 +336,7 @@ fn instance(
     let (start, end) = (rfc3339(out.start), rfc3339(out.end));
     let mut a = BTreeMap::new();
     a.insert("summary".to_owned(), format!("{what} in {start} .. {end}"));
-    a.insert(
-        "query".to_owned(),
-        format!("SELECT * FROM logs WHERE timestamp >= '{start}' AND timestamp < '{end}' AND {filter} ORDER BY timestamp LIMIT 100"),
-    );
+    a.insert("query".to_owned(), window_query(out.start, out.end, &[filter.to_owned()]));
     if let Some(e) = example {
         a.insert("example".to_owned(), e.to_owned());
     }
