@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{Array, RecordBatch};
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use super::notify::Notifier;
 use super::{Alerts, Instance, rfc3339, window_query};
@@ -118,23 +117,15 @@ impl Sink for AlertSink {
 
     fn window_closed(&mut self, out: &WindowOutput<'_>) {
         let rule = out.rule;
-        let opts = FormatOptions::default().with_null("");
         let mut rows = Vec::new();
         let mut instances = Vec::new();
         let samples = sample_lines(out.samples);
         for (batch, alerting) in out.batches.iter().zip(out.alerting) {
             let json = rows_as_json(batch);
             let text = text_columns(batch);
-            let Ok(fmts) = batch
-                .columns()
-                .iter()
-                .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
-                .collect::<Result<Vec<_>, _>>()
-            else {
-                continue;
-            };
             let schema = batch.schema();
-            for i in 0..batch.num_rows() {
+            let shown = displayed_rows(std::slice::from_ref(batch));
+            for (i, cells) in shown.iter().enumerate() {
                 let alert = alerting.is_valid(i) && alerting.value(i);
                 rows.push(ResultRow {
                     rule: rule.name.clone(),
@@ -153,16 +144,18 @@ impl Sink for AlertSink {
                 let mut values = Vec::new();
                 let mut filters = Vec::new();
                 for (c, f) in schema.fields().iter().enumerate() {
-                    let v = fmts[c].value(i).to_string();
-                    if text.contains(&c) {
-                        if batch.column(c).is_valid(i) {
+                    let v = cells.get(f.name());
+                    match (text.contains(&c), v) {
+                        (true, Some(v)) => {
                             if LOG_COLUMNS.contains(&f.name().as_str()) {
                                 filters.push(format!("{} = '{}'", f.name(), v.replace('\'', "''")));
                             }
-                            labels.insert(f.name().clone(), v);
+                            labels.insert(f.name().clone(), v.clone());
                         }
-                    } else {
-                        values.push(format!("{}={v}", f.name()));
+                        (true, None) => {}
+                        (false, v) => {
+                            values.push(format!("{}={}", f.name(), v.map_or("null", String::as_str)))
+                        }
                     }
                 }
                 let mut annotations = BTreeMap::new();
