@@ -4,7 +4,6 @@
 //! `wal_flushed_through` is what makes a flush exactly-once across a crash: WAL generations at or
 //! below it are already in segments, so replay skips them even if their files still exist.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -64,16 +63,9 @@ impl Manifest {
 
     pub fn store(&self, data_dir: &Path) -> Result<(), ManifestError> {
         let path = Self::path(data_dir);
-        let tmp = data_dir.join(format!("{FILE_NAME}.tmp"));
-        let io = |op| move |source| ManifestError::Io { op, path: Self::path(data_dir), source };
         let bytes = serde_json::to_vec_pretty(self)
             .map_err(|source| ManifestError::Corrupt { path: path.clone(), source })?;
-        let mut f = std::fs::File::create(&tmp).map_err(io("create"))?;
-        f.write_all(&bytes).map_err(io("write"))?;
-        f.sync_all().map_err(io("fsync"))?;
-        std::fs::rename(&tmp, &path).map_err(io("rename"))?;
-        std::fs::File::open(data_dir).and_then(|d| d.sync_all()).map_err(io("fsync directory of"))?;
-        Ok(())
+        super::write_atomic(&path, &bytes).map_err(|source| ManifestError::Io { op: "replace", path, source })
     }
 
     pub fn total_bytes(&self) -> u64 {

@@ -177,21 +177,11 @@ impl Shared {
         }
         let body = serde_json::to_vec(&File { version: VERSION, templates: self.snapshot() })
             .map_err(|source| TemplatesError::Format { path: self.path.display().to_string(), source })?;
-        let tmp = self.path.with_extension("json.tmp");
-        let io = |op: &'static str, path: &Path| {
-            let path = path.display().to_string();
-            move |source| TemplatesError::Io { op, path, source }
-        };
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
-            f.write_all(&body).map_err(io("write", &tmp))?;
-            f.sync_all().map_err(io("fsync", &tmp))?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(io("rename", &self.path))?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync", dir))?;
-        }
+        crate::store::write_atomic(&self.path, &body).map_err(|source| TemplatesError::Io {
+            op: "replace",
+            path: self.path.display().to_string(),
+            source,
+        })?;
         self.saved.store(changes, Ordering::Relaxed);
         Ok(())
     }
