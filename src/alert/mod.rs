@@ -97,6 +97,12 @@ pub struct Alerts {
     firing_gauge: Option<prometheus::IntGaugeVec>,
 }
 
+impl std::fmt::Debug for Alerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alerts").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
 impl Alerts {
     /// The alerts saved in `dir/state.json`, or none.
     pub fn load(

@@ -91,10 +91,6 @@ impl Notifier {
         Ok(n)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.receivers.is_empty()
-    }
-
     /// Put notifications of `alerts` (that just fired or resolved) in every receiver's outbox.
     pub fn enqueue(&self, alerts: &[Alert], now: i64) {
         for r in &self.receivers {
@@ -218,10 +214,15 @@ impl Notifier {
     async fn deliver(self: Arc<Self>, i: usize, cancel: CancellationToken) {
         let r = &self.receivers[i];
         let mut backoff = Duration::from_secs(1);
+        let queued_gauge = self.metrics.queued.with_label_values(&[&r.name]);
+        // The outbox is listed again only once what was listed has gone out, not per file.
+        let mut listed = std::collections::VecDeque::new();
         loop {
-            let files = queued(&r.outbox);
-            self.metrics.queued.with_label_values(&[&r.name]).set(files.len() as i64);
-            let Some(path) = files.first() else {
+            if listed.is_empty() {
+                listed = queued(&r.outbox).into();
+                queued_gauge.set(listed.len() as i64);
+            }
+            let Some(path) = listed.front().cloned() else {
                 if cancel.is_cancelled() {
                     return;
                 }
@@ -230,11 +231,18 @@ impl Notifier {
                     _ = cancel.cancelled() => continue,
                 }
             };
-            let body = match std::fs::read(path) {
+            let body = match std::fs::read(&path) {
                 Ok(b) => Bytes::from(b),
+                // Dropped meanwhile to make room (the outbox was full).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    listed.pop_front();
+                    continue;
+                }
                 Err(e) => {
                     tracing::error!(receiver = %r.name, error = %e, path = %path.display(), "unreadable alert notification; dropped");
-                    let _ = std::fs::remove_file(path);
+                    let _ = std::fs::remove_file(&path);
+                    listed.pop_front();
+                    queued_gauge.dec();
                     continue;
                 }
             };
@@ -243,33 +251,36 @@ impl Notifier {
                 Kind::Webhook { secret } => ("", signature(secret.as_deref(), &body)),
             };
             let outcome = r.client.post(target, body, &headers).await;
-            let retry = match outcome {
+            // Whether this notification is finished with (sent, or refused for good).
+            let done = match outcome {
                 Ok(a) if (200..300).contains(&a.status) => {
                     self.metrics.sent.with_label_values(&[&r.name]).inc();
-                    let _ = std::fs::remove_file(path);
                     backoff = Duration::from_secs(1);
-                    false
+                    true
                 }
                 Ok(a) if (400..500).contains(&a.status) && a.status != 408 && a.status != 429 => {
                     self.metrics.failed.with_label_values(&[&r.name]).inc();
                     tracing::error!(receiver = %r.name, status = a.status, answer = %a.body,
                         "the receiver refused an alert notification; dropped (not retried)");
-                    let _ = std::fs::remove_file(path);
-                    false
+                    true
                 }
                 Ok(a) => {
                     self.metrics.failed.with_label_values(&[&r.name]).inc();
                     tracing::warn!(receiver = %r.name, status = a.status, answer = %a.body, retry_in = ?backoff,
                         "alert notification not accepted; will retry");
-                    true
+                    false
                 }
                 Err(e) => {
                     self.metrics.failed.with_label_values(&[&r.name]).inc();
                     tracing::warn!(receiver = %r.name, error = %e, retry_in = ?backoff, "alert notification not delivered; will retry");
-                    true
+                    false
                 }
             };
-            if retry {
+            if done {
+                let _ = std::fs::remove_file(&path);
+                listed.pop_front();
+                queued_gauge.dec();
+            } else {
                 if cancel.is_cancelled() {
                     // Shutting down: what is left stays queued for the next start.
                     return;

@@ -84,12 +84,6 @@ pub enum AlertsSource {
     Dir(std::path::PathBuf),
 }
 
-impl std::fmt::Debug for Alerts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Alerts")
-    }
-}
-
 #[derive(Debug)]
 pub struct AlertsTable(pub AlertsSource);
 

@@ -127,12 +127,6 @@ impl Windows {
         self.next_end = Some(end.saturating_add(self.every));
         Some(Closed { start: end - self.window, end, parts, events, samples })
     }
-
-    /// Events held in open panes (for tests and metrics).
-    #[cfg(test)]
-    pub fn held(&self) -> u64 {
-        self.panes.values().map(|p| p.events).sum()
-    }
 }
 
 /// `batch` without the rows stamped at or after `horizon` (ns), and how many those were.
