@@ -84,48 +84,43 @@ pub enum AlertsSource {
     Dir(std::path::PathBuf),
 }
 
-#[derive(Debug)]
-pub struct AlertsTable(pub AlertsSource);
+/// A table whose rows are read whole when a query scans it (off the async workers): the
+/// `alerts` state and the `rule_results` files are small.
+pub struct SnapshotTable {
+    schema: SchemaRef,
+    read: Arc<dyn Fn() -> Result<Vec<RecordBatch>> + Send + Sync>,
+}
 
-#[async_trait]
-impl TableProvider for AlertsTable {
-    fn schema(&self) -> SchemaRef {
-        alerts_schema()
+impl std::fmt::Debug for SnapshotTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotTable").field("schema", &self.schema).finish_non_exhaustive()
     }
+}
 
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let alerts = match &self.0 {
+/// The `alerts` table.
+pub fn alerts_table(source: AlertsSource) -> SnapshotTable {
+    let read = move || {
+        let alerts = match &source {
             AlertsSource::Live(a) => a.snapshot(),
             AlertsSource::Dir(dir) => {
                 super::saved(dir).map_err(|e| DataFusionError::External(Box::new(e)))?
             }
         };
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![alerts_batch(&alerts)?]],
-            alerts_schema(),
-            projection.cloned(),
-        )?)
-    }
+        Ok(vec![alerts_batch(&alerts)?])
+    };
+    SnapshotTable { schema: alerts_schema(), read: Arc::new(read) }
 }
 
 /// `rule_results`: the lines of `data_dir/rules/results-*.jsonl`.
-#[derive(Debug)]
-pub struct ResultsTable(pub std::path::PathBuf);
+pub fn results_table(dir: std::path::PathBuf) -> SnapshotTable {
+    let read = move || crate::audit::read_jsonl_dir(&dir, results_schema(), "rule results");
+    SnapshotTable { schema: results_schema(), read: Arc::new(read) }
+}
 
 #[async_trait]
-impl TableProvider for ResultsTable {
+impl TableProvider for SnapshotTable {
     fn schema(&self) -> SchemaRef {
-        results_schema()
+        self.schema.clone()
     }
 
     fn table_type(&self) -> TableType {
@@ -139,12 +134,10 @@ impl TableProvider for ResultsTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let dir = self.0.clone();
-        let batches = tokio::task::spawn_blocking(move || {
-            crate::audit::read_jsonl_dir(&dir, results_schema(), "rule results")
-        })
-        .await
-        .map_err(|e| DataFusionError::External(Box::new(e)))??;
-        Ok(MemorySourceConfig::try_new_exec(&[batches], results_schema(), projection.cloned())?)
+        let read = self.read.clone();
+        let batches = tokio::task::spawn_blocking(move || read())
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        Ok(MemorySourceConfig::try_new_exec(&[batches], self.schema.clone(), projection.cloned())?)
     }
 }

@@ -24,7 +24,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use futures::StreamExt;
 
 use crate::access::QueryGrant;
-use crate::alert::table::{AlertsSource, AlertsTable, ResultsTable};
+use crate::alert::table::{AlertsSource, alerts_table, results_table};
 use crate::audit::AuditTable;
 use crate::detect::templates::{self, table::TemplatesTable};
 use crate::store::{LogsTable, Store};
@@ -93,9 +93,9 @@ impl QueryEngine {
         let saved =
             TemplatesTable::new(templates::table::Source::File(store.data_dir().join("templates.json")));
         ctx.register_table("templates", Arc::new(saved))?;
-        let alerts = AlertsTable(AlertsSource::Dir(store.data_dir().join("alerts")));
+        let alerts = alerts_table(AlertsSource::Dir(store.data_dir().join("alerts")));
         ctx.register_table("alerts", Arc::new(alerts))?;
-        ctx.register_table("rule_results", Arc::new(ResultsTable(store.data_dir().join("rules"))))?;
+        ctx.register_table("rule_results", Arc::new(results_table(store.data_dir().join("rules"))))?;
         ctx.register_table("logs", Arc::new(LogsTable::new(store)))?;
         Ok(QueryEngine { ctx })
     }
@@ -112,7 +112,7 @@ impl QueryEngine {
         }
         if let Some(alerts) = live.alerts {
             self.ctx.deregister_table("alerts")?;
-            self.ctx.register_table("alerts", Arc::new(AlertsTable(AlertsSource::Live(alerts))))?;
+            self.ctx.register_table("alerts", Arc::new(alerts_table(AlertsSource::Live(alerts))))?;
         }
         Ok(self)
     }
