@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use super::baseline::{Baselines, Verdict};
@@ -66,6 +67,25 @@ pub fn rules(cfg: &DetectConfig) -> Vec<RuleConfig> {
     out
 }
 
+/// (app, events, errors) summed from the volume rule's rows (per host, app and severity).
+fn per_app_from_volume(batches: &[RecordBatch]) -> Vec<(String, f64, f64)> {
+    let mut per_app: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for row in rows(batches) {
+        let (Some(app), Some(n)) = (row.get("app"), number(&row, "events")) else { continue };
+        let error = row.get("severity").and_then(|v| v.parse::<u8>().ok()).is_some_and(|s| s <= 3);
+        let e = per_app.entry(app.clone()).or_default();
+        e.0 += n;
+        if error {
+            e.1 += n;
+        }
+    }
+    per_app.into_iter().map(|(app, (events, errors))| (app, events, errors)).collect()
+}
+
+fn number(row: &HashMap<String, String>, column: &str) -> Option<f64> {
+    row.get(column)?.parse().ok()
+}
+
 /// With the same window, the volume rule's rows (per host, app and severity) hold the error
 /// ratio's numbers too, and the events are aggregated once instead of twice.
 fn error_ratio_from_volume(cfg: &DetectConfig) -> bool {
@@ -108,36 +128,19 @@ impl Detectors {
         let instances = match out.rule.name.as_str() {
             VOLUME if error_ratio_from_volume(&self.cfg) => {
                 let mut found = self.volume(out);
-                let mut per_app: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-                for row in rows(out.batches) {
-                    let (Some(app), Some(n)) =
-                        (row.get("app"), row.get("events").and_then(|v| v.parse::<f64>().ok()))
-                    else {
-                        continue;
-                    };
-                    let error =
-                        row.get("severity").and_then(|v| v.parse::<u8>().ok()).is_some_and(|s| s <= 3);
-                    let e = per_app.entry(app.clone()).or_default();
-                    e.0 += n;
-                    e.1 += if error { n } else { 0.0 };
-                }
-                let derived = per_app
-                    .into_iter()
-                    .map(|(app, (events, errors))| {
-                        [
-                            ("app".to_owned(), app),
-                            ("events".to_owned(), events.to_string()),
-                            ("errors".to_owned(), errors.to_string()),
-                        ]
-                        .into_iter()
-                        .collect()
-                    })
-                    .collect();
-                found.extend(self.error_ratio(out, derived));
+                found.extend(self.error_ratio(out, per_app_from_volume(out.batches)));
                 found
             }
             VOLUME => self.volume(out),
-            ERROR_RATIO => self.error_ratio(out, rows(out.batches)),
+            ERROR_RATIO => {
+                let per_app = rows(out.batches)
+                    .into_iter()
+                    .filter_map(|r| {
+                        Some((r.get("app")?.clone(), number(&r, "events")?, number(&r, "errors")?))
+                    })
+                    .collect();
+                self.error_ratio(out, per_app)
+            }
             NEW_TEMPLATES => self.new_templates(out),
             _ => return None,
         };
@@ -213,19 +216,13 @@ impl Detectors {
         found
     }
 
-    fn error_ratio(&mut self, out: &WindowOutput<'_>, rows: Vec<HashMap<String, String>>) -> Vec<Instance> {
+    /// `per_app`: (app, events, errors) of the window.
+    fn error_ratio(&mut self, out: &WindowOutput<'_>, per_app: Vec<(String, f64, f64)>) -> Vec<Instance> {
         let cfg = &self.cfg.error_ratio;
         let b = &mut self.state.error_ratio;
         let mut found = Vec::new();
-        for row in rows {
-            let (Some(app), Some(events), Some(errors)) = (
-                row.get("app").filter(|a| !a.is_empty()),
-                row.get("events").and_then(|v| v.parse::<f64>().ok()),
-                row.get("errors").and_then(|v| v.parse::<f64>().ok()),
-            ) else {
-                continue;
-            };
-            if events <= 0.0 {
+        for (app, events, errors) in per_app {
+            if app.is_empty() || events <= 0.0 {
                 continue;
             }
             let ratio = errors / events;
@@ -241,7 +238,7 @@ impl Detectors {
                     out,
                     ERROR_RATIO,
                     "error_ratio_high",
-                    &[("app", app)],
+                    &[("app", &app)],
                     &format!("app={app}: {what}"),
                     &format!("app = '{}' AND severity <= 3", app.replace('\'', "''")),
                     None,

@@ -329,3 +329,20 @@ fn with_daily_seasonality_each_hour_has_its_own_baseline() {
         ]
     );
 }
+
+#[test]
+fn the_error_ratio_runs_as_its_own_rule_without_the_volume_detector() {
+    let mut s =
+        Scenario::configured(Vec::new(), tempfile::tempdir().unwrap(), 0, |d| d.volume.enabled = false);
+    let with_errors = |errors: usize| {
+        let mut e = steady();
+        e.push(("api1", "api", 6, "request ok", 200 - errors));
+        e.push(("api1", "api", 3, "request failed: upstream timeout", errors));
+        e
+    };
+    for _ in 0..9 {
+        assert_eq!(s.step(&with_errors(4)), Vec::<String>::new());
+    }
+    s.step(&with_errors(100));
+    assert_eq!(s.step(&with_errors(4)), ["error_ratio_high{app=api}", "log_template_rate{template_id=4}"]);
+}
