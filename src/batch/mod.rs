@@ -7,7 +7,11 @@ pub use builder::{EventBatchBuilder, Origin};
 
 use std::sync::{Arc, LazyLock};
 
-use arrow::array::{RecordBatch, new_null_array};
+use arrow::array::{
+    Array, ArrayBuilder, ArrayRef, AsArray, DictionaryArray, Int32Array, RecordBatch, StringBuilder,
+    new_null_array,
+};
+use arrow::datatypes::Int32Type;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 
@@ -82,6 +86,59 @@ pub fn conform(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
     RecordBatch::try_new(schema, columns)
 }
 
+/// `batch` with each dictionary column's values made unique.
+///
+/// Concatenating batches (as the batcher does for each WAL group) appends their dictionaries
+/// one after another, so a group of a few hundred connection batches repeats every host, app
+/// and peer hundreds of times. Everything downstream then pays per value: the WAL's bytes, and
+/// each rule's GROUP BY, which would look every copy up. One pass here, hashing each value
+/// once, makes the group's dictionaries as small as its distinct values.
+pub fn merge_dictionaries(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let mut columns: Option<Vec<ArrayRef>> = None;
+    for (i, column) in batch.columns().iter().enumerate() {
+        let Some(dict) = column.as_dictionary_opt::<Int32Type>() else { continue };
+        if let Some(merged) = unique_values(dict)? {
+            columns.get_or_insert_with(|| batch.columns().to_vec())[i] = Arc::new(merged);
+        }
+    }
+    match columns {
+        Some(columns) => RecordBatch::try_new(batch.schema(), columns),
+        None => Ok(batch),
+    }
+}
+
+/// `dict` over unique values, or `None` when its values already are (or are not plain text).
+fn unique_values(
+    dict: &DictionaryArray<Int32Type>,
+) -> Result<Option<DictionaryArray<Int32Type>>, ArrowError> {
+    let Some(values) = dict.values().as_string_opt::<i32>() else { return Ok(None) };
+    if values.len() < 2 || values.null_count() > 0 {
+        return Ok(None);
+    }
+    let mut seen: foldhash::HashMap<&str, i32> = foldhash::HashMap::default();
+    seen.reserve(values.len().min(1024));
+    let mut unique = StringBuilder::new();
+    let remap: Vec<i32> = values
+        .iter()
+        .map(|v| {
+            let v = v.unwrap_or_default();
+            *seen.entry(v).or_insert_with(|| {
+                unique.append_value(v);
+                (unique.len() - 1) as i32
+            })
+        })
+        .collect();
+    if unique.len() == values.len() {
+        return Ok(None);
+    }
+    // Keys under a null slot may hold anything: map them to 0 rather than index out of range.
+    let keys = dict.keys();
+    let new_keys: Vec<i32> =
+        keys.values().iter().map(|&k| remap.get(k as usize).copied().unwrap_or(0)).collect();
+    let new_keys = Int32Array::new(new_keys.into(), keys.nulls().cloned());
+    DictionaryArray::try_new(new_keys, Arc::new(unique.finish())).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +164,47 @@ mod tests {
         assert_eq!(c.schema(), schema());
         assert_eq!(c.column(TEMPLATE_ID_INDEX).null_count(), 1);
         assert_eq!(c.column(MESSAGE_INDEX), current.column(MESSAGE_INDEX));
+    }
+
+    #[test]
+    fn concatenated_dictionaries_are_merged_to_unique_values() {
+        let one = |host: Option<&str>, peer: &str| {
+            let mut b = EventBatchBuilder::new(Origin {
+                listener: "l".into(),
+                peer: peer.into(),
+                client_id: "".into(),
+            });
+            let mut e = crate::ingest::event::Event::raw(std::borrow::Cow::Borrowed("m"), "");
+            e.host = host.map(|h| std::borrow::Cow::Owned(h.to_owned()));
+            b.append(&e, 1);
+            b.append(&crate::ingest::event::Event::raw(std::borrow::Cow::Borrowed("n"), ""), 2);
+            b.finish().unwrap()
+        };
+        let parts = [one(Some("a"), "p1"), one(Some("b"), "p1"), one(Some("a"), "p2"), one(None, "p1")];
+        let concat = arrow::compute::concat_batches(&schema(), &parts).unwrap();
+        let host = concat.schema().index_of("host").unwrap();
+        let peer = concat.schema().index_of("peer").unwrap();
+        let values_of = |b: &RecordBatch, c: usize| b.column(c).as_dictionary::<Int32Type>().values().len();
+        assert_eq!(values_of(&concat, peer), 4, "concat keeps every part's dictionary");
+
+        let merged = merge_dictionaries(concat.clone()).unwrap();
+        assert_eq!(values_of(&merged, peer), 2);
+        assert_eq!(values_of(&merged, host), 2);
+        let text = |b: &RecordBatch, c: usize| {
+            let a = arrow::compute::cast(b.column(c), &DataType::Utf8).unwrap();
+            a.as_string::<i32>().iter().map(|v| v.map(str::to_owned)).collect::<Vec<_>>()
+        };
+        for c in 0..concat.num_columns() {
+            assert_eq!(merged.column(c).len(), concat.column(c).len());
+            if let DataType::Dictionary(..) = concat.schema().field(c).data_type() {
+                assert_eq!(text(&merged, c), text(&concat, c), "column {c}");
+            } else {
+                assert_eq!(merged.column(c), concat.column(c));
+            }
+        }
+        assert_eq!(
+            text(&merged, host),
+            [Some("a"), None, Some("b"), None, Some("a"), None, None, None].map(|v| v.map(str::to_owned))
+        );
     }
 }

@@ -249,7 +249,7 @@ async fn seal(pending: &mut Vec<Submission>, wal_tx: &mpsc::Sender<WalCmd>, stor
         acks.extend(s.ack);
         permits.push(s.reserved);
     }
-    let batch = match concat_batches(&batch::schema(), &batches) {
+    let batch = match concat_batches(&batch::schema(), &batches).and_then(batch::merge_dictionaries) {
         Ok(b) => b,
         Err(e) => {
             // Every batch is built against the one schema, so this is a bug: say so loudly and
