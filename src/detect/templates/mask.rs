@@ -157,24 +157,30 @@ fn scan(
     };
     let mut i = 0;
     loop {
-        while i < b.len() && b[i].is_ascii_whitespace() {
+        while i < b.len() && class(b[i]) & SPACE != 0 {
             i += 1;
         }
         if i == b.len() || emitted + usize::from(pending.is_some()) >= MAX_TOKENS {
             break;
         }
         let start = i;
-        let (mut any, mut all) = (0u8, WORD);
-        while i < b.len() && !b[i].is_ascii_whitespace() {
+        let (mut any, mut all) = (0u8, WORD | NUMBER);
+        while i < b.len() {
             let c = class(b[i]);
+            if c & SPACE != 0 {
+                break;
+            }
             any |= c;
             all &= c;
             i += 1;
         }
         let raw = &b[start..i];
         if any & DIGIT != 0 {
+            // A number, address or time (digits and separators only) seldom recurs verbatim:
+            // masking it is cheaper than a cache lookup that would miss, and keeping it out
+            // leaves the cache to the tokens that do recur.
             let (hash, ends_with_wildcard, in_cur) = match cache.as_deref_mut() {
-                Some(cache) => {
+                Some(cache) if all & NUMBER == 0 => {
                     let key = hasher.hash_one(raw);
                     let slot = cache.slot(key);
                     if slot.used && slot.raw == key {
@@ -185,7 +191,7 @@ fn scan(
                         (hash, ends, true)
                     }
                 }
-                None => {
+                _ => {
                     let (hash, ends) = mask_into(raw, &mut s.cur, hasher);
                     (hash, ends, true)
                 }
@@ -265,19 +271,29 @@ const WORD: u8 = 2;
 /// every byte of a non-ASCII character (so `Grüße` is one run; non-ASCII punctuation is rare
 /// enough to be treated the same).
 const RUN: u8 = 4;
+/// What tokens are split on: ASCII whitespace (as `u8::is_ascii_whitespace`).
+const SPACE: u8 = 8;
+/// A byte of a number, address or time: ASCII digits and the separators values join through.
+const NUMBER: u8 = 16;
 static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut i = 0;
     while i < 256 {
         let c = i as u8;
         t[i] = if c.is_ascii_digit() {
-            DIGIT | RUN
+            DIGIT | RUN | NUMBER
         } else if c.is_ascii_alphabetic() {
             WORD | RUN
-        } else if matches!(c, b'\'' | b'.' | b',' | b':' | b';' | b'(' | b')' | b'[' | b']') {
+        } else if matches!(c, b'.' | b':') {
+            WORD | NUMBER
+        } else if matches!(c, b'-' | b'_' | b'/') {
+            NUMBER
+        } else if matches!(c, b'\'' | b',' | b';' | b'(' | b')' | b'[' | b']') {
             WORD
         } else if c >= 0x80 {
             RUN
+        } else if c.is_ascii_whitespace() {
+            SPACE
         } else {
             0
         };
