@@ -15,6 +15,7 @@
 //! `ORDER BY`. Anything else keeps DataFusion's operator.
 
 use std::fmt;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -352,7 +353,10 @@ const MAX_TABLE: usize = 1 << 18;
 struct Grouper {
     columns: Vec<(usize, KeyKind)>,
     strings: Vec<Interner>,
-    groups: foldhash::HashMap<Box<[u32]>, u32>,
+    /// Group indices, hashed by their column ids (which `group_keys` holds): no allocation
+    /// per group.
+    groups: hashbrown::HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
     /// Column ids of every group, `columns.len()` per group.
     group_keys: Vec<u32>,
     table: Vec<u32>,
@@ -393,7 +397,8 @@ impl Grouper {
         Grouper {
             columns,
             strings: (0..n).map(|_| Interner::default()).collect(),
-            groups: foldhash::HashMap::default(),
+            groups: hashbrown::HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
             group_keys: Vec::new(),
             table: Vec::new(),
             table_dicts: vec![None; n],
@@ -410,9 +415,8 @@ impl Grouper {
     }
 
     fn size(&self) -> usize {
-        let n = self.columns.len();
         self.strings.iter().map(|s| s.bytes).sum::<usize>()
-            + self.groups.capacity() * (n * 4 + 24)
+            + self.groups.capacity() * 5
             + self.group_keys.capacity() * 4
             + self.table.capacity() * 4
             + self.local_ids.iter().map(|l| l.capacity() * 4).sum::<usize>()
@@ -539,13 +543,19 @@ impl Grouper {
             }
             self.key_buf[c] = id;
         }
-        if let Some(&g) = self.groups.get(&self.key_buf[..]) {
-            return g;
+        let n = self.columns.len();
+        let (hasher, keys) = (&self.hasher, &self.group_keys);
+        let key_of = |g: u32| &keys[g as usize * n..(g as usize + 1) * n];
+        let hash = hasher.hash_one(&self.key_buf[..]);
+        match self.groups.entry(hash, |&g| key_of(g) == &self.key_buf[..], |&g| hasher.hash_one(key_of(g))) {
+            hashbrown::hash_table::Entry::Occupied(e) => *e.get(),
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                let g = (keys.len() / n) as u32;
+                e.insert(g);
+                self.group_keys.extend_from_slice(&self.key_buf);
+                g
+            }
         }
-        let g = self.len() as u32;
-        self.group_keys.extend_from_slice(&self.key_buf);
-        self.groups.insert(self.key_buf.clone().into_boxed_slice(), g);
-        g
     }
 
     /// The key columns of every group, in group order, with the input's types.
