@@ -121,6 +121,29 @@ pub struct Miner {
     hasher: RandomState,
     wildcard_hash: u64,
     scratch: Tokens,
+    /// Token sequences seen lately and the template each matched exactly, valid while
+    /// `generation` has not moved ([`Recent`]).
+    recent: Vec<Recent>,
+    /// Bumped whenever a template is created or gains a `<*>`.
+    generation: u64,
+}
+
+/// A masked token sequence (by [`sequence_key`]) that matched template `index` in every
+/// position. While no template changes, the tree would give that sequence the same template
+/// again, so the lookup is skipped: most messages repeat a shape seen moments before.
+#[derive(Debug, Clone, Copy, Default)]
+struct Recent {
+    key: u64,
+    generation: u64,
+    index: u32,
+}
+
+const RECENT_SLOTS: usize = 1024;
+
+/// A key for a sequence of token hashes (themselves keyed per miner).
+fn sequence_key(info: &[TokenInfo]) -> u64 {
+    info.iter()
+        .fold(info.len() as u64, |h, t| (h ^ t.hash).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29))
 }
 
 impl Default for Miner {
@@ -141,6 +164,8 @@ impl Miner {
             hasher,
             wildcard_hash,
             scratch: Tokens::default(),
+            recent: Vec::new(),
+            generation: 1,
         }
     }
 
@@ -199,6 +224,21 @@ impl Miner {
     ) -> Match {
         let wildcard = self.wildcard_hash;
         let info = &tokens.info()[range.clone()];
+        let key = sequence_key(info);
+        if self.recent.is_empty() {
+            self.recent = vec![Recent::default(); RECENT_SLOTS];
+        }
+        let recent = self.recent[key as usize % RECENT_SLOTS];
+        if recent.key == key
+            && recent.generation == self.generation
+            && matches_exactly(&self.slots[recent.index as usize], info)
+        {
+            let t = &mut self.templates[recent.index as usize];
+            t.count += 1;
+            t.first_seen = t.first_seen.min(time_ns);
+            t.last_seen = t.last_seen.max(time_ns);
+            return Match::Known(t.id);
+        }
         let node = leaf(&mut self.by_length, &self.cfg, wildcard, info);
 
         let mut best: Option<(usize, f64, usize)> = None;
@@ -213,12 +253,17 @@ impl Miner {
             && sim >= self.cfg.similarity
         {
             let t = &mut self.templates[i];
+            let mut changed = false;
             for (pos, (slot, token)) in self.slots[i].iter_mut().zip(info).enumerate() {
                 if !slot.wildcard && slot.hash != token.hash {
                     *slot = Slot { hash: wildcard, wildcard: true, word: false };
                     t.tokens[pos] = WILDCARD.into();
+                    changed = true;
                 }
             }
+            self.generation += u64::from(changed);
+            self.recent[key as usize % RECENT_SLOTS] =
+                Recent { key, generation: self.generation, index: i as u32 };
             t.count += 1;
             t.first_seen = t.first_seen.min(time_ns);
             t.last_seen = t.last_seen.max(time_ns);
@@ -228,6 +273,9 @@ impl Miner {
             return Match::Known(OVERFLOW);
         }
         let id = self.templates.len() as TemplateId + 1;
+        self.generation += 1;
+        self.recent[key as usize % RECENT_SLOTS] =
+            Recent { key, generation: self.generation, index: self.templates.len() as u32 };
         node.templates.push(self.templates.len());
         self.slots.push(
             info.iter()
@@ -281,6 +329,11 @@ fn example(message: &str) -> String {
         end -= 1;
     }
     message[..end].to_owned()
+}
+
+/// Whether every position of `tokens` agrees with `template` (a `<*>` agrees with anything).
+fn matches_exactly(template: &[Slot], tokens: &[TokenInfo]) -> bool {
+    template.len() == tokens.len() && template.iter().zip(tokens).all(|(s, t)| s.wildcard || s.hash == t.hash)
 }
 
 /// Share of agreeing positions and the number of `<*>` in the template, or `None` when a
@@ -340,6 +393,23 @@ mod tests {
         assert_eq!(t.pattern(), "Block <*> stored as bytes in memory (estimated size <*>, free <*>)");
         assert_eq!((t.count, t.first_seen, t.last_seen), (2, 1, 2));
         assert!(t.example.starts_with("Block broadcast_1"));
+    }
+
+    #[test]
+    fn a_repeated_shape_counts_as_the_tree_would() {
+        let mut m = Miner::default();
+        assert_eq!(m.add("open session for alice@example port 22", 1), Match::New(1));
+        // The same shape again: answered from the recent sequences.
+        assert_eq!(m.add("open session for alice@example port 23", 2), Match::Known(1));
+        // A different value generalises the template, which invalidates what was remembered.
+        assert_eq!(m.add("open session for bob@example port 22", 3), Match::Known(1));
+        assert_eq!(m.add("open session for alice@example port 24", 4), Match::Known(1));
+        assert_eq!(m.add("close session for alice@example port 24", 5), Match::New(2));
+        assert_eq!(m.add("open session for carol@example port 25", 6), Match::Known(1));
+        let t = m.get(1).unwrap();
+        assert_eq!(t.pattern(), "open session for <*> port <*>");
+        assert_eq!((t.count, t.first_seen, t.last_seen), (5, 1, 6));
+        assert_eq!(m.get(2).unwrap().count, 1);
     }
 
     #[test]
