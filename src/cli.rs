@@ -165,9 +165,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 None => config.log.format,
             };
             crate::logging::init(&config.log.level, format);
+            // Before the runtime's threads exist: this unsets the LISTEN_* variables.
+            let sockets = crate::systemd::PassedSockets::from_env()?;
             let rt =
                 tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("lw-worker").build()?;
-            rt.block_on(crate::app::run(config, config_file))?;
+            rt.block_on(crate::app::run(config, config_file, sockets))?;
             Ok(())
         }
         Command::Auth(cmd) => auth(cmd),

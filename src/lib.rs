@@ -27,4 +27,5 @@ pub mod query;
 pub mod serve;
 pub mod store;
 pub mod stream;
+pub mod systemd;
 pub mod tls;

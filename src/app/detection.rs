@@ -1,7 +1,7 @@
 //! The streaming half of the daemon, wired: the rule engine fed by the WAL thread, the alert
 //! state and its notifier, and rule reloads on SIGHUP.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
@@ -103,48 +103,34 @@ impl Detection {
     }
 }
 
-/// On SIGHUP, reread `[[rules]]` from `path`: rules that plan are (re)started, keeping their
-/// open windows when unchanged; a rule that does not plan is logged with its name and
-/// DataFusion's message, and its running version (if any) keeps running.
-pub async fn watch_rules(
-    path: PathBuf,
-    reload: Reload,
-    builtins: Vec<RuleConfig>,
-    cancel: CancellationToken,
-) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            Some(()) = hup.recv() => {}
+/// Reread the rules in `path` and hand the engine every rule that compiles (with the
+/// built-in detectors): rules that plan are (re)started, keeping their open windows when
+/// unchanged; a rule that does not is logged with its key and DataFusion's reason,
+/// and its running version, if any, stays. False when the engine has stopped.
+pub async fn reload_rules(path: &Path, reload: &Reload, builtins: &[RuleConfig]) -> bool {
+    let rules = match crate::config::load_rules(path) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "rules not reloaded; the running rules stay");
+            return true;
         }
-        let rules = match crate::config::load_rules(&path) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "rules not reloaded; the running rules stay");
-                continue;
-            }
-        };
-        let mut set = Vec::new();
-        let user = rules.len();
-        for (i, cfg) in rules.into_iter().chain(builtins.iter().cloned()).enumerate() {
-            if i < user && builtin::NAMES.contains(&cfg.name.as_str()) {
-                tracing::error!(file = %path.display(), key = format!("rules[{i}].name"), name = %cfg.name,
-                    "rule refused at reload: the name is a built-in detector's");
-                continue;
-            }
-            let (mut compiled, problems) = crate::stream::compile_rules(std::slice::from_ref(&cfg));
-            for p in &problems {
-                let key = p.key.replacen("rules[0]", &format!("rules[{i}]"), 1);
-                tracing::error!(file = %path.display(), key, reason = %p.reason,
-                    "rule refused at reload; its running version (if any) stays");
-            }
-            let name = cfg.name.clone();
-            set.push((name, compiled.pop().map(|r| (cfg, r))));
+    };
+    let mut set = Vec::new();
+    let user = rules.len();
+    for (i, cfg) in rules.into_iter().chain(builtins.iter().cloned()).enumerate() {
+        if i < user && builtin::NAMES.contains(&cfg.name.as_str()) {
+            tracing::error!(file = %path.display(), key = format!("rules[{i}].name"), name = %cfg.name,
+                "rule refused at reload: the name is a built-in detector's");
+            continue;
         }
-        if reload.send(set).await.is_err() {
-            return;
+        let (mut compiled, problems) = crate::stream::compile_rules(std::slice::from_ref(&cfg));
+        for p in &problems {
+            let key = p.key.replacen("rules[0]", &format!("rules[{i}]"), 1);
+            tracing::error!(file = %path.display(), key, reason = %p.reason,
+                "rule refused at reload; its running version (if any) stays");
         }
+        let name = cfg.name.clone();
+        set.push((name, compiled.pop().map(|r| (cfg, r))));
     }
+    reload.send(set).await.is_ok()
 }

@@ -39,6 +39,10 @@ pub enum AppError {
     Bind { what: String, addr: SocketAddr, source: std::io::Error },
     #[error("failed to write {path}: {source}")]
     Write { path: String, source: std::io::Error },
+    #[error("failed to use the socket systemd passed for {what}: {source}")]
+    Passed { what: String, source: std::io::Error },
+    #[error(transparent)]
+    Sockets(#[from] crate::systemd::SocketError),
     #[error("failed to install the signal handler: {0}")]
     Signal(std::io::Error),
     #[error(transparent)]
@@ -58,9 +62,16 @@ pub enum AppError {
 }
 
 mod detection;
+mod service;
 
-/// Run the daemon until SIGTERM or SIGINT. `config_file` is reread for rules on SIGHUP.
-pub async fn run(config: Config, config_file: Option<std::path::PathBuf>) -> Result<(), AppError> {
+/// Run the daemon until SIGTERM or SIGINT. `config_file` is reread on SIGHUP; `sockets` are
+/// the listening sockets systemd passed (socket activation).
+pub async fn run(
+    config: Config,
+    config_file: Option<std::path::PathBuf>,
+    sockets: crate::systemd::PassedSockets,
+) -> Result<(), AppError> {
+    let notifier = crate::systemd::Notifier::from_env();
     let registry = Registry::new();
     let metrics = Metrics::new(&registry)?;
     let cancel = CancellationToken::new();
@@ -86,7 +97,10 @@ pub async fn run(config: Config, config_file: Option<std::path::PathBuf>) -> Res
 
     let started = Instant::now();
     let store_err = |source| AppError::Store { dir: config.data_dir.display().to_string(), source };
+    // Replaying a long WAL may take longer than the unit's start timeout allows: ask for more.
+    let extender = crate::systemd::StartupExtender::start(&notifier);
     let (store, recovery) = Store::open(&config.data_dir, Some(metrics.clone())).map_err(store_err)?;
+    drop(extender);
     tracing::info!(
         data_dir = %config.data_dir.display(), segments = recovery.segments, wal_files = recovery.wal_files,
         replayed_events = recovery.replayed_rows, torn_bytes = recovery.torn_bytes, took = ?started.elapsed(),
@@ -130,12 +144,10 @@ pub async fn run(config: Config, config_file: Option<std::path::PathBuf>) -> Res
         audit_plain: true,
     };
 
-    let mut bound: BTreeMap<String, SocketAddr> = BTreeMap::new();
+    let mut binder = Binder { bound: BTreeMap::new(), sockets };
     let mut accept_tasks = Vec::new();
     for l in &config.stream {
-        let listener =
-            bind_listener("stream listener (syslog, JSON lines)", &l.name, l.address, l.tls, &mut bound)
-                .await?;
+        let listener = binder.bind("stream listener (syslog, JSON lines)", &l.name, l.address, l.tls).await?;
         let acceptor = listener_tls(&config, tls.as_ref(), &l.common(), &[])?;
         let lm = metrics.listener(&l.name);
         let settings = Arc::new(StreamSettings {
@@ -160,9 +172,7 @@ pub async fn run(config: Config, config_file: Option<std::path::PathBuf>) -> Res
         )));
     }
     for l in &config.http {
-        let listener =
-            bind_listener("HTTP ingest listener (POST /v1/logs)", &l.name, l.address, l.tls, &mut bound)
-                .await?;
+        let listener = binder.bind("HTTP ingest listener (POST /v1/logs)", &l.name, l.address, l.tls).await?;
         let acceptor = listener_tls(&config, tls.as_ref(), &l.common(), &[b"h2", b"http/1.1"])?;
         let lm = metrics.listener(&l.name);
         let ingest = Arc::new(HttpIngest {
@@ -192,18 +202,22 @@ pub async fn run(config: Config, config_file: Option<std::path::PathBuf>) -> Res
             },
         )));
     }
-    // The pipeline ends when every appender is gone; listeners hold the remaining clones.
+    let service_state = Arc::new(service::ServiceState::default());
+    let supervise_cancel = CancellationToken::new();
+    let supervise_task = tokio::spawn(service::supervise(
+        notifier.clone(),
+        appender.clone(),
+        metrics.clone(),
+        service_state.clone(),
+        supervise_cancel.clone(),
+    ));
+    // The pipeline ends when every appender is gone; listeners and the supervisor hold the
+    // remaining clones.
     drop(appender);
 
     let flight_task = if config.flight.enabled {
-        let listener = bind_listener(
-            "Flight SQL endpoint",
-            "flight",
-            config.flight.address,
-            config.flight.tls,
-            &mut bound,
-        )
-        .await?;
+        let listener =
+            binder.bind("Flight SQL endpoint", "flight", config.flight.address, config.flight.tls).await?;
         let gate = Gate { tls: None, access: None, ..ingest_gate.clone() };
         let server = flight_server(
             &config,
@@ -224,14 +238,9 @@ pub async fn run(config: Config, config_file: Option<std::path::PathBuf>) -> Res
     let admin_tasks = TaskTracker::new();
     let ready = Readiness::default();
     let admin_common = config.admin.common();
-    let admin_listener = bind_listener(
-        "admin endpoint (/metrics, /healthz, /readyz)",
-        "admin",
-        config.admin.address,
-        config.admin.tls,
-        &mut bound,
-    )
-    .await?;
+    let admin_listener = binder
+        .bind("admin endpoint (/metrics, /healthz, /readyz)", "admin", config.admin.address, config.admin.tls)
+        .await?;
     let admin_gate = Gate {
         tls: listener_tls(&config, tls.as_ref(), &admin_common, &[b"h2", b"http/1.1"])?,
         access: None,
@@ -251,11 +260,16 @@ pub async fn run(config: Config, config_file: Option<std::path::PathBuf>) -> Res
 
     drop(ingest_gate);
     drop(audit);
-    let reload_task =
+    let trust_task =
         tls.clone().map(|t| tokio::spawn(watch_trust(t, config.tls.trust_reload_interval, cancel.clone())));
-    let rules_task = config_file.map(|p| {
-        let builtins = crate::detect::builtin::rules(&config.detect);
-        tokio::spawn(detection::watch_rules(p, detection.reloader(), builtins, cancel.clone()))
+    let reload_task = config_file.map(|p| {
+        let what = service::Reloadable {
+            config_file: p,
+            rules: detection.reloader(),
+            builtins: crate::detect::builtin::rules(&config.detect),
+            tls: tls.clone(),
+        };
+        tokio::spawn(service::reload_on_hangup(what, notifier.clone(), service_state.clone(), cancel.clone()))
     });
 
     // Stopped only after the pipeline has drained, so the last save has every stamped batch.
@@ -263,11 +277,14 @@ pub async fn run(config: Config, config_file: Option<std::path::PathBuf>) -> Res
     let save_task = templates.clone().map(|t| tokio::spawn(save_templates(t, save_cancel.clone())));
     drop(templates);
 
-    write_listeners_file(&config, &bound)?;
+    binder.sockets.ensure_all_claimed(&binder.bound.keys().cloned().collect::<Vec<_>>())?;
+    write_listeners_file(&config, &binder.bound)?;
     ready.set(true);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "logwarden is ready");
+    notifier.ready("ready");
 
     wait_for_signal().await?;
+    notifier.stopping();
     let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
     tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: no new connections, draining");
     ready.set(false);
@@ -281,6 +298,8 @@ pub async fn run(config: Config, config_file: Option<std::path::PathBuf>) -> Res
         tracing::warn!("Flight SQL calls did not finish before the shutdown deadline; closing them");
     }
     connections.close();
+    supervise_cancel.cancel();
+    let _ = supervise_task.await;
     if tokio::time::timeout_at(deadline, connections.wait()).await.is_err() {
         tracing::warn!("connections did not drain before the shutdown deadline; closing them");
     }
@@ -292,10 +311,10 @@ pub async fn run(config: Config, config_file: Option<std::path::PathBuf>) -> Res
     } else {
         tracing::info!("all received events are durable");
     }
-    if let Some(t) = reload_task {
+    if let Some(t) = trust_task {
         let _ = t.await;
     }
-    if let Some(t) = rules_task {
+    if let Some(t) = reload_task {
         let _ = t.await;
     }
     // The WAL thread has stopped and dropped its tap: the rules have seen every durable event.
@@ -331,29 +350,17 @@ fn listener_tls(
     }
 }
 
-/// Reload client-certificate trust when its files change, and on SIGHUP.
+/// Reload client-certificate trust when its files change (SIGHUP forces it: `service`).
 async fn watch_trust(tls: ServerTls, every: std::time::Duration, cancel: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot handle SIGHUP; client trust is reloaded only when its files change");
-            None
-        }
-    };
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let force = tokio::select! {
+        tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tick.tick() => false,
-            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                tracing::info!("received SIGHUP: reloading client certificate trust");
-                true
-            }
-        };
+            _ = tick.tick() => {}
+        }
         let t = tls.clone();
-        let _ = tokio::task::spawn_blocking(move || t.reload_trust(force)).await;
+        let _ = tokio::task::spawn_blocking(move || t.reload_trust(false)).await;
     }
 }
 
@@ -421,19 +428,48 @@ fn flight_server(
     })
 }
 
-/// Bind a listener, record the address actually bound (port 0 resolved) and say it is ready.
-async fn bind_listener(
-    what: &str,
-    name: &str,
-    configured: SocketAddr,
-    tls: bool,
-    bound: &mut BTreeMap<String, SocketAddr>,
-) -> Result<TcpListener, AppError> {
-    let listener = bind_named(&format!("{what} {name}"), configured).await?;
-    let addr = local_addr(&listener, configured);
-    bound.insert(name.to_owned(), addr);
-    tracing::info!(listener = %name, %addr, tls, "{what} ready");
-    Ok(listener)
+/// Binds the listeners, or takes the sockets systemd passed under their names, and records
+/// the addresses actually bound (port 0 resolved) for `listeners.json`.
+struct Binder {
+    bound: BTreeMap<String, SocketAddr>,
+    sockets: crate::systemd::PassedSockets,
+}
+
+impl Binder {
+    async fn bind(
+        &mut self,
+        what: &str,
+        name: &str,
+        configured: SocketAddr,
+        tls: bool,
+    ) -> Result<TcpListener, AppError> {
+        let full = format!("{what} {name}");
+        let mut passed = self.sockets.take(name);
+        let listener = match passed.len() {
+            0 => bind_named(&full, configured).await?,
+            1 => {
+                let fd = passed.remove(0);
+                let err = |source| AppError::Passed { what: full.clone(), source };
+                let std = std::net::TcpListener::from(fd);
+                std.set_nonblocking(true).map_err(err)?;
+                let l = TcpListener::from_std(std).map_err(err)?;
+                tracing::info!(listener = %name, "using the listening socket passed by systemd; the configured address is not bound");
+                l
+            }
+            n => {
+                return Err(AppError::Passed {
+                    what: full,
+                    source: std::io::Error::other(format!(
+                        "{n} sockets are named {name:?}; give each ListenStream= its own FileDescriptorName= and listener"
+                    )),
+                });
+            }
+        };
+        let addr = local_addr(&listener, configured);
+        self.bound.insert(name.to_owned(), addr);
+        tracing::info!(listener = %name, %addr, tls, "{what} ready");
+        Ok(listener)
+    }
 }
 
 async fn bind_named(what: &str, addr: SocketAddr) -> Result<TcpListener, AppError> {

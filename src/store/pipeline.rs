@@ -55,6 +55,13 @@ struct Submission {
     reserved: Reserved,
 }
 
+/// What the batcher task receives: batches, and probes that prove the pipeline moves.
+enum Input {
+    Batch(Submission),
+    /// Answered by the WAL thread once the probe has travelled the same queues as a batch.
+    Probe(oneshot::Sender<()>),
+}
+
 /// A batch's share of the memory budget, held until the batch is durable; it keeps
 /// `logwarden_pending_bytes` in step as it is taken and released.
 struct Reserved {
@@ -74,7 +81,7 @@ impl Drop for Reserved {
 /// Hands batches to the pipeline. Clone one per connection.
 #[derive(Clone)]
 pub struct Appender {
-    tx: mpsc::Sender<Submission>,
+    tx: mpsc::Sender<Input>,
     budget: Arc<Semaphore>,
     max_permits: u32,
     store: Store,
@@ -109,7 +116,10 @@ impl Appender {
         let n = self.permits(&batch);
         let permit = self.budget.clone().acquire_many_owned(n).await.map_err(|_| AppendError::Closed)?;
         let reserved = self.reserve(permit);
-        self.tx.send(Submission { batch, ack: None, reserved }).await.map_err(|_| AppendError::Closed)
+        self.tx
+            .send(Input::Batch(Submission { batch, ack: None, reserved }))
+            .await
+            .map_err(|_| AppendError::Closed)
     }
 
     /// Queue a batch and get a handle that resolves once it is durable; fails at once with
@@ -122,11 +132,23 @@ impl Appender {
         })?;
         let reserved = self.reserve(permit);
         let (tx, rx) = oneshot::channel();
-        self.tx.try_send(Submission { batch, ack: Some(tx), reserved }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => AppendError::Saturated,
-            mpsc::error::TrySendError::Closed(_) => AppendError::Closed,
-        })?;
+        self.tx.try_send(Input::Batch(Submission { batch, ack: Some(tx), reserved })).map_err(
+            |e| match e {
+                mpsc::error::TrySendError::Full(_) => AppendError::Saturated,
+                mpsc::error::TrySendError::Closed(_) => AppendError::Closed,
+            },
+        )?;
         Ok(Durable(rx))
+    }
+
+    /// Send a probe through the batcher and the WAL thread, the path every batch takes; it
+    /// resolves when the WAL thread has seen it. A pipeline wedged anywhere on that path (a
+    /// stuck fsync, a flush thread that stopped draining) never answers: the watchdog's proof
+    /// that ingest is alive.
+    pub async fn probe(&self) -> Result<(), AppendError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Input::Probe(tx)).await.map_err(|_| AppendError::Closed)?;
+        rx.await.map_err(|_| AppendError::Closed)
     }
 }
 
@@ -138,6 +160,7 @@ enum WalCmd {
     },
     /// Close the current generation (if it holds anything) and hand it to the flusher.
     Rotate,
+    Probe(oneshot::Sender<()>),
 }
 
 /// The running pipeline: join it after every [`Appender`] is dropped.
@@ -158,7 +181,7 @@ impl Pipeline {
     ) -> Result<(Pipeline, Appender), StoreError> {
         let max_permits = (opts.max_pending_bytes / UNIT).clamp(1, u32::MAX as usize >> 3) as u32;
         let budget = Arc::new(Semaphore::new(max_permits as usize));
-        let (tx, rx) = mpsc::channel::<Submission>(1024);
+        let (tx, rx) = mpsc::channel::<Input>(1024);
         let (wal_tx, wal_rx) = mpsc::channel::<WalCmd>(4);
         let (flush_tx, flush_rx) = std_mpsc::sync_channel::<u64>(1);
         let writer = WalWriter::create(&store.wal_dir(), first_generation)?;
@@ -196,7 +219,7 @@ impl Pipeline {
 }
 
 async fn batch_loop(
-    mut rx: mpsc::Receiver<Submission>,
+    mut rx: mpsc::Receiver<Input>,
     wal_tx: mpsc::Sender<WalCmd>,
     opts: PipelineOptions,
     store: Store,
@@ -208,7 +231,12 @@ async fn batch_loop(
     loop {
         tokio::select! {
             sub = rx.recv() => match sub {
-                Some(s) => {
+                Some(Input::Probe(p)) => {
+                    if wal_tx.send(WalCmd::Probe(p)).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Input::Batch(s)) => {
                     if pending.is_empty() {
                         deadline = tokio::time::Instant::now() + opts.batch_linger;
                     }
@@ -279,13 +307,17 @@ fn wal_loop(
         while let Ok(c) = rx.try_recv() {
             cmds.push(c);
         }
+        #[cfg(debug_assertions)]
+        test_stall();
         let mut rotate = false;
         let mut batches = Vec::new();
         let mut acks = Vec::new();
         let mut permits = Vec::new();
+        let mut probes = Vec::new();
         for c in cmds {
             match c {
                 WalCmd::Rotate => rotate = true,
+                WalCmd::Probe(p) => probes.push(p),
                 WalCmd::Append { batch, acks: a, permits: p } => {
                     batches.push(batch);
                     acks.extend(a);
@@ -333,6 +365,9 @@ fn wal_loop(
             }
         }
         drop(permits);
+        for p in probes {
+            let _ = p.send(());
+        }
         if rotate || gen_bytes >= flush_bytes {
             let had_data = gen_bytes > 0;
             match WalWriter::create(&wal_dir, writer.generation() + 1) {
@@ -357,6 +392,16 @@ fn wal_loop(
         }
     }
     tracing::debug!(generation = writer.generation(), "WAL writer stopped");
+}
+
+/// A failpoint for the watchdog test, in debug builds only: while the file named by
+/// `LOGWARDEN_TEST_STALL_WAL` exists, the WAL thread stalls as a hung disk would.
+#[cfg(debug_assertions)]
+fn test_stall() {
+    let Some(path) = std::env::var_os("LOGWARDEN_TEST_STALL_WAL") else { return };
+    while std::path::Path::new(&path).exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn append_group(

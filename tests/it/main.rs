@@ -16,4 +16,5 @@ mod mtls;
 mod pkcs11;
 mod pki;
 mod rsyslog;
+mod systemd;
 mod templates;

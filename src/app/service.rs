@@ -1,0 +1,204 @@
+//! The daemon as a service: the watchdog and status loop, and configuration reload on SIGHUP,
+//! each reported to the service manager through [`Notifier`].
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prometheus::core::Collector;
+use tokio_util::sync::CancellationToken;
+
+use super::detection::reload_rules;
+use crate::config::{ConfigError, RuleConfig};
+use crate::metrics::Metrics;
+use crate::store::Appender;
+use crate::stream::Reload;
+use crate::systemd::Notifier;
+use crate::tls::ServerTls;
+
+/// What the status line says beyond the numbers: the last reload's failure, until one succeeds.
+#[derive(Default)]
+pub struct ServiceState {
+    reload_error: Mutex<Option<String>>,
+}
+
+impl ServiceState {
+    fn set_reload_error(&self, e: Option<String>) {
+        *self.reload_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+
+    fn reload_error(&self) -> Option<String> {
+        self.reload_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// How often the status line is refreshed when there is no watchdog to keep up with.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+/// Every tick: prove the ingest pipeline moves (a probe through the batcher and the WAL thread)
+/// and only then send `WATCHDOG=1`; refresh `STATUS=`. Ends, dropping its [`Appender`], when
+/// `cancel` fires.
+pub async fn supervise(
+    notifier: Notifier,
+    appender: Appender,
+    metrics: Metrics,
+    state: Arc<ServiceState>,
+    cancel: CancellationToken,
+) {
+    let watchdog = notifier.watchdog_interval();
+    let every = watchdog.map_or(STATUS_EVERY, |w| (w / 2).min(STATUS_EVERY));
+    if let Some(w) = watchdog {
+        tracing::info!(watchdog = ?w, ping_every = ?every, "systemd watchdog on: pinged while the ingest pipeline answers probes");
+    }
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut probe: Option<tokio::task::JoinHandle<bool>> = None;
+    let mut wedged_since: Option<Instant> = None;
+    let mut rate = Rate::new(&metrics);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        // The probe sent a tick ago had the whole tick to come back.
+        let alive = match probe.take() {
+            Some(h) if h.is_finished() => h.await.unwrap_or(false),
+            Some(h) => {
+                probe = Some(h);
+                false
+            }
+            None => false,
+        };
+        if probe.is_none() {
+            let a = appender.clone();
+            probe = Some(tokio::spawn(async move { a.probe().await.is_ok() }));
+        }
+        match (alive, wedged_since) {
+            (true, Some(since)) => {
+                tracing::warn!(stalled = ?since.elapsed(), "the ingest pipeline answers again");
+                wedged_since = None;
+            }
+            (false, None) if probe.as_ref().is_some_and(|p| !p.is_finished()) && rate.started() => {
+                tracing::warn!(after = ?every,
+                    "the ingest pipeline did not answer a probe (WAL or flush stalled?); watchdog pings withheld");
+                wedged_since = Some(Instant::now());
+            }
+            _ => {}
+        }
+        if alive && watchdog.is_some() {
+            notifier.watchdog();
+        }
+        notifier.status(&rate.status_line(&metrics, wedged_since.is_some(), state.reload_error()));
+    }
+    if let Some(p) = probe {
+        p.abort();
+    }
+}
+
+/// Events made durable per second between two status lines.
+struct Rate {
+    last: (Instant, u64),
+    ticks: u64,
+}
+
+impl Rate {
+    fn new(m: &Metrics) -> Rate {
+        Rate { last: (Instant::now(), m.events_durable.get()), ticks: 0 }
+    }
+
+    /// Past the first tick (whose probe had no time yet).
+    fn started(&self) -> bool {
+        self.ticks > 0
+    }
+
+    fn status_line(&mut self, m: &Metrics, wedged: bool, reload_error: Option<String>) -> String {
+        let now = (Instant::now(), m.events_durable.get());
+        let secs = now.0.duration_since(self.last.0).as_secs_f64().max(1e-3);
+        let per_sec = (now.1.saturating_sub(self.last.1)) as f64 / secs;
+        self.last = now;
+        self.ticks += 1;
+        let connections = sum(&m.connections_active);
+        let firing = sum(&m.alerts_firing);
+        let mut line = if wedged {
+            "STALLED: the ingest pipeline does not answer".to_owned()
+        } else {
+            format!("{per_sec:.0} events/s")
+        };
+        line.push_str(&format!(", {connections} connections, {firing} alerts firing"));
+        if let Some(e) = reload_error {
+            line.push_str(&format!("; last reload refused: {e}"));
+        }
+        line
+    }
+}
+
+/// The sum of a gauge vector's series.
+fn sum(c: &impl Collector) -> i64 {
+    c.collect().iter().flat_map(|f| f.get_metric()).map(|m| m.get_gauge().get_value() as i64).sum()
+}
+
+/// What a SIGHUP reloads.
+pub struct Reloadable {
+    pub config_file: PathBuf,
+    pub rules: Reload,
+    pub builtins: Vec<RuleConfig>,
+    pub tls: Option<ServerTls>,
+}
+
+/// On SIGHUP (`systemctl reload`): `RELOADING=1`, reread and check the config file, apply what
+/// can change at run time (rules and detectors, client-certificate trust and CRLs), then
+/// `READY=1`. A config that does not load is refused as a whole (the running one stays) and
+/// the reason is logged and shown in `STATUS=`; a config whose only problems are rules applies
+/// every other rule, as `logwarden validate` would explain.
+pub async fn reload_on_hangup(
+    what: Reloadable,
+    notifier: Notifier,
+    state: Arc<ServiceState>,
+    cancel: CancellationToken,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGHUP; the configuration cannot be reloaded");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            Some(()) = hup.recv() => {}
+        }
+        notifier.reloading();
+        let file = what.config_file.display().to_string();
+        tracing::info!(file, "received SIGHUP: reloading the configuration");
+        let refused = match crate::config::load(Some(&what.config_file)) {
+            Ok(_) => None,
+            Err(ConfigError::Invalid { problems, .. })
+                if problems.iter().all(|p| p.key.starts_with("rules[")) =>
+            {
+                Some(format!("{file}: {}", problems[0]))
+            }
+            Err(e) => {
+                let first = e.to_string().lines().next().unwrap_or_default().to_owned();
+                tracing::error!(error = %e, "configuration not reloaded; the running configuration stays");
+                state.set_reload_error(Some(first.clone()));
+                notifier.ready(&format!("reload refused: {first}"));
+                continue;
+            }
+        };
+        if !reload_rules(&what.config_file, &what.rules, &what.builtins).await {
+            return;
+        }
+        if let Some(tls) = what.tls.clone() {
+            let _ = tokio::task::spawn_blocking(move || tls.reload_trust(true)).await;
+        }
+        state.set_reload_error(refused.clone());
+        let status = match &refused {
+            Some(e) => format!("reloaded, some rules refused: {e}"),
+            None => "reloaded".to_owned(),
+        };
+        tracing::info!(file, "configuration reloaded");
+        notifier.ready(&status);
+    }
+}

@@ -1,0 +1,172 @@
+//! The daemon under a service manager: the sd_notify protocol read from a real Unix datagram
+//! socket set as `NOTIFY_SOCKET`, the watchdog withheld while the pipeline is stalled, reload
+//! on SIGHUP, and listening sockets passed through `LISTEN_FDS` (handed over by `sh`, as
+//! systemd would, without binding anything in the daemon).
+
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::daemon::{BIN, Daemon, test_config, wait_until};
+
+const T: Duration = Duration::from_secs(30);
+
+/// The service manager's end of `NOTIFY_SOCKET`: every message received, in order.
+struct Manager {
+    socket: UnixDatagram,
+    seen: Vec<String>,
+}
+
+impl Manager {
+    fn bind(path: &std::path::Path) -> Manager {
+        let socket = UnixDatagram::bind(path).unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        Manager { socket, seen: Vec::new() }
+    }
+
+    /// Receive until a message satisfies `pred` (returned), failing after `T`.
+    fn until(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        let mut buf = vec![0u8; 4096];
+        while start.elapsed() < T {
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.seen.push(msg.clone());
+                if pred(&msg) {
+                    return msg;
+                }
+            }
+        }
+        panic!("no {what} from the daemon within {T:?}; received: {:#?}", self.seen);
+    }
+
+    /// The messages received after the `from`-th.
+    fn since(&self, from: usize) -> &[String] {
+        &self.seen[from..]
+    }
+}
+
+fn has(msg: &str, line: &str) -> bool {
+    msg.lines().any(|l| l == line)
+}
+
+#[test]
+fn notify_ready_watchdog_reload_stall_and_stop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("notify.sock");
+    let stall = tmp.path().join("stall");
+    let mut manager = Manager::bind(&sock);
+    let mut d = Daemon::start_with_env(
+        "",
+        &[
+            ("NOTIFY_SOCKET", sock.to_str().unwrap()),
+            ("WATCHDOG_USEC", "1000000"),
+            ("LOGWARDEN_TEST_STALL_WAL", stall.to_str().unwrap()),
+        ],
+    );
+
+    let ready = manager.until("READY=1", |m| has(m, "READY=1"));
+    assert!(ready.contains("STATUS="), "{ready}");
+    for _ in 0..2 {
+        manager.until("WATCHDOG=1", |m| has(m, "WATCHDOG=1"));
+    }
+    let status = manager.until("a status line with the rate", |m| m.contains(" events/s, "));
+    assert!(status.contains("connections") && status.contains("alerts firing"), "{status}");
+
+    // Reload: RELOADING=1 with the monotonic time, then READY=1.
+    d.signal("-HUP");
+    let reloading = manager.until("RELOADING=1", |m| has(m, "RELOADING=1"));
+    assert!(reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")), "{reloading}");
+    let after = manager.until("READY=1 after the reload", |m| has(m, "READY=1"));
+    assert!(after.contains("STATUS=reloaded"), "{after}");
+
+    // An invalid config is refused: READY=1 again, the reason in STATUS=, the old config runs.
+    let good = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, format!("{good}\n[storage]\nzstd_level = 99\n")).unwrap();
+    d.signal("-HUP");
+    manager.until("RELOADING=1", |m| has(m, "RELOADING=1"));
+    let refused = manager.until("READY=1 after the refused reload", |m| has(m, "READY=1"));
+    assert!(refused.contains("reload refused") && refused.contains("zstd_level"), "{refused}");
+    let later = manager.until("a status line", |m| m.contains(" events/s, "));
+    assert!(later.contains("last reload refused"), "{later}");
+    let mut s = std::net::TcpStream::connect(d.addr("plain")).unwrap();
+    s.write_all(b"<13>Oct 11 22:14:15 h app: after a refused reload\n").unwrap();
+    // (`logwarden query` reads the file too: give it back the good one first.)
+    std::fs::write(&d.config, good).unwrap();
+    wait_until(T, "the event, on the old config", || d.count("message = 'after a refused reload'") == 1);
+
+    // A stalled WAL thread stops the pings; they come back when it moves again.
+    std::fs::write(&stall, b"").unwrap();
+    manager.until("STATUS= saying the pipeline stalled", |m| m.contains("STALLED"));
+    let from = manager.seen.len();
+    for _ in 0..3 {
+        manager.until("a status line", |m| m.contains("STATUS="));
+    }
+    assert!(
+        !manager.since(from).iter().any(|m| has(m, "WATCHDOG=1")),
+        "pinged while stalled: {:#?}",
+        manager.since(from)
+    );
+    std::fs::remove_file(&stall).unwrap();
+    manager.until("WATCHDOG=1 after the stall", |m| has(m, "WATCHDOG=1"));
+    assert!(d.log_text().contains("watchdog pings withheld"));
+
+    let status = d.terminate(T);
+    assert!(status.success(), "{status}");
+    manager.until("STOPPING=1", |m| has(m, "STOPPING=1"));
+}
+
+#[test]
+fn listening_sockets_are_taken_from_listen_fds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("logwarden.toml");
+    // The listener's configured address is a port nobody could bind twice: it must not be used.
+    std::fs::write(&config, test_config(&data, "")).unwrap();
+    let passed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = passed.local_addr().unwrap();
+    let log = std::fs::File::create(tmp.path().join("daemon.log")).unwrap();
+    // As systemd does: the socket is fd 3, LISTEN_PID is the daemon's own pid (sh execs it).
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"exec 3<&0 0</dev/null; LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=plain exec "$0" serve --config "$1""#)
+        .arg(BIN)
+        .arg(&config)
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(passed)))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let listeners = data.join("listeners.json");
+    wait_until(T, "listeners.json", || {
+        assert!(child.try_wait().unwrap().is_none(), "exited early");
+        listeners.exists()
+    });
+    let bound: std::collections::HashMap<String, std::net::SocketAddr> =
+        serde_json::from_str(&std::fs::read_to_string(&listeners).unwrap()).unwrap();
+    assert_eq!(bound["plain"], addr, "the passed socket serves the listener");
+
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"<13>Oct 11 22:14:15 h app: through a passed socket\n").unwrap();
+    drop(s);
+    let query = |sql: &str| {
+        let out = Command::new(BIN)
+            .args(["query", "--config"])
+            .arg(&config)
+            .args(["--format", "json", sql])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_until(T, "the event", || {
+        query(
+            "SELECT count(*) AS n FROM logs WHERE message = 'through a passed socket' AND listener = 'plain'",
+        )
+        .contains("\"n\":1")
+    });
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(tmp.path().join("daemon.log")).unwrap();
+    assert!(text.contains("using the listening socket passed by systemd"), "{text}");
+}
