@@ -1,9 +1,18 @@
 //! Process logging on stderr with tracing-subscriber: human-readable by default, JSON on request;
 //! `RUST_LOG` overrides the configured level.
+//!
+//! When stderr is the journal (systemd sets `JOURNAL_STREAM` to its device and inode), lines
+//! carry a syslog priority prefix (`<3>` error … `<7>` debug) and no timestamp (the journal
+//! stamps them), so `journalctl -p warning -u logwarden` selects by level.
 
 use std::io::IsTerminal;
+use std::os::unix::fs::MetadataExt;
 
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::LogFormat;
 
@@ -20,7 +29,49 @@ pub fn init(level: &str, format: LogFormat) {
     // A second init (tests run several commands in one process) keeps the first subscriber.
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        // Colours only for a person at a terminal: journald and log files get plain text.
+        LogFormat::Human if stderr_is_journal() => builder.with_ansi(false).event_format(Journal).try_init(),
+        // Colours only for a person at a terminal: log files get plain text.
         LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
     };
+}
+
+/// Whether stderr is the stream `JOURNAL_STREAM` names (`DEVICE:INODE`): a child that
+/// inherited the variable but writes elsewhere must not get journal formatting.
+fn stderr_is_journal() -> bool {
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else { return false };
+    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else { return false };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else { return false };
+    use std::os::fd::AsFd;
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else { return false };
+    std::fs::File::from(fd).metadata().is_ok_and(|m| m.dev() == dev && m.ino() == ino)
+}
+
+/// `<priority>target: message fields`, every line of a multi-line message prefixed.
+struct Journal;
+
+impl<S, N> FormatEvent<S, N> for Journal
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            Level::ERROR => 3,
+            Level::WARN => 4,
+            Level::INFO => 6,
+            Level::DEBUG | Level::TRACE => 7,
+        };
+        let mut text = String::new();
+        ctx.field_format().format_fields(Writer::new(&mut text), event)?;
+        let target = event.metadata().target();
+        for line in text.lines() {
+            writeln!(writer, "<{priority}>{target}: {line}")?;
+        }
+        Ok(())
+    }
 }

@@ -170,3 +170,45 @@ fn listening_sockets_are_taken_from_listen_fds() {
     let text = std::fs::read_to_string(tmp.path().join("daemon.log")).unwrap();
     assert!(text.contains("using the listening socket passed by systemd"), "{text}");
 }
+
+#[test]
+fn logs_to_the_journal_carry_priorities_and_no_timestamps() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("logwarden.toml");
+    std::fs::write(&config, test_config(&data, "")).unwrap();
+    let log_path = tmp.path().join("journal-stream.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let meta = log.metadata().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_until(T, "ready", || {
+        assert!(child.try_wait().unwrap().is_none(), "exited early");
+        std::fs::read_to_string(&log_path).unwrap_or_default().contains("logwarden is ready")
+    });
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    for line in text.lines() {
+        let prio = line.strip_prefix('<').and_then(|l| l.split_once('>')).map(|(p, _)| p);
+        assert!(matches!(prio, Some("3" | "4" | "6" | "7")), "no priority prefix: {line}");
+        assert!(!line.contains("\x1b["), "colour codes: {line}");
+    }
+    // The development certificate warning is a warning; readiness is information.
+    assert!(text.lines().any(|l| l.starts_with("<4>") && l.contains("NOT FOR PRODUCTION")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("<6>") && l.contains("logwarden is ready")), "{text}");
+    // No timestamp of the daemon's own (the journal stamps each line): after the prefix comes
+    // the target, not a date.
+    assert!(
+        text.lines().all(|l| l.split_once('>').is_some_and(|(_, rest)| rest.starts_with("logwarden"))),
+        "{text}"
+    );
+}
