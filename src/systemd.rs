@@ -174,6 +174,22 @@ impl PassedSockets {
         self.by_name.remove(name).unwrap_or_default()
     }
 
+    /// The socket bound to `addr` whatever its name (one socket unit can pass 514 and 6514 under
+    /// one name; the listeners are told apart by their configured address), taken out of the set.
+    /// `ListenStream=514` binds `[::]:514`, which serves a listener configured on `0.0.0.0:514`.
+    pub fn take_by_address(&mut self, addr: std::net::SocketAddr) -> Option<OwnedFd> {
+        for fds in self.by_name.values_mut() {
+            let Some(i) = fds.iter().position(|fd| local_addr(fd).is_some_and(|a| same_listen_address(a, addr)))
+            else {
+                continue;
+            };
+            let fd = fds.remove(i);
+            self.by_name.retain(|_, v| !v.is_empty());
+            return Some(fd);
+        }
+        None
+    }
+
     /// Refuse sockets no listener claimed: a unit and a config that disagree on a name would
     /// otherwise leave a port open that nobody serves.
     pub fn ensure_all_claimed(&self, configured: &[String]) -> Result<(), SocketError> {
@@ -184,4 +200,30 @@ impl PassedSockets {
             None => Ok(()),
         }
     }
+}
+
+/// The local address of a passed listening socket (None for one that is not TCP).
+fn local_addr(fd: &OwnedFd) -> Option<std::net::SocketAddr> {
+    let dup = fd.try_clone().ok()?;
+    std::net::TcpListener::from(dup).local_addr().ok()
+}
+
+/// The same port, and the same address or both "any" (IPv4 or IPv6).
+fn same_listen_address(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || (a.ip().is_unspecified() && b.ip().is_unspecified()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_address_matches_across_families() {
+        let p = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert!(same_listen_address(p("[::]:514"), p("0.0.0.0:514")));
+        assert!(same_listen_address(p("127.0.0.1:6514"), p("127.0.0.1:6514")));
+        assert!(!same_listen_address(p("[::]:514"), p("0.0.0.0:6514")));
+        assert!(!same_listen_address(p("127.0.0.1:514"), p("0.0.0.0:514")));
+    }
+
 }

@@ -445,6 +445,9 @@ impl Binder {
     ) -> Result<TcpListener, AppError> {
         let full = format!("{what} {name}");
         let mut passed = self.sockets.take(name);
+        if passed.is_empty() {
+            passed.extend(self.sockets.take_by_address(configured));
+        }
         let listener = match passed.len() {
             0 => bind_named(&full, configured).await?,
             1 => {
