@@ -179,7 +179,8 @@ impl PassedSockets {
     /// `ListenStream=514` binds `[::]:514`, which serves a listener configured on `0.0.0.0:514`.
     pub fn take_by_address(&mut self, addr: std::net::SocketAddr) -> Option<OwnedFd> {
         for fds in self.by_name.values_mut() {
-            let Some(i) = fds.iter().position(|fd| local_addr(fd).is_some_and(|a| same_listen_address(a, addr)))
+            let Some(i) =
+                fds.iter().position(|fd| local_addr(fd).is_some_and(|a| same_listen_address(a, addr)))
             else {
                 continue;
             };
@@ -225,5 +226,4 @@ mod tests {
         assert!(!same_listen_address(p("[::]:514"), p("0.0.0.0:6514")));
         assert!(!same_listen_address(p("127.0.0.1:514"), p("0.0.0.0:514")));
     }
-
 }

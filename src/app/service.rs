@@ -146,7 +146,8 @@ pub struct Reloadable {
 }
 
 /// On SIGHUP (`systemctl reload`): `RELOADING=1`, reread and check the config file, apply what
-/// can change at run time (rules and detectors, client-certificate trust and CRLs), then
+/// can change at run time (the server certificate and key, rules and detectors,
+/// client-certificate trust and CRLs), then
 /// `READY=1`. A config that does not load is refused as a whole (the running one stays) and
 /// the reason is logged and shown in `STATUS=`; a config whose only problems are rules applies
 /// every other rule, as `logwarden validate` would explain.
@@ -173,7 +174,16 @@ pub async fn reload_on_hangup(
         let file = what.config_file.display().to_string();
         tracing::info!(file, "received SIGHUP: reloading the configuration");
         let refused = match crate::config::load(Some(&what.config_file)) {
-            Ok(_) => None,
+            Ok(cfg) => match reload_identity(what.tls.as_ref(), &cfg).await {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::error!(error = %e, "server certificate not reloaded; the running configuration stays");
+                    let reason = format!("{file}: tls: {e}");
+                    state.set_reload_error(Some(reason.clone()));
+                    notifier.ready(&format!("reload refused: {reason}"));
+                    continue;
+                }
+            },
             Err(ConfigError::Invalid { problems, .. })
                 if problems.iter().all(|p| p.key.starts_with("rules[")) =>
             {
@@ -201,4 +211,14 @@ pub async fn reload_on_hangup(
         tracing::info!(file, "configuration reloaded");
         notifier.ready(&status);
     }
+}
+
+/// Swap in the certificate and key `cfg` names (rotation), off the async workers: a token key
+/// opens a new PKCS#11 session pool.
+async fn reload_identity(tls: Option<&ServerTls>, cfg: &crate::config::Config) -> Result<(), String> {
+    let Some(tls) = tls.cloned() else { return Ok(()) };
+    let (tls_cfg, dev_dir) = (cfg.tls.clone(), cfg.dev_tls_dir());
+    tokio::task::spawn_blocking(move || tls.reload_identity(&tls_cfg, &dev_dir).map_err(|e| e.to_string()))
+        .await
+        .map_err(|e| e.to_string())?
 }

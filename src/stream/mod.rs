@@ -232,7 +232,8 @@ impl Engine {
                 _ = tick.tick() => self.close_due(Instant::now()).await,
                 Some(rules) = reload.recv() => {
                     self.replace(rules);
-                    tracing::info!(rules = self.rules.len(), "rules reloaded");
+                    let names: Vec<&str> = self.rules.iter().map(|r| r.config.name.as_str()).collect();
+                    tracing::info!(rules = ?names, "rules reloaded");
                 }
             }
         }

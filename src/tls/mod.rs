@@ -22,7 +22,7 @@ use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::ResolvesServerCert;
-use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ClientAuth, ClientTrust, TlsConfig};
@@ -76,10 +76,23 @@ impl TlsError {
 /// The server's TLS identity, and every listener configuration made from it (for reloads).
 #[derive(Clone)]
 pub struct ServerTls {
+    identity: Arc<Identity>,
     resolver: Arc<dyn ResolvesServerCert>,
     listeners: Arc<Mutex<Vec<Arc<ListenerTls>>>>,
+    pkcs11_metrics: Option<Pkcs11Metrics>,
     /// Set when running on the generated development certificate.
     pub dev: Option<DevCertificate>,
+}
+
+/// The certificate chain and key every listener presents, replaced whole by a reload: the next
+/// handshake on any listener gets the new one, established connections keep theirs.
+#[derive(Debug)]
+struct Identity(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for Identity {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
 }
 
 impl ServerTls {
@@ -90,8 +103,41 @@ impl ServerTls {
         dev_dir: &Path,
         pkcs11_metrics: Option<Pkcs11Metrics>,
     ) -> Result<Self, TlsError> {
+        let (certified, dev) = Self::certified(cfg, dev_dir, pkcs11_metrics.clone())?;
+        let identity = Arc::new(Identity(RwLock::new(Arc::new(certified))));
+        Ok(ServerTls {
+            resolver: identity.clone(),
+            identity,
+            listeners: Arc::new(Mutex::new(Vec::new())),
+            pkcs11_metrics,
+            dev,
+        })
+    }
+
+    /// Reread the certificate chain and key (rotation; SIGHUP): every listener's next handshake
+    /// presents the new identity, connections already established are untouched. On an error
+    /// the running identity stays.
+    pub fn reload_identity(&self, cfg: &TlsConfig, dev_dir: &Path) -> Result<(), TlsError> {
+        let (certified, _) = Self::certified(cfg, dev_dir, self.pkcs11_metrics.clone())?;
+        let not_after = certified.end_entity_cert().ok().and_then(|c| {
+            x509_parser::parse_x509_certificate(c).ok().map(|(_, c)| c.validity().not_after.to_string())
+        });
+        *self.identity.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(certified);
+        tracing::info!(
+            not_after = not_after.as_deref().unwrap_or("?"),
+            "server certificate reloaded; new handshakes use it"
+        );
+        Ok(())
+    }
+
+    /// The identity `cfg` describes, and the development certificate when it is that.
+    fn certified(
+        cfg: &TlsConfig,
+        dev_dir: &Path,
+        pkcs11_metrics: Option<Pkcs11Metrics>,
+    ) -> Result<(CertifiedKey, Option<DevCertificate>), TlsError> {
         if let Some(key) = &cfg.key {
-            return Self::load_token(cfg, key, pkcs11_metrics);
+            return Ok((Self::load_token(cfg, key, pkcs11_metrics)?, None));
         }
         let (cert_path, key_path, dev) = match (&cfg.cert_file, &cfg.key_file) {
             (Some(c), Some(k)) => (c.clone(), k.clone(), None),
@@ -109,19 +155,15 @@ impl ServerTls {
             uri: key_path.display().to_string(),
             reason: e.to_string(),
         })?;
-        Ok(Self::from_key(certified, dev))
-    }
-
-    fn from_key(certified: CertifiedKey, dev: Option<DevCertificate>) -> Self {
-        ServerTls {
-            resolver: Arc::new(SingleCertAndKey::from(certified)),
-            listeners: Arc::new(Mutex::new(Vec::new())),
-            dev,
-        }
+        Ok((certified, dev))
     }
 
     /// The key on a PKCS#11 token; the certificate from `cert_file` or from the token.
-    fn load_token(cfg: &TlsConfig, key: &str, metrics: Option<Pkcs11Metrics>) -> Result<Self, TlsError> {
+    fn load_token(
+        cfg: &TlsConfig,
+        key: &str,
+        metrics: Option<Pkcs11Metrics>,
+    ) -> Result<CertifiedKey, TlsError> {
         let uri = Pkcs11Uri::parse(key)?;
         let module = cfg.pkcs11_module.clone().or_else(|| uri.module_path.clone()).unwrap_or_default();
         let pin = match (&cfg.pin_file, &cfg.pin_credential, &cfg.pin_env) {
@@ -160,7 +202,7 @@ impl ServerTls {
             key = %uri, module = %module.display(), certificate = %chain_from, ?schemes,
             sessions = token.max_sessions(), "TLS private key is on a PKCS#11 token"
         );
-        Ok(Self::from_key(certified, None))
+        Ok(certified)
     }
 
     /// The configuration of one listener: `alpn` protocols and its client-certificate checks.

@@ -212,3 +212,59 @@ fn logs_to_the_journal_carry_priorities_and_no_timestamps() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_rotates_the_certificate_and_rules_under_an_open_connection() {
+    use tokio::io::AsyncWriteExt;
+    use tokio_rustls::TlsConnector;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+
+    let mut pki = crate::pki::Pki::new("rotation CA");
+    let first = pki.server("first");
+    let d = Daemon::start_with(&format!(
+        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        first.cert.display(),
+        first.key.display()
+    ));
+    let connector = TlsConnector::from(crate::client::tls_config(&pki.ca(), &[]));
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(d.addr("syslog")).await.unwrap();
+        connector.clone().connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap()
+    };
+    let presented = |s: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>| {
+        s.get_ref().1.peer_certificates().unwrap()[0].as_ref().to_vec()
+    };
+    let der = |p: &std::path::Path| CertificateDer::from_pem_file(p).unwrap().as_ref().to_vec();
+    let line = |m: &str| crate::client::octet(&format!("<13>1 2026-01-01T00:00:00Z h app - - - {m}"));
+
+    let first_der = der(&first.cert);
+    let mut open = connect().await;
+    assert_eq!(presented(&open), first_der);
+    open.write_all(&line("before the reload")).await.unwrap();
+    open.flush().await.unwrap();
+    wait_until(T, "the first event", || d.count("message = 'before the reload'") == 1);
+
+    // Rotation as operators do it: new files over the old paths, a new rule, then SIGHUP.
+    let second = pki.server("second");
+    std::fs::copy(&second.cert, &first.cert).unwrap();
+    std::fs::copy(&second.key, &first.key).unwrap();
+    let rule = "\n[[rules]]\nname = \"after_reload\"\nwindow = \"1m\"\nsql = \"SELECT host, count(*) AS n FROM events GROUP BY host\"\n";
+    let mut text = std::fs::read_to_string(&d.config).unwrap();
+    text.push_str(rule);
+    std::fs::write(&d.config, text).unwrap();
+    d.signal("-HUP");
+    wait_until(T, "the reload", || {
+        let log = d.log_text();
+        log.contains("server certificate reloaded")
+            && log.contains("rules reloaded")
+            && log.contains("\"after_reload\"")
+    });
+
+    // The connection made before the reload keeps flowing; a new one gets the new certificate.
+    open.write_all(&line("after the reload")).await.unwrap();
+    open.flush().await.unwrap();
+    wait_until(T, "the event on the old connection", || d.count("message = 'after the reload'") == 1);
+    let fresh = connect().await;
+    assert_eq!(presented(&fresh), der(&second.cert));
+    assert_eq!(presented(&open), first_der, "the open connection keeps its session");
+}
