@@ -52,6 +52,9 @@ pub struct Metrics {
     pub rules: crate::stream::RuleMetrics,
     pub notify: crate::alert::notify::NotifyMetrics,
     pub alerts_firing: IntGaugeVec,
+    /// The file system holding `data_dir`: space left to the daemon, and its size.
+    pub data_dir_free_bytes: IntGauge,
+    pub data_dir_size_bytes: IntGauge,
     pub alert_latency_seconds: Histogram,
 }
 
@@ -308,6 +311,16 @@ impl Metrics {
                 )?,
             },
             alerts_firing: gauge_vec(reg, "alerts_firing", "Alerts firing now.", &["rule", "severity"])?,
+            data_dir_free_bytes: gauge(
+                reg,
+                "data_dir_free_bytes",
+                "Space available to the daemon on the file system holding data_dir.",
+            )?,
+            data_dir_size_bytes: gauge(
+                reg,
+                "data_dir_size_bytes",
+                "Size of the file system holding data_dir.",
+            )?,
             alert_latency_seconds: histogram(
                 reg,
                 "alert_latency_seconds",

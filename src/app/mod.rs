@@ -208,6 +208,7 @@ pub async fn run(
         notifier.clone(),
         appender.clone(),
         metrics.clone(),
+        config.data_dir.clone(),
         service_state.clone(),
         supervise_cancel.clone(),
     ));

@@ -42,6 +42,7 @@ pub async fn supervise(
     notifier: Notifier,
     appender: Appender,
     metrics: Metrics,
+    data_dir: PathBuf,
     state: Arc<ServiceState>,
     cancel: CancellationToken,
 ) {
@@ -88,10 +89,21 @@ pub async fn supervise(
         if alive && watchdog.is_some() {
             notifier.watchdog();
         }
+        record_disk(&metrics, &data_dir);
         notifier.status(&rate.status_line(&metrics, wedged_since.is_some(), state.reload_error()));
     }
     if let Some(p) = probe {
         p.abort();
+    }
+}
+
+/// The data directory's file system, for `logwarden_data_dir_{free,size}_bytes`.
+fn record_disk(m: &Metrics, dir: &std::path::Path) {
+    if let Ok(st) = rustix::fs::statvfs(dir) {
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        let size = st.f_blocks.saturating_mul(st.f_frsize);
+        m.data_dir_free_bytes.set(i64::try_from(free).unwrap_or(i64::MAX));
+        m.data_dir_size_bytes.set(i64::try_from(size).unwrap_or(i64::MAX));
     }
 }
 

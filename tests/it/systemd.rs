@@ -71,6 +71,9 @@ fn notify_ready_watchdog_reload_stall_and_stop() {
     for _ in 0..2 {
         manager.until("WATCHDOG=1", |m| has(m, "WATCHDOG=1"));
     }
+    wait_until(T, "the data directory's disk in /metrics", || {
+        d.metric("logwarden_data_dir_size_bytes") > 0.0 && d.metric("logwarden_data_dir_free_bytes") > 0.0
+    });
     let status = manager.until("a status line with the rate", |m| m.contains(" events/s, "));
     assert!(status.contains("connections") && status.contains("alerts firing"), "{status}");
 
