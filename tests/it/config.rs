@@ -15,17 +15,20 @@ fn validate(path: &std::path::Path) -> (bool, String) {
 
 #[test]
 fn every_shipped_config_is_valid() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut n = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            let (ok, out) = validate(&path);
-            assert!(ok, "{} should be valid:\n{out}", path.display());
-            n += 1;
+    // The example config and the ones the container image, compose stack use.
+    for dir in [root.join("config"), root.join("deploy")] {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let (ok, out) = validate(&path);
+                assert!(ok, "{} should be valid:\n{out}", path.display());
+                n += 1;
+            }
         }
     }
-    assert!(n >= 1, "no configs found in {}", dir.display());
+    assert!(n >= 3, "configs missing in config/ and deploy/");
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod client;
 mod config;
 mod crash;
 mod daemon;
+mod deploy;
 mod flight;
 mod ingest;
 mod malformed;

@@ -1,0 +1,157 @@
+//! The shipping artefacts under deploy/, checked by the tools that consume them: promtool for
+//! the alerting rules and the Prometheus config, amtool for Alertmanager's, docker-compose for
+//! the compose stack, kubernetes-validate (Kubernetes' own schemas) for the manifests, and the
+//! Grafana dashboard parsed as JSON. Every metric they name must be one the daemon defines.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
+}
+
+fn run(what: &str, cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e} (run scripts/install-test-deps)"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `logwarden_*` names in `text` (histogram series reduced to the metric) that src/metrics.rs
+/// does not define.
+fn undefined_metrics(text: &str) -> (usize, Vec<String>) {
+    let defined = include_str!("../../src/metrics.rs");
+    let mut names: Vec<&str> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter_map(|w| w.strip_prefix("logwarden_"))
+        .map(|n| n.strip_suffix("_bucket").unwrap_or(n))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let missing =
+        names.iter().filter(|n| !defined.contains(&format!("\"{n}\""))).map(|n| format!("logwarden_{n}"));
+    (names.len(), missing.collect())
+}
+
+#[test]
+fn prometheus_rules_and_config_pass_promtool() {
+    let dir = deploy().join("prometheus");
+    run(
+        "promtool check rules",
+        Command::new("promtool").args(["check", "rules", "logwarden-alerts.yml"]).current_dir(&dir),
+    );
+    run(
+        "promtool test rules",
+        Command::new("promtool").args(["test", "rules", "logwarden-alerts.test.yml"]).current_dir(&dir),
+    );
+    // The config names the rules file where the compose stack mounts it: check a copy that
+    // names it where it is here.
+    let tmp = tempfile::tempdir().unwrap();
+    let config = std::fs::read_to_string(dir.join("prometheus.yml"))
+        .unwrap()
+        .replace("/etc/prometheus/logwarden-alerts.yml", dir.join("logwarden-alerts.yml").to_str().unwrap());
+    std::fs::write(tmp.path().join("prometheus.yml"), config).unwrap();
+    run(
+        "promtool check config",
+        Command::new("promtool").arg("check").arg("config").arg(tmp.path().join("prometheus.yml")),
+    );
+
+    let rules = std::fs::read_to_string(dir.join("logwarden-alerts.yml")).unwrap();
+    let (n, missing) = undefined_metrics(&rules);
+    assert!(n >= 8 && missing.is_empty(), "{n} metrics named; not defined by the daemon: {missing:?}");
+}
+
+#[test]
+fn alertmanager_config_passes_amtool() {
+    run(
+        "amtool check-config",
+        Command::new("amtool").arg("check-config").arg(deploy().join("alertmanager/alertmanager.yml")),
+    );
+}
+
+#[test]
+fn compose_stack_is_valid() {
+    // Compose v2 where Docker has it, else the docker-compose package.
+    let v2 = Command::new("docker").args(["compose", "version"]).output().is_ok_and(|o| o.status.success());
+    let mut cmd = if v2 {
+        let mut c = Command::new("docker");
+        c.arg("compose");
+        c
+    } else {
+        Command::new("docker-compose")
+    };
+    run("compose config", cmd.args(["-f", "compose.yaml", "config", "-q"]).current_dir(deploy()));
+    let compose = std::fs::read_to_string(deploy().join("compose.yaml")).unwrap();
+    for file in
+        compose.lines().filter_map(|l| l.trim().strip_prefix("- ./")).map(|l| l.split(':').next().unwrap())
+    {
+        assert!(deploy().join(file).exists(), "compose.yaml mounts {file}, which deploy/ does not have");
+    }
+}
+
+#[test]
+fn kubernetes_manifests_pass_kubernetes_schemas() {
+    let venv = std::env::var_os("LOGWARDEN_VENV").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/logwarden/venv")
+    });
+    let dir = deploy().join("kubernetes");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 2);
+    let out = Command::new(venv.join("bin/kubernetes-validate"))
+        .arg("--strict")
+        .args(&files)
+        .output()
+        .expect("kubernetes-validate in the test venv: run scripts/install-test-deps");
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{report}");
+    for kind in ["statefulset/logwarden", "service/logwarden", "configmap/logwarden"] {
+        assert!(report.contains(&format!("passed for resource {kind}")), "{kind} not validated:\n{report}");
+    }
+    // The ConfigMap's config is one the daemon accepts.
+    let manifest = std::fs::read_to_string(dir.join("logwarden.yaml")).unwrap();
+    let start = manifest.find("logwarden.toml: |").unwrap();
+    let toml: String = manifest[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("k8s.toml"), toml).unwrap();
+    run(
+        "logwarden validate (ConfigMap)",
+        Command::new(crate::daemon::BIN).arg("validate").arg(tmp.path().join("k8s.toml")),
+    );
+}
+
+#[test]
+fn grafana_dashboard_loads_and_names_real_metrics() {
+    let text = std::fs::read_to_string(deploy().join("grafana/dashboards/logwarden.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON");
+    assert_eq!(dash["uid"], "logwarden");
+    let panels = dash["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10);
+    for p in panels {
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(
+            !targets.is_empty() && targets.iter().all(|t| t["expr"].as_str().is_some_and(|e| !e.is_empty())),
+            "{p}"
+        );
+    }
+    let exprs: String = panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap())
+        .map(|t| t["expr"].as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (n, missing) = undefined_metrics(&exprs);
+    assert!(n >= 10 && missing.is_empty(), "{n} metrics named; not defined by the daemon: {missing:?}");
+    // Provisioning points Grafana at the directory compose mounts the dashboard in.
+    let provider =
+        std::fs::read_to_string(deploy().join("grafana/provisioning/dashboards/logwarden.yaml")).unwrap();
+    assert!(provider.contains("/var/lib/grafana/dashboards"));
+}
