@@ -18,14 +18,8 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
-use datafusion::catalog::Session;
 use datafusion::common::{DataFusionError, Result};
-use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::{TableProvider, TableType};
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
 use prometheus::IntCounter;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -231,16 +225,9 @@ pub fn schema() -> SchemaRef {
     ]))
 }
 
-/// The `audit` table: every complete line of the audit files.
-#[derive(Debug)]
-pub struct AuditTable {
-    dir: PathBuf,
-}
-
-impl AuditTable {
-    pub fn new(dir: PathBuf) -> Self {
-        AuditTable { dir }
-    }
+/// The `audit` table: every complete line of the audit files in `dir`.
+pub fn audit_table(dir: PathBuf) -> crate::query::snapshot::SnapshotTable {
+    crate::query::snapshot::SnapshotTable::new(schema(), move || read_all(&dir))
 }
 
 /// Every complete line of every audit file in `dir`, oldest file first.
@@ -275,31 +262,6 @@ pub(crate) fn read_jsonl_dir(dir: &Path, schema: SchemaRef, what: &str) -> Resul
         }
     }
     Ok(out)
-}
-
-#[async_trait]
-impl TableProvider for AuditTable {
-    fn schema(&self) -> SchemaRef {
-        schema()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let dir = self.dir.clone();
-        let batches = tokio::task::spawn_blocking(move || read_all(&dir))
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))??;
-        Ok(MemorySourceConfig::try_new_exec(&[batches], schema(), projection.cloned())?)
-    }
 }
 
 #[cfg(test)]

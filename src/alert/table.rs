@@ -5,16 +5,11 @@ use std::sync::Arc;
 
 use arrow::array::{RecordBatch, StringArray, TimestampNanosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use async_trait::async_trait;
-use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::Result;
-use datafusion::datasource::TableType;
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
 
 use super::{Alert, Alerts};
+use crate::query::snapshot::SnapshotTable;
 
 fn ts(name: &str, nullable: bool) -> Field {
     Field::new(name, DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), nullable)
@@ -84,19 +79,6 @@ pub enum AlertsSource {
     Dir(std::path::PathBuf),
 }
 
-/// A table whose rows are read whole when a query scans it (off the async workers): the
-/// `alerts` state and the `rule_results` files are small.
-pub struct SnapshotTable {
-    schema: SchemaRef,
-    read: Arc<dyn Fn() -> Result<Vec<RecordBatch>> + Send + Sync>,
-}
-
-impl std::fmt::Debug for SnapshotTable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SnapshotTable").field("schema", &self.schema).finish_non_exhaustive()
-    }
-}
-
 /// The `alerts` table.
 pub fn alerts_table(source: AlertsSource) -> SnapshotTable {
     let read = move || {
@@ -108,36 +90,11 @@ pub fn alerts_table(source: AlertsSource) -> SnapshotTable {
         };
         Ok(vec![alerts_batch(&alerts)?])
     };
-    SnapshotTable { schema: alerts_schema(), read: Arc::new(read) }
+    SnapshotTable::new(alerts_schema(), read)
 }
 
 /// `rule_results`: the lines of `data_dir/rules/results-*.jsonl`.
 pub fn results_table(dir: std::path::PathBuf) -> SnapshotTable {
     let read = move || crate::audit::read_jsonl_dir(&dir, results_schema(), "rule results");
-    SnapshotTable { schema: results_schema(), read: Arc::new(read) }
-}
-
-#[async_trait]
-impl TableProvider for SnapshotTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let read = self.read.clone();
-        let batches = tokio::task::spawn_blocking(move || read())
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))??;
-        Ok(MemorySourceConfig::try_new_exec(&[batches], self.schema.clone(), projection.cloned())?)
-    }
+    SnapshotTable::new(results_schema(), read)
 }

@@ -25,12 +25,13 @@ use futures::StreamExt;
 
 use crate::access::QueryGrant;
 use crate::alert::table::{AlertsSource, alerts_table, results_table};
-use crate::audit::AuditTable;
-use crate::detect::templates::{self, table::TemplatesTable};
+use crate::audit::audit_table;
+use crate::detect::templates::{self, table::templates_table};
 use crate::store::{LogsTable, Store};
 
 pub(crate) mod group_by;
 mod restrict;
+pub mod snapshot;
 
 pub use group_by::{DictionaryGroupBy, DictionaryGroupByExec};
 
@@ -89,9 +90,8 @@ impl QueryEngine {
             .with_physical_optimizer_rule(Arc::new(DictionaryGroupBy))
             .build();
         let ctx = SessionContext::new_with_state(state);
-        ctx.register_table("audit", Arc::new(AuditTable::new(store.data_dir().join("audit"))))?;
-        let saved =
-            TemplatesTable::new(templates::table::Source::File(store.data_dir().join("templates.json")));
+        ctx.register_table("audit", Arc::new(audit_table(store.data_dir().join("audit"))))?;
+        let saved = templates_table(templates::table::Source::File(store.data_dir().join("templates.json")));
         ctx.register_table("templates", Arc::new(saved))?;
         let alerts = alerts_table(AlertsSource::Dir(store.data_dir().join("alerts")));
         ctx.register_table("alerts", Arc::new(alerts))?;
@@ -107,7 +107,7 @@ impl QueryEngine {
             self.ctx.deregister_table("templates")?;
             self.ctx.register_table(
                 "templates",
-                Arc::new(TemplatesTable::new(templates::table::Source::Live(shared))),
+                Arc::new(templates_table(templates::table::Source::Live(shared))),
             )?;
         }
         if let Some(alerts) = live.alerts {

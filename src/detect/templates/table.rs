@@ -8,15 +8,10 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampNanosecondArray, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use async_trait::async_trait;
-use datafusion::catalog::Session;
 use datafusion::common::{DataFusionError, Result};
-use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::{TableProvider, TableType};
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
 
 use super::{Shared, Template};
+use crate::query::snapshot::SnapshotTable;
 
 /// Where the rows come from.
 pub enum Source {
@@ -24,20 +19,17 @@ pub enum Source {
     File(PathBuf),
 }
 
-pub struct TemplatesTable {
-    source: Source,
-}
-
-impl std::fmt::Debug for TemplatesTable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TemplatesTable")
-    }
-}
-
-impl TemplatesTable {
-    pub fn new(source: Source) -> Self {
-        TemplatesTable { source }
-    }
+/// The `templates` table.
+pub fn templates_table(source: Source) -> SnapshotTable {
+    SnapshotTable::new(schema(), move || {
+        let templates = match &source {
+            Source::Live(shared) => shared.snapshot(),
+            Source::File(path) => {
+                Shared::load(path, None).map_err(|e| DataFusionError::External(Box::new(e)))?.snapshot()
+            }
+        };
+        Ok(vec![to_batch(&templates)?])
+    })
 }
 
 pub fn schema() -> SchemaRef {
@@ -66,35 +58,4 @@ fn to_batch(templates: &[Template]) -> Result<RecordBatch> {
         Arc::new(StringArray::from_iter_values(templates.iter().map(|t| t.example.as_str()))),
     ];
     Ok(RecordBatch::try_new(schema(), columns)?)
-}
-
-#[async_trait]
-impl TableProvider for TemplatesTable {
-    fn schema(&self) -> SchemaRef {
-        schema()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let templates = match &self.source {
-            Source::Live(shared) => shared.snapshot(),
-            Source::File(path) => {
-                let path = path.clone();
-                tokio::task::spawn_blocking(move || Shared::load(&path, None).map(|s| s.snapshot()))
-                    .await
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?
-            }
-        };
-        Ok(MemorySourceConfig::try_new_exec(&[vec![to_batch(&templates)?]], schema(), projection.cloned())?)
-    }
 }
