@@ -156,6 +156,14 @@ fn steady() -> Vec<(&'static str, &'static str, u8, &'static str, usize)> {
     ]
 }
 
+/// The steady stream plus 200 `api` requests of which `errors` fail (severity 3).
+fn with_errors(errors: usize) -> Vec<(&'static str, &'static str, u8, &'static str, usize)> {
+    let mut e = steady();
+    e.push(("api1", "api", 6, "request ok", 200 - errors));
+    e.push(("api1", "api", 3, "request failed: upstream timeout", errors));
+    e
+}
+
 fn warm_up(s: &mut Scenario) {
     for _ in 0..9 {
         assert_eq!(s.step(&steady()), Vec::<String>::new());
@@ -245,12 +253,6 @@ fn nothing_is_new_during_the_warm_up() {
 #[test]
 fn an_error_ratio_jump_fires_for_its_app_only() {
     let mut s = Scenario::new(Vec::new());
-    let with_errors = |errors: usize| {
-        let mut e = steady();
-        e.push(("api1", "api", 6, "request ok", 200 - errors));
-        e.push(("api1", "api", 3, "request failed: upstream timeout", errors));
-        e
-    };
     for _ in 0..9 {
         assert_eq!(s.step(&with_errors(4)), Vec::<String>::new());
     }
@@ -334,12 +336,6 @@ fn with_daily_seasonality_each_hour_has_its_own_baseline() {
 fn the_error_ratio_runs_as_its_own_rule_without_the_volume_detector() {
     let mut s =
         Scenario::configured(Vec::new(), tempfile::tempdir().unwrap(), 0, |d| d.volume.enabled = false);
-    let with_errors = |errors: usize| {
-        let mut e = steady();
-        e.push(("api1", "api", 6, "request ok", 200 - errors));
-        e.push(("api1", "api", 3, "request failed: upstream timeout", errors));
-        e
-    };
     for _ in 0..9 {
         assert_eq!(s.step(&with_errors(4)), Vec::<String>::new());
     }
