@@ -185,27 +185,27 @@ pub async fn reload_on_hangup(
         notifier.reloading();
         let file = what.config_file.display().to_string();
         tracing::info!(file, "received SIGHUP: reloading the configuration");
-        let refused = match crate::config::load(Some(&what.config_file)) {
-            Ok(cfg) => match reload_identity(what.tls.as_ref(), &cfg).await {
-                Ok(()) => None,
-                Err(e) => {
-                    tracing::error!(error = %e, "server certificate not reloaded; the running configuration stays");
-                    let reason = format!("{file}: tls: {e}");
-                    state.set_reload_error(Some(reason.clone()));
-                    notifier.ready(&format!("reload refused: {reason}"));
-                    continue;
-                }
-            },
+        // Err: the whole reload is refused; Ok(Some): only rules were refused, the rest applies.
+        let checked = match crate::config::load(Some(&what.config_file)) {
+            Ok(cfg) => reload_identity(what.tls.as_ref(), &cfg).await.map(|()| None).map_err(|e| {
+                tracing::error!(error = %e, "server certificate not reloaded; the running configuration stays");
+                format!("{file}: tls: {e}")
+            }),
             Err(ConfigError::Invalid { problems, .. })
                 if problems.iter().all(|p| p.key.starts_with("rules[")) =>
             {
-                Some(format!("{file}: {}", problems[0]))
+                Ok(Some(format!("{file}: {}", problems[0])))
             }
             Err(e) => {
-                let first = e.to_string().lines().next().unwrap_or_default().to_owned();
                 tracing::error!(error = %e, "configuration not reloaded; the running configuration stays");
-                state.set_reload_error(Some(first.clone()));
-                notifier.ready(&format!("reload refused: {first}"));
+                Err(e.to_string().lines().next().unwrap_or_default().to_owned())
+            }
+        };
+        let refused = match checked {
+            Ok(refused) => refused,
+            Err(reason) => {
+                notifier.ready(&format!("reload refused: {reason}"));
+                state.set_reload_error(Some(reason));
                 continue;
             }
         };

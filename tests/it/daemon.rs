@@ -195,18 +195,7 @@ impl Daemon {
 
     /// Run `logwarden query --format json` against the data directory; one JSON object per row.
     pub fn query(&self, sql: &str) -> Vec<Value> {
-        let out = Command::new(BIN)
-            .args(["query", "--config"])
-            .arg(&self.config)
-            .args(["--format", "json", sql])
-            .output()
-            .expect("run logwarden query");
-        assert!(out.status.success(), "query failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).expect("json row"))
-            .collect()
+        query(&self.config, sql)
     }
 
     /// `SELECT count(*)` with an optional WHERE clause.
@@ -300,4 +289,20 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let status = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
+}
+
+/// Run `logwarden query --format json` with the config file `config`; one JSON object per row.
+pub fn query(config: &Path, sql: &str) -> Vec<Value> {
+    let out = Command::new(BIN)
+        .args(["query", "--config"])
+        .arg(config)
+        .args(["--format", "json", sql])
+        .output()
+        .expect("run logwarden query");
+    assert!(out.status.success(), "query failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("json row"))
+        .collect()
 }

@@ -153,20 +153,10 @@ fn listening_sockets_are_taken_from_listen_fds() {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.write_all(b"<13>Oct 11 22:14:15 h app: through a passed socket\n").unwrap();
     drop(s);
-    let query = |sql: &str| {
-        let out = Command::new(BIN)
-            .args(["query", "--config"])
-            .arg(&config)
-            .args(["--format", "json", sql])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
     wait_until(T, "the event", || {
-        query(
-            "SELECT count(*) AS n FROM logs WHERE message = 'through a passed socket' AND listener = 'plain'",
-        )
-        .contains("\"n\":1")
+        let sql =
+            "SELECT count(*) AS n FROM logs WHERE message = 'through a passed socket' AND listener = 'plain'";
+        crate::daemon::query(&config, sql)[0]["n"] == 1
     });
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     assert!(child.wait().unwrap().success());
