@@ -194,7 +194,21 @@ pub async fn reload_on_hangup(
             Err(ConfigError::Invalid { problems, .. })
                 if problems.iter().all(|p| p.key.starts_with("rules[")) =>
             {
-                Ok(Some(format!("{file}: {}", problems[0])))
+                // The rest of the file is good: it applies (certificate rotation among it).
+                let rotated = match crate::config::load_except_rules(&what.config_file) {
+                    Ok(cfg) => reload_identity(what.tls.as_ref(), &cfg).await.map_err(|e| format!("tls: {e}")),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "server certificate not reloaded: the file does not load without its rules");
+                        Ok(())
+                    }
+                };
+                match rotated {
+                    Ok(()) => Ok(Some(format!("{file}: {}", problems[0]))),
+                    Err(e) => {
+                        tracing::error!(error = %e, "configuration not reloaded; the running configuration stays");
+                        Err(format!("{file}: {e}"))
+                    }
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "configuration not reloaded; the running configuration stays");

@@ -85,13 +85,29 @@ pub fn load_rules(path: &Path) -> Result<Vec<super::RuleConfig>, ConfigError> {
     })
 }
 
+/// A config file loaded and checked without its `[[rules]]` (which come back empty): for a
+/// reload whose only problems are in rules, so that the rest (the certificate among it) still
+/// applies while each good rule is applied on its own.
+pub fn load_except_rules(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    load_text(&text, &path.display().to_string(), true)
+}
+
 /// Load and check config text; `file` names it in error messages.
 pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigError> {
+    load_text(text, file, false)
+}
+
+fn load_text(text: &str, file: &str, without_rules: bool) -> Result<Config, ConfigError> {
     let invalid = |problems| ConfigError::Invalid { file: file.to_owned(), problems };
     let mut table: toml::Table = match toml::from_str(text) {
         Ok(t) => t,
         Err(e) => return Err(invalid(vec![syntax_problem(text, &e)])),
     };
+    if without_rules {
+        table.remove("rules");
+    }
     let mut problems = Vec::new();
     let config = loop {
         let value = toml::Value::Table(table.clone());

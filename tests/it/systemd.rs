@@ -260,4 +260,18 @@ async fn reload_rotates_the_certificate_and_rules_under_an_open_connection() {
     let fresh = connect().await;
     assert_eq!(presented(&fresh), der(&second.cert));
     assert_eq!(presented(&open), first_der, "the open connection keeps its session");
+
+    // A reload whose only problem is a rule: the rule is refused, the rest applies, the next
+    // certificate among it.
+    let third = pki.server("third");
+    std::fs::copy(&third.cert, &first.cert).unwrap();
+    std::fs::copy(&third.key, &first.key).unwrap();
+    let mut text = std::fs::read_to_string(&d.config).unwrap();
+    text.push_str("\n[[rules]]\nname = \"broken\"\nwindow = \"1m\"\nsql = \"SELECT FROM WHERE\"\n");
+    std::fs::write(&d.config, text).unwrap();
+    d.signal("-HUP");
+    wait_until(T, "the second reload", || d.log_text().matches("server certificate reloaded").count() == 2);
+    wait_until(T, "the refused rule in the log", || d.log_text().contains("rules[1]"));
+    let rotated = connect().await;
+    assert_eq!(presented(&rotated), der(&third.cert));
 }
