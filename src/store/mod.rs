@@ -37,6 +37,8 @@ pub enum StoreError {
     CreateDir { path: PathBuf, source: std::io::Error },
     #[error("the storage pipeline has stopped")]
     Stopped,
+    #[error("{path} does not exist: not a logwarden data directory (set data_dir, or pass --data-dir)")]
+    NoDataDir { path: PathBuf },
 }
 
 /// A durable batch held in memory, with its time range for pruning.
@@ -159,6 +161,10 @@ impl Store {
     /// Open a data directory that a running daemon may be writing, without changing anything:
     /// for `logwarden query`. A torn WAL tail is skipped, not truncated.
     pub fn open_read_only(data_dir: &Path) -> Result<Store, StoreError> {
+        // A reader never creates the directory: a wrong path must not read as "no events".
+        if !data_dir.is_dir() {
+            return Err(StoreError::NoDataDir { path: data_dir.to_path_buf() });
+        }
         // The daemon may flush and delete a WAL file between our listing and reading it;
         // a consistent view is the manifest read *after* the WAL files, so retry on a miss.
         for _ in 0..5 {

@@ -136,6 +136,23 @@ fn serve_refuses_an_invalid_config_before_binding() {
 }
 
 #[test]
+fn query_refuses_a_data_directory_that_does_not_exist() {
+    // A mistyped or relative data_dir must not read as an empty store.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir");
+    let out = Command::new(BIN)
+        .args(["query", "--data-dir"])
+        .arg(&missing)
+        .arg("SELECT count(*) FROM logs")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{} does not exist", missing.display())), "{err}");
+    assert!(!missing.exists(), "query created the directory");
+}
+
+#[test]
 fn flight_credentials_and_limits_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flight.toml");
