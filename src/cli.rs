@@ -316,7 +316,7 @@ fn validate(file: &std::path::Path) -> anyhow::Result<()> {
             Ok(())
         }
         Err(e) => {
-            eprintln!("{e}");
+            crate::logging::report_fatal(&e.to_string());
             Err(anyhow::anyhow!("{} is not valid", file.display()))
         }
     }

@@ -35,6 +35,21 @@ pub fn init(level: &str, format: LogFormat) {
     };
 }
 
+/// Print the error that ends the process on stderr: at error priority when stderr is the
+/// journal (every line: `logwarden validate` lists one problem per line), so that
+/// `journalctl -p err` shows why a start failed.
+pub fn report_fatal(message: &str) {
+    let prefix = if stderr_is_journal() { "<3>" } else { "" };
+    let mut out = String::with_capacity(message.len() + 16);
+    for line in message.lines() {
+        out.push_str(prefix);
+        out.push_str(line);
+        out.push('\n');
+    }
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(out.as_bytes());
+}
+
 /// Whether stderr is the stream `JOURNAL_STREAM` names (`DEVICE:INODE`): a child that
 /// inherited the variable but writes elsewhere must not get journal formatting.
 fn stderr_is_journal() -> bool {

@@ -7,7 +7,7 @@ fn main() -> std::process::ExitCode {
     match logwarden::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("logwarden: {e:#}");
+            logwarden::logging::report_fatal(&format!("logwarden: {e:#}"));
             std::process::ExitCode::from(logwarden::cli::exit_code(&e))
         }
     }

@@ -206,6 +206,37 @@ fn logs_to_the_journal_carry_priorities_and_no_timestamps() {
     );
 }
 
+#[test]
+fn errors_that_end_the_process_reach_the_journal_at_error_priority() {
+    // `logwarden validate` in ExecStartPre= and a failed `serve`: `journalctl -p err` must show
+    // why, every line of it.
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("bad.toml");
+    std::fs::write(&config, "[admin]\nadress = \"127.0.0.1:1\"\n[storage]\nzstd_level = 99\n").unwrap();
+    for args in [&["validate"][..], &["serve", "--config"][..]] {
+        let log_path = tmp.path().join("journal-stream.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let meta = log.metadata().unwrap();
+        let status = Command::new(BIN)
+            .args(args)
+            .arg(&config)
+            .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .status()
+            .unwrap();
+        assert!(!status.success(), "{args:?}");
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        assert!(
+            text.contains("admin.adress: unknown field") && text.contains("storage.zstd_level"),
+            "{text}"
+        );
+        assert!(text.lines().all(|l| l.starts_with("<3>")), "{args:?}: {text}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_rotates_the_certificate_and_rules_under_an_open_connection() {
     use tokio::io::AsyncWriteExt;
