@@ -59,6 +59,7 @@ pub enum Command {
         /// Data directory to read (overrides the config's data_dir).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Output format.
         #[arg(long, short, value_enum, default_value = "table")]
         format: OutputFormat,
         /// Run the SQL on a running daemon over Flight SQL (https://host:port) instead of reading
@@ -319,5 +320,195 @@ fn validate(file: &std::path::Path) -> anyhow::Result<()> {
             crate::logging::report_fatal(&e.to_string());
             Err(anyhow::anyhow!("{} is not valid", file.display()))
         }
+    }
+}
+
+#[cfg(test)]
+mod man_pages {
+    use clap::CommandFactory;
+
+    /// What `logwarden(1)` says beyond the options: written here, next to the command line
+    /// it describes, in roff.
+    const DESCRIPTION: &str = r#".SH DESCRIPTION
+logwarden receives logs from shippers (rsyslog, syslog\-ng, Vector, Fluent Bit) over mutually
+authenticated TLS: syslog with RFC\~5425/6587 framing (RFC\~5424 and RFC\~3164 messages) and
+newline\-delimited JSON on stream listeners, and JSON over HTTP.
+Every event is written to a write\-ahead log and fsynced before it is acknowledged, then kept
+as Parquet.
+Streaming rules and detectors raise alerts to Alertmanager; Prometheus scrapes
+\fB/metrics\fR on the admin endpoint; analysts run SQL over live and stored events with Arrow
+Flight SQL clients (ADBC, JDBC, Grafana) or \fBlogwarden query\fR.
+The server's private key may stay on a PKCS#11 token (HSM, smart card).
+.PP
+Without \fB\-\-config\fR, \fBlogwarden serve\fR runs on embedded defaults: listeners on
+127.0.0.1, data in \fI./logwarden\-data\fR, and a generated development certificate that it
+reports, loudly, as not for production.
+"#;
+
+    const EXAMPLES: &str = r#".SH EXAMPLES
+.nf
+logwarden serve
+logwarden serve \-\-config /etc/logwarden/logwarden.toml
+logwarden validate /etc/logwarden/logwarden.toml
+logwarden query "SELECT host, count(*) FROM logs GROUP BY host"
+logwarden query \-\-format json "SELECT * FROM logs ORDER BY timestamp DESC LIMIT 10"
+logwarden query \-\-server https://localhost:50051 "SELECT app, count(*) FROM logs GROUP BY app"
+logwarden auth new\-token grafana
+logwarden pkcs11 list \-\-module /usr/lib/softhsm/libsofthsm2.so \-\-pin\-file /root/pin
+logwarden templates /var/log/messages
+.fi
+"#;
+
+    const OPERATIONS: &str = r#".SH SIGNALS
+.TP
+\fBSIGHUP\fR
+Reread the configuration file and check it whole; then swap the server certificate and key,
+rules, detectors, alert routes, authorization, client CA bundles and CRLs without dropping
+connections.
+A file that does not load is refused and the running configuration stays; the reason is
+logged and shown in the unit's status.
+\fBsystemctl reload logwarden\fR sends it.
+.TP
+\fBSIGTERM\fR, \fBSIGINT\fR
+Stop accepting, drain connections, make every received event durable, and exit within
+\fBshutdown_timeout\fR (20 s by default).
+.SH ENVIRONMENT
+.TP
+\fBNOTIFY_SOCKET\fR, \fBWATCHDOG_USEC\fR
+Set by systemd for \fBType=notify\fR: readiness, status, watchdog pings and reload
+notifications are sent there.
+.TP
+\fBLISTEN_FDS\fR, \fBLISTEN_PID\fR, \fBLISTEN_FDNAMES\fR
+Listening sockets passed by socket activation (logwarden.socket); each serves the listener
+of its \fBFileDescriptorName=\fR or, failing that, of its address.
+.TP
+\fBSTATE_DIRECTORY\fR
+The data directory when the configuration does not set \fBdata_dir\fR.
+.TP
+\fBCREDENTIALS_DIRECTORY\fR
+Where \fBtls.pin_credential\fR is read from (systemd's \fBLoadCredential=\fR).
+.TP
+\fBJOURNAL_STREAM\fR
+When it names stderr, log lines carry syslog priorities and no timestamps.
+.TP
+\fBRUST_LOG\fR
+Overrides the configured log level (for example \fBlogwarden=debug\fR).
+.TP
+\fBLOGWARDEN_TOKEN\fR
+The bearer token \fBlogwarden query \-\-server\fR presents.
+.SH FILES
+.TP
+\fI/etc/logwarden/logwarden.toml\fR
+The configuration (every key and its default:
+\fI/usr/share/doc/logwarden/logwarden.example.toml\fR).
+.TP
+\fI/var/lib/logwarden/\fR
+The data directory: \fIwal/\fR, Parquet segments and their manifest, alert state,
+\fItls/\fR (the development certificate), \fIlisteners.json\fR (the bound addresses).
+.TP
+\fI/etc/credstore/pkcs11\-pin\fR
+The PKCS#11 PIN, handed to the service as a credential.
+.TP
+\fI/usr/share/doc/logwarden/operations.md\fR
+Installation, TLS and HSM setup, rotation, backup and restore, upgrade, capacity and
+troubleshooting.
+.SH EXIT STATUS
+.TP
+0
+Stopped on request, every received event durable.
+.TP
+1
+An error: the message says what (a configuration error names the file, the key and the
+reason).
+.TP
+3
+The PKCS#11 token refused the PIN.
+Not worth retrying (a smart card locks after a few attempts): the unit does not restart on it.
+.SH SEE ALSO
+\fBlogwarden\-serve\fR(1), \fBlogwarden\-validate\fR(1), \fBlogwarden\-query\fR(1),
+\fBlogwarden\-auth\fR(1), \fBlogwarden\-pkcs11\fR(1), \fBlogwarden\-templates\fR(1),
+\fBsystemd.service\fR(5), \fBjournalctl\fR(1), \fBsofthsm2\-util\fR(1), \fBpkcs11\-tool\fR(1)
+"#;
+
+    /// A page: clap_mangen's title, name, synopsis, then `description` (or the command's
+    /// about), options and subcommands, then `more`, then the version.
+    fn page(cmd: clap::Command, description: Option<&str>, more: &[&str]) -> String {
+        let man = clap_mangen::Man::new(cmd.clone());
+        let mut out = Vec::new();
+        man.render_title(&mut out).unwrap();
+        man.render_name_section(&mut out).unwrap();
+        man.render_synopsis_section(&mut out).unwrap();
+        match description {
+            Some(d) => out.extend_from_slice(d.as_bytes()),
+            None => man.render_description_section(&mut out).unwrap(),
+        }
+        if cmd.get_arguments().any(|a| !a.is_hide_set()) {
+            man.render_options_section(&mut out).unwrap();
+        }
+        if cmd.has_subcommands() {
+            man.render_subcommands_section(&mut out).unwrap();
+        }
+        for s in more {
+            out.extend_from_slice(s.as_bytes());
+        }
+        man.render_version_section(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// The pages under `man/` (shipped by the Debian package), rendered from this command line:
+    /// `logwarden.1` and one `logwarden-<command>[-<subcommand>].1` per command.
+    fn render() -> Vec<(String, String)> {
+        let top = super::Cli::command().disable_help_subcommand(true);
+        let mut pages =
+            vec![("logwarden.1".to_owned(), page(top.clone(), Some(DESCRIPTION), &[EXAMPLES, OPERATIONS]))];
+        add_commands(&top, "logwarden", &mut pages);
+        pages
+    }
+
+    fn add_commands(parent: &clap::Command, path: &str, pages: &mut Vec<(String, String)>) {
+        let parent_page = path.replace(' ', "-");
+        for sub in parent.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let bin = format!("{path} {}", sub.get_name());
+            let name = bin.replace(' ', "-");
+            let cmd = sub
+                .clone()
+                .name(name.clone())
+                .bin_name(bin.clone())
+                .version(env!("CARGO_PKG_VERSION"))
+                .disable_help_subcommand(true);
+            let see_also = format!(".SH SEE ALSO\n\\fB{}\\fR(1)\n", parent_page.replace('-', "\\-"));
+            pages.push((format!("{name}.1"), page(cmd.clone(), None, &[&see_also])));
+            add_commands(&cmd, &bin, pages);
+        }
+    }
+
+    /// Regenerate with `LOGWARDEN_BLESS=1 cargo test --lib man_pages`.
+    #[test]
+    fn match_the_command_line() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+        let bless = std::env::var_os("LOGWARDEN_BLESS").is_some();
+        let pages = render();
+        let mut stale = Vec::new();
+        for (name, text) in &pages {
+            let path = dir.join(name);
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                if bless {
+                    std::fs::create_dir_all(&dir).unwrap();
+                    std::fs::write(&path, text).unwrap();
+                } else {
+                    stale.push(name.clone());
+                }
+            }
+        }
+        let expected: std::collections::BTreeSet<_> = pages.iter().map(|(n, _)| n.clone()).collect();
+        let present: std::collections::BTreeSet<_> = std::fs::read_dir(&dir)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let extra: Vec<_> = present.difference(&expected).collect();
+        assert!(
+            stale.is_empty() && extra.is_empty(),
+            "man/ is out of step with the command line: stale or missing {stale:?}, no longer generated \
+             {extra:?}; regenerate with LOGWARDEN_BLESS=1 cargo test --lib man_pages (and remove extras)"
+        );
     }
 }
