@@ -19,7 +19,7 @@ use crate::config::{Config, ListenerCommon};
 use crate::detect::templates::{Shared, TemplateMetrics};
 use crate::ingest::connection::{self, StreamSettings};
 use crate::ingest::http::HttpIngest;
-use crate::ingest::listener::{Gate, accept_loop, bind};
+use crate::ingest::listener::{Gate, Listeners, accept_loop, bind};
 use crate::metrics::{Metrics, Pkcs11Metrics};
 use crate::query::{LiveTables, QueryEngine, QueryLimits};
 use crate::serve::admin::{self, Readiness};
@@ -389,7 +389,7 @@ async fn save_templates(shared: Arc<Shared>, cancel: CancellationToken) {
 #[allow(clippy::too_many_arguments)]
 fn flight_server(
     config: &Config,
-    listener: TcpListener,
+    listener: Listeners,
     store: &Store,
     tls: Option<&ServerTls>,
     metrics: &Metrics,
@@ -443,31 +443,26 @@ impl Binder {
         name: &str,
         configured: SocketAddr,
         tls: bool,
-    ) -> Result<TcpListener, AppError> {
+    ) -> Result<Listeners, AppError> {
         let full = format!("{what} {name}");
         let mut passed = self.sockets.take(name);
         if passed.is_empty() {
             passed.extend(self.sockets.take_by_address(configured));
         }
-        let listener = match passed.len() {
-            0 => bind_named(&full, configured).await?,
-            1 => {
-                let fd = passed.remove(0);
-                let err = |source| AppError::Passed { what: full.clone(), source };
+        let listener = if passed.is_empty() {
+            Listeners::from(bind_named(&full, configured).await?)
+        } else {
+            let err = |source| AppError::Passed { what: full.clone(), source };
+            let mut sockets = Vec::with_capacity(passed.len());
+            for fd in passed {
                 let std = std::net::TcpListener::from(fd);
                 std.set_nonblocking(true).map_err(err)?;
-                let l = TcpListener::from_std(std).map_err(err)?;
-                tracing::info!(listener = %name, "using the listening socket passed by systemd; the configured address is not bound");
-                l
+                sockets.push(TcpListener::from_std(std).map_err(err)?);
             }
-            n => {
-                return Err(AppError::Passed {
-                    what: full,
-                    source: std::io::Error::other(format!(
-                        "{n} sockets are named {name:?}; give each ListenStream= its own FileDescriptorName= and listener"
-                    )),
-                });
-            }
+            let listeners = Listeners::new(sockets);
+            tracing::info!(listener = %name, addrs = ?listeners.local_addrs(),
+                "using the listening sockets passed by systemd; the configured address is not bound");
+            listeners
         };
         let addr = local_addr(&listener, configured);
         self.bound.insert(name.to_owned(), addr);
@@ -480,7 +475,7 @@ async fn bind_named(what: &str, addr: SocketAddr) -> Result<TcpListener, AppErro
     bind(addr).await.map_err(|source| AppError::Bind { what: what.into(), addr, source })
 }
 
-fn local_addr(l: &TcpListener, configured: SocketAddr) -> SocketAddr {
+fn local_addr(l: &Listeners, configured: SocketAddr) -> SocketAddr {
     l.local_addr().unwrap_or(configured)
 }
 

@@ -65,7 +65,7 @@ impl Drop for ActiveGuard {
 
 /// Accept connections until `cancel` fires, handing each (after TLS) to `handle`.
 pub async fn accept_loop<H, F>(
-    listener: TcpListener,
+    listener: Listeners,
     cfg: ListenerCommon,
     gate: Gate,
     metrics: ConnectionMetrics,
@@ -235,4 +235,54 @@ async fn handshake(
 /// Bind a listener's address (port 0 picks a free port).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
+}
+
+/// The sockets one configured listener accepts on: the address it bound, or every socket
+/// systemd passed under its name (a socket unit may listen on several addresses for one
+/// listener, e.g. an IPv4 and an IPv6 one).
+pub struct Listeners {
+    sockets: Vec<TcpListener>,
+    /// Where the next accept starts polling, so that a busy socket cannot starve the others.
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Listeners {
+    pub fn new(sockets: Vec<TcpListener>) -> Listeners {
+        assert!(!sockets.is_empty(), "a listener needs at least one socket");
+        Listeners { sockets, next: std::sync::atomic::AtomicUsize::new(0) }
+    }
+
+    /// The first socket's address (what `listeners.json` records).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.sockets[0].local_addr()
+    }
+
+    /// Every socket's address.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.sockets.iter().filter_map(|s| s.local_addr().ok()).collect()
+    }
+
+    /// The next connection on any of the sockets.
+    pub async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
+        use std::sync::atomic::Ordering;
+        let n = self.sockets.len();
+        std::future::poll_fn(|cx| {
+            let start = self.next.load(Ordering::Relaxed);
+            for k in 0..n {
+                let i = (start + k) % n;
+                if let std::task::Poll::Ready(r) = self.sockets[i].poll_accept(cx) {
+                    self.next.store((i + 1) % n, Ordering::Relaxed);
+                    return std::task::Poll::Ready(r);
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(l: TcpListener) -> Listeners {
+        Listeners::new(vec![l])
+    }
 }

@@ -10,12 +10,11 @@ use http_body_util::Full;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use prometheus::Registry;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ListenerCommon;
-use crate::ingest::listener::{Gate, accept_loop};
+use crate::ingest::listener::{Gate, Listeners, accept_loop};
 use crate::metrics::{self, ConnectionMetrics};
 
 /// Shared readiness flag.
@@ -35,7 +34,7 @@ impl Readiness {
 /// certificates, the connection limit and the handshake metrics work as on every listener.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
-    listener: TcpListener,
+    listener: Listeners,
     cfg: ListenerCommon,
     gate: Gate,
     metrics: ConnectionMetrics,

@@ -127,17 +127,23 @@ fn listening_sockets_are_taken_from_listen_fds() {
     let config = tmp.path().join("logwarden.toml");
     // The listener's configured address is a port nobody could bind twice: it must not be used.
     std::fs::write(&config, test_config(&data, "")).unwrap();
-    let passed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = passed.local_addr().unwrap();
+    // Two sockets under the listener's name, as a socket unit with two ListenStream= for one
+    // FileDescriptorName= passes them (on IPv4 and IPv6, say): both are served.
+    let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let second = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (addr, addr2) = (first.local_addr().unwrap(), second.local_addr().unwrap());
     let log = std::fs::File::create(tmp.path().join("daemon.log")).unwrap();
-    // As systemd does: the socket is fd 3, LISTEN_PID is the daemon's own pid (sh execs it).
+    // As systemd does: the sockets are fds 3 and 4, LISTEN_PID is the daemon's own pid (sh
+    // execs it). They arrive as the shell's stdin and stdout.
     let mut child = Command::new("sh")
         .arg("-c")
-        .arg(r#"exec 3<&0 0</dev/null; LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=plain exec "$0" serve --config "$1""#)
+        .arg(
+            r#"exec 3<&0 4>&1 0</dev/null 1>&2; LISTEN_PID=$$ LISTEN_FDS=2 LISTEN_FDNAMES=plain:plain exec "$0" serve --config "$1""#,
+        )
         .arg(BIN)
         .arg(&config)
-        .stdin(Stdio::from(std::os::fd::OwnedFd::from(passed)))
-        .stdout(log.try_clone().unwrap())
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(first)))
+        .stdout(Stdio::from(std::os::fd::OwnedFd::from(second)))
         .stderr(log)
         .spawn()
         .unwrap();
@@ -150,18 +156,20 @@ fn listening_sockets_are_taken_from_listen_fds() {
         serde_json::from_str(&std::fs::read_to_string(&listeners).unwrap()).unwrap();
     assert_eq!(bound["plain"], addr, "the passed socket serves the listener");
 
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(b"<13>Oct 11 22:14:15 h app: through a passed socket\n").unwrap();
-    drop(s);
-    wait_until(T, "the event", || {
-        let sql =
-            "SELECT count(*) AS n FROM logs WHERE message = 'through a passed socket' AND listener = 'plain'";
-        crate::daemon::query(&config, sql)[0]["n"] == 1
-    });
+    for (to, message) in [(addr, "through a passed socket"), (addr2, "through the second passed socket")] {
+        let mut s = std::net::TcpStream::connect(to).unwrap();
+        s.write_all(format!("<13>Oct 11 22:14:15 h app: {message}\n").as_bytes()).unwrap();
+        drop(s);
+        wait_until(T, message, || {
+            let sql =
+                format!("SELECT count(*) AS n FROM logs WHERE message = '{message}' AND listener = 'plain'");
+            crate::daemon::query(&config, &sql)[0]["n"] == 1
+        });
+    }
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     assert!(child.wait().unwrap().success());
     let text = std::fs::read_to_string(tmp.path().join("daemon.log")).unwrap();
-    assert!(text.contains("using the listening socket passed by systemd"), "{text}");
+    assert!(text.contains("using the listening sockets passed by systemd"), "{text}");
 }
 
 #[test]

@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +18,7 @@ use tonic::transport::server::Connected;
 use super::auth::{Authenticator, Identity};
 use super::service::FlightSql;
 use crate::config::ListenerCommon;
-use crate::ingest::listener::{Gate, Io, Peer, accept_loop};
+use crate::ingest::listener::{Gate, Io, Listeners, Peer, accept_loop};
 use crate::metrics::{ConnectionMetrics, Metrics};
 use crate::tls::Principal;
 
@@ -73,7 +72,7 @@ impl AsyncWrite for FlightConn {
 }
 
 pub struct FlightServer {
-    pub listener: TcpListener,
+    pub listener: Listeners,
     pub common: ListenerCommon,
     pub gate: Gate,
     pub service: FlightSql,
