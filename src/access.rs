@@ -9,6 +9,15 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::config::AccessConfig;
 
+/// The `[access]` rules in force, swapped whole at a reload: a connection is checked against
+/// the rules of the moment it arrives, a query against those of the moment it is planned.
+pub type SharedAccess = std::sync::Arc<arc_swap::ArcSwap<Access>>;
+
+/// A [`SharedAccess`] holding `cfg`'s rules.
+pub fn shared(cfg: &AccessConfig) -> SharedAccess {
+    std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(Access::new(cfg)))
+}
+
 /// The compiled `[access]` section.
 #[derive(Debug, Clone, Default)]
 pub struct Access {

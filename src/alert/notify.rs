@@ -8,6 +8,12 @@
 //! backoff (1 s doubling up to `max_backoff`); an answer of 4xx other than 408 and 429 is
 //! final (the body is logged and the file dropped). Beyond `queue_max` files the oldest is
 //! dropped and counted.
+//!
+//! A reload ([`Notifier::reconfigure`]) rebuilds the receivers from the new `[alerting]` (so
+//! that changed URLs, CA files and webhook secrets take effect) and swaps them with the
+//! settings: each old task is stopped before its successor starts on the same outbox, with the
+//! same sequence numbers (a notification in flight at that moment is sent again: at least
+//! once); a removed receiver's outbox stays on disk for a later config.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,58 +61,105 @@ struct Receiver {
     kind: Kind,
     client: Client,
     outbox: PathBuf,
-    next: AtomicU64,
-    wake: Notify,
+    /// Shared with the receiver of the same name before and after a reload (same outbox).
+    next: Arc<AtomicU64>,
+    wake: Arc<Notify>,
 }
 
-pub struct Notifier {
-    receivers: Vec<Receiver>,
+/// A receiver's delivery task and the token that stops it.
+type Delivery = (Arc<Receiver>, tokio::task::JoinHandle<()>, CancellationToken);
+
+/// What a reload replaces whole.
+struct Settings {
+    receivers: Vec<Arc<Receiver>>,
     resend: Duration,
     repeat: Duration,
     group_by: Vec<String>,
     queue_max: usize,
     max_backoff: Duration,
+}
+
+pub struct Notifier {
+    dir: PathBuf,
+    settings: arc_swap::ArcSwap<Settings>,
     metrics: NotifyMetrics,
+    /// Each receiver's delivery task and the token that stops it at a reload.
+    tasks: tokio::sync::Mutex<Vec<Delivery>>,
+    /// The shutdown token, once [`Notifier::run`] started.
+    cancel: std::sync::OnceLock<CancellationToken>,
+    /// Tells the resend loop that the settings changed (its interval, perhaps).
+    reconfigured: Notify,
 }
 
 impl Notifier {
     pub fn new(cfg: &AlertingConfig, dir: &Path, metrics: NotifyMetrics) -> Result<Notifier, NotifyError> {
-        let mut receivers = Vec::new();
-        let all = cfg.alertmanagers.iter().map(|r| (r, true)).chain(cfg.webhooks.iter().map(|r| (r, false)));
-        for (r, is_am) in all {
-            receivers.push(receiver(r, is_am, cfg.timeout, dir)?);
+        let settings = settings(cfg, dir, &[])?;
+        for r in &settings.receivers {
+            metrics.queued.with_label_values(&[&r.name]).set(queued(&r.outbox).len() as i64);
         }
-        let n = Notifier {
-            receivers,
-            resend: cfg.resend_interval,
-            repeat: cfg.repeat_interval,
-            group_by: cfg.group_by.clone(),
-            queue_max: cfg.queue_max,
-            max_backoff: cfg.max_backoff,
+        Ok(Notifier {
+            dir: dir.to_path_buf(),
+            settings: arc_swap::ArcSwap::from_pointee(settings),
             metrics,
-        };
-        for r in &n.receivers {
-            n.metrics.queued.with_label_values(&[&r.name]).set(queued(&r.outbox).len() as i64);
+            tasks: tokio::sync::Mutex::new(Vec::new()),
+            cancel: std::sync::OnceLock::new(),
+            reconfigured: Notify::new(),
+        })
+    }
+
+    /// Take a reloaded `[alerting]`: receivers added, changed or removed, and its settings.
+    /// Nothing changes when a receiver cannot be made (its error is returned).
+    pub async fn reconfigure(self: &Arc<Self>, cfg: &AlertingConfig) -> Result<(), NotifyError> {
+        let mut tasks = self.tasks.lock().await;
+        let current = self.settings.load_full();
+        let new = settings(cfg, &self.dir, &current.receivers)?;
+        for r in current.receivers.iter().filter(|r| !new.receivers.iter().any(|n| n.name == r.name)) {
+            let left = queued(&r.outbox).len();
+            tracing::warn!(receiver = %r.name, queued = left, outbox = %r.outbox.display(),
+                "alerting receiver removed; its queued notifications stay in its outbox");
         }
-        Ok(n)
+        let receivers = new.receivers.clone();
+        self.settings.store(Arc::new(new));
+        // Every old task stops before the new ones start, so that an outbox never has two
+        // senders.
+        for (_, task, stop) in tasks.drain(..) {
+            stop.cancel();
+            let _ = task.await;
+        }
+        if let Some(cancel) = self.cancel.get() {
+            for r in receivers {
+                tasks.push(self.spawn_delivery(r, cancel.clone()));
+            }
+        }
+        self.reconfigured.notify_one();
+        let names: Vec<String> = self.settings.load().receivers.iter().map(|r| r.name.clone()).collect();
+        tracing::info!(receivers = ?names, "alerting reloaded");
+        Ok(())
+    }
+
+    fn spawn_delivery(self: &Arc<Self>, r: Arc<Receiver>, cancel: CancellationToken) -> Delivery {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(self.clone().deliver(r.clone(), cancel, stop.clone()));
+        (r, task, stop)
     }
 
     /// Put notifications of `alerts` (that just fired or resolved) in every receiver's outbox.
     pub fn enqueue(&self, alerts: &[Alert], now: i64) {
-        for r in &self.receivers {
+        let s = self.settings.load();
+        for r in &s.receivers {
             let bodies = match &r.kind {
-                Kind::Alertmanager => vec![alertmanager_body(alerts, now, self.resend)],
-                Kind::Webhook { .. } => self.webhook_bodies(&r.name, alerts),
+                Kind::Alertmanager => vec![alertmanager_body(alerts, now, s.resend)],
+                Kind::Webhook { .. } => webhook_bodies(&s.group_by, &r.name, alerts),
             };
             for body in bodies {
-                self.put(r, &body);
+                self.put(&s, r, &body);
             }
         }
     }
 
-    fn put(&self, r: &Receiver, body: &[u8]) {
+    fn put(&self, s: &Settings, r: &Receiver, body: &[u8]) {
         let mut files = queued(&r.outbox);
-        while files.len() >= self.queue_max {
+        while files.len() >= s.queue_max {
             let oldest = files.remove(0);
             let _ = std::fs::remove_file(&oldest);
             self.metrics.dropped.with_label_values(&[&r.name]).inc();
@@ -125,62 +178,39 @@ impl Notifier {
             }
         }
     }
+}
 
-    /// One body per group of `alerts` (by the `group_by` labels), in the shape of
-    /// Alertmanager's own webhook notifications.
-    fn webhook_bodies(&self, receiver: &str, alerts: &[Alert]) -> Vec<Vec<u8>> {
-        let mut groups: BTreeMap<Vec<(String, String)>, Vec<&Alert>> = BTreeMap::new();
-        for a in alerts {
-            let key = self
-                .group_by
-                .iter()
-                .filter_map(|l| a.labels.get(l).map(|v| (l.clone(), v.clone())))
-                .collect();
-            groups.entry(key).or_default().push(a);
-        }
-        groups
-            .into_iter()
-            .map(|(key, alerts)| {
-                let firing = alerts.iter().any(|a| a.status == Status::Firing);
-                let group_labels: BTreeMap<_, _> = key.into_iter().collect();
-                let body = json!({
-                    "version": "4",
-                    "receiver": receiver,
-                    "status": if firing { "firing" } else { "resolved" },
-                    "groupLabels": group_labels,
-                    "groupKey": serde_json::to_string(&group_labels).unwrap_or_default(),
-                    "alerts": alerts.iter().map(|a| json!({
-                        "status": a.status.as_str(),
-                        "labels": a.labels,
-                        "annotations": a.annotations,
-                        "startsAt": rfc3339(a.starts_at),
-                        "endsAt": a.ends_at.map(rfc3339),
-                        "fingerprint": a.fingerprint,
-                    })).collect::<Vec<_>>(),
-                });
-                serde_json::to_vec(&body).unwrap_or_default()
-            })
-            .collect()
-    }
-
+impl Notifier {
     /// Deliver until `cancel`, then until the outboxes are empty or `deadline`; re-announce
     /// firing alerts (to Alertmanager every `resend_interval`, to webhooks after
     /// `repeat_interval`).
     pub async fn run(self: Arc<Self>, alerts: Arc<Alerts>, cancel: CancellationToken) {
-        let mut tasks = Vec::new();
-        for i in 0..self.receivers.len() {
-            tasks.push(tokio::spawn(self.clone().deliver(i, cancel.clone())));
+        {
+            let mut tasks = self.tasks.lock().await;
+            let _ = self.cancel.set(cancel.clone());
+            for r in self.settings.load().receivers.iter().cloned() {
+                tasks.push(self.spawn_delivery(r, cancel.clone()));
+            }
         }
-        let mut tick = tokio::time::interval(self.resend);
+        let mut period = self.settings.load().resend;
+        let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tick.tick() => self.resend(&alerts),
+                _ = self.reconfigured.notified() => {}
+            }
+            let now = self.settings.load().resend;
+            if now != period {
+                period = now;
+                tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             }
         }
-        for t in tasks {
+        let tasks = std::mem::take(&mut *self.tasks.lock().await);
+        for (_, t, _) in tasks {
             let _ = t.await;
         }
     }
@@ -190,17 +220,18 @@ impl Notifier {
         if firing.is_empty() {
             return;
         }
+        let s = self.settings.load();
         let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
         let due: Vec<Alert> =
-            firing.iter().filter(|a| now - a.notified_at >= self.repeat.as_nanos() as i64).cloned().collect();
-        for r in &self.receivers {
+            firing.iter().filter(|a| now - a.notified_at >= s.repeat.as_nanos() as i64).cloned().collect();
+        for r in &s.receivers {
             match &r.kind {
                 // A backlog already re-announces: re-sends would only pile up behind it.
                 Kind::Alertmanager if !queued(&r.outbox).is_empty() => {}
-                Kind::Alertmanager => self.put(r, &alertmanager_body(&firing, now, self.resend)),
+                Kind::Alertmanager => self.put(&s, r, &alertmanager_body(&firing, now, s.resend)),
                 Kind::Webhook { .. } if !due.is_empty() => {
-                    for body in self.webhook_bodies(&r.name, &due) {
-                        self.put(r, &body);
+                    for body in webhook_bodies(&s.group_by, &r.name, &due) {
+                        self.put(&s, r, &body);
                     }
                 }
                 Kind::Webhook { .. } => {}
@@ -211,8 +242,9 @@ impl Notifier {
         }
     }
 
-    async fn deliver(self: Arc<Self>, i: usize, cancel: CancellationToken) {
-        let r = &self.receivers[i];
+    /// Post `r`'s outbox in order until shutdown (`cancel`, then the outbox empties) or a
+    /// reload replaces it (`stop`, at once).
+    async fn deliver(self: Arc<Self>, r: Arc<Receiver>, cancel: CancellationToken, stop: CancellationToken) {
         let mut backoff = Duration::from_secs(1);
         let queued_gauge = self.metrics.queued.with_label_values(&[&r.name]);
         // The outbox is listed again only once what was listed has gone out, not per file.
@@ -229,6 +261,7 @@ impl Notifier {
                 tokio::select! {
                     _ = r.wake.notified() => continue,
                     _ = cancel.cancelled() => continue,
+                    _ = stop.cancelled() => return,
                 }
             };
             let body = match std::fs::read(&path) {
@@ -250,7 +283,10 @@ impl Notifier {
                 Kind::Alertmanager => ("/api/v2/alerts", Vec::new()),
                 Kind::Webhook { secret } => ("", signature(secret.as_deref(), &body)),
             };
-            let outcome = r.client.post(target, body, &headers).await;
+            let outcome = tokio::select! {
+                o = r.client.post(target, body, &headers) => o,
+                _ = stop.cancelled() => return,
+            };
             // Whether this notification is finished with (sent, or refused for good).
             let done = match outcome {
                 Ok(a) if (200..300).contains(&a.status) => {
@@ -288,11 +324,68 @@ impl Notifier {
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = cancel.cancelled() => {}
+                    _ = stop.cancelled() => return,
                 }
-                backoff = (backoff * 2).min(self.max_backoff);
+                backoff = (backoff * 2).min(self.settings.load().max_backoff);
             }
         }
     }
+}
+
+/// One body per group of `alerts` (by the `group_by` labels), in the shape of
+/// Alertmanager's own webhook notifications.
+fn webhook_bodies(group_by: &[String], receiver: &str, alerts: &[Alert]) -> Vec<Vec<u8>> {
+    let mut groups: BTreeMap<Vec<(String, String)>, Vec<&Alert>> = BTreeMap::new();
+    for a in alerts {
+        let key = group_by.iter().filter_map(|l| a.labels.get(l).map(|v| (l.clone(), v.clone()))).collect();
+        groups.entry(key).or_default().push(a);
+    }
+    groups
+        .into_iter()
+        .map(|(key, alerts)| {
+            let firing = alerts.iter().any(|a| a.status == Status::Firing);
+            let group_labels: BTreeMap<_, _> = key.into_iter().collect();
+            let body = json!({
+                "version": "4",
+                "receiver": receiver,
+                "status": if firing { "firing" } else { "resolved" },
+                "groupLabels": group_labels,
+                "groupKey": serde_json::to_string(&group_labels).unwrap_or_default(),
+                "alerts": alerts.iter().map(|a| json!({
+                    "status": a.status.as_str(),
+                    "labels": a.labels,
+                    "annotations": a.annotations,
+                    "startsAt": rfc3339(a.starts_at),
+                    "endsAt": a.ends_at.map(rfc3339),
+                    "fingerprint": a.fingerprint,
+                })).collect::<Vec<_>>(),
+            });
+            serde_json::to_vec(&body).unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The settings `cfg` describes. A receiver named as one of `current` shares its sequence
+/// numbers and wake-up (they serve the same outbox).
+fn settings(cfg: &AlertingConfig, dir: &Path, current: &[Arc<Receiver>]) -> Result<Settings, NotifyError> {
+    let mut receivers = Vec::new();
+    let all = cfg.alertmanagers.iter().map(|r| (r, true)).chain(cfg.webhooks.iter().map(|r| (r, false)));
+    for (r, is_am) in all {
+        let mut new = receiver(r, is_am, cfg.timeout, dir)?;
+        if let Some(c) = current.iter().find(|c| c.name == new.name) {
+            new.next = c.next.clone();
+            new.wake = c.wake.clone();
+        }
+        receivers.push(Arc::new(new));
+    }
+    Ok(Settings {
+        receivers,
+        resend: cfg.resend_interval,
+        repeat: cfg.repeat_interval,
+        group_by: cfg.group_by.clone(),
+        queue_max: cfg.queue_max,
+        max_backoff: cfg.max_backoff,
+    })
 }
 
 fn receiver(r: &ReceiverConfig, is_am: bool, timeout: Duration, dir: &Path) -> Result<Receiver, NotifyError> {
@@ -330,7 +423,14 @@ fn receiver(r: &ReceiverConfig, is_am: bool, timeout: Duration, dir: &Path) -> R
         .last()
         .and_then(|p| p.file_stem()?.to_str()?.parse::<u64>().ok())
         .map_or(0, |n| n + 1);
-    Ok(Receiver { name, kind, client, outbox, next: AtomicU64::new(next), wake: Notify::new() })
+    Ok(Receiver {
+        name,
+        kind,
+        client,
+        outbox,
+        next: Arc::new(AtomicU64::new(next)),
+        wake: Arc::new(Notify::new()),
+    })
 }
 
 /// The outbox's notification files, oldest first.

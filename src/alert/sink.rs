@@ -106,6 +106,10 @@ pub struct AlertSink {
 const LOG_COLUMNS: &[&str] = &["host", "app", "procid", "msgid", "peer", "client_id", "listener"];
 
 impl Sink for AlertSink {
+    fn detect_changed(&mut self, cfg: &crate::config::DetectConfig) {
+        self.detectors.reconfigure(cfg.clone());
+    }
+
     fn rule_removed(&mut self, rule: &str) {
         let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
         let resolved = self.alerts.resolve_rule(rule, now);

@@ -11,14 +11,16 @@ use super::AppError;
 use crate::alert::Alerts;
 use crate::alert::notify::Notifier;
 use crate::alert::sink::{AlertSink, Results};
-use crate::config::{Config, RuleConfig};
+use crate::config::{Config, DetectConfig, RuleConfig};
 use crate::detect::builtin::{self, Detectors};
 use crate::metrics::Metrics;
-use crate::stream::{Engine, Options, Reload, Rule, Tap};
+use crate::stream::{Engine, Options, Reload, Rule, RuleUpdate, Tap};
 
 pub struct Detection {
     pub tap: Tap,
     pub alerts: Arc<Alerts>,
+    /// Alert delivery, reconfigured at a reload.
+    pub delivery: Arc<Notifier>,
     reload: Reload,
     engine: std::thread::JoinHandle<()>,
     notifier: JoinHandle<()>,
@@ -74,8 +76,9 @@ pub fn start(
         notifier.enqueue(&resolved, now);
     }
     let notify_cancel = CancellationToken::new();
+    let delivery = notifier.clone();
     let notifier = tokio::spawn(notifier.run(alerts.clone(), notify_cancel.clone()));
-    Ok(Detection { tap, alerts, reload, engine, notifier, notify_cancel })
+    Ok(Detection { tap, alerts, delivery, reload, engine, notifier, notify_cancel })
 }
 
 impl Detection {
@@ -103,11 +106,18 @@ impl Detection {
     }
 }
 
-/// Reread the rules in `path` and hand the engine every rule that compiles (with the
-/// built-in detectors): rules that plan are (re)started, keeping their open windows when
-/// unchanged; a rule that does not is logged with its key and DataFusion's reason,
-/// and its running version, if any, stays. False when the engine has stopped.
-pub async fn reload_rules(path: &Path, reload: &Reload, builtins: &[RuleConfig]) -> bool {
+/// Reread the rules in `path` and hand the engine every rule that compiles, with the
+/// built-in detectors of `detect` (the reloaded `[detect]`, or `None` to keep the running
+/// one's, when the file's other sections did not load): rules that plan are (re)started,
+/// keeping their open windows when unchanged; a rule that does not is logged with its key and
+/// DataFusion's reason, and its running version, if any, stays. False when the engine has
+/// stopped.
+pub async fn reload_rules(
+    path: &Path,
+    reload: &Reload,
+    detect: Option<&DetectConfig>,
+    running_detect: &DetectConfig,
+) -> bool {
     let rules = match crate::config::load_rules(path) {
         Ok(r) => r,
         Err(e) => {
@@ -115,9 +125,10 @@ pub async fn reload_rules(path: &Path, reload: &Reload, builtins: &[RuleConfig])
             return true;
         }
     };
+    let builtins = builtin::rules(detect.unwrap_or(running_detect));
     let mut set = Vec::new();
     let user = rules.len();
-    for (i, cfg) in rules.into_iter().chain(builtins.iter().cloned()).enumerate() {
+    for (i, cfg) in rules.into_iter().chain(builtins).enumerate() {
         if i < user && builtin::NAMES.contains(&cfg.name.as_str()) {
             tracing::error!(file = %path.display(), key = format!("rules[{i}].name"), name = %cfg.name,
                 "rule refused at reload: the name is a built-in detector's");
@@ -132,5 +143,5 @@ pub async fn reload_rules(path: &Path, reload: &Reload, builtins: &[RuleConfig])
         let name = cfg.name.clone();
         set.push((name, compiled.pop().map(|r| (cfg, r))));
     }
-    reload.send(set).await.is_ok()
+    reload.send(RuleUpdate { rules: set, detect: detect.cloned() }).await.is_ok()
 }

@@ -13,7 +13,6 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::access::Access;
 use crate::audit::Audit;
 use crate::config::{Config, ListenerCommon};
 use crate::detect::templates::{Shared, TemplateMetrics};
@@ -122,7 +121,7 @@ pub async fn run(
     let (audit, audit_writer) =
         Audit::start(&audit_dir, config.audit.retention_max_age, metrics.audit_dropped.clone())
             .map_err(|source| AppError::Audit { dir: audit_dir.display().to_string(), source })?;
-    let access = Arc::new(Access::new(&config.access));
+    let access = crate::access::shared(&config.access);
     let templates = if config.detect.templates.enabled {
         let tm =
             TemplateMetrics { known: metrics.templates.clone(), created: metrics.templates_created.clone() };
@@ -216,6 +215,7 @@ pub async fn run(
     // remaining clones.
     drop(appender);
 
+    let mut flight_auth = None;
     let flight_task = if config.flight.enabled {
         let listener =
             binder.bind("Flight SQL endpoint", "flight", config.flight.address, config.flight.tls).await?;
@@ -230,6 +230,7 @@ pub async fn run(
             access.clone(),
             LiveTables { templates: templates.clone(), alerts: Some(detection.alerts.clone()) },
         )?;
+        flight_auth = Some(server.auth.clone());
         Some(tokio::spawn(server.run(cancel.clone(), connections.clone())))
     } else {
         None
@@ -267,8 +268,11 @@ pub async fn run(
         let what = service::Reloadable {
             config_file: p,
             rules: detection.reloader(),
-            builtins: crate::detect::builtin::rules(&config.detect),
+            detect: config.detect.clone(),
             tls: tls.clone(),
+            access: access.clone(),
+            flight_auth: flight_auth.clone(),
+            alerting: detection.delivery.clone(),
         };
         tokio::spawn(service::reload_on_hangup(what, notifier.clone(), service_state.clone(), cancel.clone()))
     });
@@ -394,7 +398,7 @@ fn flight_server(
     tls: Option<&ServerTls>,
     metrics: &Metrics,
     gate: Gate,
-    access: Arc<Access>,
+    access: crate::access::SharedAccess,
     live: LiveTables,
 ) -> Result<FlightServer, AppError> {
     let f = &config.flight;

@@ -9,7 +9,7 @@ use prometheus::core::Collector;
 use tokio_util::sync::CancellationToken;
 
 use super::detection::reload_rules;
-use crate::config::{ConfigError, RuleConfig};
+use crate::config::ConfigError;
 use crate::metrics::Metrics;
 use crate::store::Appender;
 use crate::stream::Reload;
@@ -153,18 +153,25 @@ fn sum(c: &impl Collector) -> i64 {
 pub struct Reloadable {
     pub config_file: PathBuf,
     pub rules: Reload,
-    pub builtins: Vec<RuleConfig>,
+    /// The `[detect]` in force (the built-in detectors' rules are made from it).
+    pub detect: crate::config::DetectConfig,
     pub tls: Option<ServerTls>,
+    pub access: crate::access::SharedAccess,
+    /// Flight SQL's credentials, when the endpoint is on.
+    pub flight_auth: Option<Arc<crate::serve::flight::auth::Authenticator>>,
+    pub alerting: Arc<crate::alert::notify::Notifier>,
 }
 
 /// On SIGHUP (`systemctl reload`): `RELOADING=1`, reread and check the config file, apply what
-/// can change at run time (the server certificate and key, rules and detectors,
-/// client-certificate trust and CRLs), then
-/// `READY=1`. A config that does not load is refused as a whole (the running one stays) and
-/// the reason is logged and shown in `STATUS=`; a config whose only problems are rules applies
-/// every other rule, as `logwarden validate` would explain.
+/// can change at run time, then `READY=1`. What changes: the server certificate and key
+/// (rotation), `[access]`, Flight SQL credentials, `[alerting]` receivers and settings,
+/// rules, the built-in detectors' `[detect]` settings, and client-certificate trust and
+/// CRLs. Established connections stay. A config that does not load is refused as a whole (the
+/// running one stays) and the reason is logged and shown in `STATUS=`; a config whose only
+/// problems are rules applies the rest and every other rule, as `logwarden validate` would
+/// explain.
 pub async fn reload_on_hangup(
-    what: Reloadable,
+    mut what: Reloadable,
     notifier: Notifier,
     state: Arc<ServiceState>,
     cancel: CancellationToken,
@@ -185,53 +192,67 @@ pub async fn reload_on_hangup(
         notifier.reloading();
         let file = what.config_file.display().to_string();
         tracing::info!(file, "received SIGHUP: reloading the configuration");
-        // Err: the whole reload is refused; Ok(Some): only rules were refused, the rest applies.
-        let checked = match crate::config::load(Some(&what.config_file)) {
-            Ok(cfg) => reload_identity(what.tls.as_ref(), &cfg).await.map(|()| None).map_err(|e| {
-                tracing::error!(error = %e, "server certificate not reloaded; the running configuration stays");
-                format!("{file}: tls: {e}")
-            }),
+        // The config to apply, and the rules problem that is all that is wrong with the file.
+        let (cfg, refused) = match crate::config::load(Some(&what.config_file)) {
+            Ok(cfg) => (Some(cfg), None),
             Err(ConfigError::Invalid { problems, .. })
                 if problems.iter().all(|p| p.key.starts_with("rules[")) =>
             {
-                // The rest of the file is good: it applies (certificate rotation among it).
-                let rotated = match crate::config::load_except_rules(&what.config_file) {
-                    Ok(cfg) => reload_identity(what.tls.as_ref(), &cfg).await.map_err(|e| format!("tls: {e}")),
+                let refused = Some(format!("{file}: {}", problems[0]));
+                match crate::config::load_except_rules(&what.config_file) {
+                    Ok(cfg) => (Some(cfg), refused),
                     Err(e) => {
-                        tracing::warn!(error = %e, "server certificate not reloaded: the file does not load without its rules");
-                        Ok(())
-                    }
-                };
-                match rotated {
-                    Ok(()) => Ok(Some(format!("{file}: {}", problems[0]))),
-                    Err(e) => {
-                        tracing::error!(error = %e, "configuration not reloaded; the running configuration stays");
-                        Err(format!("{file}: {e}"))
+                        tracing::warn!(error = %e, "only the rules are reloaded: the file does not load without them");
+                        (None, refused)
                     }
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "configuration not reloaded; the running configuration stays");
-                Err(e.to_string().lines().next().unwrap_or_default().to_owned())
-            }
-        };
-        let refused = match checked {
-            Ok(refused) => refused,
-            Err(reason) => {
+                let reason = e.to_string().lines().next().unwrap_or_default().to_owned();
                 notifier.ready(&format!("reload refused: {reason}"));
                 state.set_reload_error(Some(reason));
                 continue;
             }
         };
-        if !reload_rules(&what.config_file, &what.rules, &what.builtins).await {
+        let mut partly = Vec::new();
+        if let Some(cfg) = &cfg {
+            // The certificate first: if it cannot be loaded nothing else changes.
+            if let Err(e) = reload_identity(what.tls.as_ref(), cfg).await {
+                tracing::error!(error = %e, "server certificate not reloaded; the running configuration stays");
+                let reason = format!("{file}: tls: {e}");
+                notifier.ready(&format!("reload refused: {reason}"));
+                state.set_reload_error(Some(reason));
+                continue;
+            }
+            what.access.store(Arc::new(crate::access::Access::new(&cfg.access)));
+            if let Some(auth) = &what.flight_auth
+                && let Err(e) = auth.reload(&cfg.flight, &cfg.flight_token_file())
+            {
+                tracing::error!(error = %e, "Flight SQL credentials not reloaded; the running ones stay");
+                partly.push(format!("flight: {e}"));
+            }
+            if let Err(e) = what.alerting.reconfigure(&cfg.alerting).await {
+                tracing::error!(error = %e, "alerting not reloaded; the running receivers stay");
+                partly.push(format!("alerting: {e}"));
+            }
+        }
+        let detect = cfg.as_ref().map(|c| &c.detect);
+        if !reload_rules(&what.config_file, &what.rules, detect, &what.detect).await {
             return;
+        }
+        if let Some(cfg) = &cfg {
+            what.detect = cfg.detect.clone();
         }
         if let Some(tls) = what.tls.clone() {
             let _ = tokio::task::spawn_blocking(move || tls.reload_trust(true)).await;
         }
-        state.set_reload_error(refused.clone());
-        let status = match &refused {
-            Some(e) => format!("reloaded, some rules refused: {e}"),
+        let problem =
+            refused.map(|r| format!("some rules refused: {r}")).into_iter().chain(partly).collect::<Vec<_>>();
+        let problem = (!problem.is_empty()).then(|| problem.join("; "));
+        state.set_reload_error(problem.clone());
+        let status = match &problem {
+            Some(e) => format!("reloaded, {e}"),
             None => "reloaded".to_owned(),
         };
         tracing::info!(file, "configuration reloaded");

@@ -123,6 +123,11 @@ impl Detectors {
         Detectors { cfg, state, path, templates }
     }
 
+    /// New thresholds, windows and switches from a reload; the learned baselines stay.
+    pub fn reconfigure(&mut self, cfg: DetectConfig) {
+        self.cfg = cfg;
+    }
+
     /// The alert instances of a built-in detector's window, or `None` for other rules.
     pub fn evaluate(&mut self, out: &WindowOutput<'_>) -> Option<Vec<Instance>> {
         let instances = match out.rule.name.as_str() {

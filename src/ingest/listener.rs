@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::access::Access;
+use crate::access::SharedAccess;
 use crate::audit::{Audit, AuditEntry};
 use crate::config::{ListenerCommon, PrincipalSource};
 use crate::metrics::ConnectionMetrics;
@@ -47,7 +47,7 @@ pub struct Gate {
     /// How a certificate becomes a principal (`[identity] principal_from`).
     pub identity: Arc<Vec<PrincipalSource>>,
     /// The send rules, for ingest listeners; `None` where they do not apply (Flight SQL).
-    pub access: Option<Arc<Access>>,
+    pub access: Option<SharedAccess>,
     pub audit: Audit,
     /// Whether plain-TCP connections are audited too: yes where events come in, no on the
     /// admin endpoint, where every plain scrape would be an anonymous entry.
@@ -166,7 +166,7 @@ pub async fn accept_loop<H, F>(
             }
             let who = principal.as_deref().map(|p| p.name.as_str());
             if let Some(access) = &gate.access
-                && !access.may_send(who, &name)
+                && !access.load().may_send(who, &name)
             {
                 m.denied.inc();
                 tracing::warn!(listener = %name, %peer, principal = who.unwrap_or(""), "connection refused: the principal may not send to this listener ([access] send rules)");

@@ -48,6 +48,8 @@ pub trait Sink: Send + 'static {
     fn window_closed(&mut self, out: &WindowOutput<'_>);
     /// A rule stopped (taken out of the config at a reload): what it raised is over.
     fn rule_removed(&mut self, _rule: &str) {}
+    /// A reload brought a new `[detect]`, applied together with the rule set it came with.
+    fn detect_changed(&mut self, _cfg: &crate::config::DetectConfig) {}
 }
 
 #[derive(Clone)]
@@ -150,7 +152,14 @@ pub struct Engine {
 /// A new rule set, by name: `None` keeps the running version of a rule that failed to plan.
 /// An unchanged rule keeps its open windows; rules not named stop.
 pub type RuleSet = Vec<(String, Option<(RuleConfig, Rule)>)>;
-pub type Reload = mpsc::Sender<RuleSet>;
+
+/// What a reload hands the engine: the rule set, and the `[detect]` settings of the built-in
+/// detectors (whose rules are in the set), applied at the same point of the stream.
+pub struct RuleUpdate {
+    pub rules: RuleSet,
+    pub detect: Option<crate::config::DetectConfig>,
+}
+pub type Reload = mpsc::Sender<RuleUpdate>;
 
 fn as_set(rules: Vec<(RuleConfig, Rule)>) -> RuleSet {
     rules.into_iter().map(|(c, r)| (c.name.clone(), Some((c, r)))).collect()
@@ -217,7 +226,7 @@ impl Engine {
         }
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Vec<RecordBatch>>, mut reload: mpsc::Receiver<RuleSet>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Vec<RecordBatch>>, mut reload: mpsc::Receiver<RuleUpdate>) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -230,8 +239,11 @@ impl Engine {
                     None => break,
                 },
                 _ = tick.tick() => self.close_due(Instant::now()).await,
-                Some(rules) = reload.recv() => {
-                    self.replace(rules);
+                Some(update) = reload.recv() => {
+                    self.replace(update.rules);
+                    if let Some(detect) = &update.detect {
+                        self.sink.detect_changed(detect);
+                    }
                     let names: Vec<&str> = self.rules.iter().map(|r| r.config.name.as_str()).collect();
                     tracing::info!(rules = ?names, "rules reloaded");
                 }

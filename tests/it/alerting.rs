@@ -454,3 +454,36 @@ fn alerts_reach_an_alertmanager_over_tls_with_a_client_certificate() {
         format!(r#"logwarden_alert_notifications_sent_total{{receiver="localhost:{}"}}"#, am.addr.port());
     assert!(d.metric(&sent) >= 1.0);
 }
+
+/// A reload adds an Alertmanager (and shortens the resend interval): alerts already firing
+/// reach it. It also switches a built-in detector off.
+#[test]
+fn sighup_reloads_alerting_receivers_and_detector_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let am = Alertmanager::start(&tmp.path().join("am"), 0);
+    let full = rules_config(am.addr);
+    let without_receivers = &full[..full.find("[alerting]").unwrap()];
+    let d = Daemon::start_with(without_receivers);
+    let mut lines: Vec<(u32, &str, &str, &str)> = (1..=4).map(|t| (t, "web1", "sshd", FAIL)).collect();
+    lines.push((13, "web3", "cron", "tick"));
+    send(&d, &lines);
+    wait_until(Duration::from_secs(30), "the alert firing (no receiver yet)", || {
+        d.metric(r#"logwarden_alerts_firing{rule="ssh_bruteforce",severity="warning"}"#) == 1.0
+    });
+    assert!(am.alerts().is_empty());
+
+    let text = format!(
+        "{}\n[detect.volume]\nenabled = false\n[alerting]\nresend_interval = \"1s\"\n[[alerting.alertmanagers]]\nurl = \"http://{}\"\n",
+        std::fs::read_to_string(&d.config).unwrap(),
+        am.addr
+    );
+    std::fs::write(&d.config, text).unwrap();
+    d.signal("-HUP");
+    wait_until(Duration::from_secs(30), "the firing alert at the new Alertmanager", || {
+        am.alerts().iter().any(|a| a["labels"]["alertname"] == "ssh_bruteforce")
+    });
+    let log = d.log_text();
+    assert!(log.contains("alerting reloaded"), "{log}");
+    let reloaded = log.lines().rfind(|l| l.contains("rules reloaded")).unwrap_or_default();
+    assert!(reloaded.contains("ssh_bruteforce") && !reloaded.contains("\"volume\""), "{reloaded}");
+}

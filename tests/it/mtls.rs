@@ -302,3 +302,89 @@ tables = ["*"]
     );
     assert!(d.log_text().contains("logwarden::audit"), "audit entries are logged too");
 }
+
+/// `systemctl reload` changes who may send and query, and revokes a rotated Flight SQL token,
+/// without dropping a connection that is already sending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_access_rules_and_flight_tokens() {
+    use tokio::io::AsyncWriteExt;
+    let mut pki = Pki::new("logwarden client CA");
+    let web = pki.host("web", "web-01.example.org", false);
+    let db = pki.host("db", "db-01.example.org", false);
+    let section = |shippers: &str, token: &str, tables: &str| {
+        format!(
+            r#"{trust}{listener}
+[flight]
+address = "127.0.0.1:0"
+[[flight.tokens]]
+name = "analyst"
+sha256 = "{token}"
+[access.groups]
+shippers = [{shippers}]
+[[access.send]]
+principals = ["group:shippers"]
+listeners = ["mtls"]
+[[access.send]]
+principals = ["*"]
+listeners = ["plain"]
+[[access.query]]
+principals = ["analyst"]
+tables = [{tables}]
+"#,
+            trust = trust_section(&pki, "10s"),
+            listener = mtls_listener("mtls", "required"),
+            token = sha256_hex(token),
+        )
+    };
+    let d = Daemon::start_with(&section(r#""web-01.example.org""#, "first-token", r#""logs""#));
+    assert!(send_with(d.addr("mtls"), cfg(&d, &web), &msg("web before")).await);
+    assert!(!send_with(d.addr("mtls"), cfg(&d, &db), &msg("db before")).await);
+    // web keeps a connection open across the reload.
+    let tcp = tokio::net::TcpStream::connect(d.addr("mtls")).await.unwrap();
+    let mut open = tokio_rustls::TlsConnector::from(cfg(&d, &web))
+        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    open.write_all(&msg("web open before")).await.unwrap();
+    open.flush().await.unwrap();
+    wait_until(T, "web's events", || d.count("message LIKE 'web%'") == 2);
+
+    let url = format!("https://localhost:{}", d.addr("flight").port());
+    let ca = d.ca_file();
+    let mut analyst = client::connect(&url, Some(&ca), Some("first-token")).await.unwrap();
+    let err = client::query(&mut analyst, "SELECT count(*) FROM audit").await.unwrap_err().to_string();
+    assert!(err.contains("may not query table audit"), "{err}");
+
+    // db replaces web among the shippers; the analyst's token is rotated and may read audit.
+    let text = std::fs::read_to_string(&d.config).unwrap().replace(
+        &section(r#""web-01.example.org""#, "first-token", r#""logs""#),
+        &section(r#""db-01.example.org""#, "second-token", r#""logs", "audit""#),
+    );
+    std::fs::write(&d.config, text).unwrap();
+    d.signal("-HUP");
+    wait_until(T, "the reload", || {
+        let log = d.log_text();
+        log.contains("Flight SQL credentials reloaded") && log.contains("configuration reloaded")
+    });
+
+    assert!(send_with(d.addr("mtls"), cfg(&d, &db), &msg("db after")).await);
+    assert!(!send_with(d.addr("mtls"), cfg(&d, &web), &msg("web after")).await);
+    // The connection web opened before the reload was not dropped.
+    open.write_all(&msg("web open after")).await.unwrap();
+    open.flush().await.unwrap();
+    wait_until(T, "db's event and web's on its open connection", || {
+        d.count("message IN ('db after', 'web open after')") == 2
+    });
+    assert_eq!(d.count("message IN ('db before', 'web after')"), 0);
+
+    // The old token no longer authenticates, on a new connection or the existing one.
+    let err = client::query(&mut analyst, "SELECT count(*) FROM logs").await.unwrap_err().to_string();
+    assert!(err.contains("Unauthenticated"), "{err}");
+    let refused = match client::connect(&url, Some(&ca), Some("first-token")).await {
+        Err(_) => true,
+        Ok(mut c) => client::query(&mut c, "SELECT 1").await.is_err(),
+    };
+    assert!(refused, "a new connection with the old token was served");
+    let mut rotated = client::connect(&url, Some(&ca), Some("second-token")).await.unwrap();
+    assert!(count_of(&client::query(&mut rotated, "SELECT count(*) FROM audit").await.unwrap()) > 0);
+}

@@ -46,9 +46,42 @@ pub enum AuthError {
 type Digest32 = [u8; 32];
 
 pub struct Authenticator {
+    /// Swapped whole at a reload.
+    creds: arc_swap::ArcSwap<Credentials>,
+    sessions: Mutex<HashMap<Digest32, (Identity, Instant)>>,
+}
+
+/// The configured (or generated) credentials.
+#[derive(PartialEq)]
+struct Credentials {
     tokens: HashMap<Digest32, String>,
     users: HashMap<String, String>,
-    sessions: Mutex<HashMap<Digest32, (Identity, Instant)>>,
+    /// The token file in use when no credentials are configured.
+    token_file: Option<PathBuf>,
+}
+
+impl Credentials {
+    fn from_config(cfg: &FlightConfig, token_file: &Path) -> Result<Credentials, AuthError> {
+        let mut tokens: HashMap<Digest32, String> =
+            cfg.tokens.iter().filter_map(|t| Some((from_hex(&t.sha256)?, t.name.clone()))).collect();
+        let users = cfg.users.iter().map(|u| (u.name.clone(), u.password_hash.clone())).collect();
+        let mut generated = None;
+        if cfg.tokens.is_empty() && cfg.users.is_empty() {
+            let token = load_or_create_token(token_file)?;
+            tokens.insert(sha256(token.as_bytes()), "token-file".into());
+            generated = Some(token_file.to_path_buf());
+        }
+        Ok(Credentials { tokens, users, token_file: generated })
+    }
+
+    /// What proves to be `name`: its token digests and password hash. A session of a name
+    /// whose proof changed at a reload ends.
+    fn proof(&self, name: &str) -> (Vec<&Digest32>, Option<&String>) {
+        let mut digests: Vec<&Digest32> =
+            self.tokens.iter().filter(|(_, n)| *n == name).map(|(d, _)| d).collect();
+        digests.sort();
+        (digests, self.users.get(name))
+    }
 }
 
 fn sha256(bytes: &[u8]) -> Digest32 {
@@ -81,16 +114,34 @@ impl Authenticator {
     /// Credentials from the config; with none configured, the token in `token_file` (created
     /// with a new random token on first start). Returns the file when it is in use.
     pub fn new(cfg: &FlightConfig, token_file: &Path) -> Result<(Self, Option<PathBuf>), AuthError> {
-        let mut tokens: HashMap<Digest32, String> =
-            cfg.tokens.iter().filter_map(|t| Some((from_hex(&t.sha256)?, t.name.clone()))).collect();
-        let users = cfg.users.iter().map(|u| (u.name.clone(), u.password_hash.clone())).collect();
-        let mut generated = None;
-        if cfg.tokens.is_empty() && cfg.users.is_empty() {
-            let token = load_or_create_token(token_file)?;
-            tokens.insert(sha256(token.as_bytes()), "token-file".into());
-            generated = Some(token_file.to_path_buf());
+        let creds = Credentials::from_config(cfg, token_file)?;
+        let generated = creds.token_file.clone();
+        Ok((
+            Authenticator {
+                creds: arc_swap::ArcSwap::from_pointee(creds),
+                sessions: Mutex::new(HashMap::new()),
+            },
+            generated,
+        ))
+    }
+
+    /// Take the credentials of a reloaded config. Sessions (handshakes, remembered basic
+    /// credentials) of a name whose token or password changed or went away end; others go on.
+    /// True when anything changed.
+    pub fn reload(&self, cfg: &FlightConfig, token_file: &Path) -> Result<bool, AuthError> {
+        let new = Credentials::from_config(cfg, token_file)?;
+        let old = self.creds.load_full();
+        if *old == new {
+            return Ok(false);
         }
-        Ok((Authenticator { tokens, users, sessions: Mutex::new(HashMap::new()) }, generated))
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let before = sessions.len();
+        sessions.retain(|_, (id, _)| old.proof(&id.name) == new.proof(&id.name));
+        let ended = before - sessions.len();
+        self.creds.store(std::sync::Arc::new(new));
+        drop(sessions);
+        tracing::info!(sessions_ended = ended, "Flight SQL credentials reloaded");
+        Ok(true)
     }
 
     /// Check the `authorization` header of a call.
@@ -106,7 +157,7 @@ impl Authenticator {
         let value = value.trim();
         if scheme.eq_ignore_ascii_case("bearer") {
             let digest = sha256(value.as_bytes());
-            if let Some(name) = self.tokens.get(&digest) {
+            if let Some(name) = self.creds.load().tokens.get(&digest) {
                 return Ok(Identity { name: name.clone(), method: "token" });
             }
             if let Some(id) = self.session(&digest) {
@@ -132,7 +183,8 @@ impl Authenticator {
         let decoded = STANDARD.decode(value).map_err(|_| bad())?;
         let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
         let (user, password) = decoded.split_once(':').ok_or_else(bad)?;
-        let phc = self.users.get(user).ok_or_else(bad)?;
+        let creds = self.creds.load();
+        let phc = creds.users.get(user).ok_or_else(bad)?;
         let hash = PasswordHash::new(phc).map_err(|_| bad())?;
         Argon2::default().verify_password(password.as_bytes(), &hash).map_err(|_| bad())?;
         let id = Identity { name: user.to_owned(), method: "basic" };
@@ -249,5 +301,43 @@ mod tests {
         assert!(auth.check(&md(&format!("Bearer {token}"))).is_ok());
         let (again, _) = Authenticator::new(&FlightConfig::default(), &path).unwrap();
         assert!(again.check(&md(&format!("Bearer {token}"))).is_ok());
+    }
+
+    #[test]
+    fn a_reload_revokes_changed_credentials_and_their_sessions_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t");
+        let cfg = FlightConfig {
+            tokens: vec![
+                TokenConfig { name: "grafana".into(), sha256: sha256_hex("s3cret") },
+                TokenConfig { name: "ci".into(), sha256: sha256_hex("ci-token") },
+            ],
+            users: vec![UserConfig { name: "alice".into(), password_hash: hash_password("pw").unwrap() }],
+            ..FlightConfig::default()
+        };
+        let (auth, _) = Authenticator::new(&cfg, &file).unwrap();
+        let grafana_session = auth.start_session(&auth.check(&md("Bearer s3cret")).unwrap());
+        let ci_session = auth.start_session(&auth.check(&md("Bearer ci-token")).unwrap());
+        let basic = format!("Basic {}", STANDARD.encode("alice:pw"));
+        assert!(auth.check(&md(&basic)).is_ok());
+        assert!(!auth.reload(&cfg, &file).unwrap(), "the same config changes nothing");
+
+        // grafana's token is replaced, ci's is untouched, alice's password is unchanged.
+        let mut next = cfg.clone();
+        next.tokens[0].sha256 = sha256_hex("rotated");
+        assert!(auth.reload(&next, &file).unwrap());
+        assert!(auth.check(&md("Bearer s3cret")).is_err(), "the old token still works");
+        assert!(
+            auth.check(&md(&format!("Bearer {grafana_session}"))).is_err(),
+            "the old token's session lives on"
+        );
+        assert_eq!(auth.check(&md("Bearer rotated")).unwrap().name, "grafana");
+        assert_eq!(auth.check(&md(&format!("Bearer {ci_session}"))).unwrap().name, "ci");
+        assert!(auth.check(&md(&basic)).is_ok());
+
+        // alice is removed: her remembered basic credential ends with her.
+        next.users.clear();
+        assert!(auth.reload(&next, &file).unwrap());
+        assert!(auth.check(&md(&basic)).is_err());
     }
 }

@@ -38,7 +38,7 @@ use super::auth::{Authenticator, Identity};
 use super::handle::Statement;
 use super::metadata;
 use super::server::FlightPeer;
-use crate::access::Access;
+use crate::access::SharedAccess;
 use crate::audit::{Audit, AuditEntry};
 use crate::metrics::Metrics;
 use crate::query::{self, QueryEngine, QueryError, QueryLimits, wire_schema};
@@ -53,7 +53,7 @@ pub struct FlightSql {
     pub max_concurrent: usize,
     pub running: Arc<Semaphore>,
     pub metrics: Metrics,
-    pub access: Arc<Access>,
+    pub access: SharedAccess,
     pub audit: Audit,
 }
 
@@ -203,7 +203,7 @@ impl FlightSql {
         stmt: &Statement,
         c: &Caller,
     ) -> Result<datafusion::dataframe::DataFrame, QueryError> {
-        let grant = self.access.query_grant(&c.who);
+        let grant = self.access.load().query_grant(&c.who);
         self.engine
             .plan(&stmt.sql, stmt.params.clone(), Some(self.limits.memory_bytes), (&c.who, &grant))
             .await
@@ -481,7 +481,7 @@ impl FlightSqlService for FlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         // A principal is shown the tables its [access] query rules let it read.
-        let grant = self.access.query_grant(&caller(&request).who);
+        let grant = self.access.load().query_grant(&caller(&request).who);
         let visible =
             |schema: &str, table: &str| schema == "information_schema" || grant.table(table).is_some();
         Ok(Response::new(encode_batch(
