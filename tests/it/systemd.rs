@@ -172,25 +172,29 @@ fn listening_sockets_are_taken_from_listen_fds() {
     assert!(text.contains("using the listening sockets passed by systemd"), "{text}");
 }
 
+/// The daemon with stderr to a new file at `log_path` that `JOURNAL_STREAM` names, as systemd
+/// sets it when stderr is the journal.
+fn journal_stream_command(log_path: &std::path::Path) -> Command {
+    use std::os::unix::fs::MetadataExt;
+    let log = std::fs::File::create(log_path).unwrap();
+    let meta = log.metadata().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    cmd
+}
+
 #[test]
 fn logs_to_the_journal_carry_priorities_and_no_timestamps() {
-    use std::os::unix::fs::MetadataExt;
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let config = tmp.path().join("logwarden.toml");
     std::fs::write(&config, test_config(&data, "")).unwrap();
     let log_path = tmp.path().join("journal-stream.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let meta = log.metadata().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child =
+        journal_stream_command(&log_path).args(["serve", "--config"]).arg(&config).spawn().unwrap();
     wait_until(T, "ready", || {
         assert!(child.try_wait().unwrap().is_none(), "exited early");
         std::fs::read_to_string(&log_path).unwrap_or_default().contains("logwarden is ready")
@@ -218,23 +222,12 @@ fn logs_to_the_journal_carry_priorities_and_no_timestamps() {
 fn errors_that_end_the_process_reach_the_journal_at_error_priority() {
     // `logwarden validate` in ExecStartPre= and a failed `serve`: `journalctl -p err` must show
     // why, every line of it.
-    use std::os::unix::fs::MetadataExt;
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("bad.toml");
     std::fs::write(&config, "[admin]\nadress = \"127.0.0.1:1\"\n[storage]\nzstd_level = 99\n").unwrap();
     for args in [&["validate"][..], &["serve", "--config"][..]] {
         let log_path = tmp.path().join("journal-stream.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let meta = log.metadata().unwrap();
-        let status = Command::new(BIN)
-            .args(args)
-            .arg(&config)
-            .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .status()
-            .unwrap();
+        let status = journal_stream_command(&log_path).args(args).arg(&config).status().unwrap();
         assert!(!status.success(), "{args:?}");
         let text = std::fs::read_to_string(&log_path).unwrap();
         assert!(
