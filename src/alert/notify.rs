@@ -89,6 +89,9 @@ pub struct Notifier {
     cancel: std::sync::OnceLock<CancellationToken>,
     /// Tells the resend loop that the settings changed (its interval, perhaps).
     reconfigured: Notify,
+    /// Set (under `tasks`) once shutdown has taken the delivery tasks: a reload then only
+    /// swaps the settings, it starts no task.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Notifier {
@@ -104,6 +107,7 @@ impl Notifier {
             tasks: tokio::sync::Mutex::new(Vec::new()),
             cancel: std::sync::OnceLock::new(),
             reconfigured: Notify::new(),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -126,7 +130,9 @@ impl Notifier {
             stop.cancel();
             let _ = task.await;
         }
-        if let Some(cancel) = self.cancel.get() {
+        if let Some(cancel) = self.cancel.get()
+            && !self.closed.load(Ordering::Relaxed)
+        {
             for r in receivers {
                 tasks.push(self.spawn_delivery(r, cancel.clone()));
             }
@@ -204,12 +210,18 @@ impl Notifier {
             }
             let now = self.settings.load().resend;
             if now != period {
+                // At once: what Alertmanager holds was sent to end 4 old periods after its
+                // send, which a longer new period could outlast.
                 period = now;
-                tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                tick = tokio::time::interval(period);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             }
         }
-        let tasks = std::mem::take(&mut *self.tasks.lock().await);
+        let tasks = {
+            let mut tasks = self.tasks.lock().await;
+            self.closed.store(true, Ordering::Relaxed);
+            std::mem::take(&mut *tasks)
+        };
         for (_, t, _) in tasks {
             let _ = t.await;
         }
@@ -365,14 +377,14 @@ fn webhook_bodies(group_by: &[String], receiver: &str, alerts: &[Alert]) -> Vec<
         .collect()
 }
 
-/// The settings `cfg` describes. A receiver named as one of `current` shares its sequence
-/// numbers and wake-up (they serve the same outbox).
+/// The settings `cfg` describes. A receiver with the outbox of one of `current` shares its
+/// sequence numbers and wake-up.
 fn settings(cfg: &AlertingConfig, dir: &Path, current: &[Arc<Receiver>]) -> Result<Settings, NotifyError> {
     let mut receivers = Vec::new();
     let all = cfg.alertmanagers.iter().map(|r| (r, true)).chain(cfg.webhooks.iter().map(|r| (r, false)));
     for (r, is_am) in all {
         let mut new = receiver(r, is_am, cfg.timeout, dir)?;
-        if let Some(c) = current.iter().find(|c| c.name == new.name) {
+        if let Some(c) = current.iter().find(|c| c.outbox == new.outbox) {
             new.next = c.next.clone();
             new.wake = c.wake.clone();
         }
@@ -414,9 +426,7 @@ fn receiver(r: &ReceiverConfig, is_am: bool, timeout: Duration, dir: &Path) -> R
         };
         Kind::Webhook { secret }
     };
-    let safe: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
-    let outbox = dir.join("outbox").join(safe);
+    let outbox = dir.join("outbox").join(outbox_name(&name));
     std::fs::create_dir_all(&outbox)
         .map_err(|source| NotifyError::Outbox { path: outbox.display().to_string(), source })?;
     let next = queued(&outbox)
@@ -431,6 +441,12 @@ fn receiver(r: &ReceiverConfig, is_am: bool, timeout: Duration, dir: &Path) -> R
         next: Arc::new(AtomicU64::new(next)),
         wake: Arc::new(Notify::new()),
     })
+}
+
+/// The outbox directory's name for a receiver name (`:` is not safe in every file system):
+/// two receivers whose names map to one are refused by validation.
+pub fn outbox_name(receiver: &str) -> String {
+    receiver.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
 }
 
 /// The outbox's notification files, oldest first.

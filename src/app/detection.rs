@@ -106,26 +106,30 @@ impl Detection {
     }
 }
 
+/// What became of a rule reload.
+pub enum RulesReload {
+    /// The engine has the new set (and `[detect]`).
+    Sent,
+    /// The rules could not be read: the running ones stay.
+    NotRead(String),
+    /// The engine has stopped.
+    EngineGone,
+}
+
 /// Reread the rules in `path` and hand the engine every rule that compiles, with the
-/// built-in detectors of `detect` (the reloaded `[detect]`, or `None` to keep the running
-/// one's, when the file's other sections did not load): rules that plan are (re)started,
-/// keeping their open windows when unchanged; a rule that does not is logged with its key and
-/// DataFusion's reason, and its running version, if any, stays. False when the engine has
-/// stopped.
-pub async fn reload_rules(
-    path: &Path,
-    reload: &Reload,
-    detect: Option<&DetectConfig>,
-    running_detect: &DetectConfig,
-) -> bool {
+/// built-in detectors of `detect` (their rules are made from it, and it goes along so that
+/// rules and settings change together): rules that plan are (re)started, keeping their open
+/// windows when unchanged; a rule that does not is logged with its key and DataFusion's reason,
+/// and its running version, if any, stays.
+pub async fn reload_rules(path: &Path, reload: &Reload, detect: &DetectConfig) -> RulesReload {
     let rules = match crate::config::load_rules(path) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "rules not reloaded; the running rules stay");
-            return true;
+            return RulesReload::NotRead(e.to_string().lines().next().unwrap_or_default().to_owned());
         }
     };
-    let builtins = builtin::rules(detect.unwrap_or(running_detect));
+    let builtins = builtin::rules(detect);
     let mut set = Vec::new();
     let user = rules.len();
     for (i, cfg) in rules.into_iter().chain(builtins).enumerate() {
@@ -143,5 +147,8 @@ pub async fn reload_rules(
         let name = cfg.name.clone();
         set.push((name, compiled.pop().map(|r| (cfg, r))));
     }
-    reload.send(RuleUpdate { rules: set, detect: detect.cloned() }).await.is_ok()
+    match reload.send(RuleUpdate { rules: set, detect: Some(detect.clone()) }).await {
+        Ok(()) => RulesReload::Sent,
+        Err(_) => RulesReload::EngineGone,
+    }
 }

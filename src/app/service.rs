@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use prometheus::core::Collector;
 use tokio_util::sync::CancellationToken;
 
-use super::detection::reload_rules;
+use super::detection::{RulesReload, reload_rules};
 use crate::config::ConfigError;
 use crate::metrics::Metrics;
 use crate::store::Appender;
@@ -203,7 +203,8 @@ pub async fn reload_on_hangup(
                     Ok(cfg) => (Some(cfg), refused),
                     Err(e) => {
                         tracing::warn!(error = %e, "only the rules are reloaded: the file does not load without them");
-                        (None, refused)
+                        let first = e.to_string().lines().next().unwrap_or_default().to_owned();
+                        (None, refused.map(|r| format!("{r}; nothing else applied: {first}")))
                     }
                 }
             }
@@ -237,12 +238,11 @@ pub async fn reload_on_hangup(
                 partly.push(format!("alerting: {e}"));
             }
         }
-        let detect = cfg.as_ref().map(|c| &c.detect);
-        if !reload_rules(&what.config_file, &what.rules, detect, &what.detect).await {
-            return;
-        }
-        if let Some(cfg) = &cfg {
-            what.detect = cfg.detect.clone();
+        let detect = cfg.as_ref().map_or(&what.detect, |c| &c.detect).clone();
+        match reload_rules(&what.config_file, &what.rules, &detect).await {
+            RulesReload::Sent => what.detect = detect,
+            RulesReload::NotRead(e) => partly.push(format!("rules and detectors: {e}")),
+            RulesReload::EngineGone => return,
         }
         if let Some(tls) = what.tls.clone() {
             let _ = tokio::task::spawn_blocking(move || tls.reload_trust(true)).await;

@@ -218,6 +218,20 @@ mod tests {
     }
 
     #[test]
+    fn receivers_sharing_an_outbox_are_refused() {
+        // `am:9093` is the default name of the first; its outbox directory is `am_9093`.
+        let p = problems(
+            "[[alerting.alertmanagers]]\nurl = \"http://am:9093\"\n[[alerting.webhooks]]\nurl = \"http://hooks/x\"\nname = \"am_9093\"\n",
+        );
+        assert!(
+            p.iter().any(|l| l.starts_with(
+                "alerting.webhooks[0].name: \"am_9093\" already names alerting.alertmanagers[0]"
+            )),
+            "{p:?}"
+        );
+    }
+
+    #[test]
     fn syntax_errors_name_the_line() {
         let p = problems("[batch\nrows = 1\n");
         assert!(p[0].starts_with("line 1 column"), "{p:?}");

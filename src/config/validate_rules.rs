@@ -120,10 +120,11 @@ impl Config {
         for (key, r) in receivers {
             match receiver_name(r) {
                 Ok(name) => {
-                    if let Some(other) = names.insert(name.clone(), key.clone()) {
+                    // Compared as outbox directory names: `a:1` and `a_1` would share one.
+                    if let Some(other) = names.insert(crate::alert::notify::outbox_name(&name), key.clone()) {
                         out.push(Problem::new(
                             format!("{key}.name"),
-                            format!("\"{name}\" already names {other}"),
+                            format!("\"{name}\" already names {other} (':' counts as '_')"),
                         ));
                     }
                 }

@@ -123,8 +123,18 @@ impl Detectors {
         Detectors { cfg, state, path, templates }
     }
 
-    /// New thresholds, windows and switches from a reload; the learned baselines stay.
+    /// New thresholds, windows and switches from a reload. The learned baselines stay, but
+    /// for a detector whose window changed: they count events per window.
     pub fn reconfigure(&mut self, cfg: DetectConfig) {
+        if cfg.volume.window != self.cfg.volume.window {
+            self.state.volume = Baselines::default();
+        }
+        if cfg.error_ratio.window != self.cfg.error_ratio.window {
+            self.state.error_ratio = Baselines::default();
+        }
+        if cfg.new_templates.window != self.cfg.new_templates.window {
+            self.state.templates = Baselines::default();
+        }
         self.cfg = cfg;
     }
 

@@ -31,6 +31,9 @@ const MAX_SESSIONS: usize = 10_000;
 pub struct Identity {
     pub name: String,
     pub method: &'static str,
+    /// The credentials' generation it was checked against: a session is not remembered for
+    /// an identity checked before a reload that happened meanwhile.
+    pub generation: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,8 @@ type Digest32 = [u8; 32];
 pub struct Authenticator {
     /// Swapped whole at a reload.
     creds: arc_swap::ArcSwap<Credentials>,
+    /// Bumped by each reload that changes the credentials, under the sessions lock.
+    generation: std::sync::atomic::AtomicU64,
     sessions: Mutex<HashMap<Digest32, (Identity, Instant)>>,
 }
 
@@ -116,13 +121,17 @@ impl Authenticator {
     pub fn new(cfg: &FlightConfig, token_file: &Path) -> Result<(Self, Option<PathBuf>), AuthError> {
         let creds = Credentials::from_config(cfg, token_file)?;
         let generated = creds.token_file.clone();
-        Ok((
-            Authenticator {
-                creds: arc_swap::ArcSwap::from_pointee(creds),
-                sessions: Mutex::new(HashMap::new()),
-            },
-            generated,
-        ))
+        let auth = Authenticator {
+            creds: arc_swap::ArcSwap::from_pointee(creds),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            sessions: Mutex::new(HashMap::new()),
+        };
+        Ok((auth, generated))
+    }
+
+    /// The credentials' current generation.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Take the credentials of a reloaded config. Sessions (handshakes, remembered basic
@@ -139,6 +148,9 @@ impl Authenticator {
         sessions.retain(|_, (id, _)| old.proof(&id.name) == new.proof(&id.name));
         let ended = before - sessions.len();
         self.creds.store(std::sync::Arc::new(new));
+        // A check that read the old credentials carries the old generation: its session is
+        // not remembered (see `remember`).
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         drop(sessions);
         tracing::info!(sessions_ended = ended, "Flight SQL credentials reloaded");
         Ok(true)
@@ -155,17 +167,19 @@ impl Authenticator {
             .map_err(|_| Status::unauthenticated("authorization header is not ASCII"))?;
         let (scheme, value) = header.split_once(' ').unwrap_or((header, ""));
         let value = value.trim();
+        // Before the credentials are read.
+        let generation = self.generation();
         if scheme.eq_ignore_ascii_case("bearer") {
             let digest = sha256(value.as_bytes());
             if let Some(name) = self.creds.load().tokens.get(&digest) {
-                return Ok(Identity { name: name.clone(), method: "token" });
+                return Ok(Identity { name: name.clone(), method: "token", generation });
             }
-            if let Some(id) = self.session(&digest) {
+            if let Some(id) = self.session(&digest, generation) {
                 return Ok(id);
             }
             Err(Status::unauthenticated("invalid or expired bearer token"))
         } else if scheme.eq_ignore_ascii_case("basic") {
-            self.check_basic(value)
+            self.check_basic(value, generation)
         } else {
             Err(Status::unauthenticated(format!(
                 "unsupported authorization scheme {scheme:?}; use Bearer or Basic"
@@ -173,11 +187,11 @@ impl Authenticator {
         }
     }
 
-    fn check_basic(&self, value: &str) -> Result<Identity, Status> {
+    fn check_basic(&self, value: &str, generation: u64) -> Result<Identity, Status> {
         let bad = || Status::unauthenticated("invalid user name or password");
         // argon2 is slow on purpose; a verified credential is remembered by its digest.
         let digest = sha256(format!("basic:{value}").as_bytes());
-        if let Some(id) = self.session(&digest) {
+        if let Some(id) = self.session(&digest, generation) {
             return Ok(id);
         }
         let decoded = STANDARD.decode(value).map_err(|_| bad())?;
@@ -187,7 +201,7 @@ impl Authenticator {
         let phc = creds.users.get(user).ok_or_else(bad)?;
         let hash = PasswordHash::new(phc).map_err(|_| bad())?;
         Argon2::default().verify_password(password.as_bytes(), &hash).map_err(|_| bad())?;
-        let id = Identity { name: user.to_owned(), method: "basic" };
+        let id = Identity { name: user.to_owned(), method: "basic", generation };
         self.remember(digest, id.clone());
         Ok(id)
     }
@@ -195,20 +209,26 @@ impl Authenticator {
     /// A bearer token for the rest of a handshaken session.
     pub fn start_session(&self, id: &Identity) -> String {
         let token = new_token();
-        self.remember(sha256(token.as_bytes()), Identity { name: id.name.clone(), method: "session" });
+        let session = Identity { name: id.name.clone(), method: "session", generation: id.generation };
+        self.remember(sha256(token.as_bytes()), session);
         token
     }
 
-    fn session(&self, digest: &Digest32) -> Option<Identity> {
+    fn session(&self, digest: &Digest32, generation: u64) -> Option<Identity> {
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         match sessions.get(digest) {
-            Some((id, since)) if since.elapsed() < SESSION_TTL => Some(id.clone()),
+            Some((id, since)) if since.elapsed() < SESSION_TTL => Some(Identity { generation, ..id.clone() }),
             _ => None,
         }
     }
 
+    /// Remember a session, unless the credentials changed since `id` was checked (a reload
+    /// ended the sessions it had to, and this one would escape it).
     fn remember(&self, digest: Digest32, id: Identity) {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if id.generation != self.generation() {
+            return;
+        }
         if sessions.len() >= MAX_SESSIONS {
             sessions.retain(|_, (_, since)| since.elapsed() < SESSION_TTL);
             if sessions.len() >= MAX_SESSIONS
@@ -339,5 +359,12 @@ mod tests {
         next.users.clear();
         assert!(auth.reload(&next, &file).unwrap());
         assert!(auth.check(&md(&basic)).is_err());
+
+        // A handshake checked before a reload and finished after it gets no session.
+        let checked = auth.check(&md("Bearer rotated")).unwrap();
+        next.tokens[0].sha256 = sha256_hex("rotated again");
+        assert!(auth.reload(&next, &file).unwrap());
+        let late = auth.start_session(&checked);
+        assert!(auth.check(&md(&format!("Bearer {late}"))).is_err(), "a session escaped the reload");
     }
 }

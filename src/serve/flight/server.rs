@@ -85,7 +85,7 @@ fn identify(auth: &Authenticator, req: &tonic::Request<()>) -> Result<Identity, 
     let cert = req.extensions().get::<FlightPeer>().and_then(|p| p.principal.as_ref());
     match cert {
         Some(p) if req.metadata().get("authorization").is_none() => {
-            Ok(Identity { name: p.name.clone(), method: "certificate" })
+            Ok(Identity { name: p.name.clone(), method: "certificate", generation: auth.generation() })
         }
         _ => auth.check(req.metadata()),
     }
