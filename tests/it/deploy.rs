@@ -1,7 +1,9 @@
 //! The shipping artefacts under deploy/, checked by the tools that consume them: promtool for
 //! the alerting rules and the Prometheus config, amtool for Alertmanager's, docker-compose for
 //! the compose stack, kubernetes-validate (Kubernetes' own schemas) for the manifests, and the
-//! Grafana dashboard parsed as JSON. Every metric they name must be one the daemon defines.
+//! Grafana dashboard parsed as JSON, the Containerfile read by a Dockerfile parser
+//! (dockerfile-parse) and held to the container config. Every metric they name must be one
+//! the daemon defines.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -92,11 +94,81 @@ fn compose_stack_is_valid() {
     }
 }
 
+/// The Python venv scripts/install-test-deps fills.
+fn venv() -> PathBuf {
+    std::env::var_os("LOGWARDEN_VENV").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/logwarden/venv")
+    })
+}
+
+#[test]
+fn containerfile_matches_the_container_config() {
+    // Parsed as Docker does (instructions, continuations, JSON forms), then compared with
+    // what the image runs: deploy/logwarden.container.toml.
+    let script = r#"
+import json, sys
+from dockerfile_parse import DockerfileParser
+p = DockerfileParser(fileobj=open(sys.argv[1], "rb"))
+print(json.dumps([[i["instruction"], i["value"]] for i in p.structure if i["instruction"] != "COMMENT"]))
+"#;
+    let out = Command::new(venv().join("bin/python"))
+        .args(["-c", script])
+        .arg(deploy().join("Containerfile"))
+        .output()
+        .expect("python in the test venv: run scripts/install-test-deps");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let steps: Vec<(String, String)> = serde_json::from_slice(&out.stdout).unwrap();
+    let all =
+        |what: &str| steps.iter().filter(|(i, _)| i == what).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
+
+    // Two stages; the image runs as a numeric non-root user.
+    let from = all("FROM");
+    assert_eq!(from.len(), 2, "{from:?}");
+    let rust = from[0].split(':').nth(1).and_then(|t| t.split('-').next()).unwrap();
+    let msrv =
+        include_str!("../../Cargo.toml").lines().find_map(|l| l.strip_prefix("rust-version = ")).unwrap();
+    assert_eq!(format!("\"{rust}\""), msrv, "the build image's Rust is not the crate's rust-version");
+    let user = all("USER");
+    let uid: u32 = user.last().unwrap().split(':').next().unwrap().parse().unwrap();
+    assert!(uid >= 1000, "runs as uid {uid}");
+    // Every COPY from the context names a file of the repository.
+    for v in all("COPY").iter().filter(|v| !v.starts_with("--from")) {
+        let src = v.split_whitespace().next().unwrap();
+        assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join(src).exists(), "COPY {src}: no such file");
+    }
+
+    // The config it ships: EXPOSE lists its ports; the health check asks its admin port's /readyz.
+    let config = std::fs::read_to_string(deploy().join("logwarden.container.toml")).unwrap();
+    let mut ports: Vec<u16> = config
+        .lines()
+        .filter_map(|l| l.strip_prefix("address = \""))
+        .map(|a| a.trim_end_matches('"').rsplit(':').next().unwrap().parse().unwrap())
+        .collect();
+    ports.sort_unstable();
+    let mut exposed: Vec<u16> =
+        all("EXPOSE").iter().flat_map(|v| v.split_whitespace()).map(|p| p.parse().unwrap()).collect();
+    exposed.sort_unstable();
+    assert_eq!(exposed, ports, "EXPOSE against the listeners of logwarden.container.toml");
+    let admin = config.split("[admin]").nth(1).unwrap();
+    let admin_port =
+        admin.lines().find_map(|l| l.strip_prefix("address = \"")).unwrap().trim_end_matches('"');
+    let admin_port = admin_port.rsplit(':').next().unwrap();
+    let health = all("HEALTHCHECK");
+    assert!(health[0].contains(&format!("127.0.0.1:{admin_port}/readyz")), "{health:?}");
+    let cmd = all("CMD");
+    assert!(cmd[0].contains("/etc/logwarden/logwarden.toml"), "{cmd:?}");
+
+    // The build context leaves out build output and the development data (its server key).
+    let ignore =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".dockerignore")).unwrap();
+    for entry in ["target", "logwarden-data", ".git"] {
+        assert!(ignore.lines().any(|l| l.trim() == entry), ".dockerignore lacks {entry}");
+    }
+}
+
 #[test]
 fn kubernetes_manifests_pass_kubernetes_schemas() {
-    let venv = std::env::var_os("LOGWARDEN_VENV").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/logwarden/venv")
-    });
+    let venv = venv();
     let dir = deploy().join("kubernetes");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
