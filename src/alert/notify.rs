@@ -66,8 +66,15 @@ struct Receiver {
     wake: Arc<Notify>,
 }
 
-/// A receiver's delivery task and the token that stops it.
-type Delivery = (Arc<Receiver>, tokio::task::JoinHandle<()>, CancellationToken);
+/// The delivery tasks, one per receiver, each with the token that stops it at a reload.
+enum Deliveries {
+    /// Before [`Notifier::run`].
+    NotStarted,
+    /// `cancel` is the shutdown token the tasks drain on.
+    Running { cancel: CancellationToken, tasks: Vec<(tokio::task::JoinHandle<()>, CancellationToken)> },
+    /// Shutdown has taken the tasks: a reload only swaps the settings.
+    Closed,
+}
 
 /// What a reload replaces whole.
 struct Settings {
@@ -83,15 +90,9 @@ pub struct Notifier {
     dir: PathBuf,
     settings: arc_swap::ArcSwap<Settings>,
     metrics: NotifyMetrics,
-    /// Each receiver's delivery task and the token that stops it at a reload.
-    tasks: tokio::sync::Mutex<Vec<Delivery>>,
-    /// The shutdown token, once [`Notifier::run`] started.
-    cancel: std::sync::OnceLock<CancellationToken>,
+    deliveries: tokio::sync::Mutex<Deliveries>,
     /// Tells the resend loop that the settings changed (its interval, perhaps).
     reconfigured: Notify,
-    /// Set (under `tasks`) once shutdown has taken the delivery tasks: a reload then only
-    /// swaps the settings, it starts no task.
-    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Notifier {
@@ -104,17 +105,15 @@ impl Notifier {
             dir: dir.to_path_buf(),
             settings: arc_swap::ArcSwap::from_pointee(settings),
             metrics,
-            tasks: tokio::sync::Mutex::new(Vec::new()),
-            cancel: std::sync::OnceLock::new(),
+            deliveries: tokio::sync::Mutex::new(Deliveries::NotStarted),
             reconfigured: Notify::new(),
-            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     /// Take a reloaded `[alerting]`: receivers added, changed or removed, and its settings.
     /// Nothing changes when a receiver cannot be made (its error is returned).
     pub async fn reconfigure(self: &Arc<Self>, cfg: &AlertingConfig) -> Result<(), NotifyError> {
-        let mut tasks = self.tasks.lock().await;
+        let mut deliveries = self.deliveries.lock().await;
         let current = self.settings.load_full();
         let new = settings(cfg, &self.dir, &current.receivers)?;
         for r in current.receivers.iter().filter(|r| !new.receivers.iter().any(|n| n.name == r.name)) {
@@ -122,31 +121,35 @@ impl Notifier {
             tracing::warn!(receiver = %r.name, queued = left, outbox = %r.outbox.display(),
                 "alerting receiver removed; its queued notifications stay in its outbox");
         }
-        let receivers = new.receivers.clone();
+        let names: Vec<String> = new.receivers.iter().map(|r| r.name.clone()).collect();
         self.settings.store(Arc::new(new));
-        // Every old task stops before the new ones start, so that an outbox never has two
-        // senders.
-        for (_, task, stop) in tasks.drain(..) {
-            stop.cancel();
-            let _ = task.await;
-        }
-        if let Some(cancel) = self.cancel.get()
-            && !self.closed.load(Ordering::Relaxed)
-        {
-            for r in receivers {
-                tasks.push(self.spawn_delivery(r, cancel.clone()));
+        if let Deliveries::Running { cancel, tasks } = &mut *deliveries {
+            // Every old task stops before the new ones start, so that an outbox never has two
+            // senders.
+            for (task, stop) in tasks.drain(..) {
+                stop.cancel();
+                let _ = task.await;
             }
+            *tasks = self.spawn_deliveries(cancel);
         }
         self.reconfigured.notify_one();
-        let names: Vec<String> = self.settings.load().receivers.iter().map(|r| r.name.clone()).collect();
         tracing::info!(receivers = ?names, "alerting reloaded");
         Ok(())
     }
 
-    fn spawn_delivery(self: &Arc<Self>, r: Arc<Receiver>, cancel: CancellationToken) -> Delivery {
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(self.clone().deliver(r.clone(), cancel, stop.clone()));
-        (r, task, stop)
+    /// A delivery task for each receiver in force.
+    fn spawn_deliveries(
+        self: &Arc<Self>,
+        cancel: &CancellationToken,
+    ) -> Vec<(tokio::task::JoinHandle<()>, CancellationToken)> {
+        let receivers = self.settings.load().receivers.clone();
+        receivers
+            .into_iter()
+            .map(|r| {
+                let stop = CancellationToken::new();
+                (tokio::spawn(self.clone().deliver(r, cancel.clone(), stop.clone())), stop)
+            })
+            .collect()
     }
 
     /// Put notifications of `alerts` (that just fired or resolved) in every receiver's outbox.
@@ -184,19 +187,15 @@ impl Notifier {
             }
         }
     }
-}
 
-impl Notifier {
     /// Deliver until `cancel`, then until the outboxes are empty or `deadline`; re-announce
     /// firing alerts (to Alertmanager every `resend_interval`, to webhooks after
     /// `repeat_interval`).
     pub async fn run(self: Arc<Self>, alerts: Arc<Alerts>, cancel: CancellationToken) {
         {
-            let mut tasks = self.tasks.lock().await;
-            let _ = self.cancel.set(cancel.clone());
-            for r in self.settings.load().receivers.iter().cloned() {
-                tasks.push(self.spawn_delivery(r, cancel.clone()));
-            }
+            let mut deliveries = self.deliveries.lock().await;
+            let tasks = self.spawn_deliveries(&cancel);
+            *deliveries = Deliveries::Running { cancel: cancel.clone(), tasks };
         }
         let mut period = self.settings.load().resend;
         let mut tick = tokio::time::interval(period);
@@ -217,13 +216,11 @@ impl Notifier {
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             }
         }
-        let tasks = {
-            let mut tasks = self.tasks.lock().await;
-            self.closed.store(true, Ordering::Relaxed);
-            std::mem::take(&mut *tasks)
-        };
-        for (_, t, _) in tasks {
-            let _ = t.await;
+        let deliveries = std::mem::replace(&mut *self.deliveries.lock().await, Deliveries::Closed);
+        if let Deliveries::Running { tasks, .. } = deliveries {
+            for (task, _) in tasks {
+                let _ = task.await;
+            }
         }
     }
 
