@@ -1,7 +1,6 @@
 //! The streaming half of the daemon, wired: the rule engine fed by the WAL thread, the alert
 //! state and its notifier, and rule reloads on SIGHUP.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
@@ -106,49 +105,34 @@ impl Detection {
     }
 }
 
-/// What became of a rule reload.
-pub enum RulesReload {
-    /// The engine has the new set (and `[detect]`).
-    Sent,
-    /// The rules could not be read: the running ones stay.
-    NotRead(String),
-    /// The engine has stopped.
-    EngineGone,
-}
-
-/// Reread the rules in `path` and hand the engine every rule that compiles, with the
-/// built-in detectors of `detect` (their rules are made from it, and it goes along so that
+/// Hand the engine every rule of `rules` that compiles (from `file`, named in the log), with
+/// the built-in detectors of `detect` (their rules are made from it, and it goes along so that
 /// rules and settings change together): rules that plan are (re)started, keeping their open
 /// windows when unchanged; a rule that does not is logged with its key and DataFusion's reason,
-/// and its running version, if any, stays.
-pub async fn reload_rules(path: &Path, reload: &Reload, detect: &DetectConfig) -> RulesReload {
-    let rules = match crate::config::load_rules(path) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "rules not reloaded; the running rules stay");
-            return RulesReload::NotRead(e.to_string().lines().next().unwrap_or_default().to_owned());
-        }
-    };
+/// and its running version, if any, stays. False when the engine has stopped.
+pub async fn reload_rules(
+    file: &str,
+    rules: Vec<RuleConfig>,
+    reload: &Reload,
+    detect: &DetectConfig,
+) -> bool {
     let builtins = builtin::rules(detect);
     let mut set = Vec::new();
     let user = rules.len();
     for (i, cfg) in rules.into_iter().chain(builtins).enumerate() {
         if i < user && builtin::NAMES.contains(&cfg.name.as_str()) {
-            tracing::error!(file = %path.display(), key = format!("rules[{i}].name"), name = %cfg.name,
+            tracing::error!(file, key = format!("rules[{i}].name"), name = %cfg.name,
                 "rule refused at reload: the name is a built-in detector's");
             continue;
         }
         let (mut compiled, problems) = crate::stream::compile_rules(std::slice::from_ref(&cfg));
         for p in &problems {
             let key = p.key.replacen("rules[0]", &format!("rules[{i}]"), 1);
-            tracing::error!(file = %path.display(), key, reason = %p.reason,
+            tracing::error!(file, key, reason = %p.reason,
                 "rule refused at reload; its running version (if any) stays");
         }
         let name = cfg.name.clone();
         set.push((name, compiled.pop().map(|r| (cfg, r))));
     }
-    match reload.send(RuleUpdate { rules: set, detect: Some(detect.clone()) }).await {
-        Ok(()) => RulesReload::Sent,
-        Err(_) => RulesReload::EngineGone,
-    }
+    reload.send(RuleUpdate { rules: set, detect: Some(detect.clone()) }).await.is_ok()
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use prometheus::core::Collector;
 use tokio_util::sync::CancellationToken;
 
-use super::detection::{RulesReload, reload_rules};
+use super::detection::reload_rules;
 use crate::config::ConfigError;
 use crate::metrics::Metrics;
 use crate::store::Appender;
@@ -192,72 +192,105 @@ pub async fn reload_on_hangup(
         notifier.reloading();
         let file = what.config_file.display().to_string();
         tracing::info!(file, "received SIGHUP: reloading the configuration");
-        // The config to apply, and the rules problem that is all that is wrong with the file.
-        let (cfg, refused) = match crate::config::load(Some(&what.config_file)) {
-            Ok(cfg) => (Some(cfg), None),
-            Err(ConfigError::Invalid { problems, .. })
-                if problems.iter().all(|p| p.key.starts_with("rules[")) =>
-            {
-                let refused = Some(format!("{file}: {}", problems[0]));
-                match crate::config::load_except_rules(&what.config_file) {
-                    Ok(cfg) => (Some(cfg), refused),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "only the rules are reloaded: the file does not load without them");
-                        let first = e.to_string().lines().next().unwrap_or_default().to_owned();
-                        (None, refused.map(|r| format!("{r}; nothing else applied: {first}")))
-                    }
+        match reload(&mut what, &file).await {
+            Reloaded::Applied(problem) => {
+                tracing::info!(file, "configuration reloaded");
+                let status = match &problem {
+                    Some(e) => format!("reloaded, {e}"),
+                    None => "reloaded".to_owned(),
+                };
+                state.set_reload_error(problem);
+                notifier.ready(&status);
+            }
+            Reloaded::Refused(why) => {
+                tracing::error!(error = why, "configuration not reloaded; the running configuration stays");
+                let reason = first_line(&why);
+                notifier.ready(&format!("reload refused: {reason}"));
+                state.set_reload_error(Some(reason));
+            }
+            Reloaded::EngineGone => return,
+        }
+    }
+}
+
+/// What became of one reload.
+enum Reloaded {
+    /// Applied, but for what the problem (if any) says.
+    Applied(Option<String>),
+    /// Nothing changed, for this reason (all of it: every problem of the file).
+    Refused(String),
+    /// The rule engine has stopped (shutdown).
+    EngineGone,
+}
+
+/// The first line of an error (a config error lists every problem on its own line).
+fn first_line(e: &impl std::fmt::Display) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_owned()
+}
+
+/// One reload: read the file once, check it whole, and apply it part by part.
+async fn reload(what: &mut Reloadable, file: &str) -> Reloaded {
+    let text = match crate::config::read(&what.config_file) {
+        Ok(t) => t,
+        Err(e) => return Reloaded::Refused(e.to_string()),
+    };
+    // The config to apply (None: only the rules can be), and the rule problem that is all that
+    // is wrong with the file.
+    let (cfg, whole, mut problems) = match crate::config::load_str(&text, file) {
+        Ok(cfg) => (Some(cfg), true, Vec::new()),
+        Err(ConfigError::Invalid { problems, .. })
+            if problems.iter().all(|p| p.key.starts_with("rules[")) =>
+        {
+            let refused = format!("some rules refused: {file}: {}", problems[0]);
+            match crate::config::load_str_except_rules(&text, file) {
+                Ok(cfg) => (Some(cfg), false, vec![refused]),
+                Err(e) => {
+                    tracing::warn!(error = %e, "only the rules are reloaded: the file does not load without them");
+                    (None, false, vec![format!("{refused}; nothing else applied: {}", first_line(&e))])
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "configuration not reloaded; the running configuration stays");
-                let reason = e.to_string().lines().next().unwrap_or_default().to_owned();
-                notifier.ready(&format!("reload refused: {reason}"));
-                state.set_reload_error(Some(reason));
-                continue;
-            }
-        };
-        let mut partly = Vec::new();
-        if let Some(cfg) = &cfg {
-            // The certificate first: if it cannot be loaded nothing else changes.
-            if let Err(e) = reload_identity(what.tls.as_ref(), cfg).await {
-                tracing::error!(error = %e, "server certificate not reloaded; the running configuration stays");
-                let reason = format!("{file}: tls: {e}");
-                notifier.ready(&format!("reload refused: {reason}"));
-                state.set_reload_error(Some(reason));
-                continue;
-            }
-            what.access.store(Arc::new(crate::access::Access::new(&cfg.access)));
-            if let Some(auth) = &what.flight_auth
-                && let Err(e) = auth.reload(&cfg.flight, &cfg.flight_token_file())
-            {
-                tracing::error!(error = %e, "Flight SQL credentials not reloaded; the running ones stay");
-                partly.push(format!("flight: {e}"));
-            }
-            if let Err(e) = what.alerting.reconfigure(&cfg.alerting).await {
-                tracing::error!(error = %e, "alerting not reloaded; the running receivers stay");
-                partly.push(format!("alerting: {e}"));
-            }
         }
-        let detect = cfg.as_ref().map_or(&what.detect, |c| &c.detect).clone();
-        match reload_rules(&what.config_file, &what.rules, &detect).await {
-            RulesReload::Sent => what.detect = detect,
-            RulesReload::NotRead(e) => partly.push(format!("rules and detectors: {e}")),
-            RulesReload::EngineGone => return,
+        Err(e) => return Reloaded::Refused(e.to_string()),
+    };
+    if let Some(cfg) = &cfg {
+        // The certificate first: if it cannot be loaded nothing else changes.
+        if let Err(e) = reload_identity(what.tls.as_ref(), cfg).await {
+            return Reloaded::Refused(format!("{file}: tls: {e}"));
         }
-        if let Some(tls) = what.tls.clone() {
-            let _ = tokio::task::spawn_blocking(move || tls.reload_trust(true)).await;
+        what.access.store(Arc::new(crate::access::Access::new(&cfg.access)));
+        if let Some(auth) = &what.flight_auth
+            && let Err(e) = auth.reload(&cfg.flight, &cfg.flight_token_file())
+        {
+            tracing::error!(error = %e, "Flight SQL credentials not reloaded; the running ones stay");
+            problems.push(format!("flight: {e}"));
         }
-        let problem =
-            refused.map(|r| format!("some rules refused: {r}")).into_iter().chain(partly).collect::<Vec<_>>();
-        let problem = (!problem.is_empty()).then(|| problem.join("; "));
-        state.set_reload_error(problem.clone());
-        let status = match &problem {
-            Some(e) => format!("reloaded, {e}"),
-            None => "reloaded".to_owned(),
-        };
-        tracing::info!(file, "configuration reloaded");
-        notifier.ready(&status);
+        if let Err(e) = what.alerting.reconfigure(&cfg.alerting).await {
+            tracing::error!(error = %e, "alerting not reloaded; the running receivers stay");
+            problems.push(format!("alerting: {e}"));
+        }
     }
+    // A file that loaded whole has its rules in `cfg`; otherwise they are read on their own.
+    let rules = match &cfg {
+        Some(c) if whole => Ok(c.rules.clone()),
+        _ => crate::config::rules_from_str(&text, file),
+    };
+    match rules {
+        Ok(rules) => {
+            let detect = cfg.as_ref().map_or(&what.detect, |c| &c.detect).clone();
+            if !reload_rules(file, rules, &what.rules, &detect).await {
+                return Reloaded::EngineGone;
+            }
+            what.detect = detect;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "rules not reloaded; the running rules stay");
+            problems.push(format!("rules and detectors: {}", first_line(&e)));
+        }
+    }
+    if let Some(tls) = what.tls.clone() {
+        let _ = tokio::task::spawn_blocking(move || tls.reload_trust(true)).await;
+    }
+    Reloaded::Applied((!problems.is_empty()).then(|| problems.join("; ")))
 }
 
 /// Swap in the certificate and key `cfg` names (rotation), off the async workers: a token key

@@ -52,46 +52,42 @@ impl fmt::Display for Problem {
 pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
     match path {
         None => load_str("", "<defaults>"),
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-            load_str(&text, &path.display().to_string())
-        }
+        Some(path) => load_str(&read(path)?, &path.display().to_string()),
     }
 }
 
-/// Only the `[[rules]]` of a config file (for a reload, where each rule is planned on its own).
-pub fn load_rules(path: &Path) -> Result<Vec<super::RuleConfig>, ConfigError> {
+/// A config file's text (a reload reads it once and loads its parts from that).
+pub fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })
+}
+
+/// Only the `[[rules]]` of config text (for a reload, where each rule is planned on its own).
+pub fn rules_from_str(text: &str, file: &str) -> Result<Vec<super::RuleConfig>, ConfigError> {
     #[derive(serde::Deserialize)]
     struct Rules {
         #[serde(default)]
         rules: Vec<super::RuleConfig>,
     }
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-    let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-        file: file.clone(),
-        problems: vec![syntax_problem(&text, &e)],
+    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+        file: file.to_owned(),
+        problems: vec![syntax_problem(text, &e)],
     })?;
     let rules = table.get("rules").cloned().unwrap_or(toml::Value::Array(Vec::new()));
     let mut wrapper = toml::Table::new();
     wrapper.insert("rules".into(), rules);
     serde_path_to_error::deserialize::<_, Rules>(toml::Value::Table(wrapper)).map(|r| r.rules).map_err(|e| {
         ConfigError::Invalid {
-            file,
+            file: file.to_owned(),
             problems: vec![Problem::new(e.path().to_string(), e.inner().message().to_owned())],
         }
     })
 }
 
-/// A config file loaded and checked without its `[[rules]]` (which come back empty): for a
+/// Config text loaded and checked without its `[[rules]]` (which come back empty): for a
 /// reload whose only problems are in rules, so that the rest (the certificate among it) still
 /// applies while each good rule is applied on its own.
-pub fn load_except_rules(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-    load_text(&text, &path.display().to_string(), true)
+pub fn load_str_except_rules(text: &str, file: &str) -> Result<Config, ConfigError> {
+    load_text(text, file, true)
 }
 
 /// Load and check config text; `file` names it in error messages.

@@ -18,7 +18,7 @@ pub use access::{
 };
 pub use detect::{BaselineConfig, DetectConfig, Seasonality, TemplatesConfig};
 pub use flight::{FlightConfig, QueryLimitsConfig, TokenConfig, UserConfig};
-pub use load::{ConfigError, Problem, load, load_except_rules, load_rules, load_str};
+pub use load::{ConfigError, Problem, load, load_str, load_str_except_rules, read, rules_from_str};
 pub use rules::{AlertingConfig, ReceiverConfig, RuleConfig};
 pub use validate_rules::receiver_name;
 
