@@ -49,20 +49,19 @@ pub enum AuthError {
 type Digest32 = [u8; 32];
 
 pub struct Authenticator {
-    /// Swapped whole at a reload.
+    /// Swapped whole (under the sessions lock) at a reload that changes them.
     creds: arc_swap::ArcSwap<Credentials>,
-    /// Bumped by each reload that changes the credentials, under the sessions lock.
-    generation: std::sync::atomic::AtomicU64,
     sessions: Mutex<HashMap<Digest32, (Identity, Instant)>>,
 }
 
 /// The configured (or generated) credentials.
-#[derive(PartialEq)]
 struct Credentials {
     tokens: HashMap<Digest32, String>,
     users: HashMap<String, String>,
     /// The token file in use when no credentials are configured.
     token_file: Option<PathBuf>,
+    /// One more than the credentials it replaced: an identity checked against these carries it.
+    generation: u64,
 }
 
 impl Credentials {
@@ -76,7 +75,12 @@ impl Credentials {
             tokens.insert(sha256(token.as_bytes()), "token-file".into());
             generated = Some(token_file.to_path_buf());
         }
-        Ok(Credentials { tokens, users, token_file: generated })
+        Ok(Credentials { tokens, users, token_file: generated, generation: 0 })
+    }
+
+    /// The same tokens, users and token file (whatever the generation).
+    fn same_as(&self, other: &Credentials) -> bool {
+        self.tokens == other.tokens && self.users == other.users && self.token_file == other.token_file
     }
 
     /// What proves to be `name`: its token digests and password hash. A session of a name
@@ -123,7 +127,6 @@ impl Authenticator {
         let generated = creds.token_file.clone();
         let auth = Authenticator {
             creds: arc_swap::ArcSwap::from_pointee(creds),
-            generation: std::sync::atomic::AtomicU64::new(0),
             sessions: Mutex::new(HashMap::new()),
         };
         Ok((auth, generated))
@@ -131,26 +134,26 @@ impl Authenticator {
 
     /// The credentials' current generation.
     pub fn generation(&self) -> u64 {
-        self.generation.load(std::sync::atomic::Ordering::Acquire)
+        self.creds.load().generation
     }
 
     /// Take the credentials of a reloaded config. Sessions (handshakes, remembered basic
     /// credentials) of a name whose token or password changed or went away end; others go on.
     /// True when anything changed.
     pub fn reload(&self, cfg: &FlightConfig, token_file: &Path) -> Result<bool, AuthError> {
-        let new = Credentials::from_config(cfg, token_file)?;
+        let mut new = Credentials::from_config(cfg, token_file)?;
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.creds.load_full();
-        if *old == new {
+        if old.same_as(&new) {
             return Ok(false);
         }
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let before = sessions.len();
         sessions.retain(|_, (id, _)| old.proof(&id.name) == new.proof(&id.name));
         let ended = before - sessions.len();
+        // A check made against the old credentials carries the old generation: its session
+        // is not remembered (see `remember`).
+        new.generation = old.generation + 1;
         self.creds.store(std::sync::Arc::new(new));
-        // A check that read the old credentials carries the old generation: its session is
-        // not remembered (see `remember`).
-        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         drop(sessions);
         tracing::info!(sessions_ended = ended, "Flight SQL credentials reloaded");
         Ok(true)
@@ -167,19 +170,18 @@ impl Authenticator {
             .map_err(|_| Status::unauthenticated("authorization header is not ASCII"))?;
         let (scheme, value) = header.split_once(' ').unwrap_or((header, ""));
         let value = value.trim();
-        // Before the credentials are read.
-        let generation = self.generation();
+        let creds = self.creds.load();
         if scheme.eq_ignore_ascii_case("bearer") {
             let digest = sha256(value.as_bytes());
-            if let Some(name) = self.creds.load().tokens.get(&digest) {
-                return Ok(Identity { name: name.clone(), method: "token", generation });
+            if let Some(name) = creds.tokens.get(&digest) {
+                return Ok(Identity { name: name.clone(), method: "token", generation: creds.generation });
             }
-            if let Some(id) = self.session(&digest, generation) {
+            if let Some(id) = self.session(&digest, creds.generation) {
                 return Ok(id);
             }
             Err(Status::unauthenticated("invalid or expired bearer token"))
         } else if scheme.eq_ignore_ascii_case("basic") {
-            self.check_basic(value, generation)
+            self.check_basic(value, &creds)
         } else {
             Err(Status::unauthenticated(format!(
                 "unsupported authorization scheme {scheme:?}; use Bearer or Basic"
@@ -187,21 +189,20 @@ impl Authenticator {
         }
     }
 
-    fn check_basic(&self, value: &str, generation: u64) -> Result<Identity, Status> {
+    fn check_basic(&self, value: &str, creds: &Credentials) -> Result<Identity, Status> {
         let bad = || Status::unauthenticated("invalid user name or password");
         // argon2 is slow on purpose; a verified credential is remembered by its digest.
         let digest = sha256(format!("basic:{value}").as_bytes());
-        if let Some(id) = self.session(&digest, generation) {
+        if let Some(id) = self.session(&digest, creds.generation) {
             return Ok(id);
         }
         let decoded = STANDARD.decode(value).map_err(|_| bad())?;
         let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
         let (user, password) = decoded.split_once(':').ok_or_else(bad)?;
-        let creds = self.creds.load();
         let phc = creds.users.get(user).ok_or_else(bad)?;
         let hash = PasswordHash::new(phc).map_err(|_| bad())?;
         Argon2::default().verify_password(password.as_bytes(), &hash).map_err(|_| bad())?;
-        let id = Identity { name: user.to_owned(), method: "basic", generation };
+        let id = Identity { name: user.to_owned(), method: "basic", generation: creds.generation };
         self.remember(digest, id.clone());
         Ok(id)
     }
