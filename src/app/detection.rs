@@ -134,5 +134,5 @@ pub async fn reload_rules(
         let name = cfg.name.clone();
         set.push((name, compiled.pop().map(|r| (cfg, r))));
     }
-    reload.send(RuleUpdate { rules: set, detect: Some(detect.clone()) }).await.is_ok()
+    reload.send(RuleUpdate { rules: set, detect: detect.clone() }).await.is_ok()
 }

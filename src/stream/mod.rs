@@ -157,7 +157,7 @@ pub type RuleSet = Vec<(String, Option<(RuleConfig, Rule)>)>;
 /// detectors (whose rules are in the set), applied at the same point of the stream.
 pub struct RuleUpdate {
     pub rules: RuleSet,
-    pub detect: Option<crate::config::DetectConfig>,
+    pub detect: crate::config::DetectConfig,
 }
 pub type Reload = mpsc::Sender<RuleUpdate>;
 
@@ -241,9 +241,7 @@ impl Engine {
                 _ = tick.tick() => self.close_due(Instant::now()).await,
                 Some(update) = reload.recv() => {
                     self.replace(update.rules);
-                    if let Some(detect) = &update.detect {
-                        self.sink.detect_changed(detect);
-                    }
+                    self.sink.detect_changed(&update.detect);
                     let names: Vec<&str> = self.rules.iter().map(|r| r.config.name.as_str()).collect();
                     tracing::info!(rules = ?names, "rules reloaded");
                 }
