@@ -164,7 +164,8 @@ impl Miner {
             hasher,
             wildcard_hash,
             scratch: Tokens::default(),
-            recent: Vec::new(),
+            recent: vec![Recent::default(); RECENT_SLOTS],
+            // Above the empty slots' 0, so that they never match.
             generation: 1,
         }
     }
@@ -225,9 +226,6 @@ impl Miner {
         let wildcard = self.wildcard_hash;
         let info = &tokens.info()[range.clone()];
         let key = sequence_key(info);
-        if self.recent.is_empty() {
-            self.recent = vec![Recent::default(); RECENT_SLOTS];
-        }
         let recent = self.recent[key as usize % RECENT_SLOTS];
         if recent.key == key
             && recent.generation == self.generation
