@@ -8,18 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::daemon::run_ok;
+
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
-}
-
-fn run(what: &str, cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e} (run scripts/install-test-deps)"));
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// `logwarden_*` names in `text` (histogram series reduced to the metric) that src/metrics.rs
@@ -41,14 +33,8 @@ fn undefined_metrics(text: &str) -> (usize, Vec<String>) {
 #[test]
 fn prometheus_rules_and_config_pass_promtool() {
     let dir = deploy().join("prometheus");
-    run(
-        "promtool check rules",
-        Command::new("promtool").args(["check", "rules", "logwarden-alerts.yml"]).current_dir(&dir),
-    );
-    run(
-        "promtool test rules",
-        Command::new("promtool").args(["test", "rules", "logwarden-alerts.test.yml"]).current_dir(&dir),
-    );
+    run_ok(Command::new("promtool").args(["check", "rules", "logwarden-alerts.yml"]).current_dir(&dir));
+    run_ok(Command::new("promtool").args(["test", "rules", "logwarden-alerts.test.yml"]).current_dir(&dir));
     // The config names the rules file where the compose stack mounts it: check a copy that
     // names it where it is here.
     let tmp = tempfile::tempdir().unwrap();
@@ -56,10 +42,7 @@ fn prometheus_rules_and_config_pass_promtool() {
         .unwrap()
         .replace("/etc/prometheus/logwarden-alerts.yml", dir.join("logwarden-alerts.yml").to_str().unwrap());
     std::fs::write(tmp.path().join("prometheus.yml"), config).unwrap();
-    run(
-        "promtool check config",
-        Command::new("promtool").arg("check").arg("config").arg(tmp.path().join("prometheus.yml")),
-    );
+    run_ok(Command::new("promtool").arg("check").arg("config").arg(tmp.path().join("prometheus.yml")));
 
     let rules = std::fs::read_to_string(dir.join("logwarden-alerts.yml")).unwrap();
     let (n, missing) = undefined_metrics(&rules);
@@ -68,10 +51,7 @@ fn prometheus_rules_and_config_pass_promtool() {
 
 #[test]
 fn alertmanager_config_passes_amtool() {
-    run(
-        "amtool check-config",
-        Command::new("amtool").arg("check-config").arg(deploy().join("alertmanager/alertmanager.yml")),
-    );
+    run_ok(Command::new("amtool").arg("check-config").arg(deploy().join("alertmanager/alertmanager.yml")));
 }
 
 #[test]
@@ -85,7 +65,7 @@ fn compose_stack_is_valid() {
     } else {
         Command::new("docker-compose")
     };
-    run("compose config", cmd.args(["-f", "compose.yaml", "config", "-q"]).current_dir(deploy()));
+    run_ok(cmd.args(["-f", "compose.yaml", "config", "-q"]).current_dir(deploy()));
     let compose = std::fs::read_to_string(deploy().join("compose.yaml")).unwrap();
     for file in
         compose.lines().filter_map(|l| l.trim().strip_prefix("- ./")).map(|l| l.split(':').next().unwrap())
@@ -194,10 +174,7 @@ fn kubernetes_manifests_pass_kubernetes_schemas() {
         .collect();
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("k8s.toml"), toml).unwrap();
-    run(
-        "logwarden validate (ConfigMap)",
-        Command::new(crate::daemon::BIN).arg("validate").arg(tmp.path().join("k8s.toml")),
-    );
+    run_ok(Command::new(crate::daemon::BIN).arg("validate").arg(tmp.path().join("k8s.toml")));
 }
 
 #[test]

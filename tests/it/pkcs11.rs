@@ -4,12 +4,12 @@
 //! inline PIN fail with messages that name the problem.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use tokio::io::AsyncWriteExt;
 
 use crate::client::{connect_tls, octet};
-use crate::daemon::{BIN, Daemon, test_config, wait_until};
+use crate::daemon::{BIN, Daemon, run_ok as run, test_config, wait_until};
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const PIN: &str = "314159";
@@ -18,17 +18,6 @@ const PIN: &str = "314159";
 /// RSA-2048 key (`server-rsa`, id 02), and a CA that issued a `localhost` certificate for each.
 struct SoftHsm {
     dir: tempfile::TempDir,
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 impl SoftHsm {
