@@ -6,7 +6,6 @@
 //! stamps them), so `journalctl -p warning -u logwarden` selects by level.
 
 use std::io::IsTerminal;
-use std::os::unix::fs::MetadataExt;
 
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
@@ -56,9 +55,7 @@ fn stderr_is_journal() -> bool {
     let Some(stream) = std::env::var_os("JOURNAL_STREAM") else { return false };
     let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else { return false };
     let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else { return false };
-    use std::os::fd::AsFd;
-    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else { return false };
-    std::fs::File::from(fd).metadata().is_ok_and(|m| m.dev() == dev && m.ino() == ino)
+    rustix::fs::fstat(std::io::stderr()).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
 }
 
 /// `<priority>target: message fields`, every line of a multi-line message prefixed.
