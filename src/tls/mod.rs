@@ -77,7 +77,6 @@ impl TlsError {
 #[derive(Clone)]
 pub struct ServerTls {
     identity: Arc<Identity>,
-    resolver: Arc<dyn ResolvesServerCert>,
     listeners: Arc<Mutex<Vec<Arc<ListenerTls>>>>,
     pkcs11_metrics: Option<Pkcs11Metrics>,
     /// Set when running on the generated development certificate.
@@ -87,11 +86,11 @@ pub struct ServerTls {
 /// The certificate chain and key every listener presents, replaced whole by a reload: the next
 /// handshake on any listener gets the new one, established connections keep theirs.
 #[derive(Debug)]
-struct Identity(RwLock<Arc<CertifiedKey>>);
+struct Identity(arc_swap::ArcSwap<CertifiedKey>);
 
 impl ResolvesServerCert for Identity {
     fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.read().unwrap_or_else(|e| e.into_inner()).clone())
+        Some(self.0.load_full())
     }
 }
 
@@ -104,14 +103,8 @@ impl ServerTls {
         pkcs11_metrics: Option<Pkcs11Metrics>,
     ) -> Result<Self, TlsError> {
         let (certified, dev) = Self::certified(cfg, dev_dir, pkcs11_metrics.clone())?;
-        let identity = Arc::new(Identity(RwLock::new(Arc::new(certified))));
-        Ok(ServerTls {
-            resolver: identity.clone(),
-            identity,
-            listeners: Arc::new(Mutex::new(Vec::new())),
-            pkcs11_metrics,
-            dev,
-        })
+        let identity = Arc::new(Identity(arc_swap::ArcSwap::from_pointee(certified)));
+        Ok(ServerTls { identity, listeners: Arc::new(Mutex::new(Vec::new())), pkcs11_metrics, dev })
     }
 
     /// Reread the certificate chain and key (rotation; SIGHUP): every listener's next handshake
@@ -122,7 +115,7 @@ impl ServerTls {
         let not_after = certified.end_entity_cert().ok().and_then(|c| {
             x509_parser::parse_x509_certificate(c).ok().map(|(_, c)| c.validity().not_after.to_string())
         });
-        *self.identity.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(certified);
+        self.identity.0.store(Arc::new(certified));
         tracing::info!(
             not_after = not_after.as_deref().unwrap_or("?"),
             "server certificate reloaded; new handshakes use it"
@@ -214,11 +207,12 @@ impl ServerTls {
     ) -> Result<Arc<ListenerTls>, TlsError> {
         let stamp = client_auth::fingerprint(&trust);
         let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
-        let acceptor = build_acceptor(&alpn, &self.resolver, &trust)?;
+        let resolver: Arc<dyn ResolvesServerCert> = self.identity.clone();
+        let acceptor = build_acceptor(&alpn, &resolver, &trust)?;
         let l = ListenerTls {
             name: name.to_owned(),
             alpn,
-            resolver: self.resolver.clone(),
+            resolver,
             trust,
             current: RwLock::new(acceptor),
             stamp: Mutex::new(stamp),
