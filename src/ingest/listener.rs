@@ -65,7 +65,7 @@ impl Drop for ActiveGuard {
 
 /// Accept connections until `cancel` fires, handing each (after TLS) to `handle`.
 pub async fn accept_loop<H, F>(
-    listener: Listeners,
+    mut listener: Listeners,
     cfg: ListenerCommon,
     gate: Gate,
     metrics: ConnectionMetrics,
@@ -243,13 +243,13 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub struct Listeners {
     sockets: Vec<TcpListener>,
     /// Where the next accept starts polling, so that a busy socket cannot starve the others.
-    next: std::sync::atomic::AtomicUsize,
+    next: usize,
 }
 
 impl Listeners {
     pub fn new(sockets: Vec<TcpListener>) -> Listeners {
         assert!(!sockets.is_empty(), "a listener needs at least one socket");
-        Listeners { sockets, next: std::sync::atomic::AtomicUsize::new(0) }
+        Listeners { sockets, next: 0 }
     }
 
     /// The first socket's address (what `listeners.json` records).
@@ -263,15 +263,13 @@ impl Listeners {
     }
 
     /// The next connection on any of the sockets.
-    pub async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
-        use std::sync::atomic::Ordering;
+    pub async fn accept(&mut self) -> std::io::Result<(TcpStream, SocketAddr)> {
         let n = self.sockets.len();
         std::future::poll_fn(|cx| {
-            let start = self.next.load(Ordering::Relaxed);
             for k in 0..n {
-                let i = (start + k) % n;
+                let i = (self.next + k) % n;
                 if let std::task::Poll::Ready(r) = self.sockets[i].poll_accept(cx) {
-                    self.next.store((i + 1) % n, Ordering::Relaxed);
+                    self.next = (i + 1) % n;
                     return std::task::Poll::Ready(r);
                 }
             }
