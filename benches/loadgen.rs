@@ -16,7 +16,8 @@
 //! With `--handshakes 10s` it measures TLS handshakes per second instead: each of the
 //! `--connections` tasks connects, completes a TLS 1.3 handshake and closes, in a loop, either
 //! always full (the server signs every one) or, with `--resume`, resuming the previous
-//! session from a ticket (the server signs nothing). `--cert`/`--key` present a client
+//! session from a ticket (the server signs nothing); stream listeners send tickets only to
+//! clients that ask, so `--resume` asks (RFC 9149 `ticket_request`). `--cert`/`--key` present a client
 //! certificate, for listeners with `client_auth`.
 
 use std::io::Write as _;
@@ -440,7 +441,11 @@ fn client_config(ca: &Path, args: &Args, resume: bool) -> Result<Arc<rustls::Cli
         }
         _ => builder.with_no_client_auth(),
     };
-    if !resume {
+    if resume {
+        // Stream listeners send session tickets only to clients that ask (RFC 9149).
+        config.send_ticket_request =
+            Some(rustls::client::TicketRequest { new_session_count: 2, resumption_count: 2 });
+    } else {
         config.resumption = rustls::client::Resumption::disabled();
     }
     Ok(Arc::new(config))

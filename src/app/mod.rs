@@ -24,7 +24,7 @@ use crate::query::{LiveTables, QueryEngine, QueryLimits};
 use crate::serve::admin::{self, Readiness};
 use crate::serve::flight::{Authenticator, FlightServer, FlightSql};
 use crate::store::{Pipeline, PipelineOptions, Store};
-use crate::tls::{ListenerTls, ServerTls};
+use crate::tls::{ListenerTls, ServerTls, Tickets};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -147,7 +147,7 @@ pub async fn run(
     let mut accept_tasks = Vec::new();
     for l in &config.stream {
         let listener = binder.bind("stream listener (syslog, JSON lines)", &l.name, l.address, l.tls).await?;
-        let acceptor = listener_tls(&config, tls.as_ref(), &l.common(), &[])?;
+        let acceptor = listener_tls(&config, tls.as_ref(), &l.common(), &[], Tickets::OnRequest)?;
         let lm = metrics.listener(&l.name);
         let settings = Arc::new(StreamSettings {
             templates: templates.clone(),
@@ -172,7 +172,8 @@ pub async fn run(
     }
     for l in &config.http {
         let listener = binder.bind("HTTP ingest listener (POST /v1/logs)", &l.name, l.address, l.tls).await?;
-        let acceptor = listener_tls(&config, tls.as_ref(), &l.common(), &[b"h2", b"http/1.1"])?;
+        let acceptor =
+            listener_tls(&config, tls.as_ref(), &l.common(), &[b"h2", b"http/1.1"], Tickets::AfterHandshake)?;
         let lm = metrics.listener(&l.name);
         let ingest = Arc::new(HttpIngest {
             templates: templates.clone(),
@@ -244,7 +245,13 @@ pub async fn run(
         .bind("admin endpoint (/metrics, /healthz, /readyz)", "admin", config.admin.address, config.admin.tls)
         .await?;
     let admin_gate = Gate {
-        tls: listener_tls(&config, tls.as_ref(), &admin_common, &[b"h2", b"http/1.1"])?,
+        tls: listener_tls(
+            &config,
+            tls.as_ref(),
+            &admin_common,
+            &[b"h2", b"http/1.1"],
+            Tickets::AfterHandshake,
+        )?,
         access: None,
         audit_plain: false,
         ..ingest_gate.clone()
@@ -348,9 +355,10 @@ fn listener_tls(
     tls: Option<&ServerTls>,
     l: &ListenerCommon,
     alpn: &[&[u8]],
+    tickets: Tickets,
 ) -> Result<Option<Arc<ListenerTls>>, AppError> {
     match tls {
-        Some(t) if l.tls => Ok(Some(t.listener(&l.name, alpn, config.client_trust(l))?)),
+        Some(t) if l.tls => Ok(Some(t.listener(&l.name, alpn, config.client_trust(l), tickets)?)),
         _ => Ok(None),
     }
 }
@@ -425,7 +433,7 @@ fn flight_server(
     Ok(FlightServer {
         listener,
         common: common.clone(),
-        gate: Gate { tls: listener_tls(config, tls, &common, &[b"h2"])?, ..gate },
+        gate: Gate { tls: listener_tls(config, tls, &common, &[b"h2"], Tickets::AfterHandshake)?, ..gate },
         service,
         auth,
         connection_metrics: metrics.connections("flight"),

@@ -198,22 +198,25 @@ impl ServerTls {
         Ok(certified)
     }
 
-    /// The configuration of one listener: `alpn` protocols and its client-certificate checks.
+    /// The configuration of one listener: `alpn` protocols, its client-certificate checks and
+    /// when it sends session tickets.
     pub fn listener(
         &self,
         name: &str,
         alpn: &[&[u8]],
         trust: ClientTrust,
+        tickets: Tickets,
     ) -> Result<Arc<ListenerTls>, TlsError> {
         let stamp = client_auth::fingerprint(&trust);
         let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
         let resolver: Arc<dyn ResolvesServerCert> = self.identity.clone();
-        let acceptor = build_acceptor(&alpn, &resolver, &trust)?;
+        let acceptor = build_acceptor(&alpn, &resolver, &trust, tickets)?;
         let l = ListenerTls {
             name: name.to_owned(),
             alpn,
             resolver,
             trust,
+            tickets,
             current: RwLock::new(acceptor),
             stamp: Mutex::new(stamp),
         };
@@ -255,12 +258,30 @@ impl ServerTls {
     }
 }
 
+/// When a listener sends TLS 1.3 session tickets (TLS 1.2 sends them inside the handshake,
+/// which every client reads, so it resumes either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tickets {
+    /// Two after every handshake (rustls's default): request/response protocols (HTTP, gRPC),
+    /// whose clients read the connection anyway.
+    AfterHandshake,
+    /// Only to a client that asks for them (RFC 9149 `ticket_request`): stream (syslog)
+    /// listeners. A syslog client never reads its connection, so anything sent unasked stays
+    /// unread in its socket; closing a socket with unread data sends a reset instead of a FIN,
+    /// and the reset makes this side's kernel discard whatever logwarden had not read yet.
+    OnRequest,
+}
+
+/// The most tickets a client gets by asking (RFC 9149), on any listener.
+const MAX_REQUESTED_TICKETS: usize = 4;
+
 /// One listener's TLS: rebuilt when its trust files change, read once per connection.
 pub struct ListenerTls {
     name: String,
     alpn: Vec<Vec<u8>>,
     resolver: Arc<dyn ResolvesServerCert>,
     trust: ClientTrust,
+    tickets: Tickets,
     current: RwLock<TlsAcceptor>,
     stamp: Mutex<client_auth::Fingerprint>,
 }
@@ -280,7 +301,7 @@ impl ListenerTls {
     }
 
     fn build(&self) -> Result<TlsAcceptor, TlsError> {
-        build_acceptor(&self.alpn, &self.resolver, &self.trust)
+        build_acceptor(&self.alpn, &self.resolver, &self.trust, self.tickets)
     }
 }
 
@@ -288,6 +309,7 @@ fn build_acceptor(
     alpn: &[Vec<u8>],
     resolver: &Arc<dyn ResolvesServerCert>,
     trust: &ClientTrust,
+    tickets: Tickets,
 ) -> Result<TlsAcceptor, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider)
@@ -301,6 +323,11 @@ fn build_acceptor(
     // resumed handshake signs nothing. Each build has its own ticket key and session cache, so
     // a session verified against older CRLs (or on another listener) cannot resume.
     config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    config.send_tls13_tickets = match tickets {
+        Tickets::AfterHandshake => 2,
+        Tickets::OnRequest => 0,
+    };
+    config.max_tls13_tickets = MAX_REQUESTED_TICKETS;
     config.alpn_protocols = alpn.to_vec();
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
@@ -315,4 +342,113 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         return Err(err("no CERTIFICATE block found".into()));
     }
     Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::{ClientConfig, ClientConnection, HandshakeKind, ServerConnection, SupportedProtocolVersion};
+
+    fn listener(dir: &Path, tickets: Tickets) -> (Arc<ServerConfig>, PathBuf) {
+        let tls = ServerTls::load(&TlsConfig::default(), dir, None).unwrap();
+        let trust = ClientTrust { mode: ClientAuth::None, ca_file: None, crl_files: Vec::new() };
+        let l = tls.listener("syslog", &[], trust, tickets).unwrap();
+        (l.acceptor().config().clone(), tls.dev.unwrap().ca_file)
+    }
+
+    fn client(ca: &Path, version: &'static SupportedProtocolVersion, ask: bool) -> Arc<ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(load_certs(ca).unwrap().remove(0)).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        if ask {
+            cfg.send_ticket_request =
+                Some(rustls::client::TicketRequest { new_session_count: 2, resumption_count: 2 });
+        }
+        Arc::new(cfg)
+    }
+
+    /// One connection in memory, as a shipper makes it: the handshake, then the client's last
+    /// flight reaches the server. Returns the bytes the server then sends that the client never
+    /// needed to finish its handshake (and that a shipper, never reading, leaves unread), and
+    /// whether the handshake resumed a session. Those bytes are handed to the client, as a
+    /// client that reads would take them in.
+    fn connect(server: &Arc<ServerConfig>, client: &Arc<ClientConfig>) -> (usize, bool) {
+        let mut c = ClientConnection::new(client.clone(), "localhost".try_into().unwrap()).unwrap();
+        let mut s = ServerConnection::new(server.clone()).unwrap();
+        let mut wire = Vec::new();
+        let c_to_s = |c: &mut ClientConnection, s: &mut ServerConnection, wire: &mut Vec<u8>| {
+            wire.clear();
+            while c.wants_write() {
+                c.write_tls(wire).unwrap();
+            }
+            s.read_tls(&mut &wire[..]).unwrap();
+            s.process_new_packets().unwrap();
+        };
+        let s_to_c = |s: &mut ServerConnection, c: &mut ClientConnection, wire: &mut Vec<u8>| {
+            wire.clear();
+            while s.wants_write() {
+                s.write_tls(wire).unwrap();
+            }
+            let mut rest = &wire[..];
+            while !rest.is_empty() {
+                c.read_tls(&mut rest).unwrap();
+                c.process_new_packets().unwrap();
+            }
+            wire.len()
+        };
+        while c.is_handshaking() {
+            c_to_s(&mut c, &mut s, &mut wire);
+            s_to_c(&mut s, &mut c, &mut wire);
+        }
+        c_to_s(&mut c, &mut s, &mut wire);
+        assert!(!s.is_handshaking());
+        let unasked = s_to_c(&mut s, &mut c, &mut wire);
+        (unasked, c.handshake_kind() == Some(HandshakeKind::Resumed))
+    }
+
+    #[test]
+    fn stream_listeners_send_nothing_after_a_tls13_handshake() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, ca) = listener(dir.path(), Tickets::OnRequest);
+        let client = client(&ca, &rustls::version::TLS13, false);
+        assert_eq!(connect(&server, &client), (0, false));
+        // Without a ticket there is no TLS 1.3 resumption: the next handshake is full.
+        assert_eq!(connect(&server, &client), (0, false));
+    }
+
+    #[test]
+    fn a_client_that_asks_for_tickets_gets_them_and_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, ca) = listener(dir.path(), Tickets::OnRequest);
+        let client = client(&ca, &rustls::version::TLS13, true);
+        let (sent, resumed) = connect(&server, &client);
+        assert!(sent > 0 && !resumed);
+        let (sent, resumed) = connect(&server, &client);
+        assert!(sent > 0 && resumed);
+    }
+
+    #[test]
+    fn tls12_clients_resume_on_stream_listeners_with_nothing_sent_unasked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, ca) = listener(dir.path(), Tickets::OnRequest);
+        let client = client(&ca, &rustls::version::TLS12, false);
+        assert_eq!(connect(&server, &client), (0, false));
+        assert_eq!(connect(&server, &client), (0, true));
+    }
+
+    #[test]
+    fn request_response_listeners_send_tickets_after_the_handshake() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, ca) = listener(dir.path(), Tickets::AfterHandshake);
+        let client = client(&ca, &rustls::version::TLS13, false);
+        let (sent, resumed) = connect(&server, &client);
+        assert!(sent > 0 && !resumed);
+        let (sent, resumed) = connect(&server, &client);
+        assert!(sent > 0 && resumed);
+    }
 }

@@ -76,6 +76,55 @@ async fn a_peer_that_vanishes_without_close_notify_loses_no_complete_frame() {
     wait_until(T, "500 events", || d.count("message LIKE 'abrupt %'") == 500);
 }
 
+/// A syslog client never reads from its connection. Whatever the server sends it unasked (TLS
+/// 1.3 session tickets after the handshake) stays unread, so the client's close() answers with
+/// a reset, and the reset makes the server's kernel discard everything logwarden has not read
+/// yet. The client here does what shippers do: handshake, send, close() without close_notify
+/// and without a single read.
+#[test]
+fn a_client_that_sends_and_closes_without_reading_loses_no_frame() {
+    use std::io::Write as _;
+    const FRAMES: usize = 100_000;
+    let d = Daemon::start();
+    let mut data = Vec::new();
+    for i in 0..FRAMES {
+        data.extend(octet(&format!("<14>1 - host app - - - unread close {i}")));
+    }
+    let mut sock = std::net::TcpStream::connect(d.addr("syslog")).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = rustls::ClientConnection::new(crate::client::tls_config(&d.ca_file(), &[]), name).unwrap();
+    while tls.is_handshaking() {
+        tls.complete_io(&mut sock).unwrap();
+    }
+    // Write only: encrypt a piece, push it to the socket, never read.
+    for piece in data.chunks(16 * 1024) {
+        let mut at = 0;
+        while at < piece.len() {
+            at += tls.writer().write(&piece[at..]).unwrap();
+            while tls.wants_write() {
+                tls.write_tls(&mut sock).unwrap();
+            }
+        }
+    }
+    sock.flush().unwrap();
+    drop(tls);
+    drop(sock);
+
+    wait_until(T, "the connection to end", || {
+        d.metric("logwarden_connections_active{listener=\"syslog\"}") == 0.0
+    });
+    // Everything read is stored within moments; wait for it, and say how much arrived if not.
+    let start = std::time::Instant::now();
+    loop {
+        let stored = d.count("message LIKE 'unread close %'");
+        if stored == FRAMES as i64 {
+            break;
+        }
+        assert!(start.elapsed() < T, "{stored} of {FRAMES} complete frames stored");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn http_ingest_acknowledges_durable_events_and_refuses_bad_bodies() {
     let d = Daemon::start();
