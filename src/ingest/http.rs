@@ -1,5 +1,5 @@
-//! HTTPS ingest: `POST /v1/logs` with a newline-delimited JSON body (optionally gzip), as Vector's
-//! `http` sink and Fluent Bit's `http` output send it.
+//! HTTPS ingest: `POST /v1/logs` with a newline-delimited JSON body (optionally gzip, in one
+//! member or several), as Vector's `http` sink and Fluent Bit's `http` output send it.
 //!
 //! The answer is 200 only once every event of the request is in the WAL and fsynced. A body with
 //! a line that is not a JSON object is refused whole (400, naming the line) so a client can fix
@@ -79,15 +79,13 @@ impl HttpIngest {
         };
         self.listener_metrics.bytes.inc_by(body.len() as u64);
         let body = if gzip {
-            let mut out = Vec::new();
-            let mut dec = flate2::read::GzDecoder::new(&body[..]).take(limit as u64 + 1);
-            if let Err(e) = dec.read_to_end(&mut out) {
-                return error(StatusCode::BAD_REQUEST, &format!("invalid gzip body: {e}"));
+            match gunzip(&body, limit) {
+                Ok(out) => Bytes::from(out),
+                Err(Gunzip::TooLarge) => return too_large(),
+                Err(Gunzip::Invalid(e)) => {
+                    return error(StatusCode::BAD_REQUEST, &format!("invalid gzip body: {e}"));
+                }
             }
-            if out.len() > limit {
-                return too_large();
-            }
-            Bytes::from(out)
         } else {
             body
         };
@@ -150,6 +148,26 @@ impl HttpIngest {
     }
 }
 
+enum Gunzip {
+    TooLarge,
+    Invalid(std::io::Error),
+}
+
+/// Every gzip member of `body`, one after another (`cat a.gz b.gz`, streaming compressors),
+/// refused once the decompressed total passes `limit` (so a bomb split across members is
+/// refused too) or when what follows a member is not another member.
+fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, Gunzip> {
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(body)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(Gunzip::Invalid)?;
+    if out.len() > limit {
+        return Err(Gunzip::TooLarge);
+    }
+    Ok(out)
+}
+
 enum BodyError {
     TooLarge,
     Read(hyper::Error),
@@ -203,4 +221,40 @@ fn unavailable(msg: &str) -> Response<Body> {
     let mut r = error(StatusCode::SERVICE_UNAVAILABLE, msg);
     r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn member(text: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(text).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn every_member_is_read() {
+        let mut body = member(b"a\n");
+        body.extend(member(b""));
+        body.extend(member(b"b\nc\n"));
+        assert_eq!(gunzip(&body, 100).ok(), Some(b"a\nb\nc\n".to_vec()));
+    }
+
+    #[test]
+    fn the_limit_counts_all_members() {
+        let body: Vec<u8> = (0..3).flat_map(|_| member(&[b'x'; 1000])).collect();
+        assert_eq!(gunzip(&body, 3000).map(|o| o.len()).ok(), Some(3000));
+        assert!(matches!(gunzip(&body, 2999), Err(Gunzip::TooLarge)));
+    }
+
+    #[test]
+    fn trailing_bytes_and_truncation_are_invalid() {
+        let mut body = member(b"a\n");
+        body.extend_from_slice(b"junk");
+        assert!(matches!(gunzip(&body, 100), Err(Gunzip::Invalid(_))));
+        let body = member(b"abcdef");
+        assert!(matches!(gunzip(&body[..body.len() - 3], 100), Err(Gunzip::Invalid(_))));
+    }
 }

@@ -165,6 +165,45 @@ async fn http_ingest_acknowledges_durable_events_and_refuses_bad_bodies() {
     assert_eq!(r.status, 404);
 }
 
+/// `cat a.gz b.gz` and streaming compressors send several gzip members in one body; every one
+/// is read, and the decompressed limit (1 MiB here) counts them all.
+#[tokio::test(flavor = "multi_thread")]
+async fn http_ingest_reads_every_gzip_member_within_the_size_limit() {
+    let d = Daemon::start();
+    let addr = d.addr("http");
+    let member = |text: &str| {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, text.as_bytes()).unwrap();
+        gz.finish().unwrap()
+    };
+    let gzip = vec![("content-encoding", "gzip")];
+
+    let mut body = member("{\"message\":\"member 1\"}\n");
+    body.extend(member("{\"message\":\"member 2\"}\n{\"message\":\"member 2\"}\n"));
+    body.extend(member("{\"message\":\"member 3\"}\n"));
+    let r = post(addr, d.ca_file(), "/v1/logs", gzip.clone(), body).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("\"accepted\":4"), "{}", r.body);
+    assert_eq!(d.count("message LIKE 'member %'"), 4);
+
+    // Three members of 400 KiB each: every one under max_body_bytes, together over it.
+    let lines: String =
+        (0..4000).map(|i| format!("{{\"message\":\"bomb {i:05} {}\"}}\n", "x".repeat(80))).collect();
+    assert!(lines.len() > 400 << 10 && lines.len() < 1 << 20);
+    let bomb: Vec<u8> = (0..3).flat_map(|_| member(&lines)).collect();
+    assert!(bomb.len() < 100 << 10);
+    let r = post(addr, d.ca_file(), "/v1/logs", gzip.clone(), bomb).await;
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(d.count("message LIKE 'bomb %'"), 0);
+
+    // Bytes after the last member that are not another member: the body is refused, not cut.
+    let mut body = member("{\"message\":\"trailing\"}\n");
+    body.extend_from_slice(b"not gzip");
+    let r = post(addr, d.ca_file(), "/v1/logs", gzip, body).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(d.count("message = 'trailing'"), 0);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn http_ingest_answers_503_with_retry_after_while_storage_is_saturated() {
     // A budget of 1 MiB for data not yet durable, and a long linger that keeps a batch (under
