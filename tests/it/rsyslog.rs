@@ -1,6 +1,6 @@
 //! A real rsyslog (Debian's package) forwards over TLS into logwarden, once with RFC 5424 and
-//! octet counting, once with the traditional RFC 3164 format and LF framing; every message
-//! arrives with its fields.
+//! octet counting, once with the traditional RFC 3164 format and LF framing, and once with
+//! omfwd's defaults; every message arrives with its fields.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -20,12 +20,15 @@ struct Rsyslog {
 
 impl Rsyslog {
     fn start(ca_file: &Path, target_port: u16) -> Rsyslog {
+        Self::start_with(include_str!("../fixtures/rsyslog.conf.in"), ca_file, target_port)
+    }
+
+    fn start_with(template: &str, ca_file: &Path, target_port: u16) -> Rsyslog {
         assert!(
             Path::new(RSYSLOGD).exists(),
             "rsyslogd is not installed: run scripts/test, which installs it"
         );
         let dir = tempfile::tempdir().unwrap();
-        let template = include_str!("../fixtures/rsyslog.conf.in");
         let conf = template
             .replace("@WORKDIR@", &dir.path().display().to_string())
             .replace("@PORTFILE@", &dir.path().join("port").display().to_string())
@@ -119,4 +122,38 @@ fn rsyslog_forwards_over_tls_in_both_framings() {
     assert_eq!(trad["severity"], 5);
     assert!(trad["decode_error"].is_null(), "{trad}");
     assert_eq!(d.count("message LIKE 'rsyslog message %' AND decode_error IS NOT NULL"), 0);
+}
+
+/// `logger --rfc5424 -t rsyslogtest` into rsyslog, which forwards with omfwd's default template
+/// (RSYSLOG_TraditionalForwardFormat): the TAG arrives followed by a space, not a colon, and is
+/// still the app (rsyslog's own parser reads it so).
+#[test]
+fn rsyslog_default_forwarding_keeps_the_tag_as_app() {
+    let d = Daemon::start();
+    let template = include_str!("../fixtures/rsyslog-default-template.conf.in");
+    let mut rs = Rsyslog::start_with(template, &d.ca_file(), d.addr("syslog").port());
+    let port = rs.port().to_string();
+    for i in 0..MESSAGES {
+        let mut logger = Command::new("logger");
+        logger.args(["--rfc5424", "--tcp", "--server", "127.0.0.1", "--port", &port, "-t", "rsyslogtest"]);
+        if i % 2 == 1 {
+            logger.arg("--id=4242");
+        }
+        let status =
+            logger.arg(format!("hello {i}")).status().expect("logger (util-linux) must be installed");
+        assert!(status.success(), "logger failed: {status}");
+    }
+
+    wait_until(Duration::from_secs(60), "every message", || {
+        d.count("message LIKE 'hello %' OR message LIKE '%rsyslogtest%'") >= MESSAGES as i64
+    });
+    let rows = d.query("SELECT host, app, procid, message, decode_error FROM logs ORDER BY received_at");
+    assert_eq!(rows.len(), MESSAGES, "{rows:?}");
+    for r in &rows {
+        assert_eq!(r["app"], "rsyslogtest", "{r}");
+        assert!(r["message"].as_str().unwrap().starts_with("hello "), "{r}");
+        assert!(r["host"].as_str().is_some_and(|h| !h.is_empty()), "{r}");
+        assert!(r["decode_error"].is_null(), "{r}");
+    }
+    assert_eq!(d.count("procid = '4242'"), MESSAGES as i64 / 2);
 }

@@ -1,6 +1,11 @@
 //! RFC 3164 ("BSD syslog") decoder, for the shapes real devices and daemons send:
 //! `[<PRI>][TIMESTAMP ][HOSTNAME ][TAG[PID]: ]MSG`.
 //!
+//! The TAG is read as rsyslog's parser reads it, since rsyslog is what most often relays to us:
+//! it ends at the first `:` or SP (the `:` belongs to it, the SP does not), so after a HOSTNAME
+//! the next word is the TAG even without a colon, as rsyslog's default forwarding template
+//! writes it for messages that arrived as RFC 5424 (`host app msg`).
+//!
 //! Everything is optional, so this decoder never rejects: what it cannot recognise is message
 //! text. Timestamps are `Mmm dd hh:mm:ss` (optionally with `.frac`, or `Mmm dd yyyy hh:mm:ss`
 //! as Cisco sends), taken as UTC with the year that puts them nearest the receive time, or
@@ -47,14 +52,14 @@ pub fn decode_rfc3164(line: &str, received_at_ns: i64) -> Event<'_> {
     let mut tagged = None;
     let first = rest.split(' ').next().unwrap_or_default();
     if first.ends_with(':') || first.contains('[') {
-        tagged = tag(rest);
+        tagged = tag(rest, false);
     } else if timestamp.is_some() && !first.is_empty() {
         // With a timestamp the next word is the HOSTNAME (§4.1.2); without one it is too
         // ambiguous to take a word of message text for a host.
         host = Some(Cow::Borrowed(first));
         let after = rest.get(first.len()..).unwrap_or_default();
         let after = after.strip_prefix(' ').unwrap_or(after);
-        tagged = Some(tag(after).unwrap_or((None, None, after)));
+        tagged = Some(tag(after, true).unwrap_or((None, None, after)));
     }
     let (app, procid, message) = tagged.unwrap_or((None, None, rest));
 
@@ -76,26 +81,35 @@ pub fn decode_rfc3164(line: &str, received_at_ns: i64) -> Event<'_> {
 
 type Tagged<'a> = (Option<&'a str>, Option<&'a str>, &'a str);
 
-/// `app[pid]: msg`, `app: msg` or `app[pid] msg` (a colon or a `[pid]` is what tells a TAG
-/// from message text); returns app, procid and the message.
-fn tag(s: &str) -> Option<Tagged<'_>> {
+/// rsyslog's longest TAG (`CONF_TAG_MAXSIZE` less the terminator and the colon).
+const MAX_TAG: usize = 510;
+
+/// The TAG at the start of `s`: up to the first `:` or SP, the `:` consumed with it, then one
+/// SP; the app is the TAG up to a `[pid]`, which must close it (`app[42: x` is no TAG). After
+/// a HOSTNAME (`colonless`) any such word is a TAG, as in rsyslog; before one, a TAG must end
+/// in `:` or carry a `[pid]`, which is what tells it from message text. A word longer than
+/// rsyslog's limit is message text rather than a TAG cut in two. Returns app, procid and the
+/// message.
+fn tag(s: &str, colonless: bool) -> Option<Tagged<'_>> {
     let b = s.as_bytes();
-    let app_len = b.iter().position(|&c| matches!(c, b'[' | b':' | b' '))?;
-    let app = s.get(..app_len).filter(|a| !a.is_empty())?;
-    let mut i = app_len;
-    let mut procid = None;
-    if b.get(i) == Some(&b'[') {
-        let close = memchr(b']', b.get(i + 1..)?)?;
-        procid = s.get(i + 1..i + 1 + close).filter(|p| !p.is_empty());
-        i += close + 2;
-        if b.get(i) == Some(&b':') {
-            i += 1;
-        }
-    } else if b.get(i) == Some(&b':') {
-        i += 1;
-    } else {
+    let end = memchr::memchr2(b':', b' ', b).unwrap_or(b.len());
+    if end > MAX_TAG {
         return None;
     }
+    let word = s.get(..end)?;
+    let colon = b.get(end) == Some(&b':');
+    let (app, procid) = match memchr(b'[', word.as_bytes()) {
+        Some(open) => {
+            let pid = word.get(open + 1..)?.strip_suffix(']')?;
+            (word.get(..open)?, Some(pid).filter(|p| !p.is_empty()))
+        }
+        None if colon || colonless => (word, None),
+        None => return None,
+    };
+    if app.is_empty() {
+        return None;
+    }
+    let mut i = end + usize::from(colon);
     if b.get(i) == Some(&b' ') {
         i += 1;
     }
@@ -205,8 +219,10 @@ mod tests {
             parts(&e),
             (Some("mymachine"), Some("su"), None, "'su root' failed for lonvick on /dev/pts/8")
         );
+        // §5.4 calls all of "Use the BFG!" CONTENT; rsyslog (and syslog-ng, and §4.1.3's own
+        // grammar) read "Use" as the TAG. We read as rsyslog does: see ARCHITECTURE.md.
         let e = d("<13>Feb  5 17:32:18 10.0.0.99 Use the BFG!");
-        assert_eq!(parts(&e), (Some("10.0.0.99"), None, None, "Use the BFG!"));
+        assert_eq!(parts(&e), (Some("10.0.0.99"), Some("Use"), None, "the BFG!"));
         // Nearest to 2023-10-12 is the coming February, not the past one.
         assert_eq!(e.timestamp, Some(utc(2024, 2, 5, 17, 32, 18)));
     }
@@ -303,5 +319,46 @@ mod tests {
         assert_eq!(parts(&e), (None, Some("app"), None, "text"));
         let e = d("<13>Oct 11 22:14:15 h app[42: text");
         assert_eq!(parts(&e), (Some("h"), None, None, "app[42: text"));
+    }
+
+    #[test]
+    fn a_tag_without_colon_after_the_hostname() {
+        // rsyslog's RSYSLOG_TraditionalForwardFormat for a message that arrived as RFC 5424.
+        let e = d("<13>Dec  2 03:24:41 vm rsyslogtest hello 1");
+        assert_eq!(parts(&e), (Some("vm"), Some("rsyslogtest"), None, "hello 1"));
+        let e = d("<13>Dec  2 03:24:41 vm rsyslogtest[4242] hello 1");
+        assert_eq!(parts(&e), (Some("vm"), Some("rsyslogtest"), Some("4242"), "hello 1"));
+        let e = d("<13>Dec  2 03:24:41 vm rsyslogtest");
+        assert_eq!(parts(&e), (Some("vm"), Some("rsyslogtest"), None, ""));
+        let e = d("<46>Jan 5 10:01:00 Übergröße außerplanmäßig größenordnungsmäßig");
+        assert_eq!(parts(&e), (Some("Übergröße"), Some("außerplanmäßig"), None, "größenordnungsmäßig"));
+        // Without a HOSTNAME before it, a colonless word is message text.
+        let e = d("<13>just words here");
+        assert_eq!(parts(&e), (None, None, None, "just words here"));
+    }
+
+    #[test]
+    fn tag_ends_at_colon_or_space_as_in_rsyslog() {
+        let e = d("<13>Oct 11 22:14:15 h postfix/smtpd[99]: x");
+        assert_eq!(parts(&e), (Some("h"), Some("postfix/smtpd"), Some("99"), "x"));
+        let e = d("<13>Oct 11 22:14:15 h my-app.v2:x");
+        assert_eq!(parts(&e), (Some("h"), Some("my-app.v2"), None, "x"));
+        // A colon inside a word ends the TAG there, as rsyslog reads it.
+        let e = d("<13>Oct 11 22:14:15 h http://example.org/ down");
+        assert_eq!(parts(&e), (Some("h"), Some("http"), None, "//example.org/ down"));
+        // No word after the HOSTNAME (two spaces): no TAG.
+        let e = d("<13>Oct 11 22:14:15 h  [x] y");
+        assert_eq!(parts(&e), (Some("h"), None, None, " [x] y"));
+    }
+
+    #[test]
+    fn a_tag_is_at_most_510_bytes() {
+        let longest = "a".repeat(MAX_TAG);
+        let line = format!("<13>Oct 11 22:14:15 h {longest} m");
+        assert_eq!(parts(&d(&line)), (Some("h"), Some(longest.as_str()), None, "m"));
+        let longer = "a".repeat(MAX_TAG + 1);
+        let line = format!("<13>Oct 11 22:14:15 h {longer} m");
+        let rest = format!("{longer} m");
+        assert_eq!(parts(&d(&line)), (Some("h"), None, None, rest.as_str()));
     }
 }
