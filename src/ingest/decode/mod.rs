@@ -14,7 +14,7 @@ use crate::ingest::event::Event;
 
 pub use json::decode_json;
 pub use rfc3164::decode_rfc3164;
-pub use rfc5424::decode_rfc5424;
+pub use rfc5424::{decode_rfc5424, decode_rfc5424_without_pri};
 
 const NS_PER_SEC: i64 = 1_000_000_000;
 
@@ -22,7 +22,9 @@ const NS_PER_SEC: i64 = 1_000_000_000;
 /// (nanoseconds since the Unix epoch; RFC 3164 needs it to guess the year).
 ///
 /// Dispatch: a first non-blank byte `{` means JSON; `<PRI>` followed by version digits and a
-/// space means RFC 5424; anything else is RFC 3164, which accepts any text.
+/// space means RFC 5424 (blanks before the `<` are dropped); version digits, a space and a
+/// whole RFC 5424 header mean RFC 5424 without its PRI; anything else is RFC 3164, which
+/// accepts any text.
 pub fn decode(frame: &[u8], received_at_ns: i64) -> Event<'_> {
     // Senders that frame with CRLF leave the CR behind once the transport splits on LF.
     let frame = frame.strip_suffix(b"\r").unwrap_or(frame);
@@ -44,16 +46,31 @@ fn decode_str(line: &str, received_at_ns: i64) -> Event<'_> {
     let b = line.as_bytes();
     let first = b.iter().position(|c| !c.is_ascii_whitespace());
     if first.is_some_and(|i| b.get(i) == Some(&b'{')) {
-        decode_json(line)
-    } else if looks_like_rfc5424(b) {
+        return decode_json(line);
+    }
+    // Blanks before a PRI are framing debris (a sender's newline and indentation), not text.
+    let line = match first {
+        Some(i) if i > 0 && b.get(i) == Some(&b'<') => line.get(i..).unwrap_or(line),
+        _ => line,
+    };
+    let b = line.as_bytes();
+    if looks_like_rfc5424(b) {
         decode_rfc5424(line)
     } else if has_binary(b) {
         // RFC 3164 takes any text, but not binary: that is a wrong port or a broken sender.
         let at = b.iter().position(|&c| is_binary(c)).unwrap_or(0);
         Event::raw(Cow::Borrowed(line), format!("binary data: control byte 0x{:02x} at offset {at}", b[at]))
+    } else if let Some(event) = starts_with_version(b).then(|| decode_rfc5424_without_pri(line)).flatten() {
+        event
     } else {
         decode_rfc3164(line, received_at_ns)
     }
+}
+
+/// 1-3 digits and a space: what an RFC 5424 message without its PRI starts with.
+fn starts_with_version(b: &[u8]) -> bool {
+    let n = count_digits(b);
+    (1..=3).contains(&n) && b.get(n) == Some(&b' ')
 }
 
 /// Whether any byte is binary; a fold without early exit, which the compiler vectorises.
@@ -255,10 +272,45 @@ mod tests {
         assert_eq!(d(""), Format::Rfc3164);
         assert_eq!(d("  {\"msg\":\"x\"}"), Format::Json);
         assert_eq!(d("{not json"), Format::Raw);
-        assert_eq!(d("<13>2 - - - - - -"), Format::Raw);
+        assert_eq!(d("<13>0 - - - - - -"), Format::Raw);
+        assert_eq!(d("<13>2 - - - - - -"), Format::Rfc5424);
         assert_eq!(d("<999>1 - - - - - -"), Format::Raw);
         assert_eq!(d("\0\x01\x02 binary"), Format::Raw);
         assert_eq!(d("multi\tline\r\ntext"), Format::Rfc3164);
+    }
+
+    #[test]
+    fn rfc5424_without_pri_from_loose_senders() {
+        let e = decode(
+            b"1 2020-05-22T14:59:09.250-03:00 OX-MX204 OX-CONTEUDO:rpd 6589 - - bgp_listen_accept: x",
+            RECV,
+        );
+        assert_eq!((e.format, e.severity, e.facility), (Format::Rfc5424, None, None));
+        assert_eq!((e.host.as_deref(), e.app.as_deref()), (Some("OX-MX204"), Some("OX-CONTEUDO:rpd")));
+        assert_eq!(e.message, "bgp_listen_accept: x");
+        // Text that only starts like it stays RFC 3164 text.
+        let e = decode(b"1 2020-05-22T14:59:09Z was a good day", RECV);
+        assert_eq!(
+            (e.format, e.message.as_ref()),
+            (Format::Rfc3164, "1 2020-05-22T14:59:09Z was a good day")
+        );
+        assert_eq!(decode(b"2 apples and 3 pears", RECV).format, Format::Rfc3164);
+    }
+
+    #[test]
+    fn blanks_before_a_pri_are_skipped() {
+        let e = decode(b"\n   <13>1 2019-02-13T19:48:34+00:00 74794bfb6795 root 8449 - [meta sequenceId=\"1\"] i am foobar", RECV);
+        assert_eq!(
+            (e.format, e.host.as_deref(), e.message.as_ref()),
+            (Format::Rfc5424, Some("74794bfb6795"), "i am foobar")
+        );
+        let e = decode(b"  <13>Oct 11 22:14:15 h a: m", RECV);
+        assert_eq!(
+            (e.format, e.host.as_deref(), e.app.as_deref(), e.message.as_ref()),
+            (Format::Rfc3164, Some("h"), Some("a"), "m")
+        );
+        // Blanks before text that is no PRI are part of the message.
+        assert_eq!(decode(b"  indented text", RECV).message, "  indented text");
     }
 
     #[test]

@@ -28,17 +28,22 @@ const MONTHS: [&[u8; 3]; 12] =
 /// present but broken (PRI, impossible date) is noted in `decode_error`.
 pub fn decode_rfc3164(line: &str, received_at_ns: i64) -> Event<'_> {
     let mut decode_error = None;
-    let (pri, rest) = match parse_pri(line.as_bytes()) {
-        Some((pri, len)) => (pri, line.get(len..).unwrap_or_default()),
+    let (pri, rest, had_pri) = match parse_pri(line.as_bytes()) {
+        Some((pri, len)) => (pri, line.get(len..).unwrap_or_default(), true),
         None => {
             if line.starts_with('<') && line.contains('>') {
                 decode_error = Some(Cow::Borrowed("rfc3164: bad PRI"));
             }
-            (DEFAULT_PRI, line)
+            (DEFAULT_PRI, line, false)
         }
     };
 
-    let (timestamp, rest) = match timestamp(rest.as_bytes(), received_at_ns) {
+    // Some devices (HP ProCurve among them) put a space between the PRI and the timestamp.
+    let found = timestamp(rest.as_bytes(), received_at_ns).or_else(|| {
+        let after_space = rest.strip_prefix(' ').filter(|_| had_pri)?;
+        timestamp(after_space.as_bytes(), received_at_ns).map(|(ts, len)| (ts, len + 1))
+    });
+    let (timestamp, rest) = match found {
         Some((ts, len)) => {
             if ts.is_none() {
                 decode_error = Some(Cow::Borrowed("rfc3164: bad TIMESTAMP"));
@@ -98,6 +103,11 @@ fn tag(s: &str, colonless: bool) -> Option<Tagged<'_>> {
     }
     let word = s.get(..end)?;
     let colon = b.get(end) == Some(&b':');
+    if word.is_empty() {
+        // A bare `:` (rsyslog reads it as an empty TAG): no app, the message follows.
+        let rest = s.get(end + 1..).filter(|_| colon)?;
+        return Some((None, None, rest.strip_prefix(' ').unwrap_or(rest)));
+    }
     let (app, procid) = match memchr(b'[', word.as_bytes()) {
         Some(open) => {
             let pid = word.get(open + 1..)?.strip_suffix(']')?;
@@ -349,6 +359,25 @@ mod tests {
         // No word after the HOSTNAME (two spaces): no TAG.
         let e = d("<13>Oct 11 22:14:15 h  [x] y");
         assert_eq!(parts(&e), (Some("h"), None, None, " [x] y"));
+    }
+
+    #[test]
+    fn an_empty_tag_before_a_colon() {
+        let e = d("<34>Oct 11 22:14:15 : a message");
+        assert_eq!((e.timestamp, parts(&e)), (Some(OCT11), (None, None, None, "a message")));
+        let e = d("<54>Oct 11 22:14:15 host :");
+        assert_eq!(parts(&e), (Some("host"), None, None, ""));
+    }
+
+    #[test]
+    fn a_space_between_pri_and_timestamp() {
+        // HP ProCurve switches, among others.
+        let e = d("<54> 1970-01-01T00:01:31+00:00 host app: m");
+        assert_eq!((e.timestamp, parts(&e)), (Some(91_000_000_000), (Some("host"), Some("app"), None, "m")));
+        let e = d("<13> Oct 11 22:14:15 h a: m");
+        assert_eq!((e.timestamp, parts(&e)), (Some(OCT11), (Some("h"), Some("a"), None, "m")));
+        // Not a timestamp after all: the text is kept as it came.
+        assert_eq!(d("<13> hello").message, " hello");
     }
 
     #[test]

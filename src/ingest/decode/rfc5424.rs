@@ -1,5 +1,9 @@
 //! RFC 5424 decoder: `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID STRUCTURED-DATA [MSG]`.
 //!
+//! Any VERSION of one to three digits is read with version 1's header (the number is kept in
+//! `fields` when it is not 1), and a message without its PRI is decoded when all the rest
+//! parses; see ARCHITECTURE.md for what else is accepted beyond the RFC and what is not.
+//!
 //! The hot path of the daemon: header fields and the message borrow from the frame and only
 //! STRUCTURED-DATA (rendered as JSON) allocates. STRUCTURED-DATA becomes a JSON object
 //! `{"sd-id":{"param":"value"}}`; an SD-ID that appears twice has its params merged into one
@@ -16,19 +20,27 @@ const BOM: &str = "\u{feff}";
 
 /// Decodes one RFC 5424 message; anything malformed is returned as [`Event::raw`].
 pub fn decode_rfc5424(line: &str) -> Event<'_> {
-    match parse(line) {
+    let parsed = match parse_pri(line.as_bytes()) {
+        Some((pri, len)) => parse(line, len, Some(pri)),
+        None => Err("rfc5424: bad PRI"),
+    };
+    match parsed {
         Ok(event) => event,
         Err(reason) => Event::raw(Cow::Borrowed(line), reason),
     }
 }
 
-fn parse(line: &str) -> Result<Event<'_>, &'static str> {
+/// A message of a loose sender that leaves the PRI out (`1 TIMESTAMP HOSTNAME ...`): decoded
+/// only when everything else parses, with facility and severity unknown; `None` otherwise.
+pub fn decode_rfc5424_without_pri(line: &str) -> Option<Event<'_>> {
+    parse(line, 0, None).ok()
+}
+
+/// The message after its PRI (`pri`, `pos` bytes long).
+fn parse(line: &str, mut pos: usize, pri: Option<u8>) -> Result<Event<'_>, &'static str> {
     let b = line.as_bytes();
-    let (pri, mut pos) = parse_pri(b).ok_or("rfc5424: bad PRI")?;
     let version = field(line, &mut pos).ok_or("rfc5424: bad VERSION")?;
-    if version != "1" {
-        return Err("rfc5424: unsupported VERSION");
-    }
+    let version = parse_version(version).ok_or("rfc5424: unsupported VERSION")?;
     let timestamp = field(line, &mut pos).ok_or("rfc5424: bad TIMESTAMP")?;
     let timestamp = match timestamp {
         "-" => None,
@@ -61,17 +73,30 @@ fn parse(line: &str) -> Result<Event<'_>, &'static str> {
     Ok(Event {
         format: Format::Rfc5424,
         timestamp,
-        severity: Some(pri & 7),
-        facility: Some(pri >> 3),
+        severity: pri.map(|p| p & 7),
+        facility: pri.map(|p| p >> 3),
         host: nil(host),
         app: nil(app),
         procid: nil(procid),
         msgid: nil(msgid),
         message: Cow::Borrowed(message),
         structured_data,
-        fields: None,
+        // Only version 1 exists; a sender's other number is kept, where it costs nothing for
+        // every message that says 1 (see ARCHITECTURE.md).
+        fields: (version != 1).then(|| format!("{{\"syslog_version\":{version}}}")),
         decode_error: None,
     })
+}
+
+/// VERSION is NONZERO-DIGIT 0*2DIGIT. Every version is read with version 1's header, as the
+/// peers' parsers do: no other version has been defined.
+fn parse_version(v: &str) -> Option<u16> {
+    let b = v.as_bytes();
+    let digits = (1..=3).contains(&b.len()) && b.iter().all(u8::is_ascii_digit);
+    if !digits || b.first() == Some(&b'0') {
+        return None;
+    }
+    v.parse().ok()
 }
 
 /// A header field: the non-empty text up to the next SP, which is consumed too. Every header
@@ -89,10 +114,11 @@ fn nil(field: &str) -> Option<Cow<'_, str>> {
     (field != "-").then_some(Cow::Borrowed(field))
 }
 
-/// SD-NAME: PRINTUSASCII except `=`, SP, `]` and `"`; returns its end.
+/// SD-NAME: PRINTUSASCII except `=`, SP, `]` and `"`, and (beyond RFC 5424, as the Rust
+/// peers accept it) any non-ASCII character; returns its end.
 fn name_end(b: &[u8], from: usize) -> usize {
     let tail = b.get(from..).unwrap_or_default();
-    let n = tail.iter().take_while(|&&c| (33..=126).contains(&c) && !matches!(c, b'=' | b']' | b'"')).count();
+    let n = tail.iter().take_while(|&&c| c > 32 && c != 127 && !matches!(c, b'=' | b']' | b'"')).count();
     from + n
 }
 
@@ -178,10 +204,18 @@ fn param<'a>(line: &'a str, pos: &mut usize) -> Result<(&'a str, Cow<'a, str>), 
     let start = *pos + 1;
     let end = name_end(b, start);
     let name = line.get(start..end).filter(|n| !n.is_empty()).ok_or("rfc5424: bad SD-PARAM")?;
-    if b.get(end..end + 2) != Some(b"=\"") {
+    if b.get(end) != Some(&b'=') {
         return Err("rfc5424: bad SD-PARAM");
     }
-    let mut i = end + 2;
+    // Spaces between `=` and the quote are not RFC 5424, but unambiguous: some senders write them.
+    let mut i = end + 1;
+    while b.get(i) == Some(&b' ') {
+        i += 1;
+    }
+    if b.get(i) != Some(&b'"') {
+        return Err("rfc5424: bad SD-PARAM");
+    }
+    i += 1;
     let mut value = Cow::Borrowed("");
     let mut run_start = i;
     loop {
@@ -340,9 +374,64 @@ mod tests {
     }
 
     #[test]
+    fn any_version_is_decoded_with_the_version_1_header_and_kept() {
+        let e = ok("<165>2 2003-08-24T05:14:15.000003-07:00 - - - - -");
+        assert_eq!(e.timestamp, Some(1_061_727_255_000_003_000));
+        assert_eq!(e.fields.as_deref(), Some(r#"{"syslog_version":2}"#));
+        let e = ok(r#"<191>999 2018-12-31T23:59:59.999999-23:59 h a p m [an@id key1="val1"] Some message"#);
+        assert_eq!((e.facility, e.severity, e.host.as_deref()), (Some(23), Some(7), Some("h")));
+        assert_eq!(e.fields.as_deref(), Some(r#"{"syslog_version":999}"#));
+        assert_eq!(e.message, "Some message");
+        let e = ok("<13>10 - h a - - - x");
+        assert_eq!((e.fields.as_deref(), e.message.as_ref()), (Some(r#"{"syslog_version":10}"#), "x"));
+        // Version 1, the only one defined, needs no note.
+        assert_eq!(ok("<13>1 - h a - - - x").fields, None);
+        // VERSION is NONZERO-DIGIT 0*2DIGIT.
+        for bad in ["<13>0 - - - - - -", "<13>01 - - - - - -", "<13>1000 - - - - - -", "<13>1a - - - - - -"] {
+            assert_eq!(err(bad), "rfc5424: unsupported VERSION", "{bad}");
+        }
+    }
+
+    #[test]
+    fn space_after_the_equals_sign_of_a_param() {
+        let e = ok(
+            r#"<165>1 - h a - ID47 [exampleSDID@32473 iut="3" eventSource= "Application" eventID="1011"][examplePriority@32473 class="high"] m"#,
+        );
+        let sd: Value = serde_json::from_str(e.structured_data.as_deref().unwrap_or("")).unwrap();
+        assert_eq!(sd["exampleSDID@32473"]["eventSource"], "Application");
+        assert_eq!(sd["examplePriority@32473"]["class"], "high");
+        assert_eq!(e.message, "m");
+    }
+
+    #[test]
+    fn sd_names_beyond_ascii() {
+        let e = ok(r#"<13>1 - h a - - [météo@32473 température="3"] m"#);
+        assert_eq!(e.structured_data.as_deref(), Some(r#"{"météo@32473":{"température":"3"}}"#));
+    }
+
+    #[test]
+    fn without_pri() {
+        let e = decode_rfc5424_without_pri(
+            "1 2020-05-22T14:59:09.250-03:00 OX-MX204 OX-CONTEUDO:rpd 6589 - - bgp: x",
+        )
+        .unwrap();
+        assert_eq!((e.format, e.facility, e.severity), (Format::Rfc5424, None, None));
+        assert_eq!(
+            (e.host.as_deref(), e.app.as_deref(), e.procid.as_deref()),
+            (Some("OX-MX204"), Some("OX-CONTEUDO:rpd"), Some("6589"))
+        );
+        assert_eq!(e.message, "bgp: x");
+        // Anything short of a whole header is not taken for RFC 5424.
+        for text in ["1 - - - - -", "1 2020-05-22T14:59:09Z only words", "2 apples", r#"1 - h a - - [x y] m"#]
+        {
+            assert_eq!(decode_rfc5424_without_pri(text), None, "{text}");
+        }
+    }
+
+    #[test]
     fn rejections_have_reasons() {
         assert_eq!(err("<192>1 - - - - - -"), "rfc5424: bad PRI");
-        assert_eq!(err("<13>2 - - - - - -"), "rfc5424: unsupported VERSION");
+        assert_eq!(err("<13>0 - - - - - -"), "rfc5424: unsupported VERSION");
         assert_eq!(err("<13>1 - h a p"), "rfc5424: bad PROCID");
         assert_eq!(err("<13>1 - h a p m"), "rfc5424: bad MSGID");
         assert_eq!(err("<13>1 - h a p m "), "rfc5424: bad STRUCTURED-DATA");
