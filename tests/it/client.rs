@@ -28,7 +28,8 @@ pub fn tls_config(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
 }
 
 /// A client config that presents `cert` (PEM chain) with `key` (PEM). Reusing one config
-/// reuses its session cache, so a second connection resumes the first one's session.
+/// reuses its session cache, so a second connection resumes the first one's session: it asks
+/// for session tickets (RFC 9149), which stream listeners send only on request.
 pub fn tls_config_with_cert(ca: &Path, cert: &Path, key: &Path) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(ca).expect("read CA") {
@@ -38,12 +39,14 @@ pub fn tls_config_with_cert(ca: &Path, cert: &Path, key: &Path) -> Arc<rustls::C
         CertificateDer::pem_file_iter(cert).expect("read cert").map(|c| c.expect("cert")).collect();
     let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).expect("read key");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
         .expect("client cert");
+    cfg.send_ticket_request =
+        Some(rustls::client::TicketRequest { new_session_count: 2, resumption_count: 2 });
     Arc::new(cfg)
 }
 
