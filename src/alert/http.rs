@@ -292,6 +292,31 @@ mod tests {
         assert!(server.await.unwrap() < 256 << 20);
     }
 
+    /// A receiver that accepts and never answers: after the timeout the connection is closed,
+    /// not left open in a task of its own for every retry.
+    #[tokio::test]
+    async fn a_silent_receiver_is_disconnected_at_the_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            request_head(&mut s).await;
+            // Read on (the request body) until the client closes, or give up.
+            let mut rest = [0u8; 64];
+            loop {
+                match tokio::time::timeout(Duration::from_secs(60), s.read(&mut rest)).await {
+                    Ok(Ok(0) | Err(_)) => return true,
+                    Ok(Ok(_)) => continue,
+                    Err(_) => return false,
+                }
+            }
+        });
+        let c = client(&format!("http://127.0.0.1:{port}"), Duration::from_millis(300));
+        let e = c.post("", Bytes::from_static(b"{}"), &[]).await.err().unwrap();
+        assert!(matches!(e, HttpError::Timeout { .. }), "{e}");
+        assert!(server.await.unwrap(), "the connection stayed open after the timeout");
+    }
+
     /// A 2xx whose body never comes is still an answer: the notification was accepted. (And a
     /// base URL without a path is posted to `/`.)
     #[tokio::test]
