@@ -388,3 +388,44 @@ tables = [{tables}]
     let mut rotated = client::connect(&url, Some(&ca), Some("second-token")).await.unwrap();
     assert!(count_of(&client::query(&mut rotated, "SELECT count(*) FROM audit").await.unwrap()) > 0);
 }
+
+/// A certificate that could pass for a CAC holder (a CN ending in an EDIPI without a DoD-style
+/// name, a CN that is only an EDIPI, two CNs) is refused and audited with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_that_could_pose_as_someone_else_are_refused() {
+    use rcgen::{DnType, SanType};
+    let mut pki = Pki::new("logwarden client CA");
+    let dns = |h: &str| vec![SanType::DnsName(h.try_into().unwrap())];
+    let posers = [
+        pki.issue(
+            "suffix",
+            &[(DnType::CommonName, "web.prod.1234567890")],
+            dns("web.prod.example.org"),
+            false,
+        ),
+        pki.issue("bare", &[(DnType::CommonName, "1234567890")], dns("bare.example.org"), false),
+        pki.issue(
+            "two",
+            &[
+                (DnType::CommonName, "web-01"),
+                (DnType::CustomDnType(vec![2, 5, 4, 3]), "DOE.JOHN.A.1234567890"),
+            ],
+            dns("two.example.org"),
+            false,
+        ),
+    ];
+    let d =
+        Daemon::start_with(&format!("{}{}", trust_section(&pki, "10s"), mtls_listener("mtls", "required")));
+    for (i, leaf) in posers.iter().enumerate() {
+        assert!(!send_with(d.addr("mtls"), cfg(&d, leaf), &msg("posing")).await, "poser {i} accepted");
+        wait_until(T, "the refusal", || failures(&d, "mtls", "ambiguous_identity") == (i + 1) as f64);
+    }
+    assert_eq!(d.count(""), 0);
+    wait_until(T, "the audit entries", || {
+        d.query(
+            "SELECT count(*) AS n FROM audit WHERE outcome = 'refused' AND reason LIKE 'ambiguous_identity%'",
+        )[0]["n"]
+            .as_i64()
+            == Some(3)
+    });
+}
