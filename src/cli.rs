@@ -166,6 +166,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 None => config.log.format,
             };
             crate::logging::init(&config.log.level, format);
+            let file = config_file.as_ref().map_or_else(|| "<defaults>".into(), |f| f.display().to_string());
+            for w in config.warnings() {
+                tracing::warn!("{file}: {}: {}", w.key, w.reason);
+            }
             // Before the runtime's threads exist: this unsets the LISTEN_* variables.
             let sockets = crate::systemd::PassedSockets::from_env()?;
             let rt =
@@ -312,7 +316,10 @@ fn load(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
 
 fn validate(file: &std::path::Path) -> anyhow::Result<()> {
     match config::load(Some(file)) {
-        Ok(_) => {
+        Ok(cfg) => {
+            for w in cfg.warnings() {
+                eprintln!("{}: {}: warning: {}", file.display(), w.key, w.reason);
+            }
             println!("{}: ok", file.display());
             Ok(())
         }

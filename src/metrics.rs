@@ -27,6 +27,7 @@ pub struct Metrics {
     pub tls_handshake_failures: IntCounterVec,
     pub tls_handshakes: IntCounterVec,
     pub access_denied: IntCounterVec,
+    pub connections_revoked: IntCounterVec,
     pub audit_dropped: IntCounter,
     pub templates: IntGauge,
     pub templates_created: IntCounter,
@@ -154,7 +155,7 @@ impl Metrics {
             tls_handshake_failures: counter_vec(
                 reg,
                 "tls_handshake_failures_total",
-                "TLS handshakes that failed or timed out, by reason (timeout, no_certificate, unknown_ca, expired, not_yet_valid, revoked, bad_signature, revocation_unknown, crl_expired, wrong_purpose, bad_certificate, peer_alert, signing, incompatible, protocol, io).",
+                "TLS handshakes that failed or timed out, by reason (timeout, no_certificate, no_principal, ambiguous_identity, unknown_ca, expired, not_yet_valid, revoked, bad_signature, revocation_unknown, crl_expired, wrong_purpose, bad_certificate, peer_alert, signing, incompatible, protocol, io).",
                 &["listener", "reason"],
             )?,
             tls_handshakes: counter_vec(
@@ -167,6 +168,12 @@ impl Metrics {
                 reg,
                 "access_denied_total",
                 "Connections or queries refused by the [access] rules.",
+                &["listener"],
+            )?,
+            connections_revoked: counter_vec(
+                reg,
+                "connections_revoked_total",
+                "Open connections closed because their client certificate stopped verifying at a trust reload (revoked, expired).",
                 &["listener"],
             )?,
             audit_dropped: counter(
@@ -363,6 +370,7 @@ impl Metrics {
             handshakes_failed: self.tls_handshakes.with_label_values(&[listener, "failed"]),
             handshake_failures: self.tls_handshake_failures.clone(),
             denied: self.access_denied.with_label_values(&[listener]),
+            revoked: self.connections_revoked.with_label_values(&[listener]),
             listener: listener.to_owned(),
         }
     }
@@ -379,6 +387,7 @@ pub struct ConnectionMetrics {
     pub handshakes_failed: IntCounter,
     handshake_failures: IntCounterVec,
     pub denied: IntCounter,
+    pub revoked: IntCounter,
     listener: String,
 }
 

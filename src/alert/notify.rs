@@ -77,6 +77,9 @@ enum Deliveries {
 }
 
 /// What a reload replaces whole.
+/// Alerting settings built by [`Notifier::prepare`], waiting to be installed.
+pub struct PreparedAlerting(Settings);
+
 struct Settings {
     receivers: Vec<Arc<Receiver>>,
     resend: Duration,
@@ -113,9 +116,24 @@ impl Notifier {
     /// Take a reloaded `[alerting]`: receivers added, changed or removed, and its settings.
     /// Nothing changes when a receiver cannot be made (its error is returned).
     pub async fn reconfigure(self: &Arc<Self>, cfg: &AlertingConfig) -> Result<(), NotifyError> {
+        let prepared = self.prepare(cfg)?;
+        self.install(prepared).await;
+        Ok(())
+    }
+
+    /// The receivers and settings of `cfg`, built (clients, TLS files, webhook secrets) but not
+    /// yet in force: a reload prepares every part before it changes any.
+    pub fn prepare(&self, cfg: &AlertingConfig) -> Result<PreparedAlerting, NotifyError> {
+        Ok(PreparedAlerting(settings(cfg, &self.dir, &self.settings.load().receivers)?))
+    }
+
+    /// Put prepared settings in force: each receiver's delivery task restarts on them.
+    pub async fn install(self: &Arc<Self>, prepared: PreparedAlerting) {
         let mut deliveries = self.deliveries.lock().await;
         let current = self.settings.load_full();
-        let new = settings(cfg, &self.dir, &current.receivers)?;
+        // The prepared receivers share sequence numbers and wake-ups with those in force
+        // (copied when prepared; reloads come one at a time).
+        let new = prepared.0;
         for r in current.receivers.iter().filter(|r| !new.receivers.iter().any(|n| n.name == r.name)) {
             let left = queued(&r.outbox).len();
             tracing::warn!(receiver = %r.name, queued = left, outbox = %r.outbox.display(),
@@ -134,7 +152,6 @@ impl Notifier {
         }
         self.reconfigured.notify_one();
         tracing::info!(receivers = ?names, "alerting reloaded");
-        Ok(())
     }
 
     /// A delivery task for each receiver in force.

@@ -63,7 +63,8 @@ pub enum AppError {
 mod detection;
 mod service;
 
-/// Run the daemon until SIGTERM or SIGINT. `config_file` is reread on SIGHUP; `sockets` are
+/// Run the daemon until SIGTERM or SIGINT. `config_file` (or the embedded defaults, without
+/// one) is reread on SIGHUP; `sockets` are
 /// the listening sockets systemd passed (socket activation).
 pub async fn run(
     config: Config,
@@ -271,9 +272,9 @@ pub async fn run(
     drop(audit);
     let trust_task =
         tls.clone().map(|t| tokio::spawn(watch_trust(t, config.tls.trust_reload_interval, cancel.clone())));
-    let reload_task = config_file.map(|p| {
+    let reload_task = {
         let what = service::Reloadable {
-            config_file: p,
+            config_file,
             rules: detection.reloader(),
             detect: config.detect.clone(),
             tls: tls.clone(),
@@ -282,7 +283,7 @@ pub async fn run(
             alerting: detection.delivery.clone(),
         };
         tokio::spawn(service::reload_on_hangup(what, notifier.clone(), service_state.clone(), cancel.clone()))
-    });
+    };
 
     // Stopped only after the pipeline has drained, so the last save has every stamped batch.
     let save_cancel = CancellationToken::new();
@@ -326,9 +327,7 @@ pub async fn run(
     if let Some(t) = trust_task {
         let _ = t.await;
     }
-    if let Some(t) = reload_task {
-        let _ = t.await;
-    }
+    let _ = reload_task.await;
     // The WAL thread has stopped and dropped its tap: the rules have seen every durable event.
     detection.stop(deadline).await;
     save_cancel.cancel();
@@ -373,7 +372,7 @@ async fn watch_trust(tls: ServerTls, every: std::time::Duration, cancel: Cancell
             _ = tick.tick() => {}
         }
         let t = tls.clone();
-        let _ = tokio::task::spawn_blocking(move || t.reload_trust(false)).await;
+        let _ = tokio::task::spawn_blocking(move || t.reload_changed_trust()).await;
     }
 }
 
@@ -430,10 +429,18 @@ fn flight_server(
         access,
         audit: gate.audit.clone(),
     };
+    let flight_tls = listener_tls(config, tls, &common, &[b"h2"], Tickets::AfterHandshake)?;
+    if let Some(t) = &flight_tls {
+        // A session started with a certificate ends when a trust reload revokes it.
+        let auth = auth.clone();
+        t.in_use().on_revalidate(move |check| {
+            auth.end_sessions_failing(check);
+        });
+    }
     Ok(FlightServer {
         listener,
         common: common.clone(),
-        gate: Gate { tls: listener_tls(config, tls, &common, &[b"h2"], Tickets::AfterHandshake)?, ..gate },
+        gate: Gate { tls: flight_tls, ..gate },
         service,
         auth,
         connection_metrics: metrics.connections("flight"),

@@ -151,7 +151,9 @@ fn sum(c: &impl Collector) -> i64 {
 
 /// What a SIGHUP reloads.
 pub struct Reloadable {
-    pub config_file: PathBuf,
+    /// `None`: the daemon runs on embedded defaults, which a reload applies again (the
+    /// development certificate files may have been replaced).
+    pub config_file: Option<PathBuf>,
     pub rules: Reload,
     /// The `[detect]` in force (the built-in detectors' rules are made from it).
     pub detect: crate::config::DetectConfig,
@@ -190,7 +192,8 @@ pub async fn reload_on_hangup(
             Some(()) = hup.recv() => {}
         }
         notifier.reloading();
-        let file = what.config_file.display().to_string();
+        let file =
+            what.config_file.as_ref().map_or_else(|| "<defaults>".to_owned(), |f| f.display().to_string());
         tracing::info!(file, "received SIGHUP: reloading the configuration");
         match reload(&mut what, &file).await {
             Reloaded::Applied(problem) => {
@@ -228,11 +231,19 @@ fn first_line(e: &impl std::fmt::Display) -> String {
     e.to_string().lines().next().unwrap_or_default().to_owned()
 }
 
-/// One reload: read the file once, check it whole, and apply it part by part.
+/// One reload: read the file once, check it whole, prepare every part (the certificate and
+/// key, client trust, Flight SQL credentials, alert receivers), and only when all are ready
+/// put them in force, with `[access]` and the rules. A part that cannot be prepared refuses
+/// the whole reload. The one exception: a file whose only problems are some `[[rules]]`
+/// applies everything else and every other rule: a typo in one rule must not hold back a
+/// certificate rotation.
 async fn reload(what: &mut Reloadable, file: &str) -> Reloaded {
-    let text = match crate::config::read(&what.config_file) {
-        Ok(t) => t,
-        Err(e) => return Reloaded::Refused(e.to_string()),
+    let text = match &what.config_file {
+        Some(path) => match crate::config::read(path) {
+            Ok(t) => t,
+            Err(e) => return Reloaded::Refused(e.to_string()),
+        },
+        None => String::new(),
     };
     // The config to apply (None: only the rules can be), and the rule problem that is all that
     // is wrong with the file.
@@ -253,20 +264,24 @@ async fn reload(what: &mut Reloadable, file: &str) -> Reloaded {
         Err(e) => return Reloaded::Refused(e.to_string()),
     };
     if let Some(cfg) = &cfg {
-        // The certificate first: if it cannot be loaded nothing else changes.
-        if let Err(e) = reload_identity(what.tls.as_ref(), cfg).await {
-            return Reloaded::Refused(format!("{file}: tls: {e}"));
+        for w in cfg.warnings() {
+            tracing::warn!("{file}: {}: {}", w.key, w.reason);
+        }
+        let prepared = match prepare(what, cfg).await {
+            Ok(p) => p,
+            Err(e) => return Reloaded::Refused(format!("{file}: {e}")),
+        };
+        if let (Some(tls), Some(identity)) = (&what.tls, prepared.identity) {
+            tls.install_identity(identity);
         }
         what.access.store(Arc::new(crate::access::Access::new(&cfg.access)));
-        if let Some(auth) = &what.flight_auth
-            && let Err(e) = auth.reload(&cfg.flight, &cfg.flight_token_file())
-        {
-            tracing::error!(error = %e, "Flight SQL credentials not reloaded; the running ones stay");
-            problems.push(format!("flight: {e}"));
+        if let (Some(auth), Some(creds)) = (&what.flight_auth, prepared.credentials) {
+            auth.install(creds);
         }
-        if let Err(e) = what.alerting.reconfigure(&cfg.alerting).await {
-            tracing::error!(error = %e, "alerting not reloaded; the running receivers stay");
-            problems.push(format!("alerting: {e}"));
+        what.alerting.install(prepared.alerting).await;
+        if let (Some(tls), Some(trust)) = (what.tls.clone(), prepared.trust) {
+            // Revalidating the certificates in use verifies each: off the async workers.
+            let _ = tokio::task::spawn_blocking(move || tls.install_trust(trust)).await;
         }
     }
     // A file that loaded whole has its rules in `cfg`; otherwise they are read on their own.
@@ -287,18 +302,39 @@ async fn reload(what: &mut Reloadable, file: &str) -> Reloaded {
             problems.push(format!("rules and detectors: {}", first_line(&e)));
         }
     }
-    if let Some(tls) = what.tls.clone() {
-        let _ = tokio::task::spawn_blocking(move || tls.reload_trust(true)).await;
-    }
     Reloaded::Applied((!problems.is_empty()).then(|| problems.join("; ")))
 }
 
-/// Swap in the certificate and key `cfg` names (rotation), off the async workers: a token key
-/// opens a new PKCS#11 session pool.
-async fn reload_identity(tls: Option<&ServerTls>, cfg: &crate::config::Config) -> Result<(), String> {
-    let Some(tls) = tls.cloned() else { return Ok(()) };
+/// The parts of a reload that can fail, each built and checked before any is applied.
+struct Prepared {
+    identity: Option<crate::tls::PreparedIdentity>,
+    trust: Option<crate::tls::PreparedTrust>,
+    credentials: Option<crate::serve::flight::auth::PreparedCredentials>,
+    alerting: crate::alert::notify::PreparedAlerting,
+}
+
+/// Read everything `cfg` names (files, a token's key) off the async workers; the first part
+/// that fails says why the reload is refused.
+async fn prepare(what: &Reloadable, cfg: &crate::config::Config) -> Result<Prepared, String> {
+    let tls = what.tls.clone();
     let (tls_cfg, dev_dir) = (cfg.tls.clone(), cfg.dev_tls_dir());
-    tokio::task::spawn_blocking(move || tls.reload_identity(&tls_cfg, &dev_dir).map_err(|e| e.to_string()))
-        .await
-        .map_err(|e| e.to_string())?
+    let (identity, trust) = tokio::task::spawn_blocking(move || match tls {
+        None => Ok((None, None)),
+        Some(tls) => {
+            let identity = tls.prepare_identity(&tls_cfg, &dev_dir).map_err(|e| format!("tls: {e}"))?;
+            let trust = tls.prepare_trust().map_err(|e| format!("client certificate trust: {e}"))?;
+            Ok::<_, String>((Some(identity), Some(trust)))
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let credentials = match &what.flight_auth {
+        None => None,
+        Some(_) => Some(
+            crate::serve::flight::auth::Authenticator::prepare(&cfg.flight, &cfg.flight_token_file())
+                .map_err(|e| format!("flight: {e}"))?,
+        ),
+    };
+    let alerting = what.alerting.prepare(&cfg.alerting).map_err(|e| format!("alerting: {e}"))?;
+    Ok(Prepared { identity, trust, credentials, alerting })
 }

@@ -103,7 +103,9 @@ pub struct SendRule {
 #[serde(deny_unknown_fields)]
 pub struct QueryRule {
     pub principals: Vec<String>,
-    /// Table names (`logs`, `audit`), or `*`.
+    /// Table names (`logs`, `audit`, `templates`, `alerts`, `rule_results`), or `*` for all.
+    /// The last three are derived from every row of `logs` and are withheld from a principal
+    /// whose `logs` grant has a row filter.
     pub tables: Vec<String>,
     /// A SQL condition on the table's columns the daemon adds to every scan of these tables for
     /// these principals, e.g. `host LIKE 'web-%'`.
@@ -118,4 +120,6 @@ pub struct ClientTrust {
     pub ca_file: Option<PathBuf>,
     /// PEM (or DER) certificate revocation lists.
     pub crl_files: Vec<PathBuf>,
+    /// How long past its `nextUpdate` a CRL still counts (`tls.crl_expired_grace`).
+    pub crl_expired_grace: std::time::Duration,
 }

@@ -150,6 +150,10 @@ pub struct TlsConfig {
     /// How often the CA and CRL files are checked for changes (SIGHUP reloads at once).
     #[serde(with = "humantime_serde")]
     pub trust_reload_interval: Duration,
+    /// How long past its `nextUpdate` a CRL is still accepted. 0 (the default): an expired
+    /// CRL refuses every certificate it covers (`crl_expired`), since it may miss revocations.
+    #[serde(with = "humantime_serde")]
+    pub crl_expired_grace: Duration,
 }
 
 impl Default for TlsConfig {
@@ -167,6 +171,7 @@ impl Default for TlsConfig {
             client_ca_file: None,
             crl_files: Vec::new(),
             trust_reload_interval: Duration::from_secs(10),
+            crl_expired_grace: Duration::ZERO,
         }
     }
 }
@@ -494,6 +499,7 @@ impl Config {
             mode: l.client_auth,
             ca_file: l.client_ca_file.clone().or_else(|| self.tls.client_ca_file.clone()),
             crl_files: l.crl_files.clone().unwrap_or_else(|| self.tls.crl_files.clone()),
+            crl_expired_grace: self.tls.crl_expired_grace,
         }
     }
     /// Audit files (`audit-YYYY-MM-DD.jsonl`), the `audit` table.

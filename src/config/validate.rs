@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use super::{ClientAuth, Config, ListenerCommon, Problem};
+use crate::query::TABLES;
 use crate::tls::Pkcs11Uri;
 
 impl Config {
@@ -172,9 +173,6 @@ fn check_crl(out: &mut Vec<Problem>, key: &str, path: &Path) {
     }
 }
 
-/// Tables `[access] query` rules may name.
-const TABLES: [&str; 4] = ["logs", "audit", "templates", "*"];
-
 impl Config {
     /// `client_auth` needs TLS and a CA bundle; the files must be usable.
     fn validate_client_auth(&self, out: &mut Vec<Problem>, key: &str, l: &ListenerCommon) {
@@ -258,33 +256,17 @@ impl Config {
                     "must name at least one table or \"*\"",
                 ));
             }
+            let names: Vec<&str> = TABLES.iter().map(|t| t.name).collect();
             for t in &r.tables {
-                if !TABLES.contains(&t.as_str()) {
+                if t != "*" && !names.contains(&t.as_str()) {
                     out.push(Problem::new(
                         format!("access.query[{i}].tables"),
-                        format!("{t:?} is not a table (tables: logs, audit; or \"*\")"),
+                        format!("{t:?} is not a table (tables: {}; or \"*\")", names.join(", ")),
                     ));
                 }
             }
             if let Some(f) = &r.row_filter {
-                use datafusion::sql::sqlparser::dialect::GenericDialect;
-                use datafusion::sql::sqlparser::parser::Parser;
-                use datafusion::sql::sqlparser::tokenizer::Token;
-                let parsed = Parser::new(&GenericDialect {}).try_with_sql(f).and_then(|mut p| {
-                    p.parse_expr()?;
-                    match p.peek_token().token {
-                        Token::EOF => Ok(()),
-                        t => Err(datafusion::sql::sqlparser::parser::ParserError::ParserError(format!(
-                            "unexpected {t} after the condition"
-                        ))),
-                    }
-                });
-                if let Err(e) = parsed {
-                    out.push(Problem::new(
-                        format!("access.query[{i}].row_filter"),
-                        format!("is not a SQL condition: {e}"),
-                    ));
-                }
+                check_row_filter(out, &format!("access.query[{i}].row_filter"), f, &r.tables);
             }
         }
     }
@@ -465,5 +447,115 @@ impl Config {
         if l.max_result_rows == 0 {
             out.push(Problem::new("flight.limits.max_result_rows", "must be at least 1"));
         }
+    }
+}
+
+/// A row filter must be one SQL condition over the columns of every table its rule names.
+fn check_row_filter(out: &mut Vec<Problem>, key: &str, filter: &str, tables: &[String]) {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    let parsed = Parser::new(&GenericDialect {}).try_with_sql(filter).and_then(|mut p| {
+        p.parse_expr()?;
+        match p.peek_token().token {
+            Token::EOF => Ok(()),
+            t => Err(datafusion::sql::sqlparser::parser::ParserError::ParserError(format!(
+                "unexpected {t} after the condition"
+            ))),
+        }
+    });
+    if let Err(e) = parsed {
+        out.push(Problem::new(key, format!("is not a SQL condition: {e}")));
+        return;
+    }
+    let state = datafusion::prelude::SessionContext::new().state();
+    let every = tables.iter().any(|t| t == "*");
+    let covers = |name: &str| every || tables.iter().any(|n| n == name);
+    // A rule filtering `logs` withholds the tables derived from it (see `Access::query_grant`).
+    let applies = |t: &&crate::query::ServedTable| covers(t.name) && !(t.derived_from_logs && covers("logs"));
+    for t in TABLES.iter().filter(applies) {
+        let Ok(columns) = datafusion::common::DFSchema::try_from((t.schema)().as_ref().clone()) else {
+            continue;
+        };
+        if let Err(e) = state.create_logical_expr(filter, &columns) {
+            let hint = if every { "; name the tables it applies to instead of \"*\"" } else { "" };
+            out.push(Problem::new(
+                key,
+                format!("does not apply to table {}: {}{hint}", t.name, e.strip_backtrace()),
+            ));
+        }
+    }
+}
+
+impl Config {
+    /// What loads and runs but is likely not what the operator meant: bare principal names in
+    /// `[access]` that more than one kind of principal could carry (see `access::names`).
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let a = &self.access;
+        let entries = a
+            .groups
+            .iter()
+            .map(|(g, members)| (format!("access.groups.{g}"), members))
+            .chain(
+                a.send
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (format!("access.send[{i}].principals"), &r.principals)),
+            )
+            .chain(
+                a.query
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (format!("access.query[{i}].principals"), &r.principals)),
+            );
+        for (key, names) in entries {
+            for name in names {
+                if name == "*" || name.starts_with("group:") || crate::access::kind_of(name).is_some() {
+                    continue;
+                }
+                let kinds = self.kinds_that_could_name(name);
+                if kinds.len() > 1 {
+                    let full: Vec<String> = kinds.iter().map(|k| format!("{k}:{name}")).collect();
+                    out.push(Problem::new(
+                        &key,
+                        format!(
+                            "{name:?} is a bare name: it matches a {} of that value alike; write the one meant ({})",
+                            kinds.join(", a "),
+                            full.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// The kinds of principal whose value could be `name`.
+    fn kinds_that_could_name(&self, name: &str) -> Vec<&'static str> {
+        let hostname =
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+        let mut kinds: Vec<&'static str> = self
+            .identity
+            .principal_from
+            .iter()
+            .map(|s| s.as_str())
+            .filter(|k| match *k {
+                "edipi" => name.len() == 10 && name.bytes().all(|b| b.is_ascii_digit()),
+                "upn" | "email" => name.contains('@'),
+                "dns" => hostname,
+                "dn" => name.contains('='),
+                // A CN of ten digits is refused (it would pass for an EDIPI).
+                "cn" => !(name.len() == 10 && name.bytes().all(|b| b.is_ascii_digit())),
+                _ => true,
+            })
+            .collect();
+        if self.flight.tokens.iter().any(|t| t.name == name) {
+            kinds.push("token");
+        }
+        if self.flight.users.iter().any(|u| u.name == name) {
+            kinds.push("user");
+        }
+        kinds
     }
 }

@@ -18,7 +18,8 @@ use crate::access::SharedAccess;
 use crate::audit::{Audit, AuditEntry};
 use crate::config::{ListenerCommon, PrincipalSource};
 use crate::metrics::ConnectionMetrics;
-use crate::tls::{ListenerTls, Principal, client_auth, principal_of};
+use crate::tls::revalidate::{Chain, Revocable};
+use crate::tls::{ListenerTls, Principal, PrincipalError, client_auth, principal_of};
 
 /// A connection after the handshake: TLS or (loopback-only) plain TCP.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -30,6 +31,8 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// From a verified client certificate; `None` for anonymous peers.
     pub principal: Option<Arc<Principal>>,
+    /// That certificate's chain (for checks made later, such as a Flight SQL session's).
+    pub certificate: Option<Chain>,
 }
 
 impl Peer {
@@ -137,7 +140,7 @@ pub async fn accept_loop<H, F>(
                 gate.audit.record(e);
             };
             let refuse = |reason: &str, principal: Option<&Principal>| audit("refused", reason, principal);
-            let (io, principal, kind) = match shaken {
+            let Shaken { io, principal, certificate, kind } = match shaken {
                 Ok(ok) => ok,
                 Err(HandshakeError::Timeout) => {
                     m.handshake_failed("timeout");
@@ -145,10 +148,11 @@ pub async fn accept_loop<H, F>(
                     refuse("handshake timeout", None);
                     return;
                 }
-                Err(HandshakeError::NoPrincipal) => {
-                    m.handshake_failed("no_principal");
-                    tracing::warn!(listener = %name, %peer, reason = "no_principal", "connection refused: the client certificate has none of the [identity] principal_from sources");
-                    refuse("no_principal: the certificate has none of the [identity] principal_from sources", None);
+                Err(HandshakeError::Principal(e)) => {
+                    let reason = e.reason();
+                    m.handshake_failed(reason);
+                    tracing::warn!(listener = %name, %peer, reason, "connection refused: {e}");
+                    refuse(&format!("{reason}: {e}"), None);
                     return;
                 }
                 Err(HandshakeError::Failed(e)) => {
@@ -174,7 +178,19 @@ pub async fn accept_loop<H, F>(
                 return;
             }
             audit("accepted", kind.map_or("plain TCP", Resumption::as_str), principal.as_deref());
-            handle(io, Peer { addr: peer, principal }).await
+            // A certificate that a reloaded CRL revokes ends the connection it opened.
+            let claim = gate.tls.as_ref().zip(certificate.clone()).map(|(tls, chain)| tls.in_use().claim(chain));
+            let io: Box<dyn Io> = match &claim {
+                Some(c) => Box::new(Revocable::new(io, c.token())),
+                None => io,
+            };
+            let who = principal.clone();
+            handle(io, Peer { addr: peer, principal, certificate }).await;
+            if let Some(reason) = claim.as_ref().and_then(|c| c.revoked()) {
+                m.revoked.inc();
+                tracing::warn!(listener = %name, %peer, principal = who.as_deref().map_or("", |p| p.name.as_str()), reason, "connection closed: its client certificate no longer verifies");
+                audit("closed", &format!("certificate no longer valid: {reason}"), who.as_deref());
+            }
         });
     }
     tracing::debug!(listener = %cfg.name, "stopped accepting");
@@ -183,8 +199,8 @@ pub async fn accept_loop<H, F>(
 enum HandshakeError {
     Timeout,
     Failed(std::io::Error),
-    /// The certificate verified but carries none of the `[identity]` sources.
-    NoPrincipal,
+    /// The certificate verified but names no principal, or an ambiguous one.
+    Principal(PrincipalError),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -202,7 +218,14 @@ impl Resumption {
     }
 }
 
-type Shaken = (Box<dyn Io>, Option<Arc<Principal>>, Option<Resumption>);
+/// A connection after a successful handshake.
+struct Shaken {
+    io: Box<dyn Io>,
+    principal: Option<Arc<Principal>>,
+    certificate: Option<Chain>,
+    /// `None` for plain TCP.
+    kind: Option<Resumption>,
+}
 
 async fn handshake(
     tcp: TcpStream,
@@ -210,7 +233,9 @@ async fn handshake(
     timeout: Duration,
     identity: &[PrincipalSource],
 ) -> Result<Shaken, HandshakeError> {
-    let Some(tls) = tls else { return Ok((Box::new(tcp), None, None)) };
+    let Some(tls) = tls else {
+        return Ok(Shaken { io: Box::new(tcp), principal: None, certificate: None, kind: None });
+    };
     match tokio::time::timeout(timeout, tls.acceptor().accept(tcp)).await {
         Err(_) => Err(HandshakeError::Timeout),
         Ok(Err(e)) => Err(HandshakeError::Failed(e)),
@@ -221,13 +246,16 @@ async fn handshake(
                 _ => Resumption::Full,
             };
             // The verifier already checked the chain; only the end-entity names the peer.
-            let principal = match conn.peer_certificates().and_then(|chain| chain.first()) {
-                None => None,
-                Some(leaf) => {
-                    Some(Arc::new(principal_of(leaf, identity).ok_or(HandshakeError::NoPrincipal)?))
+            let chain = conn.peer_certificates().filter(|c| !c.is_empty());
+            let (principal, certificate) = match chain {
+                None => (None, None),
+                Some(chain) => {
+                    let p = principal_of(&chain[0], identity).map_err(HandshakeError::Principal)?;
+                    let owned: Vec<_> = chain.iter().map(|c| c.clone().into_owned()).collect();
+                    (Some(Arc::new(p)), Some(Arc::new(owned)))
                 }
             };
-            Ok((Box::new(s), principal, Some(kind)))
+            Ok(Shaken { io: Box::new(s), principal, certificate, kind: Some(kind) })
         }
     }
 }

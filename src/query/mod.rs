@@ -55,6 +55,33 @@ pub enum QueryError {
     Format(#[from] arrow::error::ArrowError),
 }
 
+/// The catalog and schema every table is registered in (`logwarden.public`).
+pub const CATALOG: &str = "logwarden";
+pub const SCHEMA: &str = "public";
+
+/// A table every query session serves.
+#[derive(Debug, Clone, Copy)]
+pub struct ServedTable {
+    pub name: &'static str,
+    /// Its rows carry text taken from any row of `logs` (template examples, alert samples and
+    /// summaries, rule output), so reading it is reading `logs` unfiltered.
+    pub derived_from_logs: bool,
+    pub schema: fn() -> SchemaRef,
+}
+
+/// Every table, as `[access] query` rules name them.
+pub const TABLES: [ServedTable; 5] = [
+    ServedTable { name: "logs", derived_from_logs: false, schema: crate::batch::schema },
+    ServedTable { name: "audit", derived_from_logs: false, schema: crate::audit::schema },
+    ServedTable { name: "templates", derived_from_logs: true, schema: templates::table::schema },
+    ServedTable { name: "alerts", derived_from_logs: true, schema: crate::alert::table::alerts_schema },
+    ServedTable {
+        name: "rule_results",
+        derived_from_logs: true,
+        schema: crate::alert::table::results_schema,
+    },
+];
+
 /// What one query may use.
 #[derive(Debug, Clone, Copy)]
 pub struct QueryLimits {
@@ -80,7 +107,7 @@ impl QueryEngine {
     pub fn new(store: Store) -> Result<Self, QueryError> {
         let mut config = SessionConfig::new()
             .with_information_schema(true)
-            .with_default_catalog_and_schema("logwarden", "public");
+            .with_default_catalog_and_schema(CATALOG, SCHEMA);
         // Filters evaluated inside Parquet scans are reordered cheapest first; whether a query
         // pushes them down at all is decided per query (see `wants_late_materialisation`).
         config.options_mut().execution.parquet.reorder_filters = true;
@@ -123,7 +150,8 @@ impl QueryEngine {
 
     /// Plan a read-only statement: DDL, DML and `SET`-style statements are refused. `params`
     /// bind the statement's placeholders in order (`?` or `$1`, `$2`, ...). `caller` is the
-    /// principal and what `[access]` lets it read; the tables and rows are enforced here.
+    /// principal and what `[access]` lets it read: the statement is planned against a catalog
+    /// holding only those tables, each under its row filter (see [`restrict`]).
     pub async fn plan(
         &self,
         sql: &str,
@@ -132,26 +160,37 @@ impl QueryEngine {
         caller: (&str, &QueryGrant),
     ) -> Result<DataFrame, QueryError> {
         let sql = number_placeholders(sql);
-        let plan = self.ctx.state().create_logical_plan(&sql).await?;
+        let engine = self.ctx.state();
+        let dialect = engine.config().options().sql_parser.dialect;
+        let statement = engine.sql_to_statement(&sql, &dialect)?;
+        let (principal, grant) = caller;
+        let state = match grant {
+            QueryGrant::Unrestricted => engine,
+            _ => {
+                restrict::check_tables(&engine, &statement, grant, principal)?;
+                let catalogs = restrict::catalogs(engine.catalog_list().as_ref(), grant, &engine).await?;
+                SessionStateBuilder::new_from_existing(engine).with_catalog_list(catalogs).build()
+            }
+        };
+        let plan = state.statement_to_plan(statement).await?;
         let opts = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         if let Err(e) = opts.verify_plan(&plan) {
             return Err(QueryError::Forbidden(e.strip_backtrace()));
         }
-        let plan = restrict::restrict(plan, caller.1, caller.0, &self.ctx.state())?;
-        // The per-query state shares the engine's catalogs; it must not create (and so replace)
-        // the default catalog.
+        // The per-query state shares the engine's (or the principal's) catalogs; it must not
+        // create (and so replace) the default catalog.
         let mut config = self.ctx.copied_config().with_create_default_catalog_and_schema(false);
         config.options_mut().execution.parquet.pushdown_filters = wants_late_materialisation(&plan);
-        let mut state = SessionStateBuilder::new_from_existing(self.ctx.state()).with_config(config);
+        let mut builder = SessionStateBuilder::new_from_existing(state).with_config(config);
         if let Some(limit) = memory_bytes {
             // A pool per query: one query over its budget fails alone, others go on.
             // Caches (Parquet footers, file statistics) stay shared with every other query.
             let runtime = RuntimeEnvBuilder::from_runtime_env(self.ctx.runtime_env().as_ref())
                 .with_memory_pool(Arc::new(GreedyMemoryPool::new(limit)))
                 .build_arc()?;
-            state = state.with_runtime_env(runtime);
+            builder = builder.with_runtime_env(runtime);
         }
-        let ctx = SessionContext::new_with_state(state.build());
+        let ctx = SessionContext::new_with_state(builder.build());
         let df = ctx.execute_logical_plan(plan).await?;
         if params.is_empty() { Ok(df) } else { Ok(df.with_param_values(params)?) }
     }

@@ -37,20 +37,94 @@ pub fn verifier(trust: &ClientTrust) -> Result<Option<Arc<dyn ClientCertVerifier
     for path in &trust.crl_files {
         crls.extend(read_crls(path)?);
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-    if !crls.is_empty() {
-        // Every certificate of the chain must be covered by a CRL, as with nginx's ssl_crl: a
-        // missing CRL refuses rather than silently skipping the check.
-        builder = builder.with_crls(crls);
+    let roots = Arc::new(roots);
+    let build = |enforce_expiry: bool| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut builder = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider);
+        if !crls.is_empty() {
+            // Every certificate of the chain must be covered by a CRL, as with nginx's ssl_crl:
+            // a missing CRL refuses rather than silently skipping the check.
+            builder = builder.with_crls(crls.clone());
+            if enforce_expiry {
+                builder = builder.enforce_revocation_expiration();
+            }
+        }
+        if trust.mode == ClientAuth::Optional {
+            builder = builder.allow_unauthenticated();
+        }
+        builder.build().map_err(|e| {
+            let path = trust.crl_files.first().map_or(ca_file.as_path(), PathBuf::as_path);
+            trust_err(path, e.to_string())
+        })
+    };
+    let strict = build(true)?;
+    if crls.is_empty() || trust.crl_expired_grace.is_zero() {
+        return Ok(Some(strict));
     }
-    if trust.mode == ClientAuth::Optional {
-        builder = builder.allow_unauthenticated();
+    Ok(Some(Arc::new(GraceVerifier { strict, lenient: build(false)?, grace: trust.crl_expired_grace })))
+}
+
+/// A verifier that refuses certificates whose CRL is past its `nextUpdate` only once
+/// `grace` has also passed: rustls either ignores `nextUpdate` or enforces it to the second.
+#[derive(Debug)]
+struct GraceVerifier {
+    strict: Arc<dyn ClientCertVerifier>,
+    /// The same roots and CRLs without the expiry check.
+    lenient: Arc<dyn ClientCertVerifier>,
+    grace: std::time::Duration,
+}
+
+impl ClientCertVerifier for GraceVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.strict.offer_client_auth()
     }
-    builder.build().map(Some).map_err(|e| {
-        let path = trust.crl_files.first().map_or(ca_file.as_path(), PathBuf::as_path);
-        trust_err(path, e.to_string())
-    })
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.strict.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.strict.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        match self.strict.verify_client_cert(end_entity, intermediates, now) {
+            Err(rustls::Error::InvalidCertificate(CertificateError::ExpiredRevocationListContext {
+                time,
+                next_update,
+            })) if time.as_secs().saturating_sub(next_update.as_secs()) <= self.grace.as_secs() => {
+                self.lenient.verify_client_cert(end_entity, intermediates, now)
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.strict.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.strict.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.strict.supported_verify_schemes()
+    }
 }
 
 /// The CRLs in a PEM file, or the one CRL of a DER file.

@@ -14,23 +14,62 @@ use crate::config::PrincipalSource;
 /// Who a certificate names, and by which rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
+    /// The source and the value, `edipi:1234567890`, `dns:web-01.example.org`: the form that
+    /// `client_id`, the audit trail and `[access]` rules show (see [`crate::access`]).
     pub name: String,
     pub source: PrincipalSource,
     /// The subject DN (RFC 4514), kept for the audit trail whatever rule gave `name`.
     pub subject: String,
 }
 
+/// Why a verified certificate names no principal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrincipalError {
+    #[error("the certificate does not parse")]
+    Unparsable,
+    #[error("the certificate has none of the [identity] principal_from sources")]
+    NoSource,
+    #[error("the certificate's subject has {0} CN attributes: which one names the peer is ambiguous")]
+    SeveralCns(usize),
+    #[error(
+        "the CN {0:?} ends in an EDIPI but is not a DoD-style name (LAST.FIRST[.MIDDLE].EDIPI in capitals): it could pose as a CAC holder"
+    )]
+    NotDodShaped(String),
+}
+
+impl PrincipalError {
+    /// The `reason` label of a refused connection.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PrincipalError::Unparsable | PrincipalError::NoSource => "no_principal",
+            PrincipalError::SeveralCns(_) | PrincipalError::NotDodShaped(_) => "ambiguous_identity",
+        }
+    }
+}
+
 /// The UPN otherName of Microsoft and PIV certificates.
 const UPN_OID: &str = "1.3.6.1.4.1.311.20.2.3";
 
-/// The principal of a DER certificate: the first of `sources` it carries. `None` when the
-/// certificate does not parse or none of the sources is present.
-pub fn principal_of(der: &[u8], sources: &[PrincipalSource]) -> Option<Principal> {
-    let (_, cert) = X509Certificate::from_der(der).ok()?;
+/// The principal of a DER certificate: the first of `sources` it carries. A certificate whose
+/// subject could make it pass for someone else is refused whatever `sources` says: several CN
+/// attributes, or a CN ending in an EDIPI without being a DoD-style name.
+pub fn principal_of(der: &[u8], sources: &[PrincipalSource]) -> Result<Principal, PrincipalError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|_| PrincipalError::Unparsable)?;
+    let cns: Vec<&str> = cert.subject().iter_common_name().filter_map(|a| a.as_str().ok()).collect();
+    if cns.len() > 1 {
+        return Err(PrincipalError::SeveralCns(cns.len()));
+    }
+    let cn = cns.first().copied();
+    if let Some(cn) = cn
+        && ends_in_edipi(cn)
+        && edipi(cn).is_none()
+    {
+        return Err(PrincipalError::NotDodShaped(cn.to_owned()));
+    }
     let subject = rfc4514(cert.subject());
     for &source in sources {
-        let name = match source {
-            PrincipalSource::Edipi => last_cn(&cert).and_then(|cn| edipi(&cn).map(str::to_owned)),
+        let value = match source {
+            PrincipalSource::Edipi => cn.and_then(edipi).map(str::to_owned),
             PrincipalSource::Upn => san(&cert).into_iter().find_map(|n| match n {
                 GeneralName::OtherName(oid, value) if oid.to_id_string() == UPN_OID => {
                     utf8_in_explicit(value)
@@ -48,14 +87,14 @@ pub fn principal_of(der: &[u8], sources: &[PrincipalSource]) -> Option<Principal
                 GeneralName::DNSName(d) => Some((*d).to_owned()),
                 _ => None,
             }),
-            PrincipalSource::Cn => last_cn(&cert),
+            PrincipalSource::Cn => cn.map(str::to_owned),
             PrincipalSource::Dn => Some(subject.clone()).filter(|s| !s.is_empty()),
         };
-        if let Some(name) = name.filter(|n| !n.is_empty()) {
-            return Some(Principal { name, source, subject });
+        if let Some(value) = value.filter(|n| !n.is_empty()) {
+            return Ok(Principal { name: format!("{}:{value}", source.as_str()), source, subject });
         }
     }
-    None
+    Err(PrincipalError::NoSource)
 }
 
 fn san<'a>(cert: &'a X509Certificate<'a>) -> Vec<&'a GeneralName<'a>> {
@@ -65,19 +104,23 @@ fn san<'a>(cert: &'a X509Certificate<'a>) -> Vec<&'a GeneralName<'a>> {
     }
 }
 
-/// The most specific CN (the last one in encoding order).
-fn last_cn(cert: &X509Certificate<'_>) -> Option<String> {
-    cert.subject().iter_common_name().filter_map(|a| a.as_str().ok()).last().map(str::to_owned)
+/// Whether a CN reads as an EDIPI: ten digits, alone or after the last dot.
+fn ends_in_edipi(cn: &str) -> bool {
+    let id = cn.rsplit_once('.').map_or(cn, |(_, id)| id);
+    id.len() == 10 && id.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// The EDIPI of a DoD-style CN: `LAST.FIRST.MIDDLE.1234567890` (middle name optional, and
-/// further parts such as a generational qualifier tolerated), i.e. 10 digits after the last dot.
+/// The EDIPI of a DoD-style CN: `LAST.FIRST.MIDDLE.1234567890`: two to four names in capital
+/// letters (with `-`, `'` or a space inside a name: `O'NEIL`, `SMITH-JONES`; the middle name
+/// and a generational qualifier such as `JR` are optional), then the 10 digits.
 pub fn edipi(cn: &str) -> Option<&str> {
     let (names, id) = cn.rsplit_once('.')?;
-    let valid = id.len() == 10
-        && id.bytes().all(|b| b.is_ascii_digit())
-        && names.split('.').count() >= 2
-        && names.split('.').all(|p| !p.is_empty());
+    let name = |p: &str| {
+        p.starts_with(|c: char| c.is_ascii_uppercase())
+            && p.bytes().all(|b| b.is_ascii_uppercase() || b"-' ".contains(&b))
+    };
+    let parts = names.split('.').count();
+    let valid = ends_in_edipi(cn) && (2..=4).contains(&parts) && names.split('.').all(name);
     valid.then_some(id)
 }
 
@@ -161,6 +204,50 @@ mod tests {
         assert_eq!(edipi("DOE.JOHN.A.123456789"), None);
         assert_eq!(edipi("DOE..1234567890"), None);
         assert_eq!(edipi("web-01.example.org"), None);
+        assert_eq!(edipi("web.prod.1234567890"), None);
+        assert_eq!(edipi("O'NEIL.MARY SUE.SMITH-JONES.1234567890"), Some("1234567890"));
+        assert_eq!(edipi("A.B.C.D.E.1234567890"), None);
+    }
+
+    fn with_subject(cns: &[&str], dns: Option<&str>) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::default();
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::OrganizationName, "Example");
+        for (i, cn) in cns.iter().enumerate() {
+            // rcgen keeps one value per type: a second CN goes in under its OID spelled out.
+            let ty = if i == 0 {
+                rcgen::DnType::CommonName
+            } else {
+                rcgen::DnType::CustomDnType(vec![2, 5, 4, 3])
+            };
+            dn.push(ty, *cn);
+        }
+        params.distinguished_name = dn;
+        params.subject_alt_names =
+            dns.map(|d| rcgen::SanType::DnsName(d.try_into().unwrap())).into_iter().collect();
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn a_certificate_cannot_pose_as_a_cac_holder() {
+        use PrincipalSource::*;
+        let all = [Edipi, Upn, Email, Dns, Cn, Dn];
+        // A host certificate whose CN ends in someone's EDIPI.
+        let host = with_subject(&["web.prod.1234567890"], Some("web.prod.example.org"));
+        assert!(matches!(principal_of(&host, &all), Err(PrincipalError::NotDodShaped(_))));
+        assert!(matches!(principal_of(&host, &[Dns]), Err(PrincipalError::NotDodShaped(_))));
+        // A CN that is nothing but an EDIPI.
+        let bare = with_subject(&["1234567890"], None);
+        assert!(matches!(principal_of(&bare, &all), Err(PrincipalError::NotDodShaped(_))));
+        // Two CNs: which one names the peer depends on who reads the certificate.
+        let two = with_subject(&["web-01", "DOE.JOHN.A.1234567890"], None);
+        assert_eq!(principal_of(&two, &all), Err(PrincipalError::SeveralCns(2)));
+        assert_eq!(PrincipalError::SeveralCns(2).reason(), "ambiguous_identity");
+        // The sources are told apart: a DNS name is never an EDIPI.
+        let web = with_subject(&["web-01"], Some("web-01.example.org"));
+        assert_eq!(principal_of(&web, &all).unwrap().name, "dns:web-01.example.org");
+        assert_eq!(principal_of(&web, &[Cn]).unwrap().name, "cn:web-01");
     }
 
     #[test]
@@ -195,13 +282,13 @@ mod tests {
         use PrincipalSource::*;
         let der = cac_like();
         let p = principal_of(&der, &[Edipi, Upn]).unwrap();
-        assert_eq!((p.name.as_str(), p.source), ("1234567890", Edipi));
+        assert_eq!((p.name.as_str(), p.source), ("edipi:1234567890", Edipi));
         assert_eq!(p.subject, "CN=DOE.JOHN.A.1234567890,OU=DoD,O=U.S. Government,C=US");
-        assert_eq!(principal_of(&der, &[Upn]).unwrap().name, "1234567890@mil");
-        assert_eq!(principal_of(&der, &[Dns, Email]).unwrap().name, "john.doe@example.mil");
-        assert_eq!(principal_of(&der, &[Cn]).unwrap().name, "DOE.JOHN.A.1234567890");
-        assert_eq!(principal_of(&der, &[Dn]).unwrap().name, p.subject);
-        assert_eq!(principal_of(&der, &[Dns]), None);
-        assert_eq!(principal_of(b"not a certificate", &[Dn]), None);
+        assert_eq!(principal_of(&der, &[Upn]).unwrap().name, "upn:1234567890@mil");
+        assert_eq!(principal_of(&der, &[Dns, Email]).unwrap().name, "email:john.doe@example.mil");
+        assert_eq!(principal_of(&der, &[Cn]).unwrap().name, "cn:DOE.JOHN.A.1234567890");
+        assert_eq!(principal_of(&der, &[Dn]).unwrap().name, format!("dn:{}", p.subject));
+        assert_eq!(principal_of(&der, &[Dns]), Err(PrincipalError::NoSource));
+        assert_eq!(principal_of(b"not a certificate", &[Dn]), Err(PrincipalError::Unparsable));
     }
 }

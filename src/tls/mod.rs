@@ -10,9 +10,10 @@ pub mod client_auth;
 mod devcert;
 pub mod identity;
 pub mod pkcs11;
+pub mod revalidate;
 
 pub use devcert::{DevCertificate, ensure_dev_certificate};
-pub use identity::{Principal, principal_of};
+pub use identity::{Principal, PrincipalError, principal_of};
 pub use pkcs11::Pkcs11Uri;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::ResolvesServerCert;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
@@ -107,11 +109,16 @@ impl ServerTls {
         Ok(ServerTls { identity, listeners: Arc::new(Mutex::new(Vec::new())), pkcs11_metrics, dev })
     }
 
-    /// Reread the certificate chain and key (rotation; SIGHUP): every listener's next handshake
-    /// presents the new identity, connections already established are untouched. On an error
-    /// the running identity stays.
-    pub fn reload_identity(&self, cfg: &TlsConfig, dev_dir: &Path) -> Result<(), TlsError> {
-        let (certified, _) = Self::certified(cfg, dev_dir, self.pkcs11_metrics.clone())?;
+    /// Read the certificate chain and key `cfg` names (rotation; SIGHUP), without using them
+    /// yet: a reload prepares every part before it changes any.
+    pub fn prepare_identity(&self, cfg: &TlsConfig, dev_dir: &Path) -> Result<PreparedIdentity, TlsError> {
+        Ok(PreparedIdentity(Self::certified(cfg, dev_dir, self.pkcs11_metrics.clone())?.0))
+    }
+
+    /// Present a prepared identity: every listener's next handshake gets it, connections
+    /// already established are untouched.
+    pub fn install_identity(&self, prepared: PreparedIdentity) {
+        let certified = prepared.0;
         let not_after = certified.end_entity_cert().ok().and_then(|c| {
             x509_parser::parse_x509_certificate(c).ok().map(|(_, c)| c.validity().not_after.to_string())
         });
@@ -120,7 +127,6 @@ impl ServerTls {
             not_after = not_after.as_deref().unwrap_or("?"),
             "server certificate reloaded; new handshakes use it"
         );
-        Ok(())
     }
 
     /// The identity `cfg` describes, and the development certificate when it is that.
@@ -210,45 +216,36 @@ impl ServerTls {
         let stamp = client_auth::fingerprint(&trust);
         let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
         let resolver: Arc<dyn ResolvesServerCert> = self.identity.clone();
-        let acceptor = build_acceptor(&alpn, &resolver, &trust, tickets)?;
+        let current = build_acceptor(&alpn, &resolver, &trust, tickets)?;
         let l = ListenerTls {
             name: name.to_owned(),
             alpn,
             resolver,
             trust,
             tickets,
-            current: RwLock::new(acceptor),
+            current: RwLock::new(current),
             stamp: Mutex::new(stamp),
+            in_use: Arc::default(),
         };
         let l = Arc::new(l);
         self.listeners.lock().unwrap_or_else(|e| e.into_inner()).push(l.clone());
         Ok(l)
     }
 
-    /// Reread CA bundles and CRLs: every listener when `force` (SIGHUP), otherwise those whose
-    /// files changed. A file that cannot be used keeps the listener on its previous trust.
-    pub fn reload_trust(&self, force: bool) {
-        let listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        for l in listeners {
-            if l.trust.mode == ClientAuth::None {
-                continue;
-            }
+    /// Reread the CA bundles and CRLs of the listeners whose files changed (the trust
+    /// watcher). A file that cannot be used keeps that listener on its previous trust.
+    pub fn reload_changed_trust(&self) {
+        for l in self.listeners_with_client_auth() {
             let stamp = client_auth::fingerprint(&l.trust);
             {
                 let mut old = l.stamp.lock().unwrap_or_else(|e| e.into_inner());
-                if !force && *old == stamp {
+                if *old == stamp {
                     continue;
                 }
                 *old = stamp;
             }
             match l.build() {
-                Ok(acceptor) => {
-                    l.install(acceptor);
-                    tracing::info!(
-                        listener = %l.name, ca_file = ?l.trust.ca_file, crl_files = ?l.trust.crl_files,
-                        "client certificate trust reloaded; session tickets issued before are no longer accepted"
-                    );
-                }
+                Ok(current) => l.install(current),
                 Err(e) => tracing::error!(
                     listener = %l.name, error = %e,
                     "client certificate trust not reloaded; the listener keeps the previous CA bundle and CRLs"
@@ -256,7 +253,38 @@ impl ServerTls {
             }
         }
     }
+
+    /// Every listener's trust read again (SIGHUP), not yet in force: one file that cannot be
+    /// used refuses the reload.
+    pub fn prepare_trust(&self) -> Result<PreparedTrust, TlsError> {
+        let mut out = Vec::new();
+        for l in self.listeners_with_client_auth() {
+            let stamp = client_auth::fingerprint(&l.trust);
+            let current = l.build()?;
+            out.push((l, current, stamp));
+        }
+        Ok(PreparedTrust(out))
+    }
+
+    /// Put prepared trust in force on every listener.
+    pub fn install_trust(&self, prepared: PreparedTrust) {
+        for (l, current, stamp) in prepared.0 {
+            *l.stamp.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
+            l.install(current);
+        }
+    }
+
+    fn listeners_with_client_auth(&self) -> Vec<Arc<ListenerTls>> {
+        let listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        listeners.iter().filter(|l| l.trust.mode != ClientAuth::None).cloned().collect()
+    }
 }
+
+/// A server certificate and key read by [`ServerTls::prepare_identity`], not yet presented.
+pub struct PreparedIdentity(CertifiedKey);
+
+/// Client trust read by [`ServerTls::prepare_trust`], not yet in force.
+pub struct PreparedTrust(Vec<(Arc<ListenerTls>, Current, client_auth::Fingerprint)>);
 
 /// When a listener sends TLS 1.3 session tickets (TLS 1.2 sends them inside the handshake,
 /// which every client reads, so it resumes either way).
@@ -282,25 +310,46 @@ pub struct ListenerTls {
     resolver: Arc<dyn ResolvesServerCert>,
     trust: ClientTrust,
     tickets: Tickets,
-    current: RwLock<TlsAcceptor>,
+    current: RwLock<Current>,
     stamp: Mutex<client_auth::Fingerprint>,
+    in_use: Arc<revalidate::InUse>,
+}
+
+/// A listener's acceptor and the client-certificate verifier inside it.
+struct Current {
+    acceptor: TlsAcceptor,
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
 }
 
 impl ListenerTls {
     /// The acceptor for the next handshake.
     pub fn acceptor(&self) -> TlsAcceptor {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current.read().unwrap_or_else(|e| e.into_inner()).acceptor.clone()
+    }
+
+    /// The client certificates in use on this listener, verified again at each trust reload.
+    pub fn in_use(&self) -> &Arc<revalidate::InUse> {
+        &self.in_use
     }
 
     pub fn client_auth(&self) -> ClientAuth {
         self.trust.mode
     }
 
-    fn install(&self, acceptor: TlsAcceptor) {
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = acceptor;
+    /// Use `current` for the next handshakes; certificates in use that it no longer accepts
+    /// end what they opened.
+    fn install(&self, current: Current) {
+        let verifier = current.verifier.clone();
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = current;
+        let ended = verifier.map_or(0, |v| self.in_use.revalidate(v.as_ref()));
+        tracing::info!(
+            listener = %self.name, ca_file = ?self.trust.ca_file, crl_files = ?self.trust.crl_files,
+            connections_ended = ended,
+            "client certificate trust reloaded; session tickets issued before are no longer accepted"
+        );
     }
 
-    fn build(&self) -> Result<TlsAcceptor, TlsError> {
+    fn build(&self) -> Result<Current, TlsError> {
         build_acceptor(&self.alpn, &self.resolver, &self.trust, self.tickets)
     }
 }
@@ -310,12 +359,13 @@ fn build_acceptor(
     resolver: &Arc<dyn ResolvesServerCert>,
     trust: &ClientTrust,
     tickets: Tickets,
-) -> Result<TlsAcceptor, TlsError> {
+) -> Result<Current, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
-    let builder = match client_auth::verifier(trust)? {
-        Some(v) => builder.with_client_cert_verifier(v),
+    let verifier = client_auth::verifier(trust)?;
+    let builder = match &verifier {
+        Some(v) => builder.with_client_cert_verifier(v.clone()),
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(resolver.clone());
@@ -329,7 +379,7 @@ fn build_acceptor(
     };
     config.max_tls13_tickets = MAX_REQUESTED_TICKETS;
     config.alpn_protocols = alpn.to_vec();
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok(Current { acceptor: TlsAcceptor::from(Arc::new(config)), verifier })
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -351,7 +401,12 @@ mod tests {
 
     fn listener(dir: &Path, tickets: Tickets) -> (Arc<ServerConfig>, PathBuf) {
         let tls = ServerTls::load(&TlsConfig::default(), dir, None).unwrap();
-        let trust = ClientTrust { mode: ClientAuth::None, ca_file: None, crl_files: Vec::new() };
+        let trust = ClientTrust {
+            mode: ClientAuth::None,
+            ca_file: None,
+            crl_files: Vec::new(),
+            crl_expired_grace: std::time::Duration::ZERO,
+        };
         let l = tls.listener("syslog", &[], trust, tickets).unwrap();
         (l.acceptor().config().clone(), tls.dev.unwrap().ca_file)
     }

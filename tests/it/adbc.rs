@@ -88,6 +88,6 @@ async fn adbc_authenticates_with_a_client_certificate() {
     assert!(stdout.contains("adbc mtls: count = 1"), "{stdout}");
     wait_until(Duration::from_secs(30), "the query in the audit trail", || {
         let rows = d.query("SELECT principal, auth FROM audit WHERE kind = 'query' AND outcome = 'ok'");
-        rows.iter().any(|r| r["principal"] == "1234567890" && r["auth"] == "certificate")
+        rows.iter().any(|r| r["principal"] == "edipi:1234567890" && r["auth"] == "certificate")
     });
 }

@@ -185,3 +185,61 @@ max_concurrent = 0
         assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
     }
 }
+
+#[test]
+fn row_filters_must_fit_their_tables_and_bare_principals_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.toml");
+    std::fs::write(
+        &path,
+        r#"
+[[flight.tokens]]
+name = "grafana"
+sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+[[access.query]]
+principals = ["edipi:1234567890"]
+tables = ["audit"]
+row_filter = "host LIKE 'web-%'"
+[[access.query]]
+principals = ["token:grafana"]
+tables = ["logs", "alerts", "rule_results", "templates"]
+"#,
+    )
+    .unwrap();
+    let (ok, out) = validate(&path);
+    assert!(!ok, "a row filter over columns the table lacks was accepted:\n{out}");
+    let f = path.display().to_string();
+    assert!(
+        out.contains(&format!("{f}: access.query[0].row_filter: does not apply to table audit")),
+        "{out}"
+    );
+    assert!(!out.contains("access.query[1]"), "every table the daemon serves may be named:\n{out}");
+
+    // Bare names load (nothing is locked out by the upgrade) but are warned about with the
+    // full names to choose from.
+    std::fs::write(
+        &path,
+        r#"
+[[flight.tokens]]
+name = "grafana"
+sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+[access.groups]
+shippers = ["web-01.example.org", "dns:web-02.example.org"]
+[[access.query]]
+principals = ["grafana", "1234567890", "token:ci"]
+tables = ["logs"]
+"#,
+    )
+    .unwrap();
+    let (ok, out) = validate(&path);
+    assert!(ok, "bare names must still load:\n{out}");
+    for expected in [
+        format!("{f}: access.groups.shippers: warning: \"web-01.example.org\" is a bare name"),
+        format!("{f}: access.query[0].principals: warning: \"grafana\" is a bare name"),
+        "token:grafana".to_owned(),
+        "edipi:1234567890".to_owned(),
+    ] {
+        assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(!out.contains("web-02") && !out.contains("token:ci:"), "full names are not warned about:\n{out}");
+}

@@ -4,6 +4,7 @@
 
 mod adbc;
 mod alerting;
+mod authz;
 mod client;
 mod config;
 mod crash;
@@ -16,6 +17,8 @@ mod metrics;
 mod mtls;
 mod pkcs11;
 mod pki;
+mod reload;
+mod revocation;
 mod rsyslog;
 mod systemd;
 mod templates;

@@ -53,13 +53,13 @@ async fn certificates_become_principals_and_bad_ones_are_refused_with_the_reason
     assert!(send_with(addr, cfg(&d, &host), &msg("from the host")).await);
     wait_until(T, "both events", || d.count("listener = 'mtls'") == 2);
     let rows = d.query("SELECT message, client_id FROM logs WHERE listener = 'mtls' ORDER BY message");
-    assert_eq!(rows[0]["client_id"], "1234567890", "{rows:?}");
-    assert_eq!(rows[1]["client_id"], "web-01.example.org", "{rows:?}");
+    assert_eq!(rows[0]["client_id"], "edipi:1234567890", "{rows:?}");
+    assert_eq!(rows[1]["client_id"], "dns:web-01.example.org", "{rows:?}");
 
     // The same client config resumes its session: no new signature, same principal.
     assert!(send_with(addr, cac_cfg, &msg("resumed")).await);
     wait_until(T, "the resumed session's event", || {
-        d.count("message = 'resumed' AND client_id = '1234567890'") == 1
+        d.count("message = 'resumed' AND client_id = 'edipi:1234567890'") == 1
     });
     assert!(d.metric("logwarden_tls_handshakes_total{listener=\"mtls\",result=\"resumed\"}") >= 1.0);
     assert!(d.metric("logwarden_tls_handshakes_total{listener=\"mtls\",result=\"full\"}") >= 2.0);
@@ -87,7 +87,7 @@ async fn certificates_become_principals_and_bad_ones_are_refused_with_the_reason
         "SELECT outcome, principal, auth, subject, reason, peer FROM audit WHERE listener = 'mtls' ORDER BY time",
     );
     assert_eq!(audit[0]["outcome"], "accepted");
-    assert_eq!(audit[0]["principal"], "1234567890");
+    assert_eq!(audit[0]["principal"], "edipi:1234567890");
     assert_eq!(audit[0]["auth"], "certificate");
     assert_eq!(audit[0]["subject"], "CN=DOE.JOHN.A.1234567890,OU=DoD,O=U.S. Government,C=US");
     assert!(audit[0]["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{audit:?}");
@@ -156,7 +156,7 @@ async fn the_admin_endpoint_serves_https_to_scrapers_with_a_certificate() {
         failures(&d, "admin", "no_certificate") >= 1.0 && failures(&d, "admin", "protocol") >= 1.0
     });
     let accepted = "SELECT count(*) AS n FROM audit WHERE listener = 'admin' AND outcome = 'accepted' \
-                    AND principal = 'prometheus.example.org'";
+                    AND principal = 'dns:prometheus.example.org'";
     wait_until(T, "the scraper in the audit table", || d.query(accepted)[0]["n"].as_i64().unwrap_or(0) >= 1);
 }
 
@@ -286,7 +286,7 @@ tables = ["*"]
     // Every query is in the audit trail with its principal, outcome and rows.
     wait_until(T, "query audit entries", || {
         let rows = d.query(
-            "SELECT principal, auth, outcome, rows FROM audit WHERE kind = 'query' AND principal = '1234567890'",
+            "SELECT principal, auth, outcome, rows FROM audit WHERE kind = 'query' AND principal = 'edipi:1234567890'",
         );
         rows.len() == 1
             && rows[0]["auth"] == "certificate"
@@ -294,7 +294,7 @@ tables = ["*"]
             && rows[0]["rows"] == 1
     });
     let denied = d.query(
-        "SELECT reason FROM audit WHERE kind = 'query' AND principal = 'auditor' AND outcome = 'denied'",
+        "SELECT reason FROM audit WHERE kind = 'query' AND principal = 'token:auditor' AND outcome = 'denied'",
     );
     assert!(
         denied.iter().any(|r| r["reason"].as_str().unwrap_or("").contains("may not query table logs")),
@@ -387,4 +387,45 @@ tables = [{tables}]
     assert!(refused, "a new connection with the old token was served");
     let mut rotated = client::connect(&url, Some(&ca), Some("second-token")).await.unwrap();
     assert!(count_of(&client::query(&mut rotated, "SELECT count(*) FROM audit").await.unwrap()) > 0);
+}
+
+/// A certificate that could pass for a CAC holder (a CN ending in an EDIPI without a DoD-style
+/// name, a CN that is only an EDIPI, two CNs) is refused and audited with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_that_could_pose_as_someone_else_are_refused() {
+    use rcgen::{DnType, SanType};
+    let mut pki = Pki::new("logwarden client CA");
+    let dns = |h: &str| vec![SanType::DnsName(h.try_into().unwrap())];
+    let posers = [
+        pki.issue(
+            "suffix",
+            &[(DnType::CommonName, "web.prod.1234567890")],
+            dns("web.prod.example.org"),
+            false,
+        ),
+        pki.issue("bare", &[(DnType::CommonName, "1234567890")], dns("bare.example.org"), false),
+        pki.issue(
+            "two",
+            &[
+                (DnType::CommonName, "web-01"),
+                (DnType::CustomDnType(vec![2, 5, 4, 3]), "DOE.JOHN.A.1234567890"),
+            ],
+            dns("two.example.org"),
+            false,
+        ),
+    ];
+    let d =
+        Daemon::start_with(&format!("{}{}", trust_section(&pki, "10s"), mtls_listener("mtls", "required")));
+    for (i, leaf) in posers.iter().enumerate() {
+        assert!(!send_with(d.addr("mtls"), cfg(&d, leaf), &msg("posing")).await, "poser {i} accepted");
+        wait_until(T, "the refusal", || failures(&d, "mtls", "ambiguous_identity") == (i + 1) as f64);
+    }
+    assert_eq!(d.count(""), 0);
+    wait_until(T, "the audit entries", || {
+        d.query(
+            "SELECT count(*) AS n FROM audit WHERE outcome = 'refused' AND reason LIKE 'ambiguous_identity%'",
+        )[0]["n"]
+            .as_i64()
+            == Some(3)
+    });
 }

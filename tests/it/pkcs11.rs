@@ -360,7 +360,12 @@ async fn a_smart_card_client_certificate_identifies_the_sender() {
     let _ = gnutls.kill();
     let out = gnutls.wait_with_output().unwrap();
     let rows = d.query("SELECT client_id FROM logs WHERE message = 'signed in with a smart card'");
-    assert_eq!(rows[0]["client_id"], "1234567890", "gnutls-cli: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        rows[0]["client_id"],
+        "edipi:1234567890",
+        "gnutls-cli: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(d.metric("logwarden_pkcs11_sign_seconds_count") >= 1.0);
 }
 

@@ -137,9 +137,14 @@ impl Pki {
 
     /// Replace `crl.pem` with a CRL revoking `serials`: written aside, then renamed over it.
     pub fn write_crl(&self, serials: &[u64]) {
+        self.write_crl_until(serials, (2100, 1, 1));
+    }
+
+    /// [`Pki::write_crl`] with the CRL's `nextUpdate` at `(year, month, day)`.
+    pub fn write_crl_until(&self, serials: &[u64], (y, m, d): (i32, u8, u8)) {
         let params = CertificateRevocationListParams {
             this_update: date_time_ymd(2025, 1, 1),
-            next_update: date_time_ymd(2100, 1, 1),
+            next_update: date_time_ymd(y, m, d),
             crl_number: SerialNumber::from(serials.len() as u64 + 1),
             issuing_distribution_point: None,
             revoked_certs: serials

@@ -34,6 +34,9 @@ pub struct Identity {
     /// The credentials' generation it was checked against: a session is not remembered for
     /// an identity checked before a reload that happened meanwhile.
     pub generation: u64,
+    /// The client certificate that proved it (method `certificate`, and sessions started so):
+    /// a session ends when a trust reload finds the certificate no longer valid.
+    pub certificate: Option<crate::tls::revalidate::Chain>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +57,9 @@ pub struct Authenticator {
     sessions: Mutex<HashMap<Digest32, (Identity, Instant)>>,
 }
 
+/// Credentials read by [`Authenticator::prepare`], waiting to be installed.
+pub struct PreparedCredentials(Credentials);
+
 /// The configured (or generated) credentials.
 struct Credentials {
     tokens: HashMap<Digest32, String>,
@@ -66,13 +72,16 @@ struct Credentials {
 
 impl Credentials {
     fn from_config(cfg: &FlightConfig, token_file: &Path) -> Result<Credentials, AuthError> {
-        let mut tokens: HashMap<Digest32, String> =
-            cfg.tokens.iter().filter_map(|t| Some((from_hex(&t.sha256)?, t.name.clone()))).collect();
+        let mut tokens: HashMap<Digest32, String> = cfg
+            .tokens
+            .iter()
+            .filter_map(|t| Some((from_hex(&t.sha256)?, format!("token:{}", t.name))))
+            .collect();
         let users = cfg.users.iter().map(|u| (u.name.clone(), u.password_hash.clone())).collect();
         let mut generated = None;
         if cfg.tokens.is_empty() && cfg.users.is_empty() {
             let token = load_or_create_token(token_file)?;
-            tokens.insert(sha256(token.as_bytes()), "token-file".into());
+            tokens.insert(sha256(token.as_bytes()), "token:token-file".into());
             generated = Some(token_file.to_path_buf());
         }
         Ok(Credentials { tokens, users, token_file: generated, generation: 0 })
@@ -83,13 +92,13 @@ impl Credentials {
         self.tokens == other.tokens && self.users == other.users && self.token_file == other.token_file
     }
 
-    /// What proves to be `name`: its token digests and password hash. A session of a name
-    /// whose proof changed at a reload ends.
+    /// What proves to be `name` (`token:NAME`, `user:NAME`): its token digests and password
+    /// hash. A session of a name whose proof changed at a reload ends.
     fn proof(&self, name: &str) -> (Vec<&Digest32>, Option<&String>) {
         let mut digests: Vec<&Digest32> =
             self.tokens.iter().filter(|(_, n)| *n == name).map(|(d, _)| d).collect();
         digests.sort();
-        (digests, self.users.get(name))
+        (digests, name.strip_prefix("user:").and_then(|user| self.users.get(user)))
     }
 }
 
@@ -141,11 +150,21 @@ impl Authenticator {
     /// credentials) of a name whose token or password changed or went away end; others go on.
     /// True when anything changed.
     pub fn reload(&self, cfg: &FlightConfig, token_file: &Path) -> Result<bool, AuthError> {
-        let mut new = Credentials::from_config(cfg, token_file)?;
+        Ok(self.install(Self::prepare(cfg, token_file)?))
+    }
+
+    /// The credentials of `cfg`, read (the token file) but not yet in force.
+    pub fn prepare(cfg: &FlightConfig, token_file: &Path) -> Result<PreparedCredentials, AuthError> {
+        Ok(PreparedCredentials(Credentials::from_config(cfg, token_file)?))
+    }
+
+    /// Put prepared credentials in force (see [`Authenticator::reload`]).
+    pub fn install(&self, prepared: PreparedCredentials) -> bool {
+        let mut new = prepared.0;
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.creds.load_full();
         if old.same_as(&new) {
-            return Ok(false);
+            return false;
         }
         let before = sessions.len();
         sessions.retain(|_, (id, _)| old.proof(&id.name) == new.proof(&id.name));
@@ -156,7 +175,7 @@ impl Authenticator {
         self.creds.store(std::sync::Arc::new(new));
         drop(sessions);
         tracing::info!(sessions_ended = ended, "Flight SQL credentials reloaded");
-        Ok(true)
+        true
     }
 
     /// Check the `authorization` header of a call.
@@ -174,7 +193,12 @@ impl Authenticator {
         if scheme.eq_ignore_ascii_case("bearer") {
             let digest = sha256(value.as_bytes());
             if let Some(name) = creds.tokens.get(&digest) {
-                return Ok(Identity { name: name.clone(), method: "token", generation: creds.generation });
+                return Ok(Identity {
+                    name: name.clone(),
+                    method: "token",
+                    generation: creds.generation,
+                    certificate: None,
+                });
             }
             if let Some(id) = self.session(&digest, creds.generation) {
                 return Ok(id);
@@ -202,7 +226,12 @@ impl Authenticator {
         let phc = creds.users.get(user).ok_or_else(bad)?;
         let hash = PasswordHash::new(phc).map_err(|_| bad())?;
         Argon2::default().verify_password(password.as_bytes(), &hash).map_err(|_| bad())?;
-        let id = Identity { name: user.to_owned(), method: "basic", generation: creds.generation };
+        let id = Identity {
+            name: format!("user:{user}"),
+            method: "basic",
+            generation: creds.generation,
+            certificate: None,
+        };
         self.remember(digest, id.clone());
         Ok(id)
     }
@@ -210,7 +239,7 @@ impl Authenticator {
     /// A bearer token for the rest of a handshaken session.
     pub fn start_session(&self, id: &Identity) -> String {
         let token = new_token();
-        let session = Identity { name: id.name.clone(), method: "session", generation: id.generation };
+        let session = Identity { method: "session", ..id.clone() };
         self.remember(sha256(token.as_bytes()), session);
         token
     }
@@ -221,6 +250,24 @@ impl Authenticator {
             Some((id, since)) if since.elapsed() < SESSION_TTL => Some(Identity { generation, ..id.clone() }),
             _ => None,
         }
+    }
+
+    /// End the sessions started with a client certificate that `check` now refuses (a
+    /// reloaded CRL revoked it). Returns how many ended.
+    pub fn end_sessions_failing(&self, check: crate::tls::revalidate::Check<'_>) -> usize {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let before = sessions.len();
+        sessions.retain(|_, (id, _)| match &id.certificate {
+            Some(chain) => match check(chain) {
+                Ok(()) => true,
+                Err(reason) => {
+                    tracing::warn!(principal = %id.name, reason, "Flight SQL session ended: its client certificate no longer verifies");
+                    false
+                }
+            },
+            None => true,
+        });
+        before - sessions.len()
     }
 
     /// Remember a session, unless the credentials changed since `id` was checked (a reload
@@ -299,12 +346,12 @@ mod tests {
         };
         let (auth, file) = Authenticator::new(&cfg, &dir.path().join("t")).unwrap();
         assert!(file.is_none());
-        assert_eq!(auth.check(&md("Bearer s3cret")).unwrap().name, "grafana");
+        assert_eq!(auth.check(&md("Bearer s3cret")).unwrap().name, "token:grafana");
         assert!(auth.check(&md("Bearer nope")).is_err());
         assert!(auth.check(&MetadataMap::new()).is_err());
         let basic = STANDARD.encode("alice:pw");
         let id = auth.check(&md(&format!("Basic {basic}"))).unwrap();
-        assert_eq!(id.name, "alice");
+        assert_eq!(id.name, "user:alice");
         assert!(auth.check(&md(&format!("Basic {}", STANDARD.encode("alice:wrong")))).is_err());
         let session = auth.start_session(&id);
         assert_eq!(auth.check(&md(&format!("Bearer {session}"))).unwrap().method, "session");
@@ -352,8 +399,8 @@ mod tests {
             auth.check(&md(&format!("Bearer {grafana_session}"))).is_err(),
             "the old token's session lives on"
         );
-        assert_eq!(auth.check(&md("Bearer rotated")).unwrap().name, "grafana");
-        assert_eq!(auth.check(&md(&format!("Bearer {ci_session}"))).unwrap().name, "ci");
+        assert_eq!(auth.check(&md("Bearer rotated")).unwrap().name, "token:grafana");
+        assert_eq!(auth.check(&md(&format!("Bearer {ci_session}"))).unwrap().name, "token:ci");
         assert!(auth.check(&md(&basic)).is_ok());
 
         // alice is removed: her remembered basic credential ends with her.

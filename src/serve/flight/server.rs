@@ -21,6 +21,7 @@ use crate::config::ListenerCommon;
 use crate::ingest::listener::{Gate, Io, Listeners, Peer, accept_loop};
 use crate::metrics::{ConnectionMetrics, Metrics};
 use crate::tls::Principal;
+use crate::tls::revalidate::Chain;
 
 /// The peer of a Flight SQL call, in each request's extensions.
 #[derive(Debug, Clone)]
@@ -28,6 +29,7 @@ pub struct FlightPeer {
     pub addr: SocketAddr,
     /// From the client certificate, when the listener asks for one and it was sent.
     pub principal: Option<Arc<Principal>>,
+    pub certificate: Option<Chain>,
 }
 
 /// A connection handed to tonic. Dropping it (tonic closed the connection) ends the accept
@@ -41,7 +43,11 @@ struct FlightConn {
 impl Connected for FlightConn {
     type ConnectInfo = FlightPeer;
     fn connect_info(&self) -> FlightPeer {
-        FlightPeer { addr: self.peer.addr, principal: self.peer.principal.clone() }
+        FlightPeer {
+            addr: self.peer.addr,
+            principal: self.peer.principal.clone(),
+            certificate: self.peer.certificate.clone(),
+        }
     }
 }
 
@@ -82,11 +88,14 @@ pub struct FlightServer {
 }
 
 fn identify(auth: &Authenticator, req: &tonic::Request<()>) -> Result<Identity, tonic::Status> {
-    let cert = req.extensions().get::<FlightPeer>().and_then(|p| p.principal.as_ref());
-    match cert {
-        Some(p) if req.metadata().get("authorization").is_none() => {
-            Ok(Identity { name: p.name.clone(), method: "certificate", generation: auth.generation() })
-        }
+    let peer = req.extensions().get::<FlightPeer>();
+    match peer.and_then(|p| p.principal.as_ref()) {
+        Some(p) if req.metadata().get("authorization").is_none() => Ok(Identity {
+            name: p.name.clone(),
+            method: "certificate",
+            generation: auth.generation(),
+            certificate: peer.and_then(|p| p.certificate.clone()),
+        }),
         _ => auth.check(req.metadata()),
     }
 }
