@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::AccessConfig;
-use crate::query::TABLES;
+use crate::query::{Reveals, TABLES};
 
 /// Where a principal's name comes from: the prefix of its full form (`edipi:1234567890`,
 /// `dns:web-01.example.org`, `token:grafana`, `user:alice`). Certificates give the first six
@@ -86,6 +86,11 @@ impl QueryGrant {
         }
     }
 
+    /// Whether some granted table has a row filter.
+    pub fn filters_rows(&self) -> bool {
+        self.tables().iter().any(|(_, f)| f.is_some())
+    }
+
     /// Why `principal` may not query `table`, for the error a client gets.
     pub fn denial(&self, principal: &str, table: &str) -> String {
         match self {
@@ -141,7 +146,9 @@ impl Access {
     /// What `who` may read. Several rules for one table combine: all rows if any rule has no
     /// `row_filter`, otherwise the rows any of the filters allows. The tables derived from
     /// `logs` (templates, alerts, rule results) hold text of every row, so they are withheld
-    /// from a principal that may not read every row of `logs`, whatever the rules name.
+    /// from a principal that may not read every row of `logs`, whatever the rules name; the
+    /// audit trail tells who sent what over all of `logs`, so a principal whose `logs` grant
+    /// has a row filter may not read it either.
     pub fn query_grant(&self, who: &str) -> QueryGrant {
         if self.query.is_empty() {
             return QueryGrant::Unrestricted;
@@ -178,14 +185,18 @@ impl Access {
             })
             .collect();
         let mut withheld = BTreeMap::new();
-        let every_log_row = matches!(tables.get("logs"), Some(None));
-        for t in TABLES.iter().filter(|t| t.derived_from_logs) {
-            if !every_log_row && tables.remove(t.name).is_some() {
-                let why = if tables.contains_key("logs") {
-                    "it holds text from every row of logs, and this principal's logs grant has a row_filter"
-                } else {
+        let logs = tables.get("logs").cloned();
+        for t in &TABLES {
+            let why = match (t.reveals, &logs) {
+                (Reveals::Traffic | Reveals::LogText, Some(Some(_))) => {
+                    "it tells about every row of logs, and this principal's logs grant has a row_filter"
+                }
+                (Reveals::LogText, None) => {
                     "it holds text from every row of logs, which this principal may not read"
-                };
+                }
+                _ => continue,
+            };
+            if tables.remove(t.name).is_some() {
                 withheld.insert(t.name.to_owned(), why.to_owned());
             }
         }
@@ -263,7 +274,7 @@ mod tests {
     }
 
     #[test]
-    fn derived_tables_need_every_row_of_logs() {
+    fn tables_telling_about_all_of_logs_need_all_of_logs() {
         let mut cfg = AccessConfig::default();
         let q = |p: &str, t: &[&str], f: Option<&str>| QueryRule {
             principals: vec![p.into()],
@@ -285,8 +296,7 @@ mod tests {
         }
         let bob = a.query_grant("bob");
         assert_eq!(bob.table("logs"), Some(Some("host LIKE 'web-%'")));
-        assert_eq!(bob.table("audit"), Some(None));
-        for t in ["templates", "alerts", "rule_results"] {
+        for t in ["audit", "templates", "alerts", "rule_results"] {
             assert_eq!(bob.table(t), None, "{t}");
             assert!(bob.denial("bob", t).contains("row_filter"), "{}", bob.denial("bob", t));
         }
@@ -297,5 +307,10 @@ mod tests {
         assert_eq!(dave.table("rule_results"), None);
         assert_eq!(dave.tables(), vec![("logs", Some("host = 'a'"))]);
         assert!(dave.denial("dave", "audit").contains("allow: logs"), "{}", dave.denial("dave", "audit"));
+        // An auditor without any logs grant reads the audit trail (it holds no log text).
+        cfg.query = vec![q("erin", &["audit", "templates"], None)];
+        let erin = Access::new(&cfg).query_grant("erin");
+        assert_eq!(erin.table("audit"), Some(None));
+        assert_eq!(erin.table("templates"), None);
     }
 }

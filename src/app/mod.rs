@@ -136,9 +136,11 @@ pub async fn run(
     let (pipeline, appender) =
         Pipeline::start(store.clone(), recovery.next_generation, opts, Some(detection.tap.clone()))
             .map_err(store_err)?;
+    let principal_from: crate::tls::PrincipalFrom =
+        Arc::new(arc_swap::ArcSwap::from_pointee(config.identity.principal_from.clone()));
     let ingest_gate = Gate {
         tls: None,
-        identity: Arc::new(config.identity.principal_from.clone()),
+        principal_from: principal_from.clone(),
         access: Some(access.clone()),
         audit: audit.clone(),
         audit_plain: true,
@@ -275,6 +277,7 @@ pub async fn run(
     let reload_task = {
         let what = service::Reloadable {
             config_file,
+            principal_from,
             rules: detection.reloader(),
             detect: config.detect.clone(),
             tls: tls.clone(),

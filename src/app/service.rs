@@ -154,6 +154,8 @@ pub struct Reloadable {
     /// `None`: the daemon runs on embedded defaults, which a reload applies again (the
     /// development certificate files may have been replaced).
     pub config_file: Option<PathBuf>,
+    /// `[identity] principal_from`, shared by every listener's accept loop.
+    pub principal_from: crate::tls::PrincipalFrom,
     pub rules: Reload,
     /// The `[detect]` in force (the built-in detectors' rules are made from it).
     pub detect: crate::config::DetectConfig,
@@ -263,26 +265,26 @@ async fn reload(what: &mut Reloadable, file: &str) -> Reloaded {
         }
         Err(e) => return Reloaded::Refused(e.to_string()),
     };
+    // Installed last, after the rules, as before reloads were prepared whole.
+    let mut trust = None;
     if let Some(cfg) = &cfg {
         for w in cfg.warnings() {
             tracing::warn!("{file}: {}: {}", w.key, w.reason);
         }
-        let prepared = match prepare(what, cfg).await {
+        let mut prepared = match prepare(what, cfg).await {
             Ok(p) => p,
             Err(e) => return Reloaded::Refused(format!("{file}: {e}")),
         };
+        trust = prepared.trust.take();
         if let (Some(tls), Some(identity)) = (&what.tls, prepared.identity) {
             tls.install_identity(identity);
         }
         what.access.store(Arc::new(crate::access::Access::new(&cfg.access)));
+        what.principal_from.store(Arc::new(cfg.identity.principal_from.clone()));
         if let (Some(auth), Some(creds)) = (&what.flight_auth, prepared.credentials) {
             auth.install(creds);
         }
         what.alerting.install(prepared.alerting).await;
-        if let (Some(tls), Some(trust)) = (what.tls.clone(), prepared.trust) {
-            // Revalidating the certificates in use verifies each: off the async workers.
-            let _ = tokio::task::spawn_blocking(move || tls.install_trust(trust)).await;
-        }
     }
     // A file that loaded whole has its rules in `cfg`; otherwise they are read on their own.
     let rules = match &cfg {
@@ -302,6 +304,10 @@ async fn reload(what: &mut Reloadable, file: &str) -> Reloaded {
             problems.push(format!("rules and detectors: {}", first_line(&e)));
         }
     }
+    if let (Some(tls), Some(trust)) = (what.tls.clone(), trust) {
+        // Revalidating the certificates in use verifies each: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || tls.install_trust(trust)).await;
+    }
     Reloaded::Applied((!problems.is_empty()).then(|| problems.join("; ")))
 }
 
@@ -317,12 +323,12 @@ struct Prepared {
 /// that fails says why the reload is refused.
 async fn prepare(what: &Reloadable, cfg: &crate::config::Config) -> Result<Prepared, String> {
     let tls = what.tls.clone();
-    let (tls_cfg, dev_dir) = (cfg.tls.clone(), cfg.dev_tls_dir());
+    let (tls_cfg, dev_dir, trusts) = (cfg.tls.clone(), cfg.dev_tls_dir(), cfg.client_trusts());
     let (identity, trust) = tokio::task::spawn_blocking(move || match tls {
         None => Ok((None, None)),
         Some(tls) => {
             let identity = tls.prepare_identity(&tls_cfg, &dev_dir).map_err(|e| format!("tls: {e}"))?;
-            let trust = tls.prepare_trust().map_err(|e| format!("client certificate trust: {e}"))?;
+            let trust = tls.prepare_trust(&trusts).map_err(|e| format!("client certificate trust: {e}"))?;
             Ok::<_, String>((Some(identity), Some(trust)))
         }
     })

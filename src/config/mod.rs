@@ -502,6 +502,23 @@ impl Config {
             crl_expired_grace: self.tls.crl_expired_grace,
         }
     }
+    /// The client-certificate settings of every TLS listener, by listener name (what a reload
+    /// applies to the running listeners).
+    pub fn client_trusts(&self) -> std::collections::BTreeMap<String, ClientTrust> {
+        let mut out = std::collections::BTreeMap::new();
+        let all = self
+            .stream
+            .iter()
+            .map(|l| l.common())
+            .chain(self.http.iter().map(|l| l.common()))
+            .chain(self.flight.enabled.then(|| self.flight.common()))
+            .chain(std::iter::once(self.admin.common()));
+        for l in all.filter(|l| l.tls) {
+            out.insert(l.name.clone(), self.client_trust(&l));
+        }
+        out
+    }
+
     /// Audit files (`audit-YYYY-MM-DD.jsonl`), the `audit` table.
     pub fn audit_dir(&self) -> PathBuf {
         self.data_dir.join("audit")

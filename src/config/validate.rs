@@ -471,8 +471,11 @@ fn check_row_filter(out: &mut Vec<Problem>, key: &str, filter: &str, tables: &[S
     let state = datafusion::prelude::SessionContext::new().state();
     let every = tables.iter().any(|t| t == "*");
     let covers = |name: &str| every || tables.iter().any(|n| n == name);
-    // A rule filtering `logs` withholds the tables derived from it (see `Access::query_grant`).
-    let applies = |t: &&crate::query::ServedTable| covers(t.name) && !(t.derived_from_logs && covers("logs"));
+    // A rule filtering `logs` withholds the tables that tell about all of it (see
+    // `Access::query_grant`).
+    let withheld =
+        |t: &crate::query::ServedTable| t.reveals != crate::query::Reveals::Nothing && covers("logs");
+    let applies = |t: &&crate::query::ServedTable| covers(t.name) && !withheld(t);
     for t in TABLES.iter().filter(applies) {
         let Ok(columns) = datafusion::common::DFSchema::try_from((t.schema)().as_ref().clone()) else {
             continue;

@@ -19,7 +19,7 @@ use crate::audit::{Audit, AuditEntry};
 use crate::config::{ListenerCommon, PrincipalSource};
 use crate::metrics::ConnectionMetrics;
 use crate::tls::revalidate::{Chain, Revocable};
-use crate::tls::{ListenerTls, Principal, PrincipalError, client_auth, principal_of};
+use crate::tls::{ListenerTls, Principal, PrincipalError, PrincipalFrom, client_auth, principal_of};
 
 /// A connection after the handshake: TLS or (loopback-only) plain TCP.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -48,7 +48,7 @@ impl Peer {
 pub struct Gate {
     pub tls: Option<Arc<ListenerTls>>,
     /// How a certificate becomes a principal (`[identity] principal_from`).
-    pub identity: Arc<Vec<PrincipalSource>>,
+    pub principal_from: PrincipalFrom,
     /// The send rules, for ingest listeners; `None` where they do not apply (Flight SQL).
     pub access: Option<SharedAccess>,
     pub audit: Audit,
@@ -121,9 +121,10 @@ pub async fn accept_loop<H, F>(
         tracker.spawn(async move {
             let _permit = permit;
             let _guard = guard;
+            let sources = gate.principal_from.load_full();
             let shaken = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = handshake(tcp, gate.tls.clone(), timeout, &gate.identity) => r,
+                r = handshake(tcp, gate.tls.clone(), timeout, &sources) => r,
             };
             // One audit entry per connection, whatever becomes of it.
             let audit = |outcome: &str, reason: &str, principal: Option<&Principal>| {
@@ -140,7 +141,7 @@ pub async fn accept_loop<H, F>(
                 gate.audit.record(e);
             };
             let refuse = |reason: &str, principal: Option<&Principal>| audit("refused", reason, principal);
-            let Shaken { io, principal, certificate, kind } = match shaken {
+            let Shaken { io, principal, certificate, kind, generation } = match shaken {
                 Ok(ok) => ok,
                 Err(HandshakeError::Timeout) => {
                     m.handshake_failed("timeout");
@@ -168,6 +169,19 @@ pub async fn accept_loop<H, F>(
                 Some(Resumption::Full) => m.handshakes_full.inc(),
                 None => {}
             }
+            // A certificate that a reloaded CRL revokes ends the connection it opened: claimed
+            // now, and checked once more if trust was reloaded during the handshake (that
+            // reload could not see this connection yet).
+            let claim = gate.tls.as_ref().zip(certificate.clone()).map(|(tls, chain)| tls.in_use().claim(chain));
+            if let (Some(tls), Some(chain)) = (&gate.tls, &certificate)
+                && let Err(e) = tls.still_trusted(generation, chain)
+            {
+                let reason = client_auth::reason_of(&e);
+                m.handshake_failed(reason);
+                tracing::warn!(listener = %name, %peer, reason, error = %e, "connection refused: trust reloaded during its handshake no longer accepts its certificate");
+                refuse(&format!("{reason}: {e}"), principal.as_deref());
+                return;
+            }
             let who = principal.as_deref().map(|p| p.name.as_str());
             if let Some(access) = &gate.access
                 && !access.load().may_send(who, &name)
@@ -178,8 +192,6 @@ pub async fn accept_loop<H, F>(
                 return;
             }
             audit("accepted", kind.map_or("plain TCP", Resumption::as_str), principal.as_deref());
-            // A certificate that a reloaded CRL revokes ends the connection it opened.
-            let claim = gate.tls.as_ref().zip(certificate.clone()).map(|(tls, chain)| tls.in_use().claim(chain));
             let io: Box<dyn Io> = match &claim {
                 Some(c) => Box::new(Revocable::new(io, c.token())),
                 None => io,
@@ -225,6 +237,8 @@ struct Shaken {
     certificate: Option<Chain>,
     /// `None` for plain TCP.
     kind: Option<Resumption>,
+    /// The trust generation of the acceptor that verified the certificate.
+    generation: u64,
 }
 
 async fn handshake(
@@ -234,9 +248,16 @@ async fn handshake(
     identity: &[PrincipalSource],
 ) -> Result<Shaken, HandshakeError> {
     let Some(tls) = tls else {
-        return Ok(Shaken { io: Box::new(tcp), principal: None, certificate: None, kind: None });
+        return Ok(Shaken {
+            io: Box::new(tcp),
+            principal: None,
+            certificate: None,
+            kind: None,
+            generation: 0,
+        });
     };
-    match tokio::time::timeout(timeout, tls.acceptor().accept(tcp)).await {
+    let (acceptor, generation) = tls.acceptor();
+    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
         Err(_) => Err(HandshakeError::Timeout),
         Ok(Err(e)) => Err(HandshakeError::Failed(e)),
         Ok(Ok(s)) => {
@@ -255,7 +276,7 @@ async fn handshake(
                     (Some(Arc::new(p)), Some(Arc::new(owned)))
                 }
             };
-            Ok(Shaken { io: Box::new(s), principal, certificate, kind: Some(kind) })
+            Ok(Shaken { io: Box::new(s), principal, certificate, kind: Some(kind), generation })
         }
     }
 }

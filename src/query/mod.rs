@@ -63,21 +63,34 @@ pub const SCHEMA: &str = "public";
 #[derive(Debug, Clone, Copy)]
 pub struct ServedTable {
     pub name: &'static str,
-    /// Its rows carry text taken from any row of `logs` (template examples, alert samples and
-    /// summaries, rule output), so reading it is reading `logs` unfiltered.
-    pub derived_from_logs: bool,
+    /// What its rows tell about rows of `logs` a principal may not be granted.
+    pub reveals: Reveals,
     pub schema: fn() -> SchemaRef,
+}
+
+/// What a table tells about `logs` beyond the rows it holds (see `Access::query_grant`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reveals {
+    /// Nothing more: it is `logs`, whose rows are filtered.
+    Nothing,
+    /// Every connection and query, over all of `logs`: who sent (peers, principals) and how
+    /// many rows others' queries found. Withheld from a principal whose `logs` grant has a
+    /// row filter; an auditor without any `logs` grant may read it (it holds no log text).
+    Traffic,
+    /// Text of any row of `logs` (template examples, alert samples and summaries, rule
+    /// output): readable only by a principal that may read every row of `logs`.
+    LogText,
 }
 
 /// Every table, as `[access] query` rules name them.
 pub const TABLES: [ServedTable; 5] = [
-    ServedTable { name: "logs", derived_from_logs: false, schema: crate::batch::schema },
-    ServedTable { name: "audit", derived_from_logs: false, schema: crate::audit::schema },
-    ServedTable { name: "templates", derived_from_logs: true, schema: templates::table::schema },
-    ServedTable { name: "alerts", derived_from_logs: true, schema: crate::alert::table::alerts_schema },
+    ServedTable { name: "logs", reveals: Reveals::Nothing, schema: crate::batch::schema },
+    ServedTable { name: "audit", reveals: Reveals::Traffic, schema: crate::audit::schema },
+    ServedTable { name: "templates", reveals: Reveals::LogText, schema: templates::table::schema },
+    ServedTable { name: "alerts", reveals: Reveals::LogText, schema: crate::alert::table::alerts_schema },
     ServedTable {
         name: "rule_results",
-        derived_from_logs: true,
+        reveals: Reveals::LogText,
         schema: crate::alert::table::results_schema,
     },
 ];
@@ -177,6 +190,7 @@ impl QueryEngine {
         if let Err(e) = opts.verify_plan(&plan) {
             return Err(QueryError::Forbidden(e.strip_backtrace()));
         }
+        restrict::check_plan(&plan, grant, principal)?;
         // The per-query state shares the engine's (or the principal's) catalogs; it must not
         // create (and so replace) the default catalog.
         let mut config = self.ctx.copied_config().with_create_default_catalog_and_schema(false);

@@ -162,9 +162,15 @@ pub fn fingerprint(trust: &ClientTrust) -> Fingerprint {
 
 /// The `reason` label of `logwarden_tls_handshake_failures_total` for a failed handshake.
 pub fn failure_reason(e: &std::io::Error) -> &'static str {
-    let Some(err) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) else {
-        return "io";
-    };
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(err) => reason_of(err),
+        None => "io",
+    }
+}
+
+/// The `reason` label for a TLS error (a failed handshake, or a certificate that trust
+/// reloaded during its handshake no longer accepts).
+pub fn reason_of(err: &rustls::Error) -> &'static str {
     match err {
         rustls::Error::NoCertificatesPresented => "no_certificate",
         rustls::Error::InvalidCertificate(c) => match c {

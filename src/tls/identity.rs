@@ -22,6 +22,9 @@ pub struct Principal {
     pub subject: String,
 }
 
+/// `[identity] principal_from` as in force: read per handshake, replaced by a reload.
+pub type PrincipalFrom = std::sync::Arc<arc_swap::ArcSwap<Vec<PrincipalSource>>>;
+
 /// Why a verified certificate names no principal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PrincipalError {
@@ -31,6 +34,10 @@ pub enum PrincipalError {
     NoSource,
     #[error("the certificate's subject has {0} CN attributes: which one names the peer is ambiguous")]
     SeveralCns(usize),
+    #[error(
+        "the certificate's CN is in a string type logwarden does not read (such as BMPString), which other readers may take for a name"
+    )]
+    UnreadableCn,
     #[error(
         "the CN {0:?} ends in an EDIPI but is not a DoD-style name (LAST.FIRST[.MIDDLE].EDIPI in capitals): it could pose as a CAC holder"
     )]
@@ -42,7 +49,9 @@ impl PrincipalError {
     pub fn reason(&self) -> &'static str {
         match self {
             PrincipalError::Unparsable | PrincipalError::NoSource => "no_principal",
-            PrincipalError::SeveralCns(_) | PrincipalError::NotDodShaped(_) => "ambiguous_identity",
+            PrincipalError::SeveralCns(_)
+            | PrincipalError::UnreadableCn
+            | PrincipalError::NotDodShaped(_) => "ambiguous_identity",
         }
     }
 }
@@ -55,11 +64,17 @@ const UPN_OID: &str = "1.3.6.1.4.1.311.20.2.3";
 /// attributes, or a CN ending in an EDIPI without being a DoD-style name.
 pub fn principal_of(der: &[u8], sources: &[PrincipalSource]) -> Result<Principal, PrincipalError> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|_| PrincipalError::Unparsable)?;
-    let cns: Vec<&str> = cert.subject().iter_common_name().filter_map(|a| a.as_str().ok()).collect();
+    // Every CN attribute counts, readable or not: a second CN in a string type this parser
+    // does not decode (BMPString, T61String) is one that another reader of the certificate
+    // would take for the name.
+    let cns: Vec<_> = cert.subject().iter_common_name().collect();
     if cns.len() > 1 {
         return Err(PrincipalError::SeveralCns(cns.len()));
     }
-    let cn = cns.first().copied();
+    let cn = match cns.first() {
+        None => None,
+        Some(a) => Some(a.as_str().map_err(|_| PrincipalError::UnreadableCn)?),
+    };
     if let Some(cn) = cn
         && ends_in_edipi(cn)
         && edipi(cn).is_none()
@@ -244,6 +259,22 @@ mod tests {
         let two = with_subject(&["web-01", "DOE.JOHN.A.1234567890"], None);
         assert_eq!(principal_of(&two, &all), Err(PrincipalError::SeveralCns(2)));
         assert_eq!(PrincipalError::SeveralCns(2).reason(), "ambiguous_identity");
+        // A CN in a string type this parser cannot read still counts, and cannot name anyone.
+        let bmp = |v: &str| rcgen::DnValue::BmpString(rcgen::string::BmpString::try_from(v).unwrap());
+        let mut params = rcgen::CertificateParams::default();
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::CommonName, "web-01");
+        dn.push(rcgen::DnType::CustomDnType(vec![2, 5, 4, 3]), bmp("DOE.JOHN.A.1234567890"));
+        params.distinguished_name = dn;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let hidden = params.self_signed(&key).unwrap().der().to_vec();
+        assert_eq!(principal_of(&hidden, &all), Err(PrincipalError::SeveralCns(2)));
+        let mut params = rcgen::CertificateParams::default();
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::CommonName, bmp("DOE.JOHN.A.1234567890"));
+        params.distinguished_name = dn;
+        let unreadable = params.self_signed(&key).unwrap().der().to_vec();
+        assert_eq!(principal_of(&unreadable, &all), Err(PrincipalError::UnreadableCn));
         // The sources are told apart: a DNS name is never an EDIPI.
         let web = with_subject(&["web-01"], Some("web-01.example.org"));
         assert_eq!(principal_of(&web, &all).unwrap().name, "dns:web-01.example.org");

@@ -13,7 +13,7 @@ pub mod pkcs11;
 pub mod revalidate;
 
 pub use devcert::{DevCertificate, ensure_dev_certificate};
-pub use identity::{Principal, PrincipalError, principal_of};
+pub use identity::{Principal, PrincipalError, PrincipalFrom, principal_of};
 pub use pkcs11::Pkcs11Uri;
 
 use std::path::{Path, PathBuf};
@@ -216,12 +216,11 @@ impl ServerTls {
         let stamp = client_auth::fingerprint(&trust);
         let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
         let resolver: Arc<dyn ResolvesServerCert> = self.identity.clone();
-        let current = build_acceptor(&alpn, &resolver, &trust, tickets)?;
+        let current = build_acceptor(&alpn, &resolver, trust, tickets, 0)?;
         let l = ListenerTls {
             name: name.to_owned(),
             alpn,
             resolver,
-            trust,
             tickets,
             current: RwLock::new(current),
             stamp: Mutex::new(stamp),
@@ -235,17 +234,22 @@ impl ServerTls {
     /// Reread the CA bundles and CRLs of the listeners whose files changed (the trust
     /// watcher). A file that cannot be used keeps that listener on its previous trust.
     pub fn reload_changed_trust(&self) {
-        for l in self.listeners_with_client_auth() {
-            let stamp = client_auth::fingerprint(&l.trust);
-            {
-                let mut old = l.stamp.lock().unwrap_or_else(|e| e.into_inner());
-                if *old == stamp {
-                    continue;
-                }
-                *old = stamp;
+        for l in self.listeners() {
+            let trust = l.trust();
+            if trust.mode == ClientAuth::None {
+                continue;
             }
-            match l.build() {
-                Ok(current) => l.install(current),
+            let stamp = client_auth::fingerprint(&trust);
+            let mut old = l.stamp.lock().unwrap_or_else(|e| e.into_inner());
+            if *old == stamp {
+                continue;
+            }
+            match l.build(trust) {
+                Ok(current) => {
+                    *old = stamp;
+                    drop(old);
+                    l.install(current);
+                }
                 Err(e) => tracing::error!(
                     listener = %l.name, error = %e,
                     "client certificate trust not reloaded; the listener keeps the previous CA bundle and CRLs"
@@ -254,29 +258,43 @@ impl ServerTls {
         }
     }
 
-    /// Every listener's trust read again (SIGHUP), not yet in force: one file that cannot be
-    /// used refuses the reload.
-    pub fn prepare_trust(&self) -> Result<PreparedTrust, TlsError> {
+    /// Every listener's trust read again (SIGHUP) as `trusts` (by listener name) now says,
+    /// not yet in force: one file that cannot be used refuses the reload.
+    pub fn prepare_trust(
+        &self,
+        trusts: &std::collections::BTreeMap<String, ClientTrust>,
+    ) -> Result<PreparedTrust, TlsError> {
         let mut out = Vec::new();
-        for l in self.listeners_with_client_auth() {
-            let stamp = client_auth::fingerprint(&l.trust);
-            let current = l.build()?;
-            out.push((l, current, stamp));
+        for l in self.listeners() {
+            let old = l.trust();
+            let trust = trusts.get(&l.name).cloned().unwrap_or_else(|| old.clone());
+            if trust.mode == ClientAuth::None && old.mode == ClientAuth::None {
+                continue;
+            }
+            let seen = l.stamp.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let stamp = client_auth::fingerprint(&trust);
+            let current = l.build(trust)?;
+            out.push(PreparedListener { listener: l, current, seen, stamp });
         }
         Ok(PreparedTrust(out))
     }
 
-    /// Put prepared trust in force on every listener.
+    /// Put prepared trust in force on every listener, but for one whose files the trust
+    /// watcher reloaded since they were read: what it installed is newer.
     pub fn install_trust(&self, prepared: PreparedTrust) {
-        for (l, current, stamp) in prepared.0 {
-            *l.stamp.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
-            l.install(current);
+        for p in prepared.0 {
+            let mut stamp = p.listener.stamp.lock().unwrap_or_else(|e| e.into_inner());
+            if *stamp != p.seen && p.listener.trust() == p.current.trust {
+                continue;
+            }
+            *stamp = p.stamp;
+            drop(stamp);
+            p.listener.install(p.current);
         }
     }
 
-    fn listeners_with_client_auth(&self) -> Vec<Arc<ListenerTls>> {
-        let listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
-        listeners.iter().filter(|l| l.trust.mode != ClientAuth::None).cloned().collect()
+    fn listeners(&self) -> Vec<Arc<ListenerTls>> {
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -284,7 +302,16 @@ impl ServerTls {
 pub struct PreparedIdentity(CertifiedKey);
 
 /// Client trust read by [`ServerTls::prepare_trust`], not yet in force.
-pub struct PreparedTrust(Vec<(Arc<ListenerTls>, Current, client_auth::Fingerprint)>);
+pub struct PreparedTrust(Vec<PreparedListener>);
+
+struct PreparedListener {
+    listener: Arc<ListenerTls>,
+    current: Current,
+    /// The listener's trust files as last installed, when this was prepared.
+    seen: client_auth::Fingerprint,
+    /// What this was read from.
+    stamp: client_auth::Fingerprint,
+}
 
 /// When a listener sends TLS 1.3 session tickets (TLS 1.2 sends them inside the handshake,
 /// which every client reads, so it resumes either way).
@@ -308,23 +335,39 @@ pub struct ListenerTls {
     name: String,
     alpn: Vec<Vec<u8>>,
     resolver: Arc<dyn ResolvesServerCert>,
-    trust: ClientTrust,
     tickets: Tickets,
     current: RwLock<Current>,
     stamp: Mutex<client_auth::Fingerprint>,
     in_use: Arc<revalidate::InUse>,
 }
 
-/// A listener's acceptor and the client-certificate verifier inside it.
+/// A listener's acceptor, the client-certificate verifier inside it and the trust it was made
+/// from; `generation` counts installs, so a handshake can tell whether trust changed under it.
 struct Current {
     acceptor: TlsAcceptor,
     verifier: Option<Arc<dyn ClientCertVerifier>>,
+    trust: ClientTrust,
+    generation: u64,
 }
 
 impl ListenerTls {
-    /// The acceptor for the next handshake.
-    pub fn acceptor(&self) -> TlsAcceptor {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).acceptor.clone()
+    /// The acceptor for the next handshake, and the trust generation it belongs to (for
+    /// [`ListenerTls::still_trusted`]).
+    pub fn acceptor(&self) -> (TlsAcceptor, u64) {
+        let c = self.current.read().unwrap_or_else(|e| e.into_inner());
+        (c.acceptor.clone(), c.generation)
+    }
+
+    /// Whether a chain verified by the acceptor of `generation` is still accepted: trust
+    /// reloaded during its handshake may have revoked it, and the reload's revalidation only
+    /// saw the connections registered by then. Call it after registering the connection's
+    /// claim ([`revalidate::InUse::claim`]), so that every reload either sees the claim or
+    /// comes before this check.
+    pub fn still_trusted(&self, generation: u64, chain: &revalidate::Chain) -> Result<(), rustls::Error> {
+        let c = self.current.read().unwrap_or_else(|e| e.into_inner());
+        let (Some(verifier), true) = (&c.verifier, c.generation != generation) else { return Ok(()) };
+        let (leaf, intermediates) = chain.split_first().ok_or(rustls::Error::NoCertificatesPresented)?;
+        verifier.verify_client_cert(leaf, intermediates, rustls::pki_types::UnixTime::now()).map(|_| ())
     }
 
     /// The client certificates in use on this listener, verified again at each trust reload.
@@ -332,38 +375,49 @@ impl ListenerTls {
         &self.in_use
     }
 
+    /// The client-certificate settings in force.
+    pub fn trust(&self) -> ClientTrust {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).trust.clone()
+    }
+
     pub fn client_auth(&self) -> ClientAuth {
-        self.trust.mode
+        self.trust().mode
     }
 
     /// Use `current` for the next handshakes; certificates in use that it no longer accepts
     /// end what they opened.
-    fn install(&self, current: Current) {
+    fn install(&self, mut current: Current) {
         let verifier = current.verifier.clone();
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = current;
+        let trust = current.trust.clone();
+        {
+            let mut c = self.current.write().unwrap_or_else(|e| e.into_inner());
+            current.generation = c.generation + 1;
+            *c = current;
+        }
         let ended = verifier.map_or(0, |v| self.in_use.revalidate(v.as_ref()));
         tracing::info!(
-            listener = %self.name, ca_file = ?self.trust.ca_file, crl_files = ?self.trust.crl_files,
-            connections_ended = ended,
+            listener = %self.name, client_auth = trust.mode.as_str(), ca_file = ?trust.ca_file,
+            crl_files = ?trust.crl_files, connections_ended = ended,
             "client certificate trust reloaded; session tickets issued before are no longer accepted"
         );
     }
 
-    fn build(&self) -> Result<Current, TlsError> {
-        build_acceptor(&self.alpn, &self.resolver, &self.trust, self.tickets)
+    fn build(&self, trust: ClientTrust) -> Result<Current, TlsError> {
+        build_acceptor(&self.alpn, &self.resolver, trust, self.tickets, 0)
     }
 }
 
 fn build_acceptor(
     alpn: &[Vec<u8>],
     resolver: &Arc<dyn ResolvesServerCert>,
-    trust: &ClientTrust,
+    trust: ClientTrust,
     tickets: Tickets,
+    generation: u64,
 ) -> Result<Current, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
-    let verifier = client_auth::verifier(trust)?;
+    let verifier = client_auth::verifier(&trust)?;
     let builder = match &verifier {
         Some(v) => builder.with_client_cert_verifier(v.clone()),
         None => builder.with_no_client_auth(),
@@ -379,7 +433,7 @@ fn build_acceptor(
     };
     config.max_tls13_tickets = MAX_REQUESTED_TICKETS;
     config.alpn_protocols = alpn.to_vec();
-    Ok(Current { acceptor: TlsAcceptor::from(Arc::new(config)), verifier })
+    Ok(Current { acceptor: TlsAcceptor::from(Arc::new(config)), verifier, trust, generation })
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -408,7 +462,7 @@ mod tests {
             crl_expired_grace: std::time::Duration::ZERO,
         };
         let l = tls.listener("syslog", &[], trust, tickets).unwrap();
-        (l.acceptor().config().clone(), tls.dev.unwrap().ca_file)
+        (l.acceptor().0.config().clone(), tls.dev.unwrap().ca_file)
     }
 
     fn client(ca: &Path, version: &'static SupportedProtocolVersion, ask: bool) -> Arc<ClientConfig> {

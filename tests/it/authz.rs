@@ -35,7 +35,7 @@ tables = ["logs"]
 row_filter = "host LIKE 'web-%'"
 [[access.query]]
 principals = ["bob"]
-tables = ["templates", "alerts", "rule_results"]
+tables = ["audit", "templates", "alerts", "rule_results"]
 [[access.query]]
 principals = ["root"]
 tables = ["*"]
@@ -48,8 +48,15 @@ tables = ["*"]
 /// Three granted rows whose messages are numbers (100, 200, 300) and one hidden row.
 async fn send_rows(d: &Daemon) {
     let mut plain = tokio::net::TcpStream::connect(d.addr("plain")).await.unwrap();
-    for (host, message) in [("web-01", "100"), ("web-02", "200"), ("web-03", "300"), ("db-01", SECRET)] {
-        let line = format!("<14>1 2026-11-23T10:00:00Z {host} app - - - {message}");
+    // The hidden row also has an app and a MSGID of its own: dictionary values in the same
+    // batch as the granted rows.
+    for (host, app, msgid, message) in [
+        ("web-01", "11", "-", "100"),
+        ("web-02", "22", "-", "200"),
+        ("web-03", "33", "-", "300"),
+        ("db-01", "payroll-export", "SECRET-MSGID", SECRET),
+    ] {
+        let line = format!("<14>1 2026-11-23T10:00:00Z {host} {app} - {msgid} - {message}");
         tokio::io::AsyncWriteExt::write_all(&mut plain, &octet(&line)).await.unwrap();
     }
     drop(plain);
@@ -124,6 +131,13 @@ async fn row_filters_hold(stored: bool) {
     // The probe is real: without a row filter the hidden row's text comes back in the error.
     let err = answer(&mut root, PROBES[0].0).await.unwrap_err();
     assert!(err.contains(SECRET), "the unrestricted probe should fail on the hidden row: {err}");
+    // The audit trail, which an auditor without any logs grant may read, keeps that failure
+    // without the row it quoted.
+    let failed =
+        "SELECT reason FROM audit WHERE kind = 'query' AND principal = 'token:root' AND outcome <> 'ok'";
+    wait_until(T, "root's failed query in the audit trail", || !d.query(failed).is_empty());
+    let reasons = d.query(failed);
+    assert!(reasons.iter().all(|r| !r["reason"].as_str().unwrap_or("").contains("swordfish")), "{reasons:?}");
 
     for (sql, want) in PROBES {
         match answer(&mut bob, sql).await {
@@ -132,11 +146,24 @@ async fn row_filters_hold(stored: bool) {
         }
     }
 
-    // EXPLAIN ANALYZE counts the granted rows only.
-    let plan = client::query(&mut bob, "EXPLAIN ANALYZE SELECT count(*) FROM logs").await.unwrap();
+    // EXPLAIN ANALYZE's metrics describe work on hidden rows too: refused, saying why. EXPLAIN
+    // shows the plan, without the filter's text.
+    let err = answer(&mut bob, "EXPLAIN ANALYZE SELECT count(*) FROM logs").await.unwrap_err();
+    assert!(err.contains("PermissionDenied") && err.contains("may not run EXPLAIN ANALYZE"), "{err}");
+    let plan = client::query(&mut bob, "EXPLAIN SELECT count(*) FROM logs").await.unwrap();
     let plan = column_at(&plan, 1).join("\n");
-    assert!(plan.contains("RestrictedScanExec") && plan.contains("output_rows=3"), "{plan}");
-    assert!(!plan.contains("output_rows=4"), "{plan}");
+    assert!(plan.contains("RestrictedScanExec") && !plan.contains("web-%"), "{plan}");
+
+    // The hidden row's dictionary values (host, app, msgid) are gone from what bob's
+    // expressions see, and template ids (handed out across every host) read as null.
+    for (sql, want) in [
+        ("SELECT count(*) FROM logs WHERE CAST(msgid AS INT) IS NULL", "3"),
+        ("SELECT sum(CAST(app AS INT)) FROM logs", "66"),
+        ("SELECT count(template_id) FROM logs", "0"),
+        ("SELECT count(*) FROM logs WHERE template_id IS NOT NULL", "0"),
+    ] {
+        assert_eq!(answer(&mut bob, sql).await, Ok(vec![want.to_owned()]), "{sql}");
+    }
 
     // Catalog metadata shows only what bob may read.
     let tables = answer(
@@ -160,7 +187,7 @@ async fn row_filters_hold(stored: bool) {
     // bob, whose logs grant has a row filter, may not read them although a rule names them.
     let examples = answer(&mut root, "SELECT example FROM templates").await.unwrap();
     assert!(examples.iter().any(|e| e.contains(SECRET)), "{examples:?}");
-    for table in ["templates", "alerts", "rule_results"] {
+    for table in ["audit", "templates", "alerts", "rule_results"] {
         let err = answer(&mut bob, &format!("SELECT * FROM {table}")).await.unwrap_err();
         assert!(err.contains("PermissionDenied") && err.contains("row_filter"), "{table}: {err}");
     }

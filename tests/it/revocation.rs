@@ -180,3 +180,102 @@ async fn a_revoked_certificate_ends_its_connections_and_sessions() {
     })
     .await;
 }
+
+/// A handshake still under way when a reload revokes its certificate: the acceptor it started
+/// with verified the certificate against the old CRL, and the reload could not see the
+/// connection yet. The certificate is checked again against the new trust before admission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_under_way_at_the_revocation_is_refused() {
+    use std::io::{Read, Write};
+    let mut pki = Pki::new("logwarden client CA");
+    let mallory = pki.host("mallory", "mallory.example.org", false);
+    let d =
+        Daemon::start_with(&format!("{}{}", trust_section(&pki, "1h"), mtls_listener("mtls", "required")));
+    let cfg = tls_config_with_cert(&d.ca_file(), &mallory.cert, &mallory.key);
+    let addr = d.addr("mtls");
+    // Run the client's side of the handshake up to its last flight, and hold that flight.
+    let (mut tcp, mut conn, held) = tokio::task::spawn_blocking(move || {
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut conn = rustls::ClientConnection::new(cfg, name).unwrap();
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(T)).unwrap();
+        conn.write_tls(&mut tcp).unwrap();
+        while !conn.wants_write() {
+            conn.read_tls(&mut tcp).unwrap();
+            conn.process_new_packets().unwrap();
+        }
+        let mut held = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut held).unwrap();
+        }
+        (tcp, conn, held)
+    })
+    .await
+    .unwrap();
+
+    pki.write_crl(&[mallory.serial]);
+    d.signal("-HUP");
+    wait_until(T, "the reload", || d.log_text().contains("configuration reloaded"));
+
+    // Finish the handshake and send: the daemon must refuse, not admit on the old trust.
+    let refused = tokio::task::spawn_blocking(move || {
+        tcp.write_all(&held).unwrap();
+        conn.writer().write_all(&line("after the revocation")).unwrap();
+        while conn.wants_write() {
+            conn.write_tls(&mut tcp).unwrap();
+        }
+        let mut buf = [0u8; 4096];
+        loop {
+            match tcp.read(&mut buf) {
+                Ok(0) | Err(_) => return true,
+                Ok(n) => {
+                    let _ = conn.read_tls(&mut &buf[..n]);
+                    if conn.process_new_packets().is_err() {
+                        return true;
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(refused);
+    wait_until(T, "the refusal counted", || failures(&d, "mtls", "revoked") >= 1.0);
+    d.wait_published();
+    assert_eq!(d.count("message = 'after the revocation'"), 0);
+}
+
+/// A reload that names another CRL file (or CA bundle) applies it: the listeners are rebuilt
+/// from the reloaded file's settings, not only from their old files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_a_new_crl_file() {
+    let mut pki = Pki::new("logwarden client CA");
+    let web = pki.host("web", "web-01.example.org", false);
+    let d =
+        Daemon::start_with(&format!("{}{}", trust_section(&pki, "1h"), mtls_listener("mtls", "required")));
+    let mut open_conn = open(d.addr("mtls"), tls_config_with_cert(&d.ca_file(), &web.cert, &web.key)).await;
+    open_conn.write_all(&line("before")).await.unwrap();
+    open_conn.flush().await.unwrap();
+    wait_until(T, "the event", || d.count("message = 'before'") == 1);
+
+    // A second CRL file, revoking web, named by the reloaded config (the first one unchanged).
+    let first = pki.crl();
+    let second = pki.path("second.crl.pem");
+    let original = std::fs::read(&first).unwrap();
+    pki.write_crl(&[web.serial]);
+    std::fs::rename(&first, &second).unwrap();
+    std::fs::write(&first, original).unwrap();
+    let text = std::fs::read_to_string(&d.config).unwrap().replace(
+        &format!("crl_files = [\"{}\"]", first.display()),
+        &format!("crl_files = [\"{}\"]", second.display()),
+    );
+    std::fs::write(&d.config, text).unwrap();
+    d.signal("-HUP");
+    wait_until(T, "the open connection closed", || {
+        d.metric("logwarden_connections_revoked_total{listener=\"mtls\"}") == 1.0
+    });
+    assert!(closed(&mut open_conn).await);
+    let cfg = tls_config_with_cert(&d.ca_file(), &web.cert, &web.key);
+    assert!(!send_with(d.addr("mtls"), cfg, &line("after")).await);
+    assert!(d.log_text().contains("second.crl.pem"), "the reload names the new file");
+}

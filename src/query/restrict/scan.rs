@@ -14,7 +14,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_array};
+use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -40,11 +41,21 @@ pub struct RestrictedTable {
     sql: String,
     /// The row filter over `inner`'s (unqualified) schema.
     filter: Expr,
+    /// Columns whose values derive from rows the filter hides (`logs.template_id`: ids are
+    /// handed out across every host), read as nulls.
+    blanked: Vec<String>,
 }
 
 impl RestrictedTable {
-    pub fn new(name: &str, inner: Arc<dyn TableProvider>, sql: &str, filter: Expr) -> Self {
-        RestrictedTable { name: name.to_owned(), inner, sql: sql.to_owned(), filter }
+    pub fn new(name: &str, inner: Arc<dyn TableProvider>, sql: &str, filter: Expr, blanked: &[&str]) -> Self {
+        let blanked = blanked.iter().map(|c| (*c).to_owned()).collect();
+        RestrictedTable { name: name.to_owned(), inner, sql: sql.to_owned(), filter, blanked }
+    }
+
+    /// Whether a caller's filter may run in the wrapped scan: it cannot fail, and it reads
+    /// no blanked column (whose real values would decide which rows come out).
+    fn may_push(&self, e: &Expr) -> bool {
+        harmless(e, &self.inner.schema()) && e.column_refs().iter().all(|c| !self.blanked.contains(&c.name))
     }
 }
 
@@ -65,11 +76,10 @@ impl TableProvider for RestrictedTable {
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
-        let schema = self.inner.schema();
         Ok(filters
             .iter()
             .map(|f| {
-                if harmless(f, &schema) {
+                if self.may_push(f) {
                     TableProviderFilterPushDown::Inexact
                 } else {
                     TableProviderFilterPushDown::Unsupported
@@ -97,13 +107,19 @@ impl TableProvider for RestrictedTable {
             }
         }
         let mut pushed = vec![self.filter.clone()];
-        pushed.extend(filters.iter().filter(|f| harmless(f, &schema)).cloned());
+        pushed.extend(filters.iter().filter(|f| self.may_push(f)).cloned());
         let inner = self.inner.scan(state, Some(&read), &pushed, None).await?;
         let read_schema = inner.schema();
         let predicate = state.create_physical_expr(self.filter.clone(), &DFSchema::try_from(read_schema)?)?;
         // `read` starts with `wanted`, in order.
         let output: Vec<usize> = (0..wanted.len()).collect();
-        Ok(Arc::new(RestrictedScanExec::new(&self.name, &self.sql, inner, predicate, output)?))
+        let blanked: Vec<usize> = wanted
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| self.blanked.contains(schema.field(**i).name()))
+            .map(|(o, _)| o)
+            .collect();
+        Ok(Arc::new(RestrictedScanExec::new(&self.name, &self.sql, inner, predicate, output, blanked)?))
     }
 }
 
@@ -147,6 +163,8 @@ pub struct RestrictedScanExec {
     inner: Arc<dyn ExecutionPlan>,
     predicate: Arc<dyn PhysicalExpr>,
     output: Vec<usize>,
+    /// Output columns read as nulls.
+    blanked: Vec<usize>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -158,6 +176,7 @@ impl RestrictedScanExec {
         inner: Arc<dyn ExecutionPlan>,
         predicate: Arc<dyn PhysicalExpr>,
         output: Vec<usize>,
+        blanked: Vec<usize>,
     ) -> Result<Self> {
         let schema = Arc::new(inner.schema().project(&output)?);
         let properties = PlanProperties::new(
@@ -172,6 +191,7 @@ impl RestrictedScanExec {
             inner,
             predicate,
             output,
+            blanked,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         })
@@ -189,7 +209,9 @@ impl fmt::Debug for RestrictedScanExec {
 
 impl DisplayAs for RestrictedScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "RestrictedScanExec: table={}, row_filter={}", self.table, self.sql)
+        // The filter itself is not shown: a deny-list (`host NOT IN (...)`) would name what
+        // it hides.
+        write!(f, "RestrictedScanExec: table={} (rows of the caller's [access] grant)", self.table)
     }
 }
 
@@ -231,20 +253,56 @@ impl ExecutionPlan for RestrictedScanExec {
         let table = self.table.clone();
         let sql = self.sql.clone();
         let baseline = BaselineMetrics::new(&self.metrics, partition);
-        let rows = input.map(move |batch| {
-            let batch = batch?;
-            let _timer = baseline.elapsed_compute().timer();
-            let kept = batch_filter(&batch, &predicate).map_err(|e| {
-                // The filter is the operator's, but its error could quote a hidden row.
-                tracing::error!(table, row_filter = sql, error = %e, "an [access] row_filter failed");
-                DataFusionError::Execution(format!(
-                    "the [access] row_filter of table {table} failed; the daemon's log has the details"
-                ))
-            })?;
-            let out = kept.project(&output)?;
-            baseline.record_output(out.num_rows());
-            Ok(out)
-        });
+        let blanked = self.blanked.clone();
+        let rows = input
+            .map(move |batch| {
+                let batch = batch?;
+                let _timer = baseline.elapsed_compute().timer();
+                let kept = batch_filter(&batch, &predicate).map_err(|e| {
+                    // The filter is the operator's, but its error could quote a hidden row.
+                    tracing::error!(table, row_filter = sql, error = %e, "an [access] row_filter failed");
+                    DataFusionError::Execution(format!(
+                        "the [access] row_filter of table {table} failed; the daemon's log has the details"
+                    ))
+                })?;
+                let out = only_granted(&kept.project(&output)?, &blanked)?;
+                baseline.record_output(out.num_rows());
+                Ok(out)
+            })
+            // A batch whose rows were all hidden is not passed on: its count would tell.
+            .filter(|r: &Result<RecordBatch>| std::future::ready(!matches!(r, Ok(b) if b.num_rows() == 0)));
         Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema(), rows)))
     }
+}
+
+/// `batch` holding nothing of the rows filtered out of it. Filtering keeps a dictionary
+/// column's whole dictionary (only its keys are filtered) and a view column's whole buffers,
+/// so the values of hidden rows would still reach an expression such as `CAST(host AS INT)`,
+/// which casts every dictionary value; they are dropped here. Blanked columns become nulls.
+fn only_granted(batch: &RecordBatch, blanked: &[usize]) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    let columns = batch
+        .columns()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| -> Result<ArrayRef> {
+            if blanked.contains(&i) {
+                return Ok(new_null_array(c.data_type(), c.len()));
+            }
+            Ok(match c.data_type() {
+                DataType::Dictionary(..) => match c.as_any_dictionary_opt() {
+                    Some(d) => arrow_select::dictionary::garbage_collect_any_dictionary(d)?,
+                    None => c.clone(),
+                },
+                DataType::Utf8View => Arc::new(c.as_string_view().gc()),
+                DataType::BinaryView => Arc::new(c.as_binary_view().gc()),
+                _ => c.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new_with_options(
+        schema,
+        columns,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
 }

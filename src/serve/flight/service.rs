@@ -275,13 +275,27 @@ impl FlightSql {
                 Some(Ok(data)) => Some((Ok(data), (encoded, Some(run)))),
                 Some(Err(e)) => {
                     let status = Status::from(e);
-                    run.reason = Some(status.message().to_owned());
+                    run.reason = Some(run_time_reason(&status));
                     run.finish(outcome_of(&status));
                     Some((Err(status), (encoded, None)))
                 }
             }
         });
         Ok(Response::new(Box::pin(out)))
+    }
+}
+
+/// What the audit trail keeps of an error raised while a query ran. The engine's own messages
+/// (a failed cast, a bad regular expression) may quote the row they failed on, and the audit
+/// trail is read by principals who may not read that row: only the kind of failure is kept.
+/// logwarden's own limits say nothing about rows and are kept whole.
+fn run_time_reason(s: &Status) -> String {
+    match s.code() {
+        tonic::Code::InvalidArgument | tonic::Code::Internal | tonic::Code::Unknown => format!(
+            "{}: the query failed while running (the message is not kept in the audit trail: it may quote row values)",
+            outcome_of(s)
+        ),
+        _ => s.message().to_owned(),
     }
 }
 
