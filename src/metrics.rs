@@ -45,6 +45,8 @@ pub struct Metrics {
     pub wal_replayed_events: IntCounter,
     pub wal_torn_tails: IntCounter,
     pub storage_errors: IntCounterVec,
+    pub storage_writable: IntGauge,
+    pub wal_retry_events: IntGauge,
     pub flight_queries: IntCounterVec,
     pub flight_query_seconds: Histogram,
     pub flight_rows_sent: IntCounter,
@@ -241,8 +243,18 @@ impl Metrics {
             storage_errors: counter_vec(
                 reg,
                 "storage_errors_total",
-                "Storage failures by operation.",
+                "Storage failures by operation: wal (a group not written, cut back), wal_rollback (a failed write could not be cut back: generation closed), wal_create (no new WAL generation), segment and manifest (a Parquet flush, retried), batch.",
                 &["op"],
+            )?,
+            storage_writable: gauge(
+                reg,
+                "storage_writable",
+                "1 while WAL writes succeed; 0 from a failed WAL write (disk full, I/O error) until one succeeds.",
+            )?,
+            wal_retry_events: gauge(
+                reg,
+                "wal_retry_events",
+                "Events from stream listeners kept in memory after a failed WAL write, written when the disk has room.",
             )?,
             flight_queries: counter_vec(
                 reg,
