@@ -28,6 +28,7 @@ pub struct Metrics {
     pub tls_handshakes: IntCounterVec,
     pub access_denied: IntCounterVec,
     pub audit_dropped: IntCounter,
+    pub damaged_lines: IntCounterVec,
     pub templates: IntGauge,
     pub templates_created: IntCounter,
     pub http_requests: IntCounterVec,
@@ -176,6 +177,18 @@ impl Metrics {
                 "audit_dropped_total",
                 "Audit entries not written to the audit files because the writer fell behind (they are still logged).",
             )?,
+            damaged_lines: {
+                let c = counter_vec(
+                    reg,
+                    "damaged_lines_total",
+                    "Lines of the audit and rule_results day files skipped when read because they are not complete JSON (a crash or a full disk cut them short); each counted once.",
+                    &["table"],
+                )?;
+                for table in ["audit", "rule_results"] {
+                    c.with_label_values(&[table]);
+                }
+                c
+            },
             templates: gauge(
                 reg,
                 "templates",

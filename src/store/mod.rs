@@ -282,7 +282,7 @@ impl Store {
         m.memtable_rows.set(st.mem_rows as i64);
     }
 
-    fn metrics(&self) -> Option<&Metrics> {
+    pub(crate) fn metrics(&self) -> Option<&Metrics> {
         self.inner.metrics.as_ref()
     }
 }
