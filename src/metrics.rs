@@ -53,6 +53,7 @@ pub struct Metrics {
     pub flight_rows_sent: IntCounter,
     pub flight_active_queries: IntGauge,
     pub rules: crate::stream::RuleMetrics,
+    pub baselines: crate::detect::builtin::BaselineMetrics,
     pub notify: crate::alert::notify::NotifyMetrics,
     pub alerts_firing: IntGaugeVec,
     /// The file system holding `data_dir`: space left to the daemon, and its size.
@@ -307,6 +308,20 @@ impl Metrics {
                     reg,
                     "rule_dropped_events_total",
                     "Durable events that rules did not see because rule evaluation fell behind.",
+                )?,
+            },
+            baselines: crate::detect::builtin::BaselineMetrics {
+                evicted: counter_vec(
+                    reg,
+                    "detect_baselines_evicted_total",
+                    "Baselines a built-in detector forgot because it had more keys than detect.max_baseline_keys (the least recently seen go first).",
+                    &["detector"],
+                )?,
+                keys: gauge_vec(
+                    reg,
+                    "detect_baseline_keys",
+                    "Keys a built-in detector keeps a baseline for (at most detect.max_baseline_keys).",
+                    &["detector"],
                 )?,
             },
             notify: crate::alert::notify::NotifyMetrics {

@@ -123,6 +123,10 @@ impl Sink for AlertSink {
         self.detectors.reconfigure(cfg.clone());
     }
 
+    fn stopped(&mut self) {
+        self.detectors.save();
+    }
+
     fn rule_removed(&mut self, rule: &str) {
         let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
         let resolved = self.alerts.resolve_rule(rule, now);
