@@ -18,7 +18,7 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 use prometheus::IntGauge;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use super::flush::flush_loop;
 use super::wal_thread::{WalCmd, WalThread};
@@ -87,6 +87,8 @@ pub struct Appender {
     budget: Arc<Semaphore>,
     max_permits: u32,
     store: Store,
+    /// True while stream data waits for the disk (see `wal_thread`).
+    paused: watch::Receiver<bool>,
 }
 
 /// Resolves when the batch is in the WAL and fsynced.
@@ -113,8 +115,12 @@ impl Appender {
         Reserved { _permit: permit, gauge, bytes }
     }
 
-    /// Queue a batch, waiting while the pipeline is over its memory budget.
+    /// Queue a batch, waiting while the pipeline is over its memory budget or while earlier
+    /// batches wait for a disk that refused them (stream listeners: TCP backpressure).
     pub async fn append(&self, batch: RecordBatch) -> Result<(), AppendError> {
+        if self.paused.clone().wait_for(|p| !*p).await.is_err() {
+            return Err(AppendError::Closed);
+        }
         let n = self.permits(&batch);
         let permit = self.budget.clone().acquire_many_owned(n).await.map_err(|_| AppendError::Closed)?;
         let reserved = self.reserve(permit);
@@ -175,7 +181,9 @@ impl Pipeline {
         let (tx, rx) = mpsc::channel::<Input>(1024);
         let (wal_tx, wal_rx) = mpsc::channel::<WalCmd>(4);
         let (flush_tx, flush_rx) = std_mpsc::sync_channel::<u64>(1);
-        let wal = WalThread::new(store.clone(), first_generation, opts.flush_bytes, flush_tx, tap)?;
+        let (paused_tx, paused) = watch::channel(false);
+        let wal =
+            WalThread::new(store.clone(), first_generation, opts.flush_bytes, flush_tx, tap, paused_tx)?;
 
         let flush_thread = {
             let store = store.clone();
@@ -190,7 +198,10 @@ impl Pipeline {
             .spawn(move || wal.run(wal_rx))
             .map_err(|source| StoreError::CreateDir { path: "thread lw-wal".into(), source })?;
         let batcher = tokio::spawn(batch_loop(rx, wal_tx, opts, store.clone()));
-        Ok((Pipeline { batcher, wal_thread, flush_thread }, Appender { tx, budget, max_permits, store }))
+        Ok((
+            Pipeline { batcher, wal_thread, flush_thread },
+            Appender { tx, budget, max_permits, store, paused },
+        ))
     }
 
     /// Wait until everything appended so far is durable and the threads have stopped. Callers

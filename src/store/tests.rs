@@ -195,3 +195,24 @@ async fn the_pipeline_starts_on_a_full_disk_and_writes_once_there_is_room() {
     pipeline.join().await;
     assert_eq!(count(&stored(dir.path()), "a"), 10);
 }
+
+#[tokio::test]
+async fn stream_listeners_wait_while_their_data_waits_for_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("wal");
+    let (store, pipeline, appender) = start(dir.path(), options(Duration::from_secs(3600)));
+    faults::inject(&wal, Fault::WalWrite, 1000);
+    appender.append(batch("first", 10)).await.unwrap();
+    eventually("a write to fail", || faults::remaining(&wal, Fault::WalWrite) < 1000).await;
+    // The budget has room, but the disk has none: the next read must not be taken.
+    let next = tokio::time::timeout(Duration::from_millis(300), appender.append(batch("second", 10))).await;
+    assert!(next.is_err(), "a stream batch was taken while the disk refused writes");
+    faults::clear(&wal);
+    appender.append(batch("second", 10)).await.unwrap();
+    eventually("both batches to be written", || {
+        store.snapshot().mem.iter().map(|m| m.batch.num_rows()).sum::<usize>() == 20
+    })
+    .await;
+    drop(appender);
+    pipeline.join().await;
+}

@@ -7,15 +7,15 @@
 //! fails, the generation is abandoned and the next write starts a new one. Groups with a sender
 //! waiting (HTTP) are refused at once: the sender gets 503 and sends again. Groups without one
 //! (stream listeners, whose protocols have no acknowledgement) are kept with their share of the
-//! memory budget and written again every [`RETRY`] until it works; meanwhile the budget runs
-//! out and stream listeners stop reading (TCP backpressure) instead of dropping what they read.
+//! memory budget and written again every [`RETRY`] until it works; while any is kept, stream
+//! listeners read nothing more (`paused`: TCP backpressure) instead of dropping what they read.
 
 use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::pipeline::{Ack, Reserved};
 use super::wal::{self, WalError, WalWriter};
@@ -89,6 +89,8 @@ pub(super) struct WalThread {
     tap: Option<crate::stream::Tap>,
     /// Stream data refused by a failed write, written again before anything newer.
     held: Vec<Group>,
+    /// True while `held` is not empty: stream listeners wait before taking more.
+    paused: watch::Sender<bool>,
     failing: Option<Failing>,
     rotate_log: Quiet,
 }
@@ -102,6 +104,7 @@ impl WalThread {
         flush_bytes: usize,
         flush_tx: std_mpsc::SyncSender<u64>,
         tap: Option<crate::stream::Tap>,
+        paused: watch::Sender<bool>,
     ) -> Result<WalThread, StoreError> {
         let dir = store.wal_dir();
         let writer = match WalWriter::create(&dir, first_generation) {
@@ -124,6 +127,7 @@ impl WalThread {
             flush_tx,
             tap,
             held: Vec::new(),
+            paused,
             failing: None,
             rotate_log: Quiet::default(),
         };
@@ -246,6 +250,8 @@ impl WalThread {
         if let Some(m) = self.store.metrics() {
             m.wal_retry_events.set(self.held.iter().map(|g| g.batch.num_rows() as i64).sum());
         }
+        let pause = !self.held.is_empty();
+        self.paused.send_if_modified(|p| std::mem::replace(p, pause) != pause);
     }
 
     /// Append and fsync; on failure cut the file back, or abandon it if that fails too.
@@ -324,9 +330,9 @@ impl WalThread {
         if let Some(repeated) = f.log.due() {
             let waiting: usize = self.held.iter().map(|g| g.batch.num_rows()).sum();
             tracing::error!(error = %e, refused_events = refused, waiting_events = waiting, repeated,
-                "WAL write failed and was cut back: HTTP senders get 503 and send again; events from stream \
-                 listeners wait in memory (up to batch.max_pending_bytes, then those listeners stop reading) \
-                 and are written once the disk under data_dir has room");
+                "WAL write failed and was cut back: HTTP senders get 503 and send again; events stream \
+                 listeners read wait in memory, and those listeners read nothing more until they are written, \
+                 once the disk under data_dir has room");
         }
     }
 
