@@ -8,18 +8,16 @@
 //! logged.
 //!
 //! With `[audit] retention_max_age`, the writer deletes day files older than that when it
-//! starts and whenever it opens a new day's file.
+//! starts and whenever it opens a new day's file. A failed write is cut back (a full disk
+//! leaves no partial line); a line damaged all the same is skipped by the table (`jsonl`).
 
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{SecondsFormat, Utc};
-use datafusion::common::{DataFusionError, Result};
 use prometheus::IntCounter;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -143,6 +141,9 @@ fn write_loop(dir: &Path, max_age: Option<Duration>, mut rx: mpsc::Receiver<Audi
         prune(dir, age);
     }
     let mut open: Option<(String, std::fs::File)> = None;
+    // Entries lost to failed writes since the last success: the first failure of a run is
+    // logged, then the recovery with the count (a full disk must not log once per group).
+    let mut lost: Option<usize> = None;
     let mut group = Vec::with_capacity(GROUP);
     while rx.blocking_recv_many(&mut group, GROUP) > 0 {
         let mut lines: Vec<(String, Vec<u8>)> = Vec::new();
@@ -163,19 +164,34 @@ fn write_loop(dir: &Path, max_age: Option<Duration>, mut rx: mpsc::Receiver<Audi
                 {
                     prune(dir, age);
                 }
-                match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+                match crate::jsonl::open_append(&path) {
                     Ok(f) => open = Some((day.clone(), f)),
                     Err(e) => {
-                        tracing::error!(path = %path.display(), error = %e, "cannot open the audit file; entries lost");
+                        let entries = buf.iter().filter(|b| **b == b'\n').count();
+                        if lost.is_none() {
+                            tracing::error!(path = %path.display(), error = %e,
+                                "cannot open the audit file; entries are lost from the audit table until it can (they are still logged)");
+                        }
+                        *lost.get_or_insert(0) += entries;
                         open = None;
                         continue;
                     }
                 }
             }
-            if let Some((_, f)) = &mut open
-                && let Err(e) = f.write_all(&buf).and_then(|()| f.sync_data())
-            {
-                tracing::error!(dir = %dir.display(), error = %e, "failed to write audit entries");
+            let Some((_, f)) = &mut open else { continue };
+            match crate::jsonl::append_lines(f, &buf) {
+                Ok(()) => {
+                    if let Some(n) = lost.take() {
+                        tracing::warn!(dir = %dir.display(), lost_entries = n, "audit entries are written again");
+                    }
+                }
+                Err(e) => {
+                    if lost.is_none() {
+                        tracing::error!(dir = %dir.display(), error = %e,
+                            "failed to write audit entries (cut back); entries are lost from the audit table until writes succeed (they are still logged)");
+                    }
+                    *lost.get_or_insert(0) += buf.iter().filter(|b| **b == b'\n').count();
+                }
             }
         }
     }
@@ -225,48 +241,25 @@ pub fn schema() -> SchemaRef {
     ]))
 }
 
-/// The `audit` table: every complete line of the audit files in `dir`.
-pub fn audit_table(dir: PathBuf) -> crate::query::snapshot::SnapshotTable {
-    crate::query::snapshot::SnapshotTable::new(schema(), move || read_all(&dir))
-}
-
-/// Every complete line of every audit file in `dir`, oldest file first.
-fn read_all(dir: &Path) -> Result<Vec<RecordBatch>> {
-    read_jsonl_dir(dir, schema(), "audit")
-}
-
-/// Every complete line of every `*.jsonl` file in `dir` (oldest name first) as rows of
-/// `schema`; `what` names the files in errors. A line being written (no newline yet) is left
-/// out, so a file can be read while it grows.
-pub(crate) fn read_jsonl_dir(dir: &Path, schema: SchemaRef, what: &str) -> Result<Vec<RecordBatch>> {
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(DataFusionError::External(Box::new(e))),
-    };
-    files.sort();
-    let mut out = Vec::new();
-    for path in files {
-        let mut bytes = std::fs::read(&path).map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        bytes.truncate(complete);
-        let reader =
-            arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(8192).build(&bytes[..])?;
-        for batch in reader {
-            out.push(batch.map_err(|e| {
-                DataFusionError::Execution(format!("{what} file {} is damaged: {e}", path.display()))
-            })?);
-        }
-    }
-    Ok(out)
+/// The `audit` table: every complete line of the audit files in `dir`; damaged lines are
+/// skipped and counted in `damaged` (see [`crate::jsonl`]).
+pub fn audit_table(dir: PathBuf, damaged: Option<IntCounter>) -> crate::query::snapshot::SnapshotTable {
+    let damaged = crate::jsonl::DamagedLines::new("audit", damaged);
+    crate::query::snapshot::SnapshotTable::new(schema(), move || {
+        crate::jsonl::read_dir(&dir, schema(), &damaged)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::RecordBatch;
+    use datafusion::common::Result;
+    use std::io::Write;
+
+    fn read_all(dir: &Path) -> Result<Vec<RecordBatch>> {
+        crate::jsonl::read_dir(dir, schema(), &crate::jsonl::DamagedLines::new("audit", None))
+    }
 
     #[tokio::test]
     async fn entries_are_written_and_read_back_as_a_table() {
@@ -290,6 +283,28 @@ mod tests {
         assert_eq!(rows, 2);
         let text = arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
         assert!(text.contains("revoked") && text.contains("SELECT 1") && text.contains("alice"), "{text}");
+    }
+
+    #[test]
+    fn a_damaged_line_is_skipped_and_the_rest_of_the_table_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |outcome: &str| {
+            let mut l =
+                serde_json::to_vec(&AuditEntry::connection("syslog", "127.0.0.1:1", outcome)).unwrap();
+            l.push(b'\n');
+            l
+        };
+        // A crash cut the second entry short, and the writer went on after it on the same line.
+        let mut text = line("first");
+        let cut = line("cut");
+        text.extend_from_slice(&cut[..cut.len() / 2]);
+        text.extend(line("merged"));
+        text.extend(line("last"));
+        std::fs::write(dir.path().join("audit-2026-01-01.jsonl"), &text).unwrap();
+        let batches = read_all(dir.path()).expect("one damaged line must not fail the whole table");
+        let text = arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 2, "{text}");
+        assert!(text.contains("first") && text.contains("last"), "{text}");
     }
 
     #[tokio::test]

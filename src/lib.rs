@@ -29,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod detect;
 pub mod ingest;
+pub mod jsonl;
 pub mod logging;
 pub mod metrics;
 pub mod query;

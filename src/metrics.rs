@@ -29,6 +29,7 @@ pub struct Metrics {
     pub access_denied: IntCounterVec,
     pub connections_revoked: IntCounterVec,
     pub audit_dropped: IntCounter,
+    pub damaged_lines: IntCounterVec,
     pub templates: IntGauge,
     pub templates_created: IntCounter,
     pub http_requests: IntCounterVec,
@@ -46,11 +47,14 @@ pub struct Metrics {
     pub wal_replayed_events: IntCounter,
     pub wal_torn_tails: IntCounter,
     pub storage_errors: IntCounterVec,
+    pub storage_writable: IntGauge,
+    pub wal_retry_events: IntGauge,
     pub flight_queries: IntCounterVec,
     pub flight_query_seconds: Histogram,
     pub flight_rows_sent: IntCounter,
     pub flight_active_queries: IntGauge,
     pub rules: crate::stream::RuleMetrics,
+    pub baselines: crate::detect::builtin::BaselineMetrics,
     pub notify: crate::alert::notify::NotifyMetrics,
     pub alerts_firing: IntGaugeVec,
     /// The file system holding `data_dir`: space left to the daemon, and its size.
@@ -181,6 +185,18 @@ impl Metrics {
                 "audit_dropped_total",
                 "Audit entries not written to the audit files because the writer fell behind (they are still logged).",
             )?,
+            damaged_lines: {
+                let c = counter_vec(
+                    reg,
+                    "damaged_lines_total",
+                    "Lines of the audit and rule_results day files skipped when read because they are not complete JSON (a crash or a full disk cut them short); each counted once.",
+                    &["table"],
+                )?;
+                for table in ["audit", "rule_results"] {
+                    c.with_label_values(&[table]);
+                }
+                c
+            },
             templates: gauge(
                 reg,
                 "templates",
@@ -248,8 +264,18 @@ impl Metrics {
             storage_errors: counter_vec(
                 reg,
                 "storage_errors_total",
-                "Storage failures by operation.",
+                "Storage failures by operation: wal (a group not written, cut back), wal_rollback (a failed write could not be cut back: generation closed), wal_create (no new WAL generation), segment and manifest (a Parquet flush, retried), batch.",
                 &["op"],
+            )?,
+            storage_writable: gauge(
+                reg,
+                "storage_writable",
+                "1 while WAL writes succeed; 0 from a failed WAL write (disk full, I/O error) until one succeeds.",
+            )?,
+            wal_retry_events: gauge(
+                reg,
+                "wal_retry_events",
+                "Events from stream listeners kept in memory after a failed WAL write, written when the disk has room.",
             )?,
             flight_queries: counter_vec(
                 reg,
@@ -289,6 +315,20 @@ impl Metrics {
                     reg,
                     "rule_dropped_events_total",
                     "Durable events that rules did not see because rule evaluation fell behind.",
+                )?,
+            },
+            baselines: crate::detect::builtin::BaselineMetrics {
+                evicted: counter_vec(
+                    reg,
+                    "detect_baselines_evicted_total",
+                    "Baselines a built-in detector forgot because it had more keys than detect.max_baseline_keys (the least recently seen go first).",
+                    &["detector"],
+                )?,
+                keys: gauge_vec(
+                    reg,
+                    "detect_baseline_keys",
+                    "Keys a built-in detector keeps a baseline for (at most detect.max_baseline_keys).",
+                    &["detector"],
                 )?,
             },
             notify: crate::alert::notify::NotifyMetrics {

@@ -26,18 +26,20 @@ pub struct ResultRow {
     pub row: String,
 }
 
-/// The `rule_results` files: one per UTC day (of writing), appended at each window's close,
-/// not fsynced (results are derived: a crash loses at most the last ones); day files older
-/// than the retention are deleted when a new day starts.
+/// The `rule_results` files: one per UTC day (of writing), appended and fsynced at each
+/// window's close, as the audit files are (a failed append is cut back, see `jsonl`); day
+/// files older than the retention are deleted when a new day starts.
 pub struct Results {
     dir: PathBuf,
     retention: Duration,
     file: Option<(String, std::fs::File)>,
+    /// Rows lost to failed writes since the last success (None: the last write succeeded).
+    lost: Option<usize>,
 }
 
 impl Results {
     pub fn new(dir: PathBuf, retention: Duration) -> Results {
-        Results { dir, retention, file: None }
+        Results { dir, retention, file: None, lost: None }
     }
 
     fn push(&mut self, rows: &[ResultRow]) {
@@ -51,23 +53,34 @@ impl Results {
                 text.push('\n');
             }
         }
-        if let Err(e) = self.append(text.as_bytes()) {
-            tracing::warn!(dir = %self.dir.display(), error = %e, "failed to write rule results");
+        match self.append(text.as_bytes()) {
+            Ok(()) => {
+                if let Some(n) = self.lost.take() {
+                    tracing::warn!(dir = %self.dir.display(), lost_rows = n, "rule results are written again");
+                }
+            }
+            Err(e) => {
+                // Logged once per run of failures: a full disk fails every window.
+                if self.lost.is_none() {
+                    tracing::warn!(dir = %self.dir.display(), error = %e,
+                        "failed to write rule results; their rows are missing from rule_results until writes succeed");
+                }
+                *self.lost.get_or_insert(0) += rows.len();
+            }
         }
     }
 
     fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        use std::io::Write;
         let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
         if self.file.as_ref().is_none_or(|(d, _)| *d != day) {
             std::fs::create_dir_all(&self.dir)?;
             let path = self.dir.join(format!("results-{day}.jsonl"));
-            let f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+            let f = crate::jsonl::open_append(&path)?;
             self.file = Some((day, f));
             self.prune();
         }
         match &mut self.file {
-            Some((_, f)) => f.write_all(bytes),
+            Some((_, f)) => crate::jsonl::append_lines(f, bytes),
             None => Ok(()),
         }
     }
@@ -108,6 +121,10 @@ const LOG_COLUMNS: &[&str] = &["host", "app", "procid", "msgid", "peer", "client
 impl Sink for AlertSink {
     fn detect_changed(&mut self, cfg: &crate::config::DetectConfig) {
         self.detectors.reconfigure(cfg.clone());
+    }
+
+    fn stopped(&mut self) {
+        self.detectors.save();
     }
 
     fn rule_removed(&mut self, rule: &str) {
@@ -245,4 +262,36 @@ fn rows_as_json(batch: &RecordBatch) -> Vec<String> {
         return Vec::new();
     }
     String::from_utf8_lossy(&buf).lines().map(str::to_owned).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(rule: &str) -> ResultRow {
+        ResultRow {
+            rule: rule.into(),
+            window_start: "2026-01-01T00:00:00.000Z".into(),
+            window_end: "2026-01-01T00:01:00.000Z".into(),
+            alert: false,
+            row: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn rows_after_a_line_cut_short_stay_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        // A crash (or a full disk) left today's file ending in the middle of a line.
+        let day = chrono::Utc::now().format("%Y-%m-%d");
+        std::fs::write(dir.path().join(format!("results-{day}.jsonl")), b"{\"rule\":\"cut\",\"window_st")
+            .unwrap();
+        let mut results = Results::new(dir.path().to_path_buf(), Duration::from_secs(86_400));
+        results.push(&[row("after")]);
+        let damaged = crate::jsonl::DamagedLines::new("rule_results", None);
+        let batches = crate::jsonl::read_dir(dir.path(), crate::alert::table::results_schema(), &damaged)
+            .expect("the table must stay readable");
+        let text = arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 1, "{text}");
+        assert!(text.contains("after"), "{text}");
+    }
 }

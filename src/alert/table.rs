@@ -93,8 +93,10 @@ pub fn alerts_table(source: AlertsSource) -> SnapshotTable {
     SnapshotTable::new(alerts_schema(), read)
 }
 
-/// `rule_results`: the lines of `data_dir/rules/results-*.jsonl`.
-pub fn results_table(dir: std::path::PathBuf) -> SnapshotTable {
-    let read = move || crate::audit::read_jsonl_dir(&dir, results_schema(), "rule results");
+/// `rule_results`: the lines of `data_dir/rules/results-*.jsonl`; damaged lines are skipped
+/// and counted in `damaged` (see [`crate::jsonl`]).
+pub fn results_table(dir: std::path::PathBuf, damaged: Option<prometheus::IntCounter>) -> SnapshotTable {
+    let damaged = crate::jsonl::DamagedLines::new("rule_results", damaged);
+    let read = move || crate::jsonl::read_dir(&dir, results_schema(), &damaged);
     SnapshotTable::new(results_schema(), read)
 }

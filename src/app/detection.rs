@@ -53,7 +53,8 @@ pub fn start(
     let detect_dir = config.data_dir.join("detect");
     std::fs::create_dir_all(&detect_dir)
         .map_err(|source| AppError::Write { path: detect_dir.display().to_string(), source })?;
-    let detectors = Detectors::load(&detect_dir, config.detect.clone(), templates);
+    let detectors =
+        Detectors::load(&detect_dir, config.detect.clone(), templates, Some(metrics.baselines.clone()));
     let names: Vec<String> = rules.iter().map(|(c, _)| c.name.clone()).collect();
     tracing::info!(rules = ?names, alertmanagers = config.alerting.alertmanagers.len(),
         webhooks = config.alerting.webhooks.len(), firing = alerts.firing().len(), "rule evaluation on");

@@ -294,7 +294,10 @@ pub async fn run(
     drop(templates);
 
     binder.sockets.ensure_all_claimed(&binder.bound.keys().cloned().collect::<Vec<_>>())?;
-    write_listeners_file(&config, &binder.bound)?;
+    if let Err(e) = write_listeners_file(&config, &binder.bound) {
+        // Only tools read it: a full disk must not keep the daemon from starting.
+        tracing::warn!(error = %e, "could not write listeners.json; serving all the same");
+    }
     ready.set(true);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "logwarden is ready");
     notifier.ready("ready");
@@ -508,8 +511,11 @@ fn write_listeners_file(config: &Config, bound: &BTreeMap<String, SocketAddr>) -
     let tmp = path.with_extension("json.tmp");
     let body = serde_json::to_string_pretty(bound).unwrap_or_default();
     let err = |source| AppError::Write { path: path.display().to_string(), source };
-    std::fs::write(&tmp, body).map_err(err)?;
-    std::fs::rename(&tmp, &path).map_err(err)
+    let written = std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, &path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(err)
 }
 
 async fn wait_for_signal() -> Result<(), AppError> {

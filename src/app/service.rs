@@ -137,6 +137,12 @@ impl Rate {
             format!("{per_sec:.0} events/s")
         };
         line.push_str(&format!(", {connections} connections, {firing} alerts firing"));
+        if m.storage_writable.get() == 0 {
+            line.push_str(&format!(
+                "; DISK FULL OR FAILING: WAL writes fail, HTTP gets 503, {} stream events waiting",
+                m.wal_retry_events.get()
+            ));
+        }
         if let Some(e) = reload_error {
             line.push_str(&format!("; last reload refused: {e}"));
         }

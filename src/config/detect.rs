@@ -27,6 +27,15 @@ pub struct DetectConfig {
     /// How long the rows of `rule_results` (day files in `data_dir/rules/`) are kept.
     #[serde(with = "humantime_serde")]
     pub results_retention: Duration,
+    /// Keys (a host, an app, a template...; with daily seasonality each hour of each) a
+    /// built-in detector keeps a baseline for. Past it, the keys seen least recently are
+    /// forgotten (`logwarden_detect_baselines_evicted_total`), so memory and the size of
+    /// `baselines.json` stay bounded however many distinct hosts and apps arrive.
+    pub max_baseline_keys: usize,
+    /// The learned baselines are written to `data_dir/detect/baselines.json` at most this
+    /// often, and at shutdown: a crash forgets at most this much learning.
+    #[serde(with = "humantime_serde")]
+    pub baselines_save_interval: Duration,
 }
 
 impl Default for DetectConfig {
@@ -39,6 +48,8 @@ impl Default for DetectConfig {
             error_ratio: BaselineConfig { min_events: 10, ..BaselineConfig::default() },
             new_templates: BaselineConfig { warmup: Duration::from_secs(3600), ..BaselineConfig::default() },
             results_retention: Duration::from_secs(7 * 24 * 3600),
+            max_baseline_keys: 50_000,
+            baselines_save_interval: Duration::from_secs(300),
         }
     }
 }

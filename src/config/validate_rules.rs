@@ -17,6 +17,9 @@ impl Config {
         if self.detect.idle_timeout.is_zero() {
             out.push(Problem::new("detect.idle_timeout", "must be greater than 0"));
         }
+        if self.detect.max_baseline_keys == 0 {
+            out.push(Problem::new("detect.max_baseline_keys", "must be at least 1 (the default is 50000)"));
+        }
         for (name, d) in [
             ("volume", &self.detect.volume),
             ("error_ratio", &self.detect.error_ratio),

@@ -6,11 +6,15 @@
 //! - `new_templates`: a template first seen in the window at warning or worse, and a known
 //!   template's rate jump.
 //!
-//! Their baselines are kept in `data_dir/detect/baselines.json`, replaced after each window.
+//! Their baselines are kept in `data_dir/detect/baselines.json`, replaced at most every
+//! `detect.baselines_save_interval` and at shutdown; each detector keeps at most
+//! `detect.max_baseline_keys` keys (the least recently seen are forgotten past it), which bounds
+//! both memory and what one save writes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
@@ -101,26 +105,106 @@ struct State {
     templates_since: Option<i64>,
 }
 
+/// `logwarden_detect_baselines_evicted_total` and `logwarden_detect_baseline_keys`, by detector.
+#[derive(Clone)]
+pub struct BaselineMetrics {
+    pub evicted: prometheus::IntCounterVec,
+    pub keys: prometheus::IntGaugeVec,
+}
+
 pub struct Detectors {
     cfg: DetectConfig,
     state: State,
     path: PathBuf,
     templates: Option<Arc<Shared>>,
+    metrics: Option<BaselineMetrics>,
+    /// Learned since the last save.
+    dirty: bool,
+    last_save: Option<Instant>,
+    /// Whether reaching `max_baseline_keys` has been logged.
+    told_full: bool,
 }
 
 impl Detectors {
     /// The detectors with the baselines saved in `dir` (none if the file is missing or does
     /// not parse: baselines are learned again, and the error is logged).
-    pub fn load(dir: &Path, cfg: DetectConfig, templates: Option<Arc<Shared>>) -> Detectors {
+    pub fn load(
+        dir: &Path,
+        cfg: DetectConfig,
+        templates: Option<Arc<Shared>>,
+        metrics: Option<BaselineMetrics>,
+    ) -> Detectors {
         let path = dir.join("baselines.json");
-        let state = match std::fs::read(&path) {
+        let mut state: State = match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
                 tracing::error!(path = %path.display(), error = %e, "unreadable detector baselines; learning them again");
                 State::default()
             }),
             Err(_) => State::default(),
         };
-        Detectors { cfg, state, path, templates }
+        for b in [&mut state.volume, &mut state.error_ratio, &mut state.templates] {
+            b.fill_in_seen();
+        }
+        let mut d = Detectors {
+            cfg,
+            state,
+            path,
+            templates,
+            metrics,
+            dirty: false,
+            last_save: None,
+            told_full: false,
+        };
+        // A lower limit than the file was written with applies at once.
+        d.trim();
+        d
+    }
+
+    /// Write the baselines if anything was learned since the last save (at shutdown, and
+    /// every `baselines_save_interval`). A failed write (a full disk) is logged and tried
+    /// again at the next save; the file keeps its previous content.
+    pub fn save(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.last_save = Some(Instant::now());
+        let written = serde_json::to_vec(&self.state)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| crate::store::write_atomic(&self.path, &bytes));
+        match written {
+            Ok(()) => self.dirty = false,
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e,
+                    "failed to save the detector baselines; tried again at the next save")
+            }
+        }
+    }
+
+    /// Each detector down to `max_baseline_keys`, counting what is forgotten.
+    fn trim(&mut self) {
+        let max = self.cfg.max_baseline_keys.max(1);
+        let detectors = [
+            (VOLUME, &mut self.state.volume),
+            (ERROR_RATIO, &mut self.state.error_ratio),
+            (NEW_TEMPLATES, &mut self.state.templates),
+        ];
+        for (name, b) in detectors {
+            let evicted = b.trim(max);
+            if evicted > 0 && !self.told_full {
+                self.told_full = true;
+                tracing::warn!(
+                    detector = name,
+                    max_baseline_keys = max,
+                    "a detector has more keys than detect.max_baseline_keys; the baselines seen least recently are forgotten (counted in logwarden_detect_baselines_evicted_total)"
+                );
+            }
+            if let Some(m) = &self.metrics {
+                if evicted > 0 {
+                    m.evicted.with_label_values(&[name]).inc_by(evicted as u64);
+                }
+                m.keys.with_label_values(&[name]).set(b.keys.len() as i64);
+            }
+        }
     }
 
     /// New thresholds, windows and switches from a reload. The learned baselines stay, but
@@ -159,10 +243,10 @@ impl Detectors {
             NEW_TEMPLATES => self.new_templates(out),
             _ => return None,
         };
-        if let Ok(bytes) = serde_json::to_vec(&self.state)
-            && let Err(e) = crate::store::write_atomic(&self.path, &bytes)
-        {
-            tracing::warn!(path = %self.path.display(), error = %e, "failed to save the detector baselines");
+        self.trim();
+        self.dirty = true;
+        if self.last_save.is_none_or(|t| t.elapsed() >= self.cfg.baselines_save_interval) {
+            self.save();
         }
         Some(instances)
     }
@@ -186,16 +270,21 @@ impl Detectors {
                 format!("{SEASON}{:02}", out.start.div_euclid(3_600_000_000_000).rem_euclid(24))
             }
         };
-        let mut counts: BTreeMap<String, f64> = counts.into_iter().map(|(k, n)| (k + &suffix, n)).collect();
+        // Keys with events in the window (Some), and known keys without (None: judged as 0).
+        let mut counts: BTreeMap<String, Option<f64>> =
+            counts.into_iter().map(|(k, n)| (k + &suffix, Some(n))).collect();
         let b = &mut self.state.volume;
         for k in b.keys.keys().filter(|k| k.ends_with(&suffix) && (!suffix.is_empty() || !k.contains(SEASON)))
         {
-            counts.entry(k.clone()).or_insert(0.0);
+            counts.entry(k.clone()).or_insert(None);
         }
         let mut found = Vec::new();
         for (key, n) in counts {
-            let floor = b.mean(&key).unwrap_or(n).sqrt().max(1.0);
-            let verdict = b.observe(&key, n, out.end, cfg, floor);
+            let floor = b.mean(&key).unwrap_or(n.unwrap_or(0.0)).sqrt().max(1.0);
+            let verdict = match n {
+                Some(n) => b.observe(&key, n, out.end, cfg, floor),
+                None => b.observe_absent(&key, out.end, cfg, floor),
+            };
             let key = key.strip_suffix(suffix.as_str()).unwrap_or(&key);
             let (dim, value) = key.split_once('=').unwrap_or((key, ""));
             let (name, what) = match verdict {
@@ -267,12 +356,12 @@ impl Detectors {
         let cfg = &self.cfg.new_templates;
         let since = *self.state.templates_since.get_or_insert(out.end);
         let warm = out.end.saturating_sub(since) as u128 >= cfg.warmup.as_nanos();
-        let mut counts: BTreeMap<String, f64> = BTreeMap::new();
+        let mut counts: BTreeMap<String, Option<f64>> = BTreeMap::new();
         let mut found = Vec::new();
         for row in rows(out.batches) {
             let Some(id) = row.get("template_id").and_then(|v| v.parse::<u32>().ok()) else { continue };
             let events = row.get("events").and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-            counts.insert(format!("template_id={id}"), events);
+            counts.insert(format!("template_id={id}"), Some(events));
             let severity = row.get("severity").and_then(|v| v.parse::<u8>().ok());
             let Some(t) = self.templates.as_ref().and_then(|s| s.get(id)) else { continue };
             let first_here = (out.start..out.end).contains(&t.first_seen);
@@ -298,11 +387,15 @@ impl Detectors {
         }
         let b = &mut self.state.templates;
         for k in b.keys.keys() {
-            counts.entry(k.clone()).or_insert(0.0);
+            counts.entry(k.clone()).or_insert(None);
         }
         for (key, n) in counts {
-            let floor = b.mean(&key).unwrap_or(n).sqrt().max(1.0);
-            if let Verdict::Spike(v, m) = b.observe(&key, n, out.end, cfg, floor)
+            let floor = b.mean(&key).unwrap_or(n.unwrap_or(0.0)).sqrt().max(1.0);
+            let verdict = match n {
+                Some(n) => b.observe(&key, n, out.end, cfg, floor),
+                None => b.observe_absent(&key, out.end, cfg, floor),
+            };
+            if let Verdict::Spike(v, m) = verdict
                 && v >= cfg.min_events as f64
             {
                 let id = key.trim_start_matches("template_id=").to_owned();

@@ -87,7 +87,7 @@ impl Scenario {
                 Notifier::new(&AlertingConfig::default(), dir.path(), notify_metrics()).unwrap(),
             ),
             latency: prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("l", "l")).unwrap(),
-            detectors: Detectors::load(dir.path(), detect.clone(), Some(templates.clone())),
+            detectors: Detectors::load(dir.path(), detect.clone(), Some(templates.clone()), None),
         };
         let opts = Options { allowed_lateness: Duration::ZERO, idle: Duration::from_secs(3600) };
         let engine = Engine::new(rules, opts, Box::new(sink), RuleMetrics::unregistered());
@@ -196,6 +196,7 @@ fn baselines_survive_a_restart() {
     warm_up(&mut s);
     s.step(&steady());
     s.templates.save().unwrap();
+    s.engine.stop();
     let (dir, window) = (s._dir, s.window);
     let mut s = Scenario::in_dir(Vec::new(), dir, window);
     // No second warm-up: a silence right after the restart is noticed.
@@ -341,4 +342,46 @@ fn the_error_ratio_runs_as_its_own_rule_without_the_volume_detector() {
     }
     s.step(&with_errors(100));
     assert_eq!(s.step(&with_errors(4)), ["error_ratio_high{app=api}", "log_template_rate{template_id=4}"]);
+}
+
+/// The saved baselines of one detector (`volume`, `error_ratio`, `templates`): key → baseline.
+fn saved_keys(s: &Scenario, detector: &str) -> serde_json::Map<String, serde_json::Value> {
+    let text = std::fs::read(s._dir.path().join("baselines.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    v[detector]["keys"].as_object().cloned().unwrap_or_default()
+}
+
+#[test]
+fn baselines_are_saved_at_most_once_per_interval() {
+    let mut s = Scenario::new(Vec::new());
+    s.step(&steady());
+    s.step(&steady());
+    let first = std::fs::read(s._dir.path().join("baselines.json")).expect("saved after the first window");
+    for _ in 0..5 {
+        s.step(&steady());
+    }
+    let later = std::fs::read(s._dir.path().join("baselines.json")).unwrap();
+    assert!(first == later, "baselines.json was rewritten within baselines_save_interval");
+}
+
+#[test]
+fn baseline_keys_stay_bounded_however_many_hosts_arrive_and_established_ones_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Scenario::configured(Vec::new(), dir, 0, |d| d.max_baseline_keys = 12);
+    // An established fleet (8 volume keys), then a flood of names never seen again.
+    for _ in 0..3 {
+        s.step(&steady());
+    }
+    for w in 0..6 {
+        let names: Vec<String> = (0..10).map(|i| format!("rnd-{w}-{i}")).collect();
+        let mut events = steady();
+        events.extend(names.iter().map(|n| (n.as_str(), "nginx", 6, "GET /index.html 200", 1)));
+        s.step(&events);
+    }
+    s.engine.stop();
+    let keys = saved_keys(&s, "volume");
+    assert!(keys.len() <= 12, "{} volume keys kept: {:?}", keys.len(), keys.keys());
+    for k in ["host=web1", "host=db1", "app=nginx", "app=postgres", "severity=6"] {
+        assert!(keys.contains_key(k), "established key {k} was forgotten: {:?}", keys.keys());
+    }
 }

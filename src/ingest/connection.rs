@@ -2,7 +2,7 @@
 //!
 //! Every read becomes at most one batch (recorded in metrics once), and the connection waits on
 //! the storage budget before reading again: that wait is the TCP backpressure a slow disk puts
-//! on shippers. Bad frames are counted and logged with the peer (the first few per connection,
+//! on shippers (and a full one: no budget is given while earlier data waits for the disk). Bad frames are counted and logged with the peer (the first few per connection,
 //! then a summary at close) and never end the connection by themselves.
 
 use std::sync::Arc;

@@ -4,7 +4,8 @@
 //! The answer is 200 only once every event of the request is in the WAL and fsynced. A body with
 //! a line that is not a JSON object is refused whole (400, naming the line) so a client can fix
 //! and resend without duplicates; 413 above `max_body_bytes`; 503 with `Retry-After` while
-//! storage is saturated.
+//! storage is saturated, and when the disk write fails (full disk: nothing of the request is
+//! kept, `Retry-After: 5`).
 
 use std::io::Read;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use super::event::Format;
 use super::listener::Peer;
 use crate::batch::{EventBatchBuilder, Origin};
 use crate::metrics::{FormatCounts, ListenerMetrics, Metrics};
-use crate::store::{AppendError, Appender};
+use crate::store::{AppendError, Appender, StoreError};
 
 pub struct HttpIngest {
     pub listener: String,
@@ -140,9 +141,17 @@ impl HttpIngest {
                 self.listener_metrics.record(&counts);
                 json_response(StatusCode::OK, json!({ "accepted": rows }))
             }
+            // The WAL thread logs the failure itself, once per run of failures: a full disk
+            // must not add a log line per request.
             Err(e) => {
-                tracing::error!(listener = %self.listener, %peer, error = %e, "events could not be made durable");
-                unavailable(&format!("events could not be stored: {e}"))
+                tracing::debug!(listener = %self.listener, %peer, error = %e, "events could not be made durable");
+                match *e {
+                    StoreError::Stopped => unavailable("logwarden is shutting down"),
+                    _ => unavailable_for(
+                        "the events could not be written to disk (storage full or failing); send them again later",
+                        STORAGE_RETRY_AFTER,
+                    ),
+                }
             }
         }
     }
@@ -217,9 +226,16 @@ fn error(status: StatusCode, msg: &str) -> Response<Body> {
     json_response(status, json!({ "error": msg }))
 }
 
+/// Seconds a client waits after a failed disk write: space seldom comes back within one.
+const STORAGE_RETRY_AFTER: &str = "5";
+
 fn unavailable(msg: &str) -> Response<Body> {
+    unavailable_for(msg, "1")
+}
+
+fn unavailable_for(msg: &str, retry_after: &'static str) -> Response<Body> {
     let mut r = error(StatusCode::SERVICE_UNAVAILABLE, msg);
-    r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static(retry_after));
     r
 }
 

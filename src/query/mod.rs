@@ -130,12 +130,14 @@ impl QueryEngine {
             .with_physical_optimizer_rule(Arc::new(DictionaryGroupBy))
             .build();
         let ctx = SessionContext::new_with_state(state);
-        ctx.register_table("audit", Arc::new(audit_table(store.data_dir().join("audit"))))?;
+        let damaged = |table: &str| store.metrics().map(|m| m.damaged_lines.with_label_values(&[table]));
+        ctx.register_table("audit", Arc::new(audit_table(store.data_dir().join("audit"), damaged("audit"))))?;
         let saved = templates_table(templates::table::Source::File(store.data_dir().join("templates.json")));
         ctx.register_table("templates", Arc::new(saved))?;
         let alerts = alerts_table(AlertsSource::Dir(store.data_dir().join("alerts")));
         ctx.register_table("alerts", Arc::new(alerts))?;
-        ctx.register_table("rule_results", Arc::new(results_table(store.data_dir().join("rules"))))?;
+        let results = results_table(store.data_dir().join("rules"), damaged("rule_results"));
+        ctx.register_table("rule_results", Arc::new(results))?;
         ctx.register_table("logs", Arc::new(LogsTable::new(store)))?;
         Ok(QueryEngine { ctx })
     }

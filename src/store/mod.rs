@@ -5,12 +5,18 @@
 //! visible to queries in the same step that makes it durable, and moves from memory to a segment
 //! atomically, so a query never sees a row twice or misses one.
 
+#[cfg(test)]
+mod faults;
+mod flush;
 mod manifest;
 mod pipeline;
 mod retention;
 mod segment;
 mod table;
+#[cfg(test)]
+mod tests;
 pub mod wal;
+mod wal_thread;
 
 pub use manifest::{Manifest, SegmentMeta};
 pub use pipeline::{AppendError, Appender, Durable, Pipeline, PipelineOptions};
@@ -276,7 +282,7 @@ impl Store {
         m.memtable_rows.set(st.mem_rows as i64);
     }
 
-    fn metrics(&self) -> Option<&Metrics> {
+    pub(crate) fn metrics(&self) -> Option<&Metrics> {
         self.inner.metrics.as_ref()
     }
 }
@@ -290,16 +296,30 @@ impl State {
 }
 
 /// Replace `path` with `bytes` so that a crash leaves the old or the new content, never a
-/// mix: write a temporary file beside it, fsync, rename over, fsync the directory.
+/// mix: write a temporary file beside it, fsync, rename over, fsync the directory. A failure
+/// (a full disk) removes the temporary file, so it holds no space; `path` is unchanged.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp)?;
+    let replaced = replace_with(path, &tmp, bytes);
+    if replaced.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    replaced
+}
+
+fn replace_with(path: &Path, tmp: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(tmp)?;
+    #[cfg(test)]
+    if faults::hit(path, faults::Fault::Replace) {
+        let _ = f.write_all(&bytes[..bytes.len() / 2]);
+        return Err(faults::enospc());
+    }
     f.write_all(bytes)?;
     f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    std::fs::rename(tmp, path)?;
     if let Some(dir) = path.parent() {
         std::fs::File::open(dir)?.sync_all()?;
     }

@@ -6,21 +6,23 @@
 //! Memory is bounded by a byte budget: an appender waits for budget (stream listeners, which
 //! turns into TCP backpressure) or fails fast (HTTP, which answers 503). Budget is returned when
 //! the batch is durable. The flush queue holds one generation, so a slow disk stalls the WAL
-//! thread, then the batcher, then the listeners: nothing is dropped.
+//! thread, then the batcher, then the listeners: nothing is dropped. A full disk is handled in
+//! `wal_thread` (failed writes cut back; HTTP refused, stream data kept) and `flush` (segment
+//! writes retried).
 
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 use prometheus::IntGauge;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
-use super::segment::{self, SegmentOptions};
-use super::wal::{self, WalWriter};
-use super::{MemBatch, Store, StoreError, retention};
+use super::flush::flush_loop;
+use super::wal_thread::{WalCmd, WalThread};
+use super::{Store, StoreError};
 use crate::batch;
 
 /// Budget unit: permits count KiB, so a u32 of permits covers any sane budget.
@@ -47,7 +49,7 @@ pub enum AppendError {
     Closed,
 }
 
-type Ack = oneshot::Sender<Result<(), Arc<StoreError>>>;
+pub(super) type Ack = oneshot::Sender<Result<(), Arc<StoreError>>>;
 
 struct Submission {
     batch: RecordBatch,
@@ -64,7 +66,7 @@ enum Input {
 
 /// A batch's share of the memory budget, held until the batch is durable; it keeps
 /// `logwarden_pending_bytes` in step as it is taken and released.
-struct Reserved {
+pub(super) struct Reserved {
     _permit: OwnedSemaphorePermit,
     gauge: Option<IntGauge>,
     bytes: i64,
@@ -85,6 +87,8 @@ pub struct Appender {
     budget: Arc<Semaphore>,
     max_permits: u32,
     store: Store,
+    /// True while stream data waits for the disk (see `wal_thread`).
+    paused: watch::Receiver<bool>,
 }
 
 /// Resolves when the batch is in the WAL and fsynced.
@@ -111,8 +115,12 @@ impl Appender {
         Reserved { _permit: permit, gauge, bytes }
     }
 
-    /// Queue a batch, waiting while the pipeline is over its memory budget.
+    /// Queue a batch, waiting while the pipeline is over its memory budget or while earlier
+    /// batches wait for a disk that refused them (stream listeners: TCP backpressure).
     pub async fn append(&self, batch: RecordBatch) -> Result<(), AppendError> {
+        if self.paused.clone().wait_for(|p| !*p).await.is_err() {
+            return Err(AppendError::Closed);
+        }
         let n = self.permits(&batch);
         let permit = self.budget.clone().acquire_many_owned(n).await.map_err(|_| AppendError::Closed)?;
         let reserved = self.reserve(permit);
@@ -152,17 +160,6 @@ impl Appender {
     }
 }
 
-enum WalCmd {
-    Append {
-        batch: RecordBatch,
-        acks: Vec<Ack>,
-        permits: Vec<Reserved>,
-    },
-    /// Close the current generation (if it holds anything) and hand it to the flusher.
-    Rotate,
-    Probe(oneshot::Sender<()>),
-}
-
 /// The running pipeline: join it after every [`Appender`] is dropped.
 pub struct Pipeline {
     batcher: tokio::task::JoinHandle<()>,
@@ -184,7 +181,9 @@ impl Pipeline {
         let (tx, rx) = mpsc::channel::<Input>(1024);
         let (wal_tx, wal_rx) = mpsc::channel::<WalCmd>(4);
         let (flush_tx, flush_rx) = std_mpsc::sync_channel::<u64>(1);
-        let writer = WalWriter::create(&store.wal_dir(), first_generation)?;
+        let (paused_tx, paused) = watch::channel(false);
+        let wal =
+            WalThread::new(store.clone(), first_generation, opts.flush_bytes, flush_tx, tap, paused_tx)?;
 
         let flush_thread = {
             let store = store.clone();
@@ -194,16 +193,15 @@ impl Pipeline {
                 .spawn(move || flush_loop(store, flush_rx, opts))
                 .map_err(|source| StoreError::CreateDir { path: "thread lw-flush".into(), source })?
         };
-        let wal_thread = {
-            let store = store.clone();
-            let flush_bytes = opts.flush_bytes;
-            std::thread::Builder::new()
-                .name("lw-wal".into())
-                .spawn(move || wal_loop(store, writer, wal_rx, flush_tx, flush_bytes, tap))
-                .map_err(|source| StoreError::CreateDir { path: "thread lw-wal".into(), source })?
-        };
+        let wal_thread = std::thread::Builder::new()
+            .name("lw-wal".into())
+            .spawn(move || wal.run(wal_rx))
+            .map_err(|source| StoreError::CreateDir { path: "thread lw-wal".into(), source })?;
         let batcher = tokio::spawn(batch_loop(rx, wal_tx, opts, store.clone()));
-        Ok((Pipeline { batcher, wal_thread, flush_thread }, Appender { tx, budget, max_permits, store }))
+        Ok((
+            Pipeline { batcher, wal_thread, flush_thread },
+            Appender { tx, budget, max_permits, store, paused },
+        ))
     }
 
     /// Wait until everything appended so far is durable and the threads have stopped. Callers
@@ -264,11 +262,20 @@ async fn batch_loop(
     seal(&mut pending, &wal_tx, &store).await;
 }
 
+/// Hand the pending submissions to the WAL thread: those with a sender waiting for the answer
+/// (HTTP) and those without (stream listeners) as two groups, because a failed write refuses
+/// the first and keeps the second.
 async fn seal(pending: &mut Vec<Submission>, wal_tx: &mpsc::Sender<WalCmd>, store: &Store) {
-    if pending.is_empty() {
-        return;
+    let (acked, unacked): (Vec<Submission>, Vec<Submission>) =
+        std::mem::take(pending).into_iter().partition(|s| s.ack.is_some());
+    for subs in [acked, unacked] {
+        if !subs.is_empty() {
+            seal_group(subs, wal_tx, store).await;
+        }
     }
-    let subs = std::mem::take(pending);
+}
+
+async fn seal_group(subs: Vec<Submission>, wal_tx: &mpsc::Sender<WalCmd>, store: &Store) {
     let mut batches = Vec::with_capacity(subs.len());
     let mut acks = Vec::new();
     let mut permits = Vec::with_capacity(subs.len());
@@ -290,200 +297,4 @@ async fn seal(pending: &mut Vec<Submission>, wal_tx: &mpsc::Sender<WalCmd>, stor
         }
     };
     let _ = wal_tx.send(WalCmd::Append { batch, acks, permits }).await;
-}
-
-fn wal_loop(
-    store: Store,
-    mut writer: WalWriter,
-    mut rx: mpsc::Receiver<WalCmd>,
-    flush_tx: std_mpsc::SyncSender<u64>,
-    flush_bytes: usize,
-    tap: Option<crate::stream::Tap>,
-) {
-    let mut gen_bytes = 0usize;
-    let wal_dir = store.wal_dir();
-    while let Some(first) = rx.blocking_recv() {
-        let mut cmds = vec![first];
-        while let Ok(c) = rx.try_recv() {
-            cmds.push(c);
-        }
-        #[cfg(debug_assertions)]
-        test_stall();
-        let mut rotate = false;
-        let mut batches = Vec::new();
-        let mut acks = Vec::new();
-        let mut permits = Vec::new();
-        let mut probes = Vec::new();
-        for c in cmds {
-            match c {
-                WalCmd::Rotate => rotate = true,
-                WalCmd::Probe(p) => probes.push(p),
-                WalCmd::Append { batch, acks: a, permits: p } => {
-                    batches.push(batch);
-                    acks.extend(a);
-                    permits.extend(p);
-                }
-            }
-        }
-        if !batches.is_empty() {
-            let started = Instant::now();
-            let size_before = writer.size();
-            let result = append_group(&mut writer, &batches, store.metrics());
-            if let Some(m) = store.metrics() {
-                m.batch_flush_seconds.observe(started.elapsed().as_secs_f64());
-            }
-            match result {
-                Ok(()) => {
-                    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-                    gen_bytes += batches.iter().map(RecordBatch::get_array_memory_size).sum::<usize>();
-                    if let Some(tap) = &tap {
-                        tap.send(&batches);
-                    }
-                    store.publish(writer.generation(), batches.into_iter().map(MemBatch::new).collect());
-                    if let Some(m) = store.metrics() {
-                        m.events_durable.inc_by(rows as u64);
-                        m.wal_bytes.add((writer.size() - size_before) as i64);
-                    }
-                    for a in acks {
-                        let _ = a.send(Ok(()));
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, rows = batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
-                        "WAL append failed; these events are not durable and were not acknowledged");
-                    if let Some(m) = store.metrics() {
-                        m.storage_errors.with_label_values(&["wal"]).inc();
-                    }
-                    let e = Arc::new(StoreError::from(e));
-                    for a in acks {
-                        let _ = a.send(Err(e.clone()));
-                    }
-                    // The failed write may have left a partial record: continue in a new file so
-                    // that later records stay readable after it.
-                    rotate = true;
-                }
-            }
-        }
-        drop(permits);
-        for p in probes {
-            let _ = p.send(());
-        }
-        if rotate || gen_bytes >= flush_bytes {
-            let had_data = gen_bytes > 0;
-            match WalWriter::create(&wal_dir, writer.generation() + 1) {
-                Ok(next) => {
-                    let sealed = writer.generation();
-                    writer = next;
-                    gen_bytes = 0;
-                    // Blocks while the flusher is behind by a whole generation: backpressure.
-                    if had_data && flush_tx.send(sealed).is_err() {
-                        tracing::error!(
-                            "flush thread stopped; WAL generations will be replayed at next start"
-                        );
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "failed to start a new WAL generation; continuing in the current one");
-                    if let Some(m) = store.metrics() {
-                        m.storage_errors.with_label_values(&["wal"]).inc();
-                    }
-                }
-            }
-        }
-    }
-    tracing::debug!(generation = writer.generation(), "WAL writer stopped");
-}
-
-/// A failpoint for the watchdog test, in debug builds only: while the file named by
-/// `LOGWARDEN_TEST_STALL_WAL` exists, the WAL thread stalls as a hung disk would.
-#[cfg(debug_assertions)]
-fn test_stall() {
-    let Some(path) = std::env::var_os("LOGWARDEN_TEST_STALL_WAL") else { return };
-    while std::path::Path::new(&path).exists() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn append_group(
-    writer: &mut WalWriter,
-    batches: &[RecordBatch],
-    metrics: Option<&crate::metrics::Metrics>,
-) -> Result<(), wal::WalError> {
-    let payloads = batches.iter().map(wal::encode).collect::<Result<Vec<_>, _>>()?;
-    writer.append(&payloads)?;
-    let t = Instant::now();
-    writer.sync()?;
-    if let Some(m) = metrics {
-        m.wal_fsync_seconds.observe(t.elapsed().as_secs_f64());
-    }
-    Ok(())
-}
-
-fn wal_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|it| it.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
-        .unwrap_or(0)
-}
-
-fn flush_loop(store: Store, rx: std_mpsc::Receiver<u64>, opts: PipelineOptions) {
-    let seg_opts = SegmentOptions { row_group_rows: opts.row_group_rows, zstd_level: opts.zstd_level };
-    let retention_every = Duration::from_secs(60).min(opts.flush_interval);
-    loop {
-        match rx.recv_timeout(retention_every) {
-            Ok(through) => {
-                if let Err(e) = flush(&store, through, &seg_opts) {
-                    tracing::error!(error = %e, through_generation = through,
-                        "failed to write a Parquet segment; the data stays in the WAL and will be retried");
-                    if let Some(m) = store.metrics() {
-                        m.storage_errors.with_label_values(&["segment"]).inc();
-                    }
-                }
-                retention::apply(&store, opts.retention_max_age, opts.retention_max_bytes);
-            }
-            Err(std_mpsc::RecvTimeoutError::Timeout) => {
-                retention::apply(&store, opts.retention_max_age, opts.retention_max_bytes)
-            }
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-    }
-}
-
-/// Write every in-memory generation up to `through` as one segment and commit it.
-fn flush(store: &Store, through: u64, opts: &SegmentOptions) -> Result<(), StoreError> {
-    let started = Instant::now();
-    let batches = store.mem_through(through);
-    let mut manifest = store.manifest();
-    if through <= manifest.wal_flushed_through {
-        return Ok(());
-    }
-    let id = manifest.next_segment_id;
-    let meta = segment::write(&store.segments_dir(), id, &batches, opts)?;
-    manifest.next_segment_id = id + 1;
-    manifest.wal_flushed_through = through;
-    if let Some(meta) = meta.clone() {
-        manifest.segments.push(meta);
-    }
-    manifest.store(store.data_dir())?;
-    store.commit(manifest);
-    for (gen_, path) in wal::list(&store.wal_dir())? {
-        if gen_ <= through
-            && let Err(e) = std::fs::remove_file(&path)
-        {
-            tracing::warn!(file = %path.display(), error = %e, "failed to remove flushed WAL file");
-        }
-    }
-    if let Some(m) = store.metrics() {
-        m.segment_write_seconds.observe(started.elapsed().as_secs_f64());
-        m.wal_bytes.set(wal_bytes(&store.wal_dir()) as i64);
-    }
-    if let Some(meta) = meta {
-        tracing::debug!(
-            segment = meta.id,
-            rows = meta.rows,
-            bytes = meta.bytes,
-            through_generation = through,
-            "wrote segment"
-        );
-    }
-    Ok(())
 }

@@ -1,5 +1,6 @@
 //! Writing one Parquet segment: the batches of one or more WAL generations, sorted by
 //! `timestamp`, zstd compressed, written to a temporary name, fsynced and renamed into place.
+//! A write that fails removes what it wrote.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -64,10 +65,6 @@ pub fn write(
     let name = file_name(id);
     let path = dir.join(&name);
     let tmp = dir.join(format!("{name}.tmp"));
-    let io = |op, p: &Path| {
-        let p = p.to_path_buf();
-        move |source| SegmentError::Io { op, path: p, source }
-    };
     let level = ZstdLevel::try_new(opts.zstd_level)
         .map_err(|source| SegmentError::Parquet { path: path.clone(), source })?;
     let props = WriterProperties::builder()
@@ -89,23 +86,58 @@ pub fn write(
                 .set_column_encoding(c, Encoding::DELTA_BINARY_PACKED)
         })
         .build();
-    let file = File::create(&tmp).map_err(io("create", &tmp))?;
-    let parquet_err = |source| SegmentError::Parquet { path: tmp.clone(), source };
+    let written = write_file(dir, &tmp, &path, &sorted, props, opts.row_group_rows);
+    let bytes = match written {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            // Nothing names this segment yet: what a failure left (a full disk) must not hold space.
+            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+    };
+    Ok(Some(SegmentMeta { id, file: name, rows: rows as u64, bytes, min_ts, max_ts, max_received_at }))
+}
+
+/// Write `sorted` to `tmp`, fsync, rename it to `path` and fsync `dir`; the file's size.
+fn write_file(
+    dir: &Path,
+    tmp: &Path,
+    path: &Path,
+    sorted: &RecordBatch,
+    props: WriterProperties,
+    row_group_rows: usize,
+) -> Result<u64, SegmentError> {
+    let io = |op, p: &Path| {
+        let p = p.to_path_buf();
+        move |source| SegmentError::Io { op, path: p, source }
+    };
+    let file = File::create(tmp).map_err(io("create", tmp))?;
+    let parquet_err = |source| SegmentError::Parquet { path: tmp.to_path_buf(), source };
     let mut w = ArrowWriter::try_new(file, batch::schema(), Some(props)).map_err(parquet_err)?;
     // Hand the writer slices of a row group's size so it never holds more than it must.
+    let rows = sorted.num_rows();
     let mut offset = 0;
     while offset < rows {
-        let n = opts.row_group_rows.min(rows - offset);
+        let n = row_group_rows.max(1).min(rows - offset);
         w.write(&sorted.slice(offset, n)).map_err(parquet_err)?;
         offset += n;
     }
+    #[cfg(test)]
+    if super::faults::hit(tmp, super::faults::Fault::Segment) {
+        return Err(SegmentError::Io {
+            op: "write",
+            path: tmp.to_path_buf(),
+            source: super::faults::enospc(),
+        });
+    }
     let file = w.into_inner().map_err(parquet_err)?;
-    file.sync_all().map_err(io("fsync", &tmp))?;
-    let bytes = file.metadata().map_err(io("stat", &tmp))?.len();
+    file.sync_all().map_err(io("fsync", tmp))?;
+    let bytes = file.metadata().map_err(io("stat", tmp))?.len();
     drop(file);
-    std::fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync directory of", &path))?;
-    Ok(Some(SegmentMeta { id, file: name, rows: rows as u64, bytes, min_ts, max_ts, max_received_at }))
+    std::fs::rename(tmp, path).map_err(io("rename", tmp))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync directory of", path))?;
+    Ok(bytes)
 }
 
 fn sort_by_timestamp(batches: &[RecordBatch]) -> Result<RecordBatch, ArrowError> {

@@ -27,6 +27,16 @@ pub enum WalError {
     Encode(ArrowError),
     #[error("WAL file {path} is not a logwarden WAL (bad magic)")]
     BadMagic { path: PathBuf },
+    #[error("no WAL generation is open: the last one could not be started")]
+    NoGeneration,
+}
+
+impl WalError {
+    /// The file system is full (or the daemon's quota is): space may come back.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, WalError::Io { source, .. }
+            if matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded))
+    }
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WalError + 'a {
@@ -73,18 +83,35 @@ pub struct WalWriter {
     path: PathBuf,
     generation: u64,
     len: u64,
+    /// The length at the last successful fsync: what a restart is sure to find.
+    synced: u64,
 }
 
 impl WalWriter {
-    /// Create a new, empty generation file (fails if it exists: generations never repeat).
+    /// Create a new, empty generation file (fails if it exists: generations never repeat). A
+    /// file that could not be completed (a full disk) is removed again, so it neither holds
+    /// space nor looks like a generation.
     pub fn create(dir: &Path, generation: u64) -> Result<Self, WalError> {
         let path = dir.join(file_name(generation));
         let mut file =
             OpenOptions::new().create_new(true).write(true).open(&path).map_err(io_err("create", &path))?;
-        file.write_all(MAGIC).map_err(io_err("write", &path))?;
-        file.sync_all().map_err(io_err("fsync", &path))?;
-        sync_dir(dir)?;
-        Ok(WalWriter { file, path, generation, len: MAGIC.len() as u64 })
+        let started = Self::start(&mut file, &path).and_then(|()| sync_dir(dir));
+        if let Err(e) = started {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        let len = MAGIC.len() as u64;
+        Ok(WalWriter { file, path, generation, len, synced: len })
+    }
+
+    fn start(file: &mut File, path: &Path) -> Result<(), WalError> {
+        #[cfg(test)]
+        if super::faults::hit(path, super::faults::Fault::WalCreate) {
+            return Err(io_err("write", path)(super::faults::enospc()));
+        }
+        file.write_all(MAGIC).map_err(io_err("write", path))?;
+        file.sync_all().map_err(io_err("fsync", path))
     }
 
     pub fn generation(&self) -> u64 {
@@ -95,7 +122,8 @@ impl WalWriter {
         self.len
     }
 
-    /// Append encoded payloads as records (not yet durable: call [`WalWriter::sync`]).
+    /// Append encoded payloads as records (not yet durable: call [`WalWriter::sync`]). After a
+    /// failure the file may hold part of them: call [`WalWriter::rollback`] before anything else.
     pub fn append(&mut self, payloads: &[Vec<u8>]) -> Result<(), WalError> {
         let total: usize = payloads.iter().map(|p| p.len() + 8).sum();
         let mut buf = Vec::with_capacity(total);
@@ -104,6 +132,11 @@ impl WalWriter {
             buf.extend_from_slice(&crc32c::crc32c(p).to_le_bytes());
             buf.extend_from_slice(p);
         }
+        #[cfg(test)]
+        if super::faults::hit(&self.path, super::faults::Fault::WalWrite) {
+            let _ = self.file.write_all(&buf[..buf.len() / 2]);
+            return Err(io_err("write", &self.path)(super::faults::enospc()));
+        }
         self.file.write_all(&buf).map_err(io_err("write", &self.path))?;
         self.len += buf.len() as u64;
         Ok(())
@@ -111,7 +144,27 @@ impl WalWriter {
 
     /// Make every appended record durable.
     pub fn sync(&mut self) -> Result<(), WalError> {
-        self.file.sync_data().map_err(io_err("fsync", &self.path))
+        #[cfg(test)]
+        if super::faults::hit(&self.path, super::faults::Fault::WalSync) {
+            return Err(io_err("fsync", &self.path)(super::faults::enospc()));
+        }
+        self.file.sync_data().map_err(io_err("fsync", &self.path))?;
+        self.synced = self.len;
+        Ok(())
+    }
+
+    /// Cut the file back to its last fsync, after a failed append or fsync: a record written
+    /// in part (a full disk) would otherwise end every later record's replay, and a record
+    /// whose fsync failed was refused to its sender, who will send it again. Returns the bytes
+    /// removed. If this fails too, the file must not be appended to again.
+    pub fn rollback(&mut self) -> Result<u64, WalError> {
+        let cut = self.file.metadata().map_err(io_err("stat", &self.path))?.len().saturating_sub(self.synced);
+        self.file.set_len(self.synced).map_err(io_err("truncate", &self.path))?;
+        // The file offset stays where the failed write left it; the next record goes at the end.
+        self.file.seek(SeekFrom::Start(self.synced)).map_err(io_err("seek", &self.path))?;
+        self.file.sync_all().map_err(io_err("fsync", &self.path))?;
+        self.len = self.synced;
+        Ok(cut)
     }
 }
 
@@ -231,6 +284,31 @@ mod tests {
         let again = read(&path).unwrap();
         assert_eq!(again.torn_bytes, 0);
         assert_eq!(list(dir.path()).unwrap(), vec![(7, path)]);
+    }
+
+    #[test]
+    fn a_rollback_cuts_a_half_written_record_so_the_next_one_is_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::create(dir.path(), 3).unwrap();
+        w.append(&[encode(&batch(2)).unwrap()]).unwrap();
+        w.sync().unwrap();
+        crate::store::faults::inject(dir.path(), crate::store::faults::Fault::WalWrite, 1);
+        assert!(w.append(&[encode(&batch(50)).unwrap()]).is_err());
+        assert!(w.rollback().unwrap() > 0, "the failed write left nothing to cut");
+        w.append(&[encode(&batch(3)).unwrap()]).unwrap();
+        w.sync().unwrap();
+        let rec = read(&dir.path().join(file_name(3))).unwrap();
+        assert_eq!(rec.batches.iter().map(RecordBatch::num_rows).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(rec.torn_bytes, 0);
+    }
+
+    #[test]
+    fn a_generation_that_cannot_be_started_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::store::faults::inject(dir.path(), crate::store::faults::Fault::WalCreate, 1);
+        assert!(WalWriter::create(dir.path(), 4).is_err());
+        assert!(list(dir.path()).unwrap().is_empty(), "a failed start left its file");
+        WalWriter::create(dir.path(), 4).unwrap();
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub trait Sink: Send + 'static {
     fn rule_removed(&mut self, _rule: &str) {}
     /// A reload brought a new `[detect]`, applied together with the rule set it came with.
     fn detect_changed(&mut self, _cfg: &crate::config::DetectConfig) {}
+    /// The engine is stopping: save what is kept in memory.
+    fn stopped(&mut self) {}
 }
 
 #[derive(Clone)]
@@ -247,6 +249,12 @@ impl Engine {
                 }
             }
         }
+        self.stop();
+    }
+
+    /// The engine stops (the end of `run`; tests call it to stop as the daemon does).
+    pub fn stop(&mut self) {
+        self.sink.stopped();
     }
 
     pub async fn ingest(&mut self, batches: &[RecordBatch]) {

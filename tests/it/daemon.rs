@@ -110,11 +110,23 @@ impl Daemon {
     }
 
     fn start_inner(extra: &str, env: &[(&str, &str)], admin_cert: Option<(PathBuf, PathBuf)>) -> Daemon {
+        let mut d = Self::prepare_inner(extra, env, admin_cert);
+        d.spawn();
+        d
+    }
+
+    /// The config written but the process not started: the test prepares the data directory
+    /// (e.g. on a file system of its own) and then calls [`Daemon::spawn`].
+    pub fn prepare(extra: &str) -> Daemon {
+        Self::prepare_inner(extra, &[], None)
+    }
+
+    fn prepare_inner(extra: &str, env: &[(&str, &str)], admin_cert: Option<(PathBuf, PathBuf)>) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("logwarden.toml");
         std::fs::write(&config, test_config(&dir.path().join("data"), extra)).expect("write config");
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut d = Daemon {
+        Daemon {
             child: None,
             log: dir.path().join("daemon.log"),
             dir,
@@ -122,9 +134,7 @@ impl Daemon {
             addrs: HashMap::new(),
             env,
             admin_cert,
-        };
-        d.spawn();
-        d
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {

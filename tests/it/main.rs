@@ -10,6 +10,7 @@ mod config;
 mod crash;
 mod daemon;
 mod deploy;
+mod disk_full;
 mod flight;
 mod ingest;
 mod malformed;
