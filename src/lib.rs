@@ -15,7 +15,8 @@
 //! - [`alert`]: alert state, `rule_results`, notifications to Alertmanager and webhooks.
 //! - [`query`]: SQL over the store and the side tables, a principal's grant as its catalog.
 //! - [`serve`]: Flight SQL, the admin endpoint (metrics, health) and shared HTTP plumbing.
-//! - [`audit`]: the audit trail of connections and queries, and its table.
+//! - [`audit`]: the audit trail of connections and queries, and its table; [`jsonl`]: the
+//!   append-only day files (audit, `rule_results`) that skip and count a damaged line.
 //! - [`metrics`]: every metric, defined once; [`logging`]: stderr and the journal.
 //! - [`app`]: wiring, lifecycle, the supervisor and reloads; [`systemd`]: sd_notify and socket
 //!   activation; [`cli`]: the command line.
