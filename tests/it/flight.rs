@@ -274,3 +274,55 @@ async fn query_server_prints_what_query_prints() {
     assert_eq!(remote, run(&[]));
     assert_eq!(remote.lines().count(), 3, "{remote}");
 }
+
+/// An address of this machine that is not loopback (where the test can listen), if any.
+fn non_loopback_address() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[test]
+fn query_server_sends_the_token_only_over_tls_or_to_loopback() {
+    use std::io::Read;
+    let Some(ip) = non_loopback_address() else {
+        eprintln!("skipped: this machine has no non-loopback address to listen on");
+        return;
+    };
+    // Something listening on plain TCP off loopback: it must never see a connection.
+    let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    for server in [url.clone(), url.replace("http://", "grpc://")] {
+        let mut child = std::process::Command::new(crate::daemon::BIN)
+            .args(["query", "--token", "s3cret-token", "--server", &server, "SELECT 1"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > T {
+                child.kill().unwrap();
+                panic!("logwarden query --server {server} did not give up: it went on talking to the server");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        assert!(!status.success(), "{server}: {stderr}");
+        assert!(stderr.contains(&server) && stderr.contains("https://"), "{server}: {stderr}");
+    }
+    match listener.accept() {
+        Ok((mut s, peer)) => {
+            let mut got = Vec::new();
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            let _ = s.read_to_end(&mut got);
+            panic!("the client connected from {peer} and sent {:?}", String::from_utf8_lossy(&got));
+        }
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+    }
+}
