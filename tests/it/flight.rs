@@ -275,6 +275,44 @@ async fn query_server_prints_what_query_prints() {
     assert_eq!(remote.lines().count(), 3, "{remote}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_times_out_frees_its_slot_and_gets_deadline_exceeded() {
+    let d = Daemon::start_with("[flight.limits]\nmax_concurrent = 1\ntimeout = \"2s\"\n");
+    let mut c = connect(&d, None).await;
+
+    // A result far larger than what HTTP/2 flow control lets the daemon send ahead; the client
+    // reads one batch and then stops reading, keeping the stream open.
+    let sql = "SELECT value, repeat('x', 200) AS pad FROM generate_series(1, 1000000000)";
+    let info = c.execute(sql.into(), None).await.unwrap();
+    let mut stream = c.do_get(info.endpoint[0].ticket.clone().unwrap()).await.unwrap();
+    assert!(stream.next().await.unwrap().is_ok());
+
+    // The time limit counts while the daemon waits for the client: the query stops, its slot
+    // is freed (with max_concurrent = 1 another query runs) and it is audited as a timeout.
+    wait_until(T, "the stalled query to be freed", || d.metric("logwarden_flight_active_queries") == 0.0);
+    assert!(d.metric(r#"logwarden_flight_queries_total{status="timeout"}"#) >= 1.0);
+    let mut other = connect(&d, None).await;
+    let info = other.execute("SELECT 1 AS one".into(), None).await.unwrap();
+    assert_eq!(fetch(&mut other, info).await.unwrap()[0].num_rows(), 1);
+    wait_until(T, "the timeout in the audit trail", || {
+        let q =
+            "SELECT reason FROM audit WHERE kind = 'query' AND outcome = 'timeout' AND sql LIKE '%repeat%'";
+        d.query(q).iter().any(|r| r["reason"].as_str().unwrap_or("").contains("flight.limits.timeout"))
+    });
+
+    // Reading again: whatever was already on its way, then DEADLINE_EXCEEDED, never an end
+    // that looks like a complete result.
+    let end = loop {
+        match tokio::time::timeout(T, stream.next()).await.expect("the stalled stream never ended") {
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => break Err(ClientError::from(e).to_string()),
+            None => break Ok(()),
+        }
+    };
+    let err = end.expect_err("the stalled query ended as if its result were complete");
+    assert!(err.contains("DeadlineExceeded") && err.contains("flight.limits.timeout"), "{err}");
+}
+
 /// An address of this machine that is not loopback (where the test can listen), if any.
 fn non_loopback_address() -> Option<std::net::IpAddr> {
     let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
