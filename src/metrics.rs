@@ -24,6 +24,7 @@ pub struct Metrics {
     pub connections_active: IntGaugeVec,
     pub connections_total: IntCounterVec,
     pub connections_refused: IntCounterVec,
+    pub connections_timed_out: IntCounterVec,
     pub tls_handshake_failures: IntCounterVec,
     pub tls_handshakes: IntCounterVec,
     pub access_denied: IntCounterVec,
@@ -145,6 +146,12 @@ impl Metrics {
             )?,
             connections_active,
             connections_total: counter_vec(reg, "connections_total", "Connections accepted.", &["listener"])?,
+            connections_timed_out: counter_vec(
+                reg,
+                "connections_timed_out_total",
+                "Connections closed because they did nothing in time: no request within header_read_timeout (no_request), none in progress for idle_timeout (idle), or one in progress with no bytes moving for idle_timeout (stalled).",
+                &["listener", "reason"],
+            )?,
             connections_refused: counter_vec(
                 reg,
                 "connections_refused_total",

@@ -23,6 +23,7 @@ use crate::metrics::{Metrics, Pkcs11Metrics};
 use crate::query::{LiveTables, QueryEngine, QueryLimits};
 use crate::serve::admin::{self, Readiness};
 use crate::serve::flight::{Authenticator, FlightServer, FlightSql};
+use crate::serve::timeouts::Deadlines;
 use crate::store::{Pipeline, PipelineOptions, Store};
 use crate::tls::{ListenerTls, ServerTls};
 
@@ -183,6 +184,7 @@ pub async fn run(
             metrics: metrics.clone(),
         });
         let cancel2 = cancel.clone();
+        let deadlines = Deadlines::new(&l.name, l.header_read_timeout, l.idle_timeout, &metrics);
         accept_tasks.push(tokio::spawn(accept_loop(
             listener,
             l.common(),
@@ -193,10 +195,11 @@ pub async fn run(
             move |io, peer| {
                 let ingest = ingest.clone();
                 let cancel = cancel2.clone();
+                let deadlines = deadlines.clone();
                 let peer = Arc::new(peer);
                 async move {
-                    crate::serve::serve_http(io, cancel, move |req| ingest.clone().handle(req, peer.clone()))
-                        .await;
+                    let handle = move |req| ingest.clone().handle(req, peer.clone());
+                    crate::serve::serve_http(io, cancel, &deadlines, handle).await;
                 }
             },
         )));
@@ -256,6 +259,7 @@ pub async fn run(
         metrics.connections("admin"),
         registry.clone(),
         ready.clone(),
+        Deadlines::new("admin", config.admin.header_read_timeout, config.admin.idle_timeout, &metrics),
         admin_cancel.clone(),
         admin_tasks.clone(),
     ));
@@ -430,6 +434,8 @@ fn flight_server(
         auth,
         connection_metrics: metrics.connections("flight"),
         metrics: metrics.clone(),
+        deadlines: Deadlines::new("flight", f.header_read_timeout, f.idle_timeout, metrics),
+        keepalive: (f.keepalive_interval, f.keepalive_timeout),
     })
 }
 

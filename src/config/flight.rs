@@ -34,6 +34,19 @@ pub struct FlightConfig {
     /// With no tokens and no users configured, a random token is created once in this file
     /// (mode 0600; default `data_dir/flight.token`) and is the only credential accepted.
     pub token_file: Option<PathBuf>,
+    /// The first call must arrive within this of the TLS handshake.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection with no call in progress for this long, or no bytes moving during one,
+    /// is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// HTTP/2 PING to the client this often; no answer within `keepalive_timeout` closes the
+    /// connection (a client that went away without closing).
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
     pub limits: QueryLimitsConfig,
 }
 
@@ -51,6 +64,10 @@ impl Default for FlightConfig {
             tokens: Vec::new(),
             users: Vec::new(),
             token_file: None,
+            header_read_timeout: super::default_header_read_timeout(),
+            idle_timeout: Duration::from_secs(600),
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(20),
             limits: QueryLimitsConfig::default(),
         }
     }
@@ -80,7 +97,7 @@ impl FlightConfig {
             address: self.address,
             tls: self.tls,
             max_connections: self.max_connections,
-            idle_timeout: self.limits.timeout,
+            idle_timeout: self.idle_timeout,
             handshake_timeout: self.handshake_timeout,
             client_auth: self.client_auth,
             client_ca_file: self.client_ca_file.clone(),

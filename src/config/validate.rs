@@ -74,6 +74,9 @@ impl Config {
             if l.max_body_bytes.as_u64() == 0 {
                 out.push(Problem::new(format!("http[{i}].max_body_bytes"), "must be greater than 0"));
             }
+            if l.header_read_timeout.is_zero() {
+                out.push(Problem::new(format!("http[{i}].header_read_timeout"), "must be greater than 0"));
+            }
         }
         if self.admin.address.port() != 0
             && let Some(other) = addrs.get(&self.admin.address)
@@ -89,6 +92,12 @@ impl Config {
         }
         if admin.handshake_timeout.is_zero() {
             out.push(Problem::new("admin.handshake_timeout", "must be greater than 0"));
+        }
+        if self.admin.header_read_timeout.is_zero() {
+            out.push(Problem::new("admin.header_read_timeout", "must be greater than 0"));
+        }
+        if self.admin.idle_timeout.is_zero() {
+            out.push(Problem::new("admin.idle_timeout", "must be greater than 0"));
         }
         self.validate_client_auth(&mut out, "admin", &admin);
 
@@ -464,6 +473,16 @@ impl Config {
         }
         if l.max_result_rows == 0 {
             out.push(Problem::new("flight.limits.max_result_rows", "must be at least 1"));
+        }
+        for (key, d) in [
+            ("flight.header_read_timeout", f.header_read_timeout),
+            ("flight.idle_timeout", f.idle_timeout),
+            ("flight.keepalive_interval", f.keepalive_interval),
+            ("flight.keepalive_timeout", f.keepalive_timeout),
+        ] {
+            if d.is_zero() {
+                out.push(Problem::new(key, "must be greater than 0"));
+            }
         }
     }
 }

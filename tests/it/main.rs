@@ -19,3 +19,4 @@ mod pki;
 mod rsyslog;
 mod systemd;
 mod templates;
+mod timeouts;
