@@ -50,6 +50,8 @@ pub struct Metrics {
     pub flight_query_seconds: Histogram,
     pub flight_rows_sent: IntCounter,
     pub flight_active_queries: IntGauge,
+    pub flight_auth_failures: IntCounterVec,
+    pub flight_password_checks: IntCounter,
     pub rules: crate::stream::RuleMetrics,
     pub notify: crate::alert::notify::NotifyMetrics,
     pub alerts_firing: IntGaugeVec,
@@ -265,6 +267,17 @@ impl Metrics {
             )?,
             flight_rows_sent: counter(reg, "flight_rows_sent_total", "Rows sent to Flight SQL clients.")?,
             flight_active_queries: gauge(reg, "flight_active_queries", "Flight SQL queries running now.")?,
+            flight_auth_failures: counter_vec(
+                reg,
+                "flight_auth_failures_total",
+                "Flight SQL sign-ins refused: wrong_password, unknown_user, bad_token, malformed, rate_limited (the client address is over [flight.auth_limits] max_failures), busy (too many password checks waiting).",
+                &["reason"],
+            )?,
+            flight_password_checks: counter(
+                reg,
+                "flight_password_checks_total",
+                "argon2 password checks run for Flight SQL basic credentials (a user that does not exist is checked too).",
+            )?,
             rules: crate::stream::RuleMetrics {
                 late: counter_vec(
                     reg,

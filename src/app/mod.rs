@@ -336,8 +336,9 @@ pub async fn run(
     let _ = admin_task.await;
     admin_tasks.close();
     let _ = tokio::time::timeout_at(deadline, admin_tasks.wait()).await;
-    // Every audit handle is gone with the listeners, the Flight service and the admin
-    // endpoint: the writer drains and stops.
+    // Every audit handle is gone with the listeners, the Flight service (its credentials
+    // record refused sign-ins) and the admin endpoint: the writer drains and stops.
+    drop(flight_auth);
     let drained = tokio::task::spawn_blocking(move || audit_writer.join());
     if tokio::time::timeout_at(deadline, drained).await.is_err() {
         tracing::warn!("the audit trail was not fully written before the shutdown deadline");
@@ -407,7 +408,7 @@ fn flight_server(
 ) -> Result<FlightServer, AppError> {
     let f = &config.flight;
     let (auth, token_file) = Authenticator::new(f, &config.flight_token_file())?;
-    let auth = Arc::new(auth);
+    let auth = Arc::new(auth.report_to(metrics, gate.audit.clone()));
     if let Some(path) = token_file {
         tracing::info!(token_file = %path.display(), "Flight SQL accepts the token in this file (no credentials configured); logwarden query --server reads it");
     }

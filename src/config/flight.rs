@@ -48,6 +48,7 @@ pub struct FlightConfig {
     #[serde(with = "humantime_serde")]
     pub keepalive_timeout: Duration,
     pub limits: QueryLimitsConfig,
+    pub auth_limits: AuthLimitsConfig,
 }
 
 impl Default for FlightConfig {
@@ -69,6 +70,7 @@ impl Default for FlightConfig {
             keepalive_interval: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(20),
             limits: QueryLimitsConfig::default(),
+            auth_limits: AuthLimitsConfig::default(),
         }
     }
 }
@@ -127,6 +129,36 @@ impl Default for QueryLimitsConfig {
             timeout: Duration::from_secs(300),
             max_concurrent: 8,
             max_result_rows: 10_000_000,
+        }
+    }
+}
+
+/// What sign-in attempts may cost: password checks (argon2, slow on purpose) run on their own
+/// threads, a few at a time, and an address that keeps failing is refused for a while.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthLimitsConfig {
+    /// Password checks running at once, each on a thread of its own (never on the threads that
+    /// serve ingest).
+    pub password_checks: usize,
+    /// Attempts that may wait for a check; more are refused at once with UNAVAILABLE.
+    pub password_queue: usize,
+    /// Failed sign-ins (wrong password, unknown user, bad token) one client address may have
+    /// within `failure_window`; past it, its password attempts are refused unchecked with
+    /// RESOURCE_EXHAUSTED until the oldest failure is older than the window. IPv6 addresses
+    /// count per /64.
+    pub max_failures: usize,
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
+}
+
+impl Default for AuthLimitsConfig {
+    fn default() -> Self {
+        AuthLimitsConfig {
+            password_checks: 1,
+            password_queue: 16,
+            max_failures: 10,
+            failure_window: Duration::from_secs(60),
         }
     }
 }

@@ -17,7 +17,7 @@ pub use access::{
     AccessConfig, ClientAuth, ClientTrust, IdentityConfig, PrincipalSource, QueryRule, SendRule,
 };
 pub use detect::{BaselineConfig, DetectConfig, Seasonality, TemplatesConfig};
-pub use flight::{FlightConfig, QueryLimitsConfig, TokenConfig, UserConfig};
+pub use flight::{AuthLimitsConfig, FlightConfig, QueryLimitsConfig, TokenConfig, UserConfig};
 pub use load::{ConfigError, Problem, load, load_str, load_str_except_rules, read, rules_from_str};
 pub use rules::{AlertingConfig, ReceiverConfig, RuleConfig};
 pub use validate_rules::receiver_name;

@@ -479,10 +479,18 @@ impl Config {
             ("flight.idle_timeout", f.idle_timeout),
             ("flight.keepalive_interval", f.keepalive_interval),
             ("flight.keepalive_timeout", f.keepalive_timeout),
+            ("flight.auth_limits.failure_window", f.auth_limits.failure_window),
         ] {
             if d.is_zero() {
                 out.push(Problem::new(key, "must be greater than 0"));
             }
+        }
+        let a = &f.auth_limits;
+        if a.password_checks == 0 {
+            out.push(Problem::new("flight.auth_limits.password_checks", "must be at least 1"));
+        }
+        if !(1..=1000).contains(&a.max_failures) {
+            out.push(Problem::new("flight.auth_limits.max_failures", "must be between 1 and 1000"));
         }
     }
 }

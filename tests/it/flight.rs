@@ -223,19 +223,24 @@ async fn a_cancelled_stream_frees_its_slot_and_a_slow_query_times_out() {
     assert!(d.metric(r#"logwarden_flight_queries_total{status="timeout"}"#) >= 1.0);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn basic_credentials_through_the_handshake_give_a_session_token() {
+/// The `[[flight.users]]` entry `logwarden auth hash-password` prints for `name`.
+fn user_entry(name: &str, password: &str) -> String {
     let mut hash = std::process::Command::new(crate::daemon::BIN)
-        .args(["auth", "hash-password", "alice"])
+        .args(["auth", "hash-password", name])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     {
         use std::io::Write;
-        hash.stdin.take().unwrap().write_all(b"correct horse\n").unwrap();
+        hash.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
     }
-    let entry = String::from_utf8(hash.wait_with_output().unwrap().stdout).unwrap();
+    String::from_utf8(hash.wait_with_output().unwrap().stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn basic_credentials_through_the_handshake_give_a_session_token() {
+    let entry = user_entry("alice", "correct horse");
     assert!(entry.contains("[[flight.users]]") && entry.contains("$argon2id$"), "{entry}");
     let d = Daemon::start_with(&entry);
     assert!(!d.data_dir().join("flight.token").exists(), "no token file when users are configured");
@@ -311,6 +316,71 @@ async fn a_client_that_stops_reading_times_out_frees_its_slot_and_gets_deadline_
     };
     let err = end.expect_err("the stalled query ended as if its result were complete");
     assert!(err.contains("DeadlineExceeded") && err.contains("flight.limits.timeout"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_sign_ins_are_audited_and_limited_per_peer() {
+    let d = Daemon::start_with(&format!(
+        "{}[[flight.tokens]]\nname = \"grafana\"\nsha256 = \"{}\"\n",
+        user_entry("alice", "correct horse"),
+        logwarden::serve::flight::auth::sha256_hex("grafana-token")
+    ));
+    let url = format!("https://localhost:{}", d.addr("flight").port());
+    let ca = d.ca_file();
+
+    // Ten failures from this address (the default flight.auth_limits.max_failures): wrong
+    // passwords, a user that does not exist, a bearer token that is not configured.
+    for _ in 0..8 {
+        let mut c = client::connect(&url, Some(&ca), None).await.unwrap();
+        let err = c.handshake("alice", "Tr0ub4dor&3").await.unwrap_err().to_string();
+        assert!(err.contains("invalid user name or password"), "{err}");
+    }
+    let mut c = client::connect(&url, Some(&ca), None).await.unwrap();
+    let err = c.handshake("mallory", "Tr0ub4dor&3").await.unwrap_err().to_string();
+    assert!(
+        err.contains("invalid user name or password"),
+        "unknown users must look like wrong passwords: {err}"
+    );
+    let mut c = client::connect(&url, Some(&ca), Some("not-a-token")).await.unwrap();
+    let err = ClientError::from(c.execute("SELECT 1".into(), None).await.unwrap_err()).to_string();
+    assert!(err.contains("Unauthenticated"), "{err}");
+
+    // Now this address is refused without a check, even with the right password, and says why.
+    let mut c = client::connect(&url, Some(&ca), None).await.unwrap();
+    let err = c.handshake("alice", "correct horse").await.unwrap_err().to_string();
+    assert!(err.contains("too many failed") && err.contains("max_failures"), "{err}");
+    // A valid token still works: it costs nothing to check and cannot be guessed.
+    let mut ok = client::connect(&url, Some(&ca), Some("grafana-token")).await.unwrap();
+    let info = ok.execute("SELECT 1 AS one".into(), None).await.unwrap();
+    assert_eq!(fetch(&mut ok, info).await.unwrap()[0].num_rows(), 1);
+    wait_until(T, "the failures in the metrics", || {
+        d.metric(r#"logwarden_flight_auth_failures_total{reason="wrong_password"}"#) == 8.0
+            && d.metric(r#"logwarden_flight_auth_failures_total{reason="unknown_user"}"#) == 1.0
+            && d.metric(r#"logwarden_flight_auth_failures_total{reason="bad_token"}"#) == 1.0
+            && d.metric(r#"logwarden_flight_auth_failures_total{reason="rate_limited"}"#) == 1.0
+    });
+
+    // Each failure is in the audit table: kind, peer, the user name tried, the reason.
+    let sql = "SELECT principal, auth, outcome, reason, peer FROM audit WHERE kind = 'authentication' ORDER BY time";
+    wait_until(T, "11 authentication entries", || d.query(sql).len() == 11);
+    let rows = d.query(sql);
+    for r in &rows[..8] {
+        assert_eq!((r["principal"].as_str(), r["auth"].as_str()), (Some("alice"), Some("basic")), "{r}");
+        assert_eq!(r["reason"], "wrong password", "{r}");
+    }
+    assert_eq!(
+        (rows[8]["principal"].as_str(), rows[8]["reason"].as_str()),
+        (Some("mallory"), Some("unknown user"))
+    );
+    assert_eq!(rows[9]["auth"], "token");
+    assert!(rows[9]["reason"].as_str().unwrap().contains("bearer token"), "{}", rows[9]);
+    assert_eq!(rows[10]["principal"], "alice");
+    assert!(rows[10]["reason"].as_str().unwrap().contains("too many failed"), "{}", rows[10]);
+    assert!(
+        rows.iter()
+            .all(|r| r["outcome"] == "refused" && r["peer"].as_str().unwrap().starts_with("127.0.0.1:")),
+        "{rows:?}"
+    );
 }
 
 /// An address of this machine that is not loopback (where the test can listen), if any.

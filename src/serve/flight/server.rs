@@ -2,7 +2,7 @@
 //! handshake timeout, metrics), then tonic serves gRPC on them. Every connection is watched for
 //! doing nothing (`serve::timeouts`: a first call within `header_read_timeout`, then
 //! `idle_timeout`) and pinged (HTTP/2 keepalive); every call is authenticated before it reaches
-//! the service.
+//! the service, a password check off the async workers.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -107,7 +107,7 @@ pub struct FlightServer {
     pub keepalive: (Duration, Duration),
 }
 
-fn identify(
+async fn identify(
     auth: &Authenticator,
     md: &MetadataMap,
     peer: Option<&FlightPeer>,
@@ -117,14 +117,17 @@ fn identify(
         Some(p) if md.get("authorization").is_none() => {
             Ok(Identity { name: p.name.clone(), method: "certificate", generation: auth.generation() })
         }
-        _ => auth.check(md),
+        _ => {
+            let addr = peer.map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |p| p.addr);
+            auth.authenticate(md, addr).await
+        }
     }
 }
 
 /// Every call: in progress on its connection until its response ends, and authenticated (an
 /// `authorization` header says who runs it; without one, a verified client certificate does)
-/// before the service sees it. A layer rather than tonic's interceptor, which cannot see when a
-/// response ends.
+/// before the service sees it. An async layer rather than tonic's interceptor, which cannot
+/// wait for a password check.
 #[derive(Clone)]
 struct Calls<S> {
     inner: S,
@@ -161,7 +164,7 @@ where
             let peer = req.extensions().get::<FlightPeer>().cloned();
             let in_flight = peer.as_ref().map(|p| p.activity.request());
             let md = MetadataMap::from_headers(std::mem::take(req.headers_mut()));
-            let who = identify(&auth, &md, peer.as_ref());
+            let who = identify(&auth, &md, peer.as_ref()).await;
             *req.headers_mut() = md.into_headers();
             match who {
                 Ok(id) => {
