@@ -7,6 +7,8 @@
 //! unchecked. Every failure is counted in `logwarden_flight_auth_failures_total{reason}` and
 //! written to the audit trail, except the repeats of an address already over its limit (the
 //! first refusal is written; the rest are only counted, so a flood cannot flood the trail).
+//! Attempts admitted before the limit was reached are still checked, so one address gets at
+//! most `max_failures + password_checks + password_queue` checks per window.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
