@@ -19,6 +19,10 @@
 //! session from a ticket (the server signs nothing); stream listeners send tickets only to
 //! clients that ask, so `--resume` asks (RFC 9149 `ticket_request`). `--cert`/`--key` present a client
 //! certificate, for listeners with `client_auth`.
+//!
+//! With `--password-storm 8` eight tasks guess a Flight SQL user's password while the events
+//! are sent (see `storm.rs`), to compare ingest under a password-guessing attack with ingest
+//! without one.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -38,6 +42,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 mod latency;
+mod storm;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "logwarden-loadgen", about = "Send a generated syslog corpus over TLS and measure ingest")]
@@ -95,6 +100,10 @@ struct Args {
     /// The client certificate's key (PEM).
     #[arg(long, requires = "cert")]
     key: Option<PathBuf>,
+    /// Tasks guessing a Flight SQL password (basic credentials, a wrong password each time)
+    /// while the events are sent; reports their rate and /healthz times.
+    #[arg(long, conflicts_with = "target")]
+    password_storm: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -122,6 +131,7 @@ async fn run(args: Args) -> Result<()> {
         Some(addr) => Target {
             stream: addr,
             admin: args.admin,
+            flight: None,
             ca: args.ca.clone().context("--ca is required with --target")?,
             child: None,
             keep_data: false,
@@ -132,6 +142,10 @@ async fn run(args: Args) -> Result<()> {
                     std::fs::read_to_string(f).with_context(|| format!("failed to read {}", f.display()))?
                 }
                 None => String::new(),
+            };
+            let extra = match args.password_storm {
+                Some(_) => format!("{}{extra}", storm::daemon_config()?),
+                None => extra,
             };
             Target::start(args.daemon.clone(), args.keep_data, &extra)?
         }
@@ -151,6 +165,16 @@ async fn run(args: Args) -> Result<()> {
         None => 0.0,
     };
     let connector = TlsConnector::from(client_config(&daemon.ca, &args, true)?);
+    let storm = match (args.password_storm, daemon.flight, daemon.admin) {
+        (Some(n), Some(flight), Some(admin)) => {
+            eprintln!("password storm: {n} tasks guessing");
+            let s = storm::start(n, flight, admin, daemon.ca.clone());
+            // Let it reach full strength before the load starts.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Some(s)
+        }
+        _ => None,
+    };
     let start = Instant::now();
     let mut sends = Vec::new();
     for chunk in corpus {
@@ -184,6 +208,7 @@ async fn run(args: Args) -> Result<()> {
         durable: None,
         parquet: None,
         rule_dropped: None,
+        password_checks: None,
     };
     if let Some(admin) = daemon.admin {
         let want = durable_before + args.events as f64;
@@ -203,6 +228,10 @@ async fn run(args: Args) -> Result<()> {
                 );
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Some(s) = storm {
+            s.finish().await?;
+            report.password_checks = metric(admin, "logwarden_flight_password_checks_total").await;
         }
         report.rule_dropped = metric(admin, "logwarden_rule_dropped_events_total").await;
         if daemon.child.is_some() {
@@ -258,6 +287,8 @@ struct Report {
     parquet: Option<(f64, f64)>,
     /// Events the rules skipped because they fell behind.
     rule_dropped: Option<f64>,
+    /// argon2 checks the daemon ran (with --password-storm).
+    password_checks: Option<f64>,
 }
 
 impl Report {
@@ -283,6 +314,9 @@ impl Report {
         if let Some(n) = self.rule_dropped {
             println!("events the rules skipped (evaluation behind): {n}");
         }
+        if let Some(n) = self.password_checks {
+            println!("argon2 password checks the daemon ran: {n}");
+        }
         if let Some((bytes, rows)) = self.parquet {
             println!("parquet: {:.0} bytes for {:.0} rows = {:.1} bytes/event", bytes, rows, bytes / rows);
         }
@@ -293,6 +327,8 @@ impl Report {
 struct Target {
     stream: SocketAddr,
     admin: Option<SocketAddr>,
+    /// The Flight SQL endpoint of a daemon started here.
+    flight: Option<SocketAddr>,
     ca: PathBuf,
     child: Option<(Child, PathBuf, PathBuf)>,
     keep_data: bool,
@@ -348,6 +384,7 @@ impl Target {
         Ok(Target {
             stream,
             admin: Some(admin),
+            flight: addrs.get("flight").copied(),
             ca: data.join("tls/ca.pem"),
             child: Some((child, dir, bin)),
             keep_data,

@@ -32,7 +32,7 @@ const GROUP: usize = 4096;
 pub struct AuditEntry {
     /// RFC 3339, UTC.
     pub time: String,
-    /// `connection` or `query`.
+    /// `connection`, `query` or `authentication` (a refused Flight SQL sign-in).
     pub kind: &'static str,
     pub listener: String,
     pub peer: String,
@@ -66,6 +66,18 @@ impl AuditEntry {
             sql: None,
             rows: None,
             duration_ms: None,
+        }
+    }
+
+    /// A refused Flight SQL sign-in stamped now: `user` is the name the client claimed (not a
+    /// principal: nothing proved it), `auth` how it tried.
+    pub fn authentication(peer: &str, user: Option<String>, auth: &'static str, reason: &str) -> Self {
+        AuditEntry {
+            kind: "authentication",
+            principal: user,
+            auth,
+            reason: Some(reason.to_owned()),
+            ..AuditEntry::connection("flight", peer, "refused")
         }
     }
 

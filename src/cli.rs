@@ -63,7 +63,8 @@ pub enum Command {
         #[arg(long, short, value_enum, default_value = "table")]
         format: OutputFormat,
         /// Run the SQL on a running daemon over Flight SQL (https://host:port) instead of reading
-        /// the data directory.
+        /// the data directory. Credentials go only over TLS, or in plain text (http://) to a
+        /// loopback address.
         #[arg(long)]
         server: Option<String>,
         /// With --server: bearer token (default: LOGWARDEN_TOKEN, then <data_dir>/flight.token).

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub connections_active: IntGaugeVec,
     pub connections_total: IntCounterVec,
     pub connections_refused: IntCounterVec,
+    pub connections_timed_out: IntCounterVec,
     pub tls_handshake_failures: IntCounterVec,
     pub tls_handshakes: IntCounterVec,
     pub access_denied: IntCounterVec,
@@ -53,6 +54,8 @@ pub struct Metrics {
     pub flight_query_seconds: Histogram,
     pub flight_rows_sent: IntCounter,
     pub flight_active_queries: IntGauge,
+    pub flight_auth_failures: IntCounterVec,
+    pub flight_password_checks: IntCounter,
     pub rules: crate::stream::RuleMetrics,
     pub baselines: crate::detect::builtin::BaselineMetrics,
     pub notify: crate::alert::notify::NotifyMetrics,
@@ -150,6 +153,12 @@ impl Metrics {
             )?,
             connections_active,
             connections_total: counter_vec(reg, "connections_total", "Connections accepted.", &["listener"])?,
+            connections_timed_out: counter_vec(
+                reg,
+                "connections_timed_out_total",
+                "Connections closed because they did nothing in time: no request within header_read_timeout (no_request), none in progress for idle_timeout (idle), or one in progress with no bytes moving for idle_timeout (stalled).",
+                &["listener", "reason"],
+            )?,
             connections_refused: counter_vec(
                 reg,
                 "connections_refused_total",
@@ -291,6 +300,17 @@ impl Metrics {
             )?,
             flight_rows_sent: counter(reg, "flight_rows_sent_total", "Rows sent to Flight SQL clients.")?,
             flight_active_queries: gauge(reg, "flight_active_queries", "Flight SQL queries running now.")?,
+            flight_auth_failures: counter_vec(
+                reg,
+                "flight_auth_failures_total",
+                "Flight SQL sign-ins refused: wrong_password, unknown_user, bad_token, malformed, rate_limited (the client address is over [flight.auth_limits] max_failures), busy (too many password checks waiting).",
+                &["reason"],
+            )?,
+            flight_password_checks: counter(
+                reg,
+                "flight_password_checks_total",
+                "argon2 password checks run for Flight SQL basic credentials (a user that does not exist is checked too).",
+            )?,
             rules: crate::stream::RuleMetrics {
                 late: counter_vec(
                     reg,

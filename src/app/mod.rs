@@ -23,6 +23,7 @@ use crate::metrics::{Metrics, Pkcs11Metrics};
 use crate::query::{LiveTables, QueryEngine, QueryLimits};
 use crate::serve::admin::{self, Readiness};
 use crate::serve::flight::{Authenticator, FlightServer, FlightSql};
+use crate::serve::timeouts::Deadlines;
 use crate::store::{Pipeline, PipelineOptions, Store};
 use crate::tls::{ListenerTls, ServerTls, Tickets};
 
@@ -187,6 +188,7 @@ pub async fn run(
             metrics: metrics.clone(),
         });
         let cancel2 = cancel.clone();
+        let deadlines = Deadlines::new(&l.name, l.header_read_timeout, l.idle_timeout, &metrics);
         accept_tasks.push(tokio::spawn(accept_loop(
             listener,
             l.common(),
@@ -197,10 +199,11 @@ pub async fn run(
             move |io, peer| {
                 let ingest = ingest.clone();
                 let cancel = cancel2.clone();
+                let deadlines = deadlines.clone();
                 let peer = Arc::new(peer);
                 async move {
-                    crate::serve::serve_http(io, cancel, move |req| ingest.clone().handle(req, peer.clone()))
-                        .await;
+                    let handle = move |req| ingest.clone().handle(req, peer.clone());
+                    crate::serve::serve_http(io, cancel, &deadlines, handle).await;
                 }
             },
         )));
@@ -266,6 +269,7 @@ pub async fn run(
         metrics.connections("admin"),
         registry.clone(),
         ready.clone(),
+        Deadlines::new("admin", config.admin.header_read_timeout, config.admin.idle_timeout, &metrics),
         admin_cancel.clone(),
         admin_tasks.clone(),
     ));
@@ -344,8 +348,9 @@ pub async fn run(
     let _ = admin_task.await;
     admin_tasks.close();
     let _ = tokio::time::timeout_at(deadline, admin_tasks.wait()).await;
-    // Every audit handle is gone with the listeners, the Flight service and the admin
-    // endpoint: the writer drains and stops.
+    // Every audit handle is gone with the listeners, the Flight service (its credentials
+    // record refused sign-ins) and the admin endpoint: the writer drains and stops.
+    drop(flight_auth);
     let drained = tokio::task::spawn_blocking(move || audit_writer.join());
     if tokio::time::timeout_at(deadline, drained).await.is_err() {
         tracing::warn!("the audit trail was not fully written before the shutdown deadline");
@@ -416,7 +421,7 @@ fn flight_server(
 ) -> Result<FlightServer, AppError> {
     let f = &config.flight;
     let (auth, token_file) = Authenticator::new(f, &config.flight_token_file())?;
-    let auth = Arc::new(auth);
+    let auth = Arc::new(auth.report_to(metrics, gate.audit.clone()));
     if let Some(path) = token_file {
         tracing::info!(token_file = %path.display(), "Flight SQL accepts the token in this file (no credentials configured); logwarden query --server reads it");
     }
@@ -451,6 +456,8 @@ fn flight_server(
         auth,
         connection_metrics: metrics.connections("flight"),
         metrics: metrics.clone(),
+        deadlines: Deadlines::new("flight", f.header_read_timeout, f.idle_timeout, metrics),
+        keepalive: (f.keepalive_interval, f.keepalive_timeout),
     })
 }
 

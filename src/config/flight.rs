@@ -34,7 +34,21 @@ pub struct FlightConfig {
     /// With no tokens and no users configured, a random token is created once in this file
     /// (mode 0600; default `data_dir/flight.token`) and is the only credential accepted.
     pub token_file: Option<PathBuf>,
+    /// The first call must arrive within this of the TLS handshake.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection with no call in progress for this long, or no bytes moving during one,
+    /// is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// HTTP/2 PING to the client this often; no answer within `keepalive_timeout` closes the
+    /// connection (a client that went away without closing).
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
     pub limits: QueryLimitsConfig,
+    pub auth_limits: AuthLimitsConfig,
 }
 
 impl Default for FlightConfig {
@@ -51,7 +65,12 @@ impl Default for FlightConfig {
             tokens: Vec::new(),
             users: Vec::new(),
             token_file: None,
+            header_read_timeout: super::default_header_read_timeout(),
+            idle_timeout: Duration::from_secs(600),
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(20),
             limits: QueryLimitsConfig::default(),
+            auth_limits: AuthLimitsConfig::default(),
         }
     }
 }
@@ -80,7 +99,7 @@ impl FlightConfig {
             address: self.address,
             tls: self.tls,
             max_connections: self.max_connections,
-            idle_timeout: self.limits.timeout,
+            idle_timeout: self.idle_timeout,
             handshake_timeout: self.handshake_timeout,
             client_auth: self.client_auth,
             client_ca_file: self.client_ca_file.clone(),
@@ -110,6 +129,36 @@ impl Default for QueryLimitsConfig {
             timeout: Duration::from_secs(300),
             max_concurrent: 8,
             max_result_rows: 10_000_000,
+        }
+    }
+}
+
+/// What sign-in attempts may cost: password checks (argon2, slow on purpose) run on their own
+/// threads, a few at a time, and an address that keeps failing is refused for a while.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthLimitsConfig {
+    /// Password checks running at once, each on a thread of its own (never on the threads that
+    /// serve ingest).
+    pub password_checks: usize,
+    /// Attempts that may wait for a check; more are refused at once with UNAVAILABLE.
+    pub password_queue: usize,
+    /// Failed sign-ins (wrong password, unknown user, bad token) one client address may have
+    /// within `failure_window`; past it, its password attempts are refused unchecked with
+    /// RESOURCE_EXHAUSTED until the oldest failure is older than the window. IPv6 addresses
+    /// count per /64.
+    pub max_failures: usize,
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
+}
+
+impl Default for AuthLimitsConfig {
+    fn default() -> Self {
+        AuthLimitsConfig {
+            password_checks: 1,
+            password_queue: 16,
+            max_failures: 10,
+            failure_window: Duration::from_secs(60),
         }
     }
 }

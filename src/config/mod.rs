@@ -17,7 +17,7 @@ pub use access::{
     AccessConfig, ClientAuth, ClientTrust, IdentityConfig, PrincipalSource, QueryRule, SendRule,
 };
 pub use detect::{BaselineConfig, DetectConfig, Seasonality, TemplatesConfig};
-pub use flight::{FlightConfig, QueryLimitsConfig, TokenConfig, UserConfig};
+pub use flight::{AuthLimitsConfig, FlightConfig, QueryLimitsConfig, TokenConfig, UserConfig};
 pub use load::{ConfigError, Problem, load, load_str, load_str_except_rules, read, rules_from_str};
 pub use rules::{AlertingConfig, ReceiverConfig, RuleConfig};
 pub use validate_rules::receiver_name;
@@ -328,10 +328,18 @@ pub struct HttpListenerConfig {
     /// Request bodies above this (after decompression) are answered 413.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: ByteSize,
+    /// A connection's first request head must arrive within this of its TLS handshake, and on
+    /// HTTP/1.1 each next one within this of the previous answer.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
 }
 
 fn default_max_body_bytes() -> ByteSize {
     ByteSize::mib(16)
+}
+
+pub(crate) fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 impl Default for HttpListenerConfig {
@@ -348,6 +356,7 @@ impl Default for HttpListenerConfig {
             client_ca_file: c.client_ca_file,
             crl_files: c.crl_files,
             max_body_bytes: default_max_body_bytes(),
+            header_read_timeout: default_header_read_timeout(),
         }
     }
 }
@@ -386,6 +395,13 @@ pub struct AdminConfig {
     pub max_connections: usize,
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// The first request head must arrive within this of the connection (and of its TLS
+    /// handshake); on HTTP/1.1 each next one within this of the previous answer.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request for this long, or no bytes moving during one, is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for AdminConfig {
@@ -398,6 +414,8 @@ impl Default for AdminConfig {
             crl_files: None,
             max_connections: 64,
             handshake_timeout: default_handshake_timeout(),
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -409,7 +427,7 @@ impl AdminConfig {
             address: self.address,
             tls: self.tls,
             max_connections: self.max_connections,
-            idle_timeout: default_idle_timeout(),
+            idle_timeout: self.idle_timeout,
             handshake_timeout: self.handshake_timeout,
             client_auth: self.client_auth,
             client_ca_file: self.client_ca_file.clone(),

@@ -75,6 +75,9 @@ impl Config {
             if l.max_body_bytes.as_u64() == 0 {
                 out.push(Problem::new(format!("http[{i}].max_body_bytes"), "must be greater than 0"));
             }
+            if l.header_read_timeout.is_zero() {
+                out.push(Problem::new(format!("http[{i}].header_read_timeout"), "must be greater than 0"));
+            }
         }
         if self.admin.address.port() != 0
             && let Some(other) = addrs.get(&self.admin.address)
@@ -90,6 +93,12 @@ impl Config {
         }
         if admin.handshake_timeout.is_zero() {
             out.push(Problem::new("admin.handshake_timeout", "must be greater than 0"));
+        }
+        if self.admin.header_read_timeout.is_zero() {
+            out.push(Problem::new("admin.header_read_timeout", "must be greater than 0"));
+        }
+        if self.admin.idle_timeout.is_zero() {
+            out.push(Problem::new("admin.idle_timeout", "must be greater than 0"));
         }
         self.validate_client_auth(&mut out, "admin", &admin);
 
@@ -446,6 +455,24 @@ impl Config {
         }
         if l.max_result_rows == 0 {
             out.push(Problem::new("flight.limits.max_result_rows", "must be at least 1"));
+        }
+        for (key, d) in [
+            ("flight.header_read_timeout", f.header_read_timeout),
+            ("flight.idle_timeout", f.idle_timeout),
+            ("flight.keepalive_interval", f.keepalive_interval),
+            ("flight.keepalive_timeout", f.keepalive_timeout),
+            ("flight.auth_limits.failure_window", f.auth_limits.failure_window),
+        ] {
+            if d.is_zero() {
+                out.push(Problem::new(key, "must be greater than 0"));
+            }
+        }
+        let a = &f.auth_limits;
+        if a.password_checks == 0 {
+            out.push(Problem::new("flight.auth_limits.password_checks", "must be at least 1"));
+        }
+        if !(1..=1000).contains(&a.max_failures) {
+            out.push(Problem::new("flight.auth_limits.max_failures", "must be between 1 and 1000"));
         }
     }
 }

@@ -297,13 +297,14 @@ pub fn number_placeholders(sql: &str) -> String {
         .collect()
 }
 
-/// Run a planned statement under `limits`: rows past `max_rows` and time past `timeout` end the
-/// stream with an error naming the limit; memory is limited by the plan's pool.
+/// Run a planned statement under `limits`: rows past `max_rows` and time past `deadline` (the
+/// query's start plus `timeout`) end the stream with an error naming the limit; memory is
+/// limited by the plan's pool.
 pub async fn execute_limited(
     df: DataFrame,
     limits: QueryLimits,
+    deadline: tokio::time::Instant,
 ) -> Result<SendableRecordBatchStream, QueryError> {
-    let deadline = tokio::time::Instant::now() + limits.timeout;
     let stream = tokio::time::timeout_at(deadline, df.execute_stream())
         .await
         .map_err(|_| QueryError::Timeout(limits.timeout))??;

@@ -13,6 +13,7 @@ use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::timeouts::Deadlines;
 use crate::config::ListenerCommon;
 use crate::ingest::listener::{Gate, Listeners, accept_loop};
 use crate::metrics::{self, ConnectionMetrics};
@@ -40,14 +41,16 @@ pub async fn run(
     metrics: ConnectionMetrics,
     registry: Registry,
     ready: Readiness,
+    deadlines: Deadlines,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
     let conn_cancel = cancel.clone();
     accept_loop(listener, cfg, gate, metrics, cancel, tracker, move |io, _peer| {
         let (registry, ready, cancel) = (registry.clone(), ready.clone(), conn_cancel.clone());
+        let deadlines = deadlines.clone();
         async move {
-            super::serve_http(io, cancel, move |req| {
+            super::serve_http(io, cancel, &deadlines, move |req| {
                 let resp = answer(&req, &registry, &ready);
                 async move { resp }
             })

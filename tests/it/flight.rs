@@ -223,19 +223,24 @@ async fn a_cancelled_stream_frees_its_slot_and_a_slow_query_times_out() {
     assert!(d.metric(r#"logwarden_flight_queries_total{status="timeout"}"#) >= 1.0);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn basic_credentials_through_the_handshake_give_a_session_token() {
+/// The `[[flight.users]]` entry `logwarden auth hash-password` prints for `name`.
+fn user_entry(name: &str, password: &str) -> String {
     let mut hash = std::process::Command::new(crate::daemon::BIN)
-        .args(["auth", "hash-password", "alice"])
+        .args(["auth", "hash-password", name])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     {
         use std::io::Write;
-        hash.stdin.take().unwrap().write_all(b"correct horse\n").unwrap();
+        hash.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
     }
-    let entry = String::from_utf8(hash.wait_with_output().unwrap().stdout).unwrap();
+    String::from_utf8(hash.wait_with_output().unwrap().stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn basic_credentials_through_the_handshake_give_a_session_token() {
+    let entry = user_entry("alice", "correct horse");
     assert!(entry.contains("[[flight.users]]") && entry.contains("$argon2id$"), "{entry}");
     let d = Daemon::start_with(&entry);
     assert!(!d.data_dir().join("flight.token").exists(), "no token file when users are configured");
@@ -273,4 +278,159 @@ async fn query_server_prints_what_query_prints() {
     let remote = run(&["--server", &url]);
     assert_eq!(remote, run(&[]));
     assert_eq!(remote.lines().count(), 3, "{remote}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_times_out_frees_its_slot_and_gets_deadline_exceeded() {
+    let d = Daemon::start_with("[flight.limits]\nmax_concurrent = 1\ntimeout = \"2s\"\n");
+    let mut c = connect(&d, None).await;
+
+    // A result far larger than what HTTP/2 flow control lets the daemon send ahead; the client
+    // reads one batch and then stops reading, keeping the stream open.
+    let sql = "SELECT value, repeat('x', 200) AS pad FROM generate_series(1, 1000000000)";
+    let info = c.execute(sql.into(), None).await.unwrap();
+    let mut stream = c.do_get(info.endpoint[0].ticket.clone().unwrap()).await.unwrap();
+    assert!(stream.next().await.unwrap().is_ok());
+
+    // The time limit counts while the daemon waits for the client: the query stops, its slot
+    // is freed (with max_concurrent = 1 another query runs) and it is audited as a timeout.
+    wait_until(T, "the stalled query to be freed", || d.metric("logwarden_flight_active_queries") == 0.0);
+    assert!(d.metric(r#"logwarden_flight_queries_total{status="timeout"}"#) >= 1.0);
+    let mut other = connect(&d, None).await;
+    let info = other.execute("SELECT 1 AS one".into(), None).await.unwrap();
+    assert_eq!(fetch(&mut other, info).await.unwrap()[0].num_rows(), 1);
+    wait_until(T, "the timeout in the audit trail", || {
+        let q =
+            "SELECT reason FROM audit WHERE kind = 'query' AND outcome = 'timeout' AND sql LIKE '%repeat%'";
+        d.query(q).iter().any(|r| r["reason"].as_str().unwrap_or("").contains("flight.limits.timeout"))
+    });
+
+    // Reading again: whatever was already on its way, then DEADLINE_EXCEEDED, never an end
+    // that looks like a complete result.
+    let end = loop {
+        match tokio::time::timeout(T, stream.next()).await.expect("the stalled stream never ended") {
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => break Err(ClientError::from(e).to_string()),
+            None => break Ok(()),
+        }
+    };
+    let err = end.expect_err("the stalled query ended as if its result were complete");
+    assert!(err.contains("DeadlineExceeded") && err.contains("flight.limits.timeout"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_sign_ins_are_audited_and_limited_per_peer() {
+    let d = Daemon::start_with(&format!(
+        "{}[[flight.tokens]]\nname = \"grafana\"\nsha256 = \"{}\"\n",
+        user_entry("alice", "correct horse"),
+        logwarden::serve::flight::auth::sha256_hex("grafana-token")
+    ));
+    let url = format!("https://localhost:{}", d.addr("flight").port());
+    let ca = d.ca_file();
+
+    // Ten failures from this address (the default flight.auth_limits.max_failures): wrong
+    // passwords, a user that does not exist, a bearer token that is not configured.
+    for _ in 0..8 {
+        let mut c = client::connect(&url, Some(&ca), None).await.unwrap();
+        let err = c.handshake("alice", "Tr0ub4dor&3").await.unwrap_err().to_string();
+        assert!(err.contains("invalid user name or password"), "{err}");
+    }
+    let mut c = client::connect(&url, Some(&ca), None).await.unwrap();
+    let err = c.handshake("mallory", "Tr0ub4dor&3").await.unwrap_err().to_string();
+    assert!(
+        err.contains("invalid user name or password"),
+        "unknown users must look like wrong passwords: {err}"
+    );
+    let mut c = client::connect(&url, Some(&ca), Some("not-a-token")).await.unwrap();
+    let err = ClientError::from(c.execute("SELECT 1".into(), None).await.unwrap_err()).to_string();
+    assert!(err.contains("Unauthenticated"), "{err}");
+
+    // Now this address is refused without a check, even with the right password, and says why.
+    let mut c = client::connect(&url, Some(&ca), None).await.unwrap();
+    let err = c.handshake("alice", "correct horse").await.unwrap_err().to_string();
+    assert!(err.contains("too many failed") && err.contains("max_failures"), "{err}");
+    // A valid token still works: it costs nothing to check and cannot be guessed.
+    let mut ok = client::connect(&url, Some(&ca), Some("grafana-token")).await.unwrap();
+    let info = ok.execute("SELECT 1 AS one".into(), None).await.unwrap();
+    assert_eq!(fetch(&mut ok, info).await.unwrap()[0].num_rows(), 1);
+    wait_until(T, "the failures in the metrics", || {
+        d.metric(r#"logwarden_flight_auth_failures_total{reason="wrong_password"}"#) == 8.0
+            && d.metric(r#"logwarden_flight_auth_failures_total{reason="unknown_user"}"#) == 1.0
+            && d.metric(r#"logwarden_flight_auth_failures_total{reason="bad_token"}"#) == 1.0
+            && d.metric(r#"logwarden_flight_auth_failures_total{reason="rate_limited"}"#) == 1.0
+    });
+
+    // Each failure is in the audit table: kind, peer, the user name tried, the reason.
+    let sql = "SELECT principal, auth, outcome, reason, peer FROM audit WHERE kind = 'authentication' ORDER BY time";
+    wait_until(T, "11 authentication entries", || d.query(sql).len() == 11);
+    let rows = d.query(sql);
+    for r in &rows[..8] {
+        assert_eq!((r["principal"].as_str(), r["auth"].as_str()), (Some("alice"), Some("basic")), "{r}");
+        assert_eq!(r["reason"], "wrong password", "{r}");
+    }
+    assert_eq!(
+        (rows[8]["principal"].as_str(), rows[8]["reason"].as_str()),
+        (Some("mallory"), Some("unknown user"))
+    );
+    assert_eq!(rows[9]["auth"], "token");
+    assert!(rows[9]["reason"].as_str().unwrap().contains("bearer token"), "{}", rows[9]);
+    assert_eq!(rows[10]["principal"], "alice");
+    assert!(rows[10]["reason"].as_str().unwrap().contains("too many failed"), "{}", rows[10]);
+    assert!(
+        rows.iter()
+            .all(|r| r["outcome"] == "refused" && r["peer"].as_str().unwrap().starts_with("127.0.0.1:")),
+        "{rows:?}"
+    );
+}
+
+/// An address of this machine that is not loopback (where the test can listen), if any.
+fn non_loopback_address() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[test]
+fn query_server_sends_the_token_only_over_tls_or_to_loopback() {
+    use std::io::Read;
+    let Some(ip) = non_loopback_address() else {
+        eprintln!("skipped: this machine has no non-loopback address to listen on");
+        return;
+    };
+    // Something listening on plain TCP off loopback: it must never see a connection.
+    let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    for server in [url.clone(), url.replace("http://", "grpc://")] {
+        let mut child = std::process::Command::new(crate::daemon::BIN)
+            .args(["query", "--token", "s3cret-token", "--server", &server, "SELECT 1"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > T {
+                child.kill().unwrap();
+                panic!("logwarden query --server {server} did not give up: it went on talking to the server");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        assert!(!status.success(), "{server}: {stderr}");
+        assert!(stderr.contains(&server) && stderr.contains("https://"), "{server}: {stderr}");
+    }
+    match listener.accept() {
+        Ok((mut s, peer)) => {
+            let mut got = Vec::new();
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            let _ = s.read_to_end(&mut got);
+            panic!("the client connected from {peer} and sent {:?}", String::from_utf8_lossy(&got));
+        }
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+    }
 }

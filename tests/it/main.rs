@@ -23,3 +23,4 @@ mod revocation;
 mod rsyslog;
 mod systemd;
 mod templates;
+mod timeouts;

@@ -7,19 +7,23 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use argon2::Argon2;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
+use super::signin::{Failure, SignIn};
+use crate::audit::Audit;
 use crate::config::FlightConfig;
+use crate::metrics::Metrics;
 
 /// How long a handshake session token, or a verified basic credential, stays valid.
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
@@ -47,6 +51,8 @@ pub enum AuthError {
     WriteToken { path: PathBuf, source: std::io::Error },
     #[error("the Flight SQL token file {path} is empty")]
     EmptyToken { path: PathBuf },
+    #[error("failed to make the dummy password hash for Flight SQL sign-ins: {0}")]
+    Dummy(argon2::password_hash::Error),
 }
 
 type Digest32 = [u8; 32];
@@ -55,6 +61,8 @@ pub struct Authenticator {
     /// Swapped whole (under the sessions lock) at a reload that changes them.
     creds: arc_swap::ArcSwap<Credentials>,
     sessions: Mutex<HashMap<Digest32, (Identity, Instant)>>,
+    /// Password checks off the async workers, failures limited per address and audited.
+    signin: SignIn,
 }
 
 /// Credentials read by [`Authenticator::prepare`], waiting to be installed.
@@ -137,8 +145,15 @@ impl Authenticator {
         let auth = Authenticator {
             creds: arc_swap::ArcSwap::from_pointee(creds),
             sessions: Mutex::new(HashMap::new()),
+            signin: SignIn::new(&cfg.auth_limits).map_err(AuthError::Dummy)?,
         };
         Ok((auth, generated))
+    }
+
+    /// Count refused sign-ins in `metrics` and write them to `audit`.
+    pub fn report_to(mut self, metrics: &Metrics, audit: Audit) -> Self {
+        self.signin.report_to(metrics, audit);
+        self
     }
 
     /// The credentials' current generation.
@@ -178,18 +193,24 @@ impl Authenticator {
         true
     }
 
-    /// Check the `authorization` header of a call.
-    pub fn check(&self, md: &MetadataMap) -> Result<Identity, Status> {
+    /// Check the `authorization` header of a call from `peer`. Refusals are counted per client
+    /// address, limited and audited (see [`SignIn`]).
+    pub async fn authenticate(&self, md: &MetadataMap, peer: SocketAddr) -> Result<Identity, Status> {
+        let malformed = |what: String| {
+            self.signin.failed(peer, "none", None, Failure::Malformed);
+            Status::unauthenticated(what)
+        };
         let header = md
             .get("authorization")
             .ok_or_else(|| {
                 Status::unauthenticated("no authorization header: send a bearer token or basic credentials")
             })?
             .to_str()
-            .map_err(|_| Status::unauthenticated("authorization header is not ASCII"))?;
+            .map_err(|_| malformed("authorization header is not ASCII".into()))?;
         let (scheme, value) = header.split_once(' ').unwrap_or((header, ""));
         let value = value.trim();
-        let creds = self.creds.load();
+        // The whole Arc, not a guard: a password check awaits.
+        let creds = self.creds.load_full();
         if scheme.eq_ignore_ascii_case("bearer") {
             let digest = sha256(value.as_bytes());
             if let Some(name) = creds.tokens.get(&digest) {
@@ -203,29 +224,42 @@ impl Authenticator {
             if let Some(id) = self.session(&digest, creds.generation) {
                 return Ok(id);
             }
+            self.signin.failed(peer, "token", None, Failure::BadToken);
             Err(Status::unauthenticated("invalid or expired bearer token"))
         } else if scheme.eq_ignore_ascii_case("basic") {
-            self.check_basic(value, &creds)
+            self.check_basic(value, &creds, peer).await
         } else {
-            Err(Status::unauthenticated(format!(
-                "unsupported authorization scheme {scheme:?}; use Bearer or Basic"
-            )))
+            Err(malformed(format!("unsupported authorization scheme {scheme:?}; use Bearer or Basic")))
         }
     }
 
-    fn check_basic(&self, value: &str, creds: &Credentials) -> Result<Identity, Status> {
+    async fn check_basic(
+        &self,
+        value: &str,
+        creds: &Credentials,
+        peer: SocketAddr,
+    ) -> Result<Identity, Status> {
         let bad = || Status::unauthenticated("invalid user name or password");
         // argon2 is slow on purpose; a verified credential is remembered by its digest.
         let digest = sha256(format!("basic:{value}").as_bytes());
         if let Some(id) = self.session(&digest, creds.generation) {
             return Ok(id);
         }
-        let decoded = STANDARD.decode(value).map_err(|_| bad())?;
-        let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
-        let (user, password) = decoded.split_once(':').ok_or_else(bad)?;
-        let phc = creds.users.get(user).ok_or_else(bad)?;
-        let hash = PasswordHash::new(phc).map_err(|_| bad())?;
-        Argon2::default().verify_password(password.as_bytes(), &hash).map_err(|_| bad())?;
+        let decoded = STANDARD.decode(value).ok().and_then(|d| String::from_utf8(d).ok());
+        let Some((user, password)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+            self.signin.failed(peer, "basic", None, Failure::Malformed);
+            return Err(bad());
+        };
+        self.signin.refuse_if_limited(peer, user)?;
+        // A user that does not exist is checked against a dummy hash: the same work, so the
+        // time of the answer does not tell which names exist.
+        let phc = creds.users.get(user).cloned();
+        let known = phc.is_some();
+        if !self.signin.verify(phc, password.to_owned()).await? {
+            let why = if known { Failure::WrongPassword } else { Failure::UnknownUser };
+            self.signin.failed(peer, "basic", Some(user), why);
+            return Err(bad());
+        }
         let id = Identity {
             name: format!("user:{user}"),
             method: "basic",
@@ -329,6 +363,14 @@ pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Er
 mod tests {
     use super::*;
     use crate::config::{TokenConfig, UserConfig};
+
+    impl Authenticator {
+        /// [`Authenticator::authenticate`] from a loopback peer, for tests that are not async.
+        fn check(&self, md: &MetadataMap) -> Result<Identity, Status> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(self.authenticate(md, "127.0.0.1:1".parse().unwrap()))
+        }
+    }
 
     fn md(v: &str) -> MetadataMap {
         let mut m = MetadataMap::new();

@@ -1,6 +1,8 @@
 //! The Flight SQL client behind `logwarden query --server`: run SQL on a running daemon and
-//! collect the result (the same rows `logwarden query` reads from the directory).
+//! collect the result (the same rows `logwarden query` reads from the directory). Credentials
+//! travel only over TLS, or in plain text to a loopback address.
 
+use std::net::IpAddr;
 use std::path::Path;
 
 use arrow::array::RecordBatch;
@@ -12,6 +14,10 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 pub enum ClientError {
     #[error("bad server URL {url}: {reason}")]
     Url { url: String, reason: String },
+    #[error(
+        "refusing to send credentials to {url}: plain http:// (or grpc://) is only for a loopback address, and {host} is not one; use https://{authority} (or grpc+tls://), or a daemon on 127.0.0.1, ::1 or localhost"
+    )]
+    Plaintext { url: String, host: String, authority: String },
     #[error("failed to read the CA file {path}: {source}")]
     Ca { path: String, source: std::io::Error },
     #[error("failed to read the client certificate or key {path}: {source}")]
@@ -35,8 +41,9 @@ impl From<arrow_flight::error::FlightError> for ClientError {
 }
 
 /// Connect to `url` (`https://host:port` or `grpc+tls://host:port`; `http://` or `grpc://` for
-/// a plaintext loopback endpoint), trusting `ca` when given and sending `token` as the bearer
-/// token (without one, call `handshake` with a user name and password).
+/// a plaintext endpoint on a loopback address, refused for any other host, since every call
+/// carries credentials), trusting `ca` when given and sending `token` as the bearer token
+/// (without one, call `handshake` with a user name and password).
 pub async fn connect(
     url: &str,
     ca: Option<&Path>,
@@ -62,12 +69,18 @@ pub async fn connect_with_cert(
         } else {
             return Err(bad("use https://host:port (or grpc+tls://host:port)"));
         };
-    let host = rest.rsplit_once(':').map(|(h, _)| h).unwrap_or(rest).trim_matches(['[', ']']);
     let scheme = if tls { "https" } else { "http" };
+    let uri: tonic::codegen::http::Uri =
+        format!("{scheme}://{rest}").parse().map_err(|e| bad(&format!("{e}")))?;
+    let host = uri.host().ok_or_else(|| bad("no host"))?.trim_matches(['[', ']']).to_owned();
+    if !tls && !is_loopback(&host) {
+        let authority = uri.authority().map_or(rest, |a| a.as_str()).to_owned();
+        return Err(ClientError::Plaintext { url: url.to_owned(), host, authority });
+    }
     let mut endpoint =
         Endpoint::from_shared(format!("{scheme}://{rest}")).map_err(|e| bad(&e.to_string()))?;
     if tls {
-        let mut cfg = ClientTlsConfig::new().domain_name(host.to_owned());
+        let mut cfg = ClientTlsConfig::new().domain_name(host.clone());
         if let Some(ca) = ca {
             let pem = std::fs::read(ca)
                 .map_err(|source| ClientError::Ca { path: ca.display().to_string(), source })?;
@@ -93,6 +106,11 @@ pub async fn connect_with_cert(
     Ok(client)
 }
 
+/// `localhost` or a loopback IP address: where plain text never leaves the machine.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Run one statement and collect every batch of every endpoint.
 pub async fn query(
     client: &mut FlightSqlServiceClient<Channel>,
@@ -107,4 +125,35 @@ pub async fn query(
         out.extend(batches);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn plain_text_goes_to_loopback_only() {
+        for url in [
+            "http://192.0.2.1:50051",
+            "grpc://logs.example.org:50051",
+            "http://127.0.0.1@192.0.2.1:50051",
+            "http://localhost.example.org:50051",
+            "http://[2001:db8::1]:50051",
+        ] {
+            match connect(url, None, Some("s3cret")).await {
+                Err(e @ ClientError::Plaintext { .. }) => {
+                    let msg = e.to_string();
+                    assert!(msg.contains(url) && msg.contains("https://"), "{msg}");
+                }
+                other => panic!("{url}: {:?}", other.map(|_| ())),
+            }
+        }
+        // Loopback passes the check (and then finds nothing listening on port 1).
+        for url in ["http://127.0.0.1:1", "grpc://localhost:1", "http://[::1]:1"] {
+            match connect(url, None, Some("s3cret")).await {
+                Err(ClientError::Connect { .. }) => {}
+                other => panic!("{url}: {:?}", other.map(|_| ())),
+            }
+        }
+    }
 }

@@ -7,6 +7,7 @@ mod handle;
 mod metadata;
 pub mod server;
 pub mod service;
+mod signin;
 
 pub use auth::{Authenticator, Identity};
 pub use server::{FlightPeer, FlightServer};

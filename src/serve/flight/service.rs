@@ -5,8 +5,8 @@
 //! task can serve any ticket and nothing is kept per client.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
@@ -31,7 +31,7 @@ use arrow_flight::{
 use datafusion::error::DataFusionError;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{Authenticator, Identity};
@@ -44,6 +44,9 @@ use crate::metrics::Metrics;
 use crate::query::{self, QueryEngine, QueryError, QueryLimits, wire_schema};
 
 type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
+
+/// Encoded messages a query may have ready ahead of its client.
+const AHEAD: usize = 2;
 type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send + 'static>>;
 
 pub struct FlightSql {
@@ -227,6 +230,8 @@ impl FlightSql {
             ))
         })?;
         self.metrics.flight_active_queries.inc();
+        // The time limit counts from here, and on while the client is slow to read.
+        let deadline = tokio::time::Instant::now() + self.limits.timeout;
         let planned = self.plan(&stmt, &c).await;
         let mut run = QueryRun {
             metrics: self.metrics.clone(),
@@ -241,7 +246,7 @@ impl FlightSql {
         };
         let limits = self.limits;
         let planned = match planned {
-            Ok(df) => query::execute_limited(df, limits).await,
+            Ok(df) => query::execute_limited(df, limits, deadline).await,
             Err(e) => Err(e),
         };
         let stream = match planned {
@@ -265,24 +270,83 @@ impl FlightSql {
             Err(e) => Err(FlightError::Tonic(Box::new(status_for_df(&e, &limits).0))),
         });
         let encoded = FlightDataEncoderBuilder::new().with_schema(schema).build(batches);
-        let out = futures::stream::unfold((encoded, Some(run)), |(mut encoded, run)| async move {
-            let mut run = run?;
-            match encoded.next().await {
-                None => {
-                    run.finish("ok");
-                    None
-                }
-                Some(Ok(data)) => Some((Ok(data), (encoded, Some(run)))),
-                Some(Err(e)) => {
-                    let status = Status::from(e);
-                    run.reason = Some(run_time_reason(&status));
-                    run.finish(outcome_of(&status));
-                    Some((Err(status), (encoded, None)))
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(out)))
+        // The query runs in a task of its own, a few messages ahead of the client: a client that
+        // stops reading stalls the task's sends, not the clock, so the deadline still ends the
+        // query and frees its slot.
+        let (tx, rx) = mpsc::channel(AHEAD);
+        let end = End::default();
+        tokio::spawn(produce(encoded, run, deadline, limits, tx, end.clone()));
+        Ok(Response::new(Box::pin(deliver(rx, end))))
     }
+}
+
+/// How a query's result ended, as its task saw it: complete, or failed with this status.
+type End = Arc<Mutex<Option<Result<(), Status>>>>;
+
+/// Run a query's stream into `tx` until it ends, fails, passes `deadline` (its client not
+/// reading) or its client goes away; record the outcome, free the slot, then say how it ended.
+async fn produce(
+    mut encoded: impl Stream<Item = Result<FlightData, FlightError>> + Send + Unpin + 'static,
+    mut run: QueryRun,
+    deadline: tokio::time::Instant,
+    limits: QueryLimits,
+    tx: mpsc::Sender<Result<FlightData, Status>>,
+    end: End,
+) {
+    let outcome = loop {
+        let next = tokio::select! {
+            next = encoded.next() => next,
+            // Gone: dropping `run` records the query as cancelled.
+            () = tx.closed() => return,
+        };
+        match next {
+            None => break Ok(()),
+            Some(Err(e)) => break Err(Status::from(e)),
+            Some(Ok(data)) => match tokio::time::timeout_at(deadline, tx.send(Ok(data))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    break Err(Status::deadline_exceeded(QueryError::Timeout(limits.timeout).to_string()));
+                }
+            },
+        }
+    };
+    match &outcome {
+        Ok(()) => run.finish("ok"),
+        Err(status) => {
+            run.reason = Some(run_time_reason(status));
+            run.finish(outcome_of(status));
+        }
+    }
+    drop(run);
+    *end.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+}
+
+/// What the client reads: the messages `produce` sent, then the end it recorded. A failure
+/// comes before any message still waiting, and a result whose task stopped without saying how
+/// it ended is an error: never a shortened result that looks complete.
+fn deliver(
+    rx: mpsc::Receiver<Result<FlightData, Status>>,
+    end: End,
+) -> impl Stream<Item = Result<FlightData, Status>> + Send {
+    futures::stream::unfold(Some((rx, end)), |state| async move {
+        let (mut rx, end) = state?;
+        let failed = {
+            let mut e = end.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(*e, Some(Err(_))) { e.take() } else { None }
+        };
+        if let Some(Err(status)) = failed {
+            return Some((Err(status), None));
+        }
+        match rx.recv().await {
+            Some(item) => Some((item, Some((rx, end)))),
+            None => match end.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                Some(Ok(())) => None,
+                Some(Err(status)) => Some((Err(status), None)),
+                None => Some((Err(Status::internal("the query stopped without finishing its result")), None)),
+            },
+        }
+    })
 }
 
 /// What the audit trail keeps of an error raised while a query ran. The engine's own messages

@@ -1,0 +1,345 @@
+//! Deadlines for connections that do nothing, so that silent or abandoned clients cannot hold a
+//! listener's `max_connections` slots: once TLS is done, a connection must make its first
+//! request within `header_read_timeout`; then it is closed after `idle_timeout` with no request
+//! in progress, or with one in progress but no bytes moving either way.
+//!
+//! [`Activity`] is what one connection has been doing. Its IO ([`Watched`]) records bytes
+//! moving, the server marks requests in progress ([`Activity::request`]), and
+//! [`Deadlines::watch`] returns once a deadline has passed, for the server to drop the
+//! connection (HTTP) or to [`Activity::close`] it (Flight SQL, where tonic owns the connection:
+//! its reads and writes then fail and tonic drops it). For HTTP/1.1, hyper's own header timer
+//! also bounds every later request head and the wait for it on a kept-alive connection.
+
+use std::fmt;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::task::AtomicWaker;
+use prometheus::IntCounter;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+
+/// Which deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// No request within `header_read_timeout` of the connection.
+    NoRequest,
+    /// No request in progress for `idle_timeout`.
+    Idle,
+    /// A request in progress, but no bytes moved either way for `idle_timeout`.
+    Stalled,
+}
+
+impl Expired {
+    /// The `reason` label of `logwarden_connections_timed_out_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Expired::NoRequest => "no_request",
+            Expired::Idle => "idle",
+            Expired::Stalled => "stalled",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Expired::NoRequest => 0,
+            Expired::Idle => 1,
+            Expired::Stalled => 2,
+        }
+    }
+}
+
+/// One listener's deadlines, and the counters of connections they closed.
+#[derive(Clone)]
+pub struct Deadlines {
+    pub listener: Arc<str>,
+    pub first_request: Duration,
+    pub idle: Duration,
+    closed: [IntCounter; 3],
+}
+
+impl Deadlines {
+    pub fn new(listener: &str, first_request: Duration, idle: Duration, metrics: &Metrics) -> Self {
+        let closed = [Expired::NoRequest, Expired::Idle, Expired::Stalled]
+            .map(|e| metrics.connections_timed_out.with_label_values(&[listener, e.as_str()]));
+        Deadlines { listener: listener.into(), first_request, idle, closed }
+    }
+
+    /// Wait until one of the connection's deadlines has passed (counted in the metrics).
+    pub async fn watch(&self, a: &Activity) -> Expired {
+        loop {
+            match self.next(a, Instant::now()) {
+                Ok(at) => tokio::time::sleep_until(at).await,
+                Err(why) => {
+                    self.closed[why.index()].inc();
+                    tracing::debug!(listener = %self.listener, reason = why.as_str(), "connection closed: it did nothing in time");
+                    return why;
+                }
+            }
+        }
+    }
+
+    /// The deadline that applies now, or the one that has passed.
+    fn next(&self, a: &Activity, now: Instant) -> Result<Instant, Expired> {
+        let (at, why) = if a.in_flight.load(Ordering::Acquire) > 0 {
+            (a.at(&a.last_io) + self.idle, Expired::Stalled)
+        } else if a.requests.load(Ordering::Acquire) == 0 {
+            (a.start + self.first_request, Expired::NoRequest)
+        } else {
+            (a.at(&a.idle_since) + self.idle, Expired::Idle)
+        };
+        if now >= at { Err(why) } else { Ok(at) }
+    }
+}
+
+/// What one connection has been doing; shared by its IO, its requests and its watcher.
+pub struct Activity {
+    start: Instant,
+    /// Milliseconds after `start` when a byte last moved, either way.
+    last_io: AtomicU64,
+    /// Milliseconds after `start` when the last request in progress ended.
+    idle_since: AtomicU64,
+    in_flight: AtomicUsize,
+    requests: AtomicU64,
+    closed: AtomicBool,
+    reader: AtomicWaker,
+    writer: AtomicWaker,
+}
+
+impl fmt::Debug for Activity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Activity")
+            .field("requests", &self.requests.load(Ordering::Relaxed))
+            .field("in_flight", &self.in_flight.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Activity {
+    pub fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            start: Instant::now(),
+            last_io: AtomicU64::new(0),
+            idle_since: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            reader: AtomicWaker::new(),
+            writer: AtomicWaker::new(),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn at(&self, ms: &AtomicU64) -> Instant {
+        self.start + Duration::from_millis(ms.load(Ordering::Acquire))
+    }
+
+    fn touch(&self) {
+        self.last_io.store(self.now_ms(), Ordering::Release);
+    }
+
+    /// A request starts; it is in progress until the guard is dropped, and then counts as the
+    /// connection doing something (unless [`InFlight::refused`]).
+    pub fn request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight { activity: self.clone(), counts: true }
+    }
+
+    /// Fail the connection's reads and writes from now on, so whoever serves it drops it.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.reader.wake();
+        self.writer.wake();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// A request in progress on a connection (see [`Activity::request`]).
+pub struct InFlight {
+    activity: Arc<Activity>,
+    counts: bool,
+}
+
+impl InFlight {
+    /// The request was refused (no valid credentials): it does not count as the connection
+    /// doing something, so calls that fail cannot keep a connection open.
+    pub fn refused(mut self) {
+        self.counts = false;
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let a = &self.activity;
+        if self.counts {
+            // Before the request leaves: whoever sees none in progress sees when that began.
+            a.idle_since.store(a.now_ms(), Ordering::Release);
+            a.requests.fetch_add(1, Ordering::AcqRel);
+        }
+        a.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection's IO that records bytes moving in its [`Activity`], and fails once the
+/// activity is closed.
+pub struct Watched<IO> {
+    io: IO,
+    activity: Arc<Activity>,
+}
+
+impl<IO> Watched<IO> {
+    pub fn new(io: IO, activity: Arc<Activity>) -> Self {
+        Watched { io, activity }
+    }
+}
+
+fn closed_error() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "connection closed: it did nothing in time")
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        this.activity.reader.register(cx.waker());
+        if this.activity.is_closed() {
+            return Poll::Ready(Err(closed_error()));
+        }
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.touch();
+        }
+        r
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        this.activity.writer.register(cx.waker());
+        if this.activity.is_closed() {
+            return Poll::Ready(Err(closed_error()));
+        }
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        this.activity.writer.register(cx.waker());
+        if this.activity.is_closed() {
+            return Poll::Ready(Err(closed_error()));
+        }
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.activity.is_closed() {
+            return Poll::Ready(Err(closed_error()));
+        }
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deadlines_of(first_request: Duration, idle: Duration) -> Deadlines {
+        let metrics = Metrics::new(&prometheus::Registry::new()).unwrap();
+        Deadlines::new("t", first_request, idle, &metrics)
+    }
+
+    #[test]
+    fn the_deadline_follows_what_the_connection_does() {
+        let d = deadlines_of(Duration::from_secs(1), Duration::from_secs(5));
+        let a = Activity::new();
+        let ms = |n: u64| a.start + Duration::from_millis(n);
+        // Nothing yet: the first request is due within first_request.
+        assert_eq!(d.next(&a, ms(0)), Ok(ms(1000)));
+        assert_eq!(d.next(&a, ms(1000)), Err(Expired::NoRequest));
+
+        // A request in progress: only bytes not moving for `idle` close it.
+        let req = a.request();
+        a.last_io.store(500, Ordering::Release);
+        assert_eq!(d.next(&a, ms(1000)), Ok(ms(5500)));
+        assert_eq!(d.next(&a, ms(5500)), Err(Expired::Stalled));
+
+        // Done: idle from the end of the last request, whatever bytes move meanwhile.
+        drop(req);
+        assert_eq!(a.requests.load(Ordering::Acquire), 1);
+        a.idle_since.store(2500, Ordering::Release);
+        a.last_io.store(3500, Ordering::Release);
+        assert_eq!(d.next(&a, ms(3500)), Ok(ms(7500)));
+        assert_eq!(d.next(&a, ms(7500)), Err(Expired::Idle));
+    }
+
+    #[test]
+    fn a_refused_request_does_not_count() {
+        let d = deadlines_of(Duration::from_secs(1), Duration::from_secs(5));
+        let a = Activity::new();
+        let ms = |n: u64| a.start + Duration::from_millis(n);
+        a.request().refused();
+        assert_eq!(d.next(&a, ms(1000)), Err(Expired::NoRequest));
+    }
+
+    #[tokio::test]
+    async fn watch_returns_once_a_deadline_passes() {
+        let d = deadlines_of(Duration::from_millis(20), Duration::from_secs(3600));
+        assert_eq!(d.watch(&Activity::new()).await, Expired::NoRequest);
+        assert_eq!(d.closed[0].get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_closed_activity_fails_reads_and_writes() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, server) = tokio::io::duplex(64);
+        let a = Activity::new();
+        let mut w = Watched::new(server, a.clone());
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 8];
+            w.read(&mut buf).await
+        });
+        a.close();
+        let err = reader.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        let mut w = Watched::new(client, a);
+        assert!(w.write_all(b"x").await.is_err());
+    }
+}
