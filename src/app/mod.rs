@@ -442,10 +442,14 @@ fn flight_server(
     };
     let flight_tls = listener_tls(config, tls, &common, &[b"h2"], Tickets::AfterHandshake)?;
     if let Some(t) = &flight_tls {
-        // A session started with a certificate ends when a trust reload revokes it.
-        let auth = auth.clone();
+        // A session started with a certificate ends when a trust reload revokes it. The hook
+        // holds the authenticator weakly: the listener's trust outlives the Flight service at
+        // shutdown, and the authenticator's audit handle must go with the service.
+        let auth = Arc::downgrade(&auth);
         t.in_use().on_revalidate(move |check| {
-            auth.end_sessions_failing(check);
+            if let Some(auth) = auth.upgrade() {
+                auth.end_sessions_failing(check);
+            }
         });
     }
     Ok(FlightServer {

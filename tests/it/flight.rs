@@ -360,21 +360,22 @@ async fn failed_sign_ins_are_audited_and_limited_per_peer() {
             && d.metric(r#"logwarden_flight_auth_failures_total{reason="rate_limited"}"#) == 1.0
     });
 
-    // Each failure is in the audit table: kind, peer, the user name tried, the reason.
+    // Each failure is in the audit table: kind, peer, the user name tried (as a rule names a
+    // basic-auth user: `user:NAME`), the reason.
     let sql = "SELECT principal, auth, outcome, reason, peer FROM audit WHERE kind = 'authentication' ORDER BY time";
     wait_until(T, "11 authentication entries", || d.query(sql).len() == 11);
     let rows = d.query(sql);
     for r in &rows[..8] {
-        assert_eq!((r["principal"].as_str(), r["auth"].as_str()), (Some("alice"), Some("basic")), "{r}");
+        assert_eq!((r["principal"].as_str(), r["auth"].as_str()), (Some("user:alice"), Some("basic")), "{r}");
         assert_eq!(r["reason"], "wrong password", "{r}");
     }
     assert_eq!(
         (rows[8]["principal"].as_str(), rows[8]["reason"].as_str()),
-        (Some("mallory"), Some("unknown user"))
+        (Some("user:mallory"), Some("unknown user"))
     );
     assert_eq!(rows[9]["auth"], "token");
     assert!(rows[9]["reason"].as_str().unwrap().contains("bearer token"), "{}", rows[9]);
-    assert_eq!(rows[10]["principal"], "alice");
+    assert_eq!(rows[10]["principal"], "user:alice");
     assert!(rows[10]["reason"].as_str().unwrap().contains("too many failed"), "{}", rows[10]);
     assert!(
         rows.iter()
