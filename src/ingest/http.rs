@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 use hyper::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
@@ -23,6 +23,7 @@ use super::event::Format;
 use super::listener::Peer;
 use crate::batch::{EventBatchBuilder, Origin};
 use crate::metrics::{FormatCounts, ListenerMetrics, Metrics};
+use crate::serve::RequestBody;
 use crate::store::{AppendError, Appender, StoreError};
 
 pub struct HttpIngest {
@@ -38,13 +39,13 @@ pub struct HttpIngest {
 type Body = Full<Bytes>;
 
 impl HttpIngest {
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, from: Arc<Peer>) -> Response<Body> {
+    pub async fn handle(self: Arc<Self>, req: Request<RequestBody>, from: Arc<Peer>) -> Response<Body> {
         let resp = self.route(req, &from).await;
         self.metrics.http_requests.with_label_values(&[&self.listener, resp.status().as_str()]).inc();
         resp
     }
 
-    async fn route(&self, req: Request<Incoming>, from: &Peer) -> Response<Body> {
+    async fn route(&self, req: Request<RequestBody>, from: &Peer) -> Response<Body> {
         match (req.method(), req.uri().path()) {
             (&Method::POST, "/v1/logs") => self.ingest(req, from).await,
             (_, "/v1/logs") => error(StatusCode::METHOD_NOT_ALLOWED, "use POST /v1/logs"),
@@ -52,7 +53,7 @@ impl HttpIngest {
         }
     }
 
-    async fn ingest(&self, req: Request<Incoming>, from: &Peer) -> Response<Body> {
+    async fn ingest(&self, req: Request<RequestBody>, from: &Peer) -> Response<Body> {
         let peer = from.addr;
         let limit = self.max_body_bytes;
         let too_large = || {
@@ -179,7 +180,7 @@ fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, Gunzip> {
 
 enum BodyError {
     TooLarge,
-    Read(hyper::Error),
+    Read(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// How much of an oversize body is read and discarded so that the client, still sending, sees
@@ -188,7 +189,7 @@ const DISCARD_BYTES: usize = 64 << 20;
 const DISCARD_TIME: Duration = Duration::from_secs(5);
 
 /// The whole body, or `TooLarge` once it passes `limit`.
-async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+async fn read_body(mut body: RequestBody, limit: usize) -> Result<Bytes, BodyError> {
     let declared = body.size_hint().exact().and_then(|n| usize::try_from(n).ok());
     let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit));
     if declared.is_none_or(|n| n <= limit) {

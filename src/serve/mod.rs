@@ -20,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 use self::timeouts::{Activity, Deadlines, Expired, Watched};
 use crate::ingest::listener::Io;
 
+/// A request body as handlers read it: held to a minimum rate (see [`timeouts::MinRate`]).
+pub type RequestBody = timeouts::MinRate<Incoming>;
+
 /// How long an idle connection gets to take its leave (HTTP/2 GOAWAY) before it is dropped.
 const GOODBYE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -27,15 +30,17 @@ const GOODBYE: std::time::Duration = std::time::Duration::from_secs(1);
 /// requests in flight and close) or one of its `deadlines` passes (then close it).
 pub async fn serve_http<F, Fut>(io: Box<dyn Io>, cancel: CancellationToken, deadlines: &Deadlines, handler: F)
 where
-    F: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
+    F: Fn(Request<RequestBody>) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     let activity = Activity::new();
     let io = Watched::new(io, activity.clone());
     let requests = activity.clone();
-    let svc = service_fn(move |req| {
+    let body_deadlines = deadlines.clone();
+    let svc = service_fn(move |req: Request<Incoming>| {
         let h = handler.clone();
         let in_flight = requests.request();
+        let req = req.map(|body| body_deadlines.min_rate(body, &requests));
         async move {
             let resp = h(req).await;
             drop(in_flight);

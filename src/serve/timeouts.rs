@@ -9,8 +9,14 @@
 //! connection (HTTP) or to [`Activity::close`] it (Flight SQL, where tonic owns the connection:
 //! its reads and writes then fail and tonic drops it). For HTTP/1.1, hyper's own header timer
 //! also bounds every later request head and the wait for it on a kept-alive connection.
+//!
+//! Bytes moving are not enough while a request body arrives: one byte every few seconds keeps
+//! a connection from ever being idle (slowloris). [`MinRate`] holds a request body to an
+//! average of [`MIN_BODY_RATE`] bytes/s after a [`BODY_GRACE`] (the rule and the defaults of
+//! ASP.NET Core's Kestrel); a body slower than that closes its connection.
 
 use std::fmt;
+use std::future::Future as _;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -34,6 +40,8 @@ pub enum Expired {
     Idle,
     /// A request in progress, but no bytes moved either way for `idle_timeout`.
     Stalled,
+    /// A request body arriving slower than [`MIN_BODY_RATE`].
+    SlowBody,
 }
 
 impl Expired {
@@ -43,6 +51,7 @@ impl Expired {
             Expired::NoRequest => "no_request",
             Expired::Idle => "idle",
             Expired::Stalled => "stalled",
+            Expired::SlowBody => "slow_body",
         }
     }
 
@@ -51,6 +60,7 @@ impl Expired {
             Expired::NoRequest => 0,
             Expired::Idle => 1,
             Expired::Stalled => 2,
+            Expired::SlowBody => 3,
         }
     }
 }
@@ -61,12 +71,12 @@ pub struct Deadlines {
     pub listener: Arc<str>,
     pub first_request: Duration,
     pub idle: Duration,
-    closed: [IntCounter; 3],
+    closed: [IntCounter; 4],
 }
 
 impl Deadlines {
     pub fn new(listener: &str, first_request: Duration, idle: Duration, metrics: &Metrics) -> Self {
-        let closed = [Expired::NoRequest, Expired::Idle, Expired::Stalled]
+        let closed = [Expired::NoRequest, Expired::Idle, Expired::Stalled, Expired::SlowBody]
             .map(|e| metrics.connections_timed_out.with_label_values(&[listener, e.as_str()]));
         Deadlines { listener: listener.into(), first_request, idle, closed }
     }
@@ -82,6 +92,20 @@ impl Deadlines {
                     return why;
                 }
             }
+        }
+    }
+
+    /// `body`, held to [`MIN_BODY_RATE`]; too slow, it closes the connection of `a`.
+    pub fn min_rate<B>(&self, body: B, a: &Arc<Activity>) -> MinRate<B> {
+        MinRate {
+            inner: body,
+            activity: a.clone(),
+            closed: self.closed[Expired::SlowBody.index()].clone(),
+            listener: self.listener.clone(),
+            started: None,
+            bytes: 0,
+            sleep: Box::pin(tokio::time::sleep(BODY_GRACE)),
+            expired: false,
         }
     }
 
@@ -163,6 +187,81 @@ impl Activity {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// The average rate, in bytes per second, below which a request body closes its connection.
+pub const MIN_BODY_RATE: u64 = 240;
+/// How long a request body may take before [`MIN_BODY_RATE`] applies: its first bytes, a
+/// client's pause after its headers.
+pub const BODY_GRACE: Duration = Duration::from_secs(5);
+
+/// A request body held to [`MIN_BODY_RATE`] (see [`Deadlines::min_rate`]). The clock starts
+/// when the server first reads the body and is checked only while the server waits for it, so
+/// time the server spends elsewhere is not held against the client. Once too slow, the body
+/// fails and the connection is closed ([`Activity::close`]), counted as `slow_body`.
+pub struct MinRate<B> {
+    inner: B,
+    activity: Arc<Activity>,
+    closed: IntCounter,
+    listener: Arc<str>,
+    started: Option<Instant>,
+    bytes: u64,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    expired: bool,
+}
+
+/// The error a [`MinRate`] body fails with.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body arrived slower than {MIN_BODY_RATE} bytes/s; connection closed")]
+pub struct TooSlow;
+
+impl<B> hyper::body::Body for MinRate<B>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.expired {
+            return Poll::Ready(Some(Err(TooSlow.into())));
+        }
+        let started = *this.started.get_or_insert_with(Instant::now);
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                // What has arrived buys time at the minimum rate.
+                let earned = Duration::from_millis(this.bytes.saturating_mul(1000) / MIN_BODY_RATE);
+                this.sleep.as_mut().reset(started + BODY_GRACE + earned);
+                if this.sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.expired = true;
+                this.closed.inc();
+                tracing::debug!(listener = %this.listener, bytes = this.bytes, "connection closed: request body too slow");
+                this.activity.close();
+                Poll::Ready(Some(Err(TooSlow.into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        !self.expired && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -216,3 +216,42 @@ async fn a_connection_that_goes_quiet_after_a_request_is_closed() {
         .ok();
     drop(send);
 }
+
+/// Slowloris: a request body trickled a byte at a time keeps bytes moving, so no idle rule
+/// closes it; the minimum body rate (240 bytes/s after a 5 s grace) does, and the door opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_trickled_below_the_minimum_rate_is_closed() {
+    use tokio::io::AsyncWriteExt;
+
+    let d = Daemon::start_with(CONFIG);
+    let ca = d.ca_file();
+    let door = d.addr("door");
+    let mut readers = Vec::new();
+    let mut writers = Vec::new();
+    for _ in 0..8 {
+        let s = silent_tls(door, &ca, &[b"http/1.1"]).await;
+        let (r, mut w) = tokio::io::split(s);
+        let head = "POST /v1/logs HTTP/1.1\r\nhost: localhost\r\ncontent-length: 100000\r\n\r\n";
+        w.write_all(head.as_bytes()).await.unwrap();
+        readers.push(r);
+        // A byte every half second, well inside idle_timeout (2 s), until the server closes
+        // the connection or the test's time is up.
+        writers.push(tokio::spawn(async move {
+            let until = tokio::time::Instant::now() + T;
+            while tokio::time::Instant::now() < until && w.write_all(b"{").await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }));
+    }
+    wait_until(T, "the door held by 8 trickling requests", || active(&d, "door") == 8.0);
+    for r in readers {
+        assert!(closed_by_server(r, T).await, "a trickled request body held its connection");
+    }
+    assert_eq!(timed_out(&d, "door", "slow_body"), 8.0);
+    assert_eq!(timed_out(&d, "door", "stalled"), 0.0, "bytes kept moving: not the stalled rule");
+    let r = post(door, ca, "/v1/logs", vec![], b"{\"message\":\"got in\"}\n".to_vec()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    for w in writers {
+        w.abort();
+    }
+}

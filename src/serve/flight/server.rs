@@ -140,6 +140,8 @@ struct Calls<S> {
     inner: S,
     auth: Arc<Authenticator>,
     unauthenticated: IntCounter,
+    /// Request messages held to a minimum rate, as HTTP request bodies are.
+    deadlines: Deadlines,
 }
 
 impl<S: NamedService> NamedService for Calls<S> {
@@ -167,8 +169,11 @@ where
         let fresh = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, fresh);
         let (auth, unauthenticated) = (self.auth.clone(), self.unauthenticated.clone());
+        let peer = req.extensions().get::<FlightPeer>().cloned();
+        if let Some(p) = &peer {
+            req = req.map(|body| Body::new(self.deadlines.min_rate(body, &p.activity)));
+        }
         Box::pin(async move {
-            let peer = req.extensions().get::<FlightPeer>().cloned();
             let in_flight = peer.as_ref().map(|p| p.activity.request());
             let md = MetadataMap::from_headers(std::mem::take(req.headers_mut()));
             let who = identify(&auth, &md, peer.as_ref()).await;
@@ -222,6 +227,7 @@ impl FlightServer {
     pub async fn run(self, cancel: CancellationToken, tracker: TaskTracker) {
         let (tx, rx) = mpsc::channel::<std::io::Result<FlightConn>>(64);
         let deadlines = self.deadlines;
+        let body_deadlines = deadlines.clone();
         let accept = tokio::spawn(accept_loop(
             self.listener,
             self.common.clone(),
@@ -256,6 +262,7 @@ impl FlightServer {
             inner: FlightServiceServer::new(self.service),
             auth: self.auth,
             unauthenticated: self.metrics.flight_queries.with_label_values(&["unauthenticated"]),
+            deadlines: body_deadlines,
         };
         let (ping, ping_timeout) = self.keepalive;
         let served = tonic::transport::Server::builder()
