@@ -77,6 +77,13 @@ impl Client {
             for c in CertificateDer::pem_file_iter(ca).map_err(|e| file_err(ca, e))? {
                 roots.add(c.map_err(|e| file_err(ca, e))?).map_err(|e| file_err(ca, e))?;
             }
+            if roots.is_empty() {
+                // Otherwise every delivery would fail its handshake, long after the reload.
+                return Err(file_err(
+                    ca,
+                    "no PEM certificate in it (ca_file must hold the CA that signs the receiver's certificate)",
+                ));
+            }
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let builder = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
@@ -244,6 +251,26 @@ mod tests {
         let head = String::from_utf8(head).unwrap();
         let host = head.lines().find_map(|l| l.strip_prefix("host: ").or_else(|| l.strip_prefix("Host: ")));
         (head.lines().next().unwrap_or_default().to_owned(), host.unwrap_or_default().to_owned())
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "garbage\n").unwrap();
+        let cfg = ReceiverConfig {
+            name: None,
+            url: "https://127.0.0.1:9093".into(),
+            ca_file: Some(ca.clone()),
+            cert_file: None,
+            key_file: None,
+            secret_file: None,
+        };
+        let Err(e) = Client::new(&cfg, Duration::from_secs(1)) else {
+            panic!("an empty CA bundle was accepted")
+        };
+        let e = e.to_string();
+        assert!(e.contains(&ca.display().to_string()) && e.contains("no PEM certificate"), "{e}");
     }
 
     #[tokio::test]

@@ -154,7 +154,7 @@ impl Config {
 }
 
 /// The file must exist, be readable and hold at least one PEM block whose label contains `label`.
-fn check_pem(out: &mut Vec<Problem>, key: &str, path: &Path, label: &str) {
+pub(super) fn check_pem(out: &mut Vec<Problem>, key: &str, path: &Path, label: &str) {
     match std::fs::read_to_string(path) {
         Err(e) => out.push(Problem::new(key, format!("cannot read {}: {e}", path.display()))),
         Ok(text) => {
@@ -221,6 +221,7 @@ impl Config {
                 out.push(Problem::new(&key, "must name at least one principal, group:NAME or \"*\""));
             }
             for p in principals {
+                check_principal_name(out, &key, p);
                 if let Some(g) = p.strip_prefix("group:")
                     && !a.groups.contains_key(g)
                 {
@@ -237,6 +238,11 @@ impl Config {
             .map(|l| l.name.as_str())
             .chain(self.http.iter().map(|l| l.name.as_str()))
             .collect();
+        for (g, members) in &a.groups {
+            for m in members {
+                check_principal_name(out, &format!("access.groups.{g}"), m);
+            }
+        }
         for (i, r) in a.send.iter().enumerate() {
             check_principals(out, format!("access.send[{i}].principals"), &r.principals);
             if r.listeners.is_empty() {
@@ -517,6 +523,32 @@ fn check_row_filter(out: &mut Vec<Problem>, key: &str, filter: &str, tables: &[S
     }
 }
 
+/// A rule's entry that cannot mean what it says: spaces around it (names are compared
+/// exactly), or a kind written in another case (`EDIPI:…`, `Dns:…`), which would otherwise be
+/// taken for a bare name and match a CN of that text instead of the principal meant.
+fn check_principal_name(out: &mut Vec<Problem>, key: &str, name: &str) {
+    if name.trim() != name {
+        out.push(Problem::new(key, format!("{name:?} has spaces around it; names are compared exactly")));
+        return;
+    }
+    let Some((prefix, value)) = name.split_once(':') else { return };
+    let lower = prefix.to_ascii_lowercase();
+    let known = crate::access::PRINCIPAL_KINDS.contains(&lower.as_str()) || lower == "group";
+    if known && prefix != lower {
+        out.push(Problem::new(key, format!("{name:?}: kinds are written in lowercase: \"{lower}:{value}\"")));
+    }
+}
+
+/// An entry's prefix that looks like a kind but is none (`uid:alice`): the entry is then a
+/// bare name, matched against every kind's value.
+fn unknown_kind(name: &str) -> Option<&str> {
+    let (prefix, _) = name.split_once(':')?;
+    let word = !prefix.is_empty() && prefix.len() <= 16 && prefix.bytes().all(|b| b.is_ascii_alphanumeric());
+    let known = crate::access::kind_of(name).is_some() || prefix.eq_ignore_ascii_case("group");
+    (word && !known && !crate::access::PRINCIPAL_KINDS.iter().any(|k| k.eq_ignore_ascii_case(prefix)))
+        .then_some(prefix)
+}
+
 impl Config {
     /// What loads and runs but is likely not what the operator meant: bare principal names in
     /// `[access]` that more than one kind of principal could carry (see `access::names`).
@@ -542,6 +574,16 @@ impl Config {
         for (key, names) in entries {
             for name in names {
                 if name == "*" || name.starts_with("group:") || crate::access::kind_of(name).is_some() {
+                    continue;
+                }
+                if let Some(prefix) = unknown_kind(name) {
+                    out.push(Problem::new(
+                        &key,
+                        format!(
+                            "{name:?}: {prefix:?} is not a kind of principal ({}); the entry is a bare name, matched against the value of every kind",
+                            crate::access::PRINCIPAL_KINDS.join(", ")
+                        ),
+                    ));
                     continue;
                 }
                 let kinds = self.kinds_that_could_name(name);

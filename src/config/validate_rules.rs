@@ -145,17 +145,24 @@ impl Config {
             if r.cert_file.is_some() != r.key_file.is_some() {
                 out.push(Problem::new(format!("{key}.key_file"), "cert_file and key_file go together"));
             }
-            for (k, f) in [
-                ("ca_file", &r.ca_file),
-                ("cert_file", &r.cert_file),
-                ("key_file", &r.key_file),
-                ("secret_file", &r.secret_file),
+            // PEM files must hold what they are for: a CA file without a certificate would
+            // load and fail every delivery's handshake.
+            for (k, f, label) in [
+                ("ca_file", &r.ca_file, "CERTIFICATE"),
+                ("cert_file", &r.cert_file, "CERTIFICATE"),
+                ("key_file", &r.key_file, "PRIVATE KEY"),
             ] {
-                if let Some(f) = f
-                    && let Err(e) = std::fs::metadata(f)
-                {
-                    out.push(Problem::new(format!("{key}.{k}"), format!("cannot read {}: {e}", f.display())));
+                if let Some(f) = f {
+                    super::validate::check_pem(out, &format!("{key}.{k}"), f, label);
                 }
+            }
+            if let Some(f) = &r.secret_file
+                && let Err(e) = std::fs::metadata(f)
+            {
+                out.push(Problem::new(
+                    format!("{key}.secret_file"),
+                    format!("cannot read {}: {e}", f.display()),
+                ));
             }
         }
         for (i, r) in a.alertmanagers.iter().enumerate() {

@@ -105,7 +105,13 @@ pub fn principal_of(der: &[u8], sources: &[PrincipalSource]) -> Result<Principal
             PrincipalSource::Cn => cn.map(str::to_owned),
             PrincipalSource::Dn => Some(subject.clone()).filter(|s| !s.is_empty()),
         };
-        if let Some(value) = value.filter(|n| !n.is_empty()) {
+        // A UPN and an email address are `name@domain`; a value without its `@` is no such
+        // name (and would pass for a bare EDIPI or CN in a rule), so that source gives nothing.
+        let shaped = |n: &String| match source {
+            PrincipalSource::Upn | PrincipalSource::Email => n.contains('@'),
+            _ => true,
+        };
+        if let Some(value) = value.filter(|n| !n.is_empty() && shaped(n)) {
             return Ok(Principal { name: format!("{}:{value}", source.as_str()), source, subject });
         }
     }
@@ -279,6 +285,25 @@ mod tests {
         let web = with_subject(&["web-01"], Some("web-01.example.org"));
         assert_eq!(principal_of(&web, &all).unwrap().name, "dns:web-01.example.org");
         assert_eq!(principal_of(&web, &[Cn]).unwrap().name, "cn:web-01");
+        // A UPN or an email address without its `@` is no such name: it cannot become
+        // `upn:1234567890` or `email:1234567890` and pass for the CAC holder in a bare rule.
+        for san in [
+            rcgen::SanType::OtherName((
+                vec![1, 3, 6, 1, 4, 1, 311, 20, 2, 3],
+                rcgen::OtherNameValue::Utf8String("1234567890".into()),
+            )),
+            rcgen::SanType::Rfc822Name("1234567890".try_into().unwrap()),
+        ] {
+            let mut params = rcgen::CertificateParams::default();
+            let mut dn = rcgen::DistinguishedName::new();
+            dn.push(rcgen::DnType::CommonName, "web");
+            params.distinguished_name = dn;
+            params.subject_alt_names = vec![san];
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = params.self_signed(&key).unwrap().der().to_vec();
+            assert_eq!(principal_of(&cert, &[Edipi, Upn, Email, Cn]).unwrap().name, "cn:web");
+            assert_eq!(principal_of(&cert, &[Upn, Email]), Err(PrincipalError::NoSource));
+        }
     }
 
     #[test]

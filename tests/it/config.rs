@@ -242,4 +242,68 @@ tables = ["logs"]
         assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
     }
     assert!(!out.contains("web-02") && !out.contains("token:ci:"), "full names are not warned about:\n{out}");
+
+    // A kind in another case or a name with spaces around it cannot mean what it says (it
+    // would be a bare name matching a CN "EDIPI:1234567890"): refused. A prefix that is no
+    // kind at all is warned about.
+    std::fs::write(
+        &path,
+        r#"
+[access.groups]
+admins = [" edipi:1234567890"]
+[[access.send]]
+principals = ["EDIPI:1234567890", "Dns:web-01.example.org"]
+listeners = ["*"]
+[[access.query]]
+principals = ["uid:alice"]
+tables = ["logs"]
+"#,
+    )
+    .unwrap();
+    let (ok, out) = validate(&path);
+    assert!(!ok, "kinds in the wrong case were accepted:\n{out}");
+    for expected in [
+        format!("{f}: access.groups.admins: \" edipi:1234567890\" has spaces around it"),
+        format!(
+            "{f}: access.send[0].principals: \"EDIPI:1234567890\": kinds are written in lowercase: \"edipi:1234567890\""
+        ),
+        "\"dns:web-01.example.org\"".to_owned(),
+    ] {
+        assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
+    }
+    std::fs::write(&path, "[[access.query]]\nprincipals = [\"uid:alice\"]\ntables = [\"logs\"]\n").unwrap();
+    let (ok, out) = validate(&path);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{f}: access.query[0].principals: warning: \"uid:alice\": \"uid\" is not a kind of principal"
+        )),
+        "{out}"
+    );
+}
+
+/// An alert receiver's CA file that holds no certificate would load and then fail every
+/// delivery's handshake: refused, naming the key and the file.
+#[test]
+fn an_alert_receivers_ca_file_must_hold_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("bad-ca.pem");
+    std::fs::write(&ca, "garbage\n").unwrap();
+    let path = dir.path().join("alerts.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[alerting.webhooks]]\nurl = \"https://127.0.0.1:9443/hook\"\nca_file = \"{}\"\n",
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let (ok, out) = validate(&path);
+    assert!(!ok, "{out}");
+    let expected = format!(
+        "{}: alerting.webhooks[0].ca_file: {} holds no PEM CERTIFICATE",
+        path.display(),
+        ca.display()
+    );
+    assert!(out.contains(&expected), "{out}");
 }
