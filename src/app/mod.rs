@@ -279,8 +279,12 @@ pub async fn run(
     let trust_task =
         tls.clone().map(|t| tokio::spawn(watch_trust(t, config.tls.trust_reload_interval, cancel.clone())));
     let reload_task = {
+        // Reread for comparison at reloads: the settings only a restart applies.
+        let started_with =
+            config_file.as_deref().and_then(|f| crate::config::read(f).ok()).unwrap_or_default();
         let what = service::Reloadable {
             config_file,
+            started_with,
             principal_from,
             rules: detection.reloader(),
             detect: config.detect.clone(),

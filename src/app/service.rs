@@ -144,7 +144,7 @@ impl Rate {
             ));
         }
         if let Some(e) = reload_error {
-            line.push_str(&format!("; last reload refused: {e}"));
+            line.push_str(&format!("; last reload {e}"));
         }
         line
     }
@@ -160,6 +160,8 @@ pub struct Reloadable {
     /// `None`: the daemon runs on embedded defaults, which a reload applies again (the
     /// development certificate files may have been replaced).
     pub config_file: Option<PathBuf>,
+    /// The file's text the daemon started with: what restart-only keys are compared with.
+    pub started_with: String,
     /// `[identity] principal_from`, shared by every listener's accept loop.
     pub principal_from: crate::tls::PrincipalFrom,
     pub rules: Reload,
@@ -210,14 +212,14 @@ pub async fn reload_on_hangup(
                     Some(e) => format!("reloaded, {e}"),
                     None => "reloaded".to_owned(),
                 };
-                state.set_reload_error(problem);
+                state.set_reload_error(problem.map(|e| format!("applied, but {e}")));
                 notifier.ready(&status);
             }
             Reloaded::Refused(why) => {
                 tracing::error!(error = why, "configuration not reloaded; the running configuration stays");
                 let reason = first_line(&why);
                 notifier.ready(&format!("reload refused: {reason}"));
-                state.set_reload_error(Some(reason));
+                state.set_reload_error(Some(format!("refused: {reason}")));
             }
             Reloaded::EngineGone => return,
         }
@@ -276,6 +278,16 @@ async fn reload(what: &mut Reloadable, file: &str) -> Reloaded {
     if let Some(cfg) = &cfg {
         for w in cfg.warnings() {
             tracing::warn!("{file}: {}: {}", w.key, w.reason);
+        }
+        let waiting = crate::config::restart_only_changes(&what.started_with, &text);
+        if !waiting.is_empty() {
+            let keys = waiting.join(", ");
+            tracing::warn!(
+                file,
+                keys,
+                "changed settings that apply only after a restart (systemctl restart logwarden)"
+            );
+            problems.push(format!("needs a restart to apply {keys}"));
         }
         let mut prepared = match prepare(what, cfg).await {
             Ok(p) => p,

@@ -9,6 +9,7 @@ mod access;
 mod detect;
 mod flight;
 mod load;
+mod restart;
 mod rules;
 mod validate;
 mod validate_rules;
@@ -19,6 +20,7 @@ pub use access::{
 pub use detect::{BaselineConfig, DetectConfig, Seasonality, TemplatesConfig};
 pub use flight::{AuthLimitsConfig, FlightConfig, QueryLimitsConfig, TokenConfig, UserConfig};
 pub use load::{ConfigError, Problem, load, load_str, load_str_except_rules, read, rules_from_str};
+pub use restart::restart_only_changes;
 pub use rules::{AlertingConfig, ReceiverConfig, RuleConfig};
 pub use validate_rules::receiver_name;
 

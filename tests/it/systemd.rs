@@ -99,6 +99,19 @@ fn notify_ready_watchdog_reload_stall_and_stop() {
     std::fs::write(&d.config, good).unwrap();
     wait_until(T, "the event, on the old config", || d.count("message = 'after a refused reload'") == 1);
 
+    // A setting read only at start is applied by no reload: the reload says which keys wait
+    // for a restart, and the status line keeps saying so.
+    let good = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, good.replace("shutdown_timeout = \"15s\"", "shutdown_timeout = \"16s\""))
+        .unwrap();
+    d.signal("-HUP");
+    manager.until("RELOADING=1", |m| has(m, "RELOADING=1"));
+    let applied = manager.until("READY=1 after the reload", |m| has(m, "READY=1"));
+    assert!(applied.contains("STATUS=reloaded, needs a restart to apply shutdown_timeout"), "{applied}");
+    let later = manager.until("a status line", |m| m.contains(" events/s, "));
+    assert!(later.contains("last reload applied, but needs a restart to apply shutdown_timeout"), "{later}");
+    std::fs::write(&d.config, good).unwrap();
+
     // A stalled WAL thread stops the pings; they come back when it moves again.
     std::fs::write(&stall, b"").unwrap();
     manager.until("STATUS= saying the pipeline stalled", |m| m.contains("STALLED"));
