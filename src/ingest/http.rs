@@ -18,7 +18,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use super::decode::decode;
-use super::event::Format;
+use super::event::{Event, Format};
 use super::listener::Peer;
 use crate::batch::{EventBatchBuilder, Origin};
 use crate::metrics::{FormatCounts, ListenerMetrics, Metrics};
@@ -79,15 +79,11 @@ impl HttpIngest {
         };
         self.listener_metrics.bytes.inc_by(body.len() as u64);
         let body = if gzip {
-            let mut out = Vec::new();
-            let mut dec = flate2::read::GzDecoder::new(&body[..]).take(limit as u64 + 1);
-            if let Err(e) = dec.read_to_end(&mut out) {
-                return error(StatusCode::BAD_REQUEST, &format!("invalid gzip body: {e}"));
+            match inflate(&body, limit) {
+                Ok(out) => Bytes::from(out),
+                Err(InflateError::TooLarge) => return too_large(),
+                Err(e @ InflateError::Gzip(_)) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
             }
-            if out.len() > limit {
-                return too_large();
-            }
-            Bytes::from(out)
         } else {
             body
         };
@@ -100,24 +96,17 @@ impl HttpIngest {
         let mut builder = EventBatchBuilder::new(origin);
         let mut counts = FormatCounts::default();
         let now = super::now_ns();
-        for (i, line) in body.split(|b| *b == b'\n').enumerate() {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let ev = decode(line, now);
-            if ev.format != Format::Json {
-                let why = ev.decode_error.as_deref().unwrap_or("not a JSON object").to_owned();
-                self.listener_metrics
-                    .record(&FormatCounts { decode_errors: [0, 0, 0, 1], ..Default::default() });
-                tracing::info!(listener = %self.listener, %peer, line = i + 1, reason = %why, "HTTP ingest request refused: bad line");
-                return json_response(
-                    StatusCode::BAD_REQUEST,
-                    json!({ "error": format!("line {}: {}", i + 1, why), "line": i + 1 }),
-                );
-            }
+        let decoded = decode_lines(&body, now, |ev| {
             counts.add(ev.format, ev.decode_error.is_some());
-            builder.append(&ev, now);
+            builder.append(ev, now);
+        });
+        if let Err(BadLine { line, reason }) = decoded {
+            self.listener_metrics.record(&FormatCounts { decode_errors: [0, 0, 0, 1], ..Default::default() });
+            tracing::info!(listener = %self.listener, %peer, line, %reason, "HTTP ingest request refused: bad line");
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({ "error": format!("line {line}: {reason}"), "line": line }),
+            );
         }
         let rows = builder.len();
         if rows == 0 {
@@ -148,6 +137,53 @@ impl HttpIngest {
             }
         }
     }
+}
+
+/// Why a gzip body was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum InflateError {
+    #[error("inflated body exceeds max_body_bytes")]
+    TooLarge,
+    #[error("invalid gzip body: {0}")]
+    Gzip(#[source] std::io::Error),
+}
+
+/// A `Content-Encoding: gzip` body inflated, or `TooLarge` as soon as it passes `limit` bytes
+/// (a small body may inflate to gigabytes, so the output is bounded while inflating).
+pub fn inflate(body: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
+    let mut out = Vec::new();
+    let mut dec = flate2::read::GzDecoder::new(body).take(limit as u64 + 1);
+    dec.read_to_end(&mut out).map_err(InflateError::Gzip)?;
+    if out.len() > limit {
+        return Err(InflateError::TooLarge);
+    }
+    Ok(out)
+}
+
+/// The first line of a body that is not a JSON object: its number (from 1) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadLine {
+    pub line: usize,
+    pub reason: String,
+}
+
+/// Decodes the lines of a newline-delimited JSON body received at `now`, in order, passing
+/// each event to `each`; blank lines are skipped. Stops at the first line that is not a JSON
+/// object: the caller refuses the whole body, so events already passed must be discarded.
+pub fn decode_lines(body: &[u8], now: i64, mut each: impl FnMut(&Event<'_>)) -> Result<(), BadLine> {
+    for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let ev = decode(line, now);
+        if ev.format != Format::Json {
+            let reason = ev.decode_error.as_deref().unwrap_or("not a JSON object").to_owned();
+            return Err(BadLine { line: i + 1, reason });
+        }
+        each(&ev);
+    }
+    Ok(())
 }
 
 enum BodyError {
