@@ -6,7 +6,9 @@
 //! one row of parameter values.
 
 use arrow::array::RecordBatch;
-use arrow::ipc::reader::StreamReader;
+use arrow::buffer::Buffer;
+use arrow::error::ArrowError;
+use arrow::ipc::reader::StreamDecoder;
 use arrow::ipc::writer::StreamWriter;
 use bytes::Bytes;
 use datafusion::common::ScalarValue;
@@ -82,11 +84,18 @@ impl Statement {
         if ipc.is_empty() {
             return Ok(stmt);
         }
-        let mut reader = StreamReader::try_new(ipc, None).map_err(|e| HandleError::Corrupt(e.to_string()))?;
-        match reader.next() {
-            Some(Ok(batch)) => stmt.with_params(batch),
-            Some(Err(e)) => Err(HandleError::Corrupt(e.to_string())),
-            None => Ok(stmt),
+        // The push decoder holds only the bytes it was given: StreamReader would size buffers
+        // from the lengths the stream declares before reading them, and a handle comes from
+        // the client.
+        let corrupt = |e: ArrowError| HandleError::Corrupt(e.to_string());
+        let mut decoder = StreamDecoder::new();
+        let mut buffer = Buffer::from(ipc);
+        match decoder.decode(&mut buffer).map_err(corrupt)? {
+            Some(batch) => stmt.with_params(batch),
+            None => {
+                decoder.finish().map_err(corrupt)?;
+                Ok(stmt)
+            }
         }
     }
 }
@@ -98,6 +107,37 @@ mod tests {
     use arrow::array::{Int64Array, StringArray};
 
     use super::*;
+
+    /// Found by the `handle` fuzz target: the IPC reader sized its buffers from the lengths a
+    /// handle declares before reading them, so an 80-byte handle made the server allocate and
+    /// zero 1.7 GB (a metadata length), and a declared body length past what can be allocated
+    /// panicked, or aborted the process.
+    #[test]
+    fn declared_lengths_are_not_trusted() {
+        use arrow::datatypes::Schema;
+        use arrow::ipc::convert::IpcSchemaEncoder;
+        use arrow::ipc::{MessageBuilder, MessageHeader, MetadataVersion};
+
+        // A schema message that declares a body of i64::MAX bytes.
+        let mut fbb = Default::default();
+        let header = IpcSchemaEncoder::new().schema_to_fb_offset(&mut fbb, &Schema::empty());
+        let mut message = MessageBuilder::new(&mut fbb);
+        message.add_version(MetadataVersion::V5);
+        message.add_header_type(MessageHeader::Schema);
+        message.add_header(header.as_union_value());
+        message.add_bodyLength(i64::MAX);
+        let message = message.finish();
+        fbb.finish(message, None);
+        let meta = fbb.finished_data();
+        let mut handle = b"LWQ1\0\0\0\0\xff\xff\xff\xff".to_vec();
+        handle.extend_from_slice(&i32::try_from(meta.len()).unwrap().to_le_bytes());
+        handle.extend_from_slice(meta);
+        assert!(matches!(Statement::decode(&handle), Err(HandleError::Corrupt(_))));
+
+        // Metadata of 2 GiB announced, 8 bytes sent.
+        let handle = b"LWQ1\0\0\0\0\xff\xff\xff\xff\xf0\xff\xff\x7f\0\0\0\0\0\0\0\0";
+        assert!(matches!(Statement::decode(handle), Err(HandleError::Corrupt(_))));
+    }
 
     #[test]
     fn round_trips_sql_and_parameters() {
