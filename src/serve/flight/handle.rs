@@ -8,6 +8,7 @@
 use arrow::array::RecordBatch;
 use arrow::buffer::Buffer;
 use arrow::error::ArrowError;
+use arrow::ipc::MessageHeader;
 use arrow::ipc::reader::StreamDecoder;
 use arrow::ipc::writer::StreamWriter;
 use bytes::Bytes;
@@ -84,9 +85,10 @@ impl Statement {
         if ipc.is_empty() {
             return Ok(stmt);
         }
-        // The push decoder holds only the bytes it was given: StreamReader would size buffers
-        // from the lengths the stream declares before reading them, and a handle comes from
-        // the client.
+        // A handle comes from the client. The push decoder holds only the bytes it was given
+        // (StreamReader would size buffers from the lengths the stream declares, before
+        // reading them), and it runs only on messages whose buffers lie within their bodies.
+        check_ipc_stream(ipc).map_err(HandleError::Corrupt)?;
         let corrupt = |e: ArrowError| HandleError::Corrupt(e.to_string());
         let mut decoder = StreamDecoder::new();
         let mut buffer = Buffer::from(ipc);
@@ -98,6 +100,52 @@ impl Statement {
             }
         }
     }
+}
+
+/// Checks the messages of an IPC stream before arrow-ipc decodes them: arrow-ipc 59 slices a
+/// batch's buffers at the offsets its message declares without checking them against the body
+/// (a panic), and reads a compressed buffer's 8-byte length prefix without checking it is
+/// there. Framing errors (a cut message, a bad flatbuffer) are left to the decoder to report.
+fn check_ipc_stream(mut ipc: &[u8]) -> Result<(), String> {
+    let word = |b: &[u8]| b.get(..4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+    while let Some(mut len) = word(ipc) {
+        ipc = &ipc[4..];
+        if len == u32::MAX {
+            let Some(l) = word(ipc) else { return Ok(()) };
+            (len, ipc) = (l, &ipc[4..]);
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let Some((meta, rest)) = ipc.split_at_checked(len as usize) else { return Ok(()) };
+        let Ok(message) = arrow::ipc::root_as_message(meta) else { return Ok(()) };
+        let body_len = usize::try_from(message.bodyLength())
+            .map_err(|_| format!("IPC message with a negative body length {}", message.bodyLength()))?;
+        let batch = match message.header_type() {
+            MessageHeader::RecordBatch => message.header_as_record_batch(),
+            MessageHeader::DictionaryBatch => message.header_as_dictionary_batch().and_then(|d| d.data()),
+            _ => None,
+        };
+        let compressed = batch.is_some_and(|b| b.compression().is_some());
+        for buf in batch.and_then(|b| b.buffers()).iter().flat_map(|v| v.iter()) {
+            let (offset, length) = (buf.offset(), buf.length());
+            let end = u64::try_from(offset)
+                .ok()
+                .zip(u64::try_from(length).ok())
+                .and_then(|(o, l)| o.checked_add(l));
+            if end.is_none_or(|end| end > body_len as u64) {
+                return Err(format!("IPC buffer at {offset} of {length} bytes outside a body of {body_len}"));
+            }
+            if compressed && (1..8).contains(&length) {
+                return Err(format!(
+                    "compressed IPC buffer of {length} bytes, shorter than its length prefix"
+                ));
+            }
+        }
+        let Some(rest) = rest.get(body_len..) else { return Ok(()) };
+        ipc = rest;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -137,6 +185,50 @@ mod tests {
         // Metadata of 2 GiB announced, 8 bytes sent.
         let handle = b"LWQ1\0\0\0\0\xff\xff\xff\xff\xf0\xff\xff\x7f\0\0\0\0\0\0\0\0";
         assert!(matches!(Statement::decode(handle), Err(HandleError::Corrupt(_))));
+    }
+
+    /// Found by the `handle` fuzz target: arrow-ipc slices a record batch's buffers at the
+    /// offsets its message declares without checking them against the body, a panic.
+    #[test]
+    fn buffers_outside_the_body_are_refused() {
+        use arrow::datatypes::{DataType, Field, Schema};
+        use arrow::ipc::convert::IpcSchemaEncoder;
+        use arrow::ipc::{
+            Buffer as IpcBuffer, FieldNode, MessageBuilder, MessageHeader, MetadataVersion,
+            RecordBatchBuilder,
+        };
+
+        let schema = Schema::new(vec![Field::new("0", DataType::Int64, true)]);
+        let mut ipc = Vec::new();
+        StreamWriter::try_new(&mut ipc, &schema).unwrap(); // writes the schema message
+        for (offset, length) in [(1 << 40, 8), (8, 8), (i64::MAX, 8), (-8, 8), (0, -1)] {
+            let mut fbb = Default::default();
+            // Names the builder's type (flatbuffers is no dependency of logwarden's own).
+            let _ = IpcSchemaEncoder::new().schema_to_fb_offset(&mut fbb, &Schema::empty());
+            let nodes = fbb.create_vector(&[FieldNode::new(1, 0)]);
+            let buffers = fbb.create_vector(&[IpcBuffer::new(0, 0), IpcBuffer::new(offset, length)]);
+            let mut batch = RecordBatchBuilder::new(&mut fbb);
+            batch.add_length(1);
+            batch.add_nodes(nodes);
+            batch.add_buffers(buffers);
+            let batch = batch.finish();
+            let mut message = MessageBuilder::new(&mut fbb);
+            message.add_version(MetadataVersion::V5);
+            message.add_header_type(MessageHeader::RecordBatch);
+            message.add_header(batch.as_union_value());
+            message.add_bodyLength(8);
+            let message = message.finish();
+            fbb.finish(message, None);
+            let meta = fbb.finished_data();
+            let mut handle = Statement::new("SELECT $1").encode().to_vec();
+            handle.extend_from_slice(&ipc);
+            handle.extend_from_slice(b"\xff\xff\xff\xff");
+            handle.extend_from_slice(&i32::try_from(meta.len()).unwrap().to_le_bytes());
+            handle.extend_from_slice(meta);
+            handle.extend_from_slice(&[0; 8]);
+            let r = Statement::decode(&handle);
+            assert!(matches!(r, Err(HandleError::Corrupt(_))), "buffer at {offset} of {length}: {r:?}");
+        }
     }
 
     #[test]
