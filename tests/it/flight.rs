@@ -274,3 +274,58 @@ async fn query_server_prints_what_query_prints() {
     assert_eq!(remote, run(&[]));
     assert_eq!(remote.lines().count(), 3, "{remote}");
 }
+
+/// Parameters for a prepared statement whose batch message places a buffer outside its body
+/// are refused as an invalid argument (arrow-ipc would panic slicing it), and the server goes
+/// on serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parameter_batch_with_a_buffer_outside_its_body_is_refused() {
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::ipc::convert::IpcSchemaEncoder;
+    use arrow::ipc::{Buffer, FieldNode, MessageBuilder, MessageHeader, MetadataVersion, RecordBatchBuilder};
+    use arrow_flight::sql::{CommandPreparedStatementQuery, ProstMessageExt};
+    use arrow_flight::{FlightData, FlightDescriptor};
+    use logwarden::serve::flight::handle::Statement;
+    use prost::Message;
+
+    let d = Daemon::start();
+    let mut c = connect(&d, None).await;
+    let schema = Schema::new(vec![Field::new("0", DataType::Int64, true)]);
+    let mut data = arrow_flight::utils::batches_to_flight_data(&schema, vec![]).unwrap();
+    let cmd =
+        CommandPreparedStatementQuery { prepared_statement_handle: Statement::new("SELECT $1").encode() };
+    data[0].flight_descriptor = Some(FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec()));
+    // One row of Int64 whose values are said to be 1 TiB into an 8-byte body.
+    let mut fbb = Default::default();
+    let _ = IpcSchemaEncoder::new().schema_to_fb_offset(&mut fbb, &Schema::empty()); // names fbb's type
+    let nodes = fbb.create_vector(&[FieldNode::new(1, 0)]);
+    let buffers = fbb.create_vector(&[Buffer::new(0, 0), Buffer::new(1 << 40, 8)]);
+    let mut batch = RecordBatchBuilder::new(&mut fbb);
+    batch.add_length(1);
+    batch.add_nodes(nodes);
+    batch.add_buffers(buffers);
+    let batch = batch.finish();
+    let mut message = MessageBuilder::new(&mut fbb);
+    message.add_version(MetadataVersion::V5);
+    message.add_header_type(MessageHeader::RecordBatch);
+    message.add_header(batch.as_union_value());
+    message.add_bodyLength(8);
+    let message = message.finish();
+    fbb.finish(message, None);
+    data.push(FlightData {
+        data_header: fbb.finished_data().to_vec().into(),
+        data_body: vec![0u8; 8].into(),
+        ..Default::default()
+    });
+
+    let err = match c.do_put(futures::stream::iter(data)).await {
+        Err(e) => e.to_string(),
+        Ok(mut results) => match results.next().await {
+            Some(Err(e)) => e.to_string(),
+            other => panic!("a batch with a buffer outside its body was accepted: {other:?}"),
+        },
+    };
+    assert!(err.contains("invalid argument") && err.contains("outside a body"), "{err}");
+    let info = c.execute("SELECT 1 AS one".into(), None).await.unwrap();
+    assert_eq!(strings(&fetch(&mut c, info).await.unwrap(), "one"), ["1"]);
+}

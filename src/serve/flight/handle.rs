@@ -102,10 +102,8 @@ impl Statement {
     }
 }
 
-/// Checks the messages of an IPC stream before arrow-ipc decodes them: arrow-ipc 59 slices a
-/// batch's buffers at the offsets its message declares without checking them against the body
-/// (a panic), and reads a compressed buffer's 8-byte length prefix without checking it is
-/// there. Framing errors (a cut message, a bad flatbuffer) are left to the decoder to report.
+/// Checks the messages of an IPC stream with [`check_ipc_message`] before arrow-ipc decodes
+/// them. Framing errors (a cut message, a bad flatbuffer) are left to the decoder to report.
 fn check_ipc_stream(mut ipc: &[u8]) -> Result<(), String> {
     let word = |b: &[u8]| b.get(..4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
     while let Some(mut len) = word(ipc) {
@@ -118,34 +116,44 @@ fn check_ipc_stream(mut ipc: &[u8]) -> Result<(), String> {
             return Ok(());
         }
         let Some((meta, rest)) = ipc.split_at_checked(len as usize) else { return Ok(()) };
-        let Ok(message) = arrow::ipc::root_as_message(meta) else { return Ok(()) };
-        let body_len = usize::try_from(message.bodyLength())
-            .map_err(|_| format!("IPC message with a negative body length {}", message.bodyLength()))?;
-        let batch = match message.header_type() {
-            MessageHeader::RecordBatch => message.header_as_record_batch(),
-            MessageHeader::DictionaryBatch => message.header_as_dictionary_batch().and_then(|d| d.data()),
-            _ => None,
-        };
-        let compressed = batch.is_some_and(|b| b.compression().is_some());
-        for buf in batch.and_then(|b| b.buffers()).iter().flat_map(|v| v.iter()) {
-            let (offset, length) = (buf.offset(), buf.length());
-            let end = u64::try_from(offset)
-                .ok()
-                .zip(u64::try_from(length).ok())
-                .and_then(|(o, l)| o.checked_add(l));
-            if end.is_none_or(|end| end > body_len as u64) {
-                return Err(format!("IPC buffer at {offset} of {length} bytes outside a body of {body_len}"));
-            }
-            if compressed && (1..8).contains(&length) {
-                return Err(format!(
-                    "compressed IPC buffer of {length} bytes, shorter than its length prefix"
-                ));
-            }
-        }
+        let Some(body_len) = check_ipc_message(meta, None)? else { return Ok(()) };
         let Some(rest) = rest.get(body_len..) else { return Ok(()) };
         ipc = rest;
     }
     Ok(())
+}
+
+/// Checks one IPC message (its flatbuffer `meta`, and the length of its body when that came
+/// separately, as in Flight data) before arrow-ipc decodes it: arrow-ipc 59
+/// slices a batch's buffers at the offsets the message declares without checking them against
+/// the body (a panic), and reads a compressed buffer's 8-byte length prefix without checking
+/// it is there. Returns the body length; `None` when `meta` is no message, which the decoder
+/// reports.
+pub fn check_ipc_message(meta: &[u8], body: Option<usize>) -> Result<Option<usize>, String> {
+    let Ok(message) = arrow::ipc::root_as_message(meta) else { return Ok(None) };
+    let declared = message.bodyLength();
+    let body_len =
+        usize::try_from(declared).map_err(|_| format!("IPC message with a body length of {declared}"))?;
+    // Flight data carries its body beside the message; a stream has the declared length.
+    let body_len = body.unwrap_or(body_len);
+    let batch = match message.header_type() {
+        MessageHeader::RecordBatch => message.header_as_record_batch(),
+        MessageHeader::DictionaryBatch => message.header_as_dictionary_batch().and_then(|d| d.data()),
+        _ => None,
+    };
+    let compressed = batch.is_some_and(|b| b.compression().is_some());
+    for buf in batch.and_then(|b| b.buffers()).iter().flat_map(|v| v.iter()) {
+        let (offset, length) = (buf.offset(), buf.length());
+        let end =
+            u64::try_from(offset).ok().zip(u64::try_from(length).ok()).and_then(|(o, l)| o.checked_add(l));
+        if end.is_none_or(|end| end > body_len as u64) {
+            return Err(format!("IPC buffer at {offset} of {length} bytes outside a body of {body_len}"));
+        }
+        if compressed && (1..8).contains(&length) {
+            return Err(format!("compressed IPC buffer of {length} bytes, shorter than its length prefix"));
+        }
+    }
+    Ok(Some(body_len))
 }
 
 #[cfg(test)]

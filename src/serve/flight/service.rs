@@ -35,7 +35,7 @@ use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{Authenticator, Identity};
-use super::handle::Statement;
+use super::handle::{Statement, check_ipc_message};
 use super::metadata;
 use super::server::FlightPeer;
 use crate::access::SharedAccess;
@@ -369,8 +369,13 @@ impl FlightSqlService for FlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let stmt = decode_handle(&query.prepared_statement_handle)?;
-        let mut batches =
-            FlightRecordBatchStream::new_from_flight_data(request.into_inner().map_err(FlightError::from));
+        // arrow-ipc slices a batch's buffers where the client's message says: check first.
+        let data = request.into_inner().map(|d| {
+            let d = d.map_err(FlightError::from)?;
+            check_ipc_message(&d.data_header, Some(d.data_body.len())).map_err(FlightError::ProtocolError)?;
+            Ok(d)
+        });
+        let mut batches = FlightRecordBatchStream::new_from_flight_data(data);
         let mut last = None;
         while let Some(b) = batches.next().await {
             let b = b.map_err(|e| Status::invalid_argument(format!("bad parameter batch: {e}")))?;
