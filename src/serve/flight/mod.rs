@@ -3,7 +3,7 @@
 
 pub mod auth;
 pub mod client;
-mod handle;
+pub mod handle;
 mod metadata;
 pub mod server;
 pub mod service;
