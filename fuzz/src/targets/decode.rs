@@ -84,7 +84,7 @@ fn check(data: &[u8], ev: &Event<'_>) {
     }
 }
 
-/// The event as an RFC 5424 line. The message always gets a BOM, which the decoder drops, so
+/// The event as an RFC 5424 frame. The message always gets a BOM, which the decoder drops, so
 /// a message that itself starts with one keeps it.
 fn rfc5424_line(ev: &Event<'_>) -> String {
     let pri = u16::from(ev.facility.unwrap_or(0)) * 8 + u16::from(ev.severity.unwrap_or(0));
@@ -104,6 +104,11 @@ fn rfc5424_line(ev: &Event<'_>) -> String {
     if !ev.message.is_empty() {
         line.push_str(" \u{feff}");
         line.push_str(&ev.message);
+    }
+    // The decoder takes one trailing CR for the end of a CRLF frame, so a CR that is text
+    // needs one after it, as a CRLF sender's frame has.
+    if line.ends_with('\r') {
+        line.push('\r');
     }
     line
 }
