@@ -131,6 +131,9 @@ fn check_ipc_stream(mut ipc: &[u8]) -> Result<(), String> {
 /// reports.
 pub fn check_ipc_message(meta: &[u8], body: Option<usize>) -> Result<Option<usize>, String> {
     let Ok(message) = arrow::ipc::root_as_message(meta) else { return Ok(None) };
+    if let Some(schema) = message.header_as_schema() {
+        check_ipc_schema(schema)?;
+    }
     let declared = message.bodyLength();
     let body_len =
         usize::try_from(declared).map_err(|_| format!("IPC message with a body length of {declared}"))?;
@@ -154,6 +157,80 @@ pub fn check_ipc_message(meta: &[u8], body: Option<usize>) -> Result<Option<usiz
         }
     }
     Ok(Some(body_len))
+}
+
+/// Checks a client's schema message before arrow-ipc converts it. arrow-ipc 59's conversion
+/// panics (`panic!`, `unimplemented!`, `unwrap`) on a schema without fields and on types,
+/// widths, units and child counts it does not support, all of them values the message
+/// declares. A statement's parameters are scalars, so only scalar columns are accepted (a
+/// dictionary of scalars too), each checked for what the conversion reads from it.
+fn check_ipc_schema(schema: arrow::ipc::Schema<'_>) -> Result<(), String> {
+    let fields = schema.fields().ok_or("IPC schema without a field list")?;
+    let big_endian = schema.endianness() == arrow::ipc::Endianness::Big;
+    fields.iter().try_for_each(|f| check_parameter_field(f, big_endian))
+}
+
+fn check_parameter_field(field: arrow::ipc::Field<'_>, big_endian: bool) -> Result<(), String> {
+    use arrow::ipc::{DateUnit, IntervalUnit, Precision, TimeUnit, Type};
+    let refuse = |what: &str| Err(format!("parameter {:?}: {what}", field.name().unwrap_or_default()));
+    let int_width = |w: i32| matches!(w, 8 | 16 | 32 | 64);
+    if let Some(dictionary) = field.dictionary()
+        && !dictionary.indexType().is_some_and(|i| int_width(i.bitWidth()))
+    {
+        return refuse("a dictionary without an 8, 16, 32 or 64-bit index type");
+    }
+    if field.children().is_some_and(|c| !c.is_empty()) {
+        return refuse("a nested type; parameters are scalar values");
+    }
+    let unit = |u: TimeUnit| {
+        matches!(u, TimeUnit::SECOND | TimeUnit::MILLISECOND | TimeUnit::MICROSECOND | TimeUnit::NANOSECOND)
+    };
+    let supported = match field.type_type() {
+        Type::Null
+        | Type::Bool
+        | Type::Binary
+        | Type::BinaryView
+        | Type::LargeBinary
+        | Type::Utf8
+        | Type::Utf8View
+        | Type::LargeUtf8 => true,
+        Type::Int => field.type_as_int().is_some_and(|i| int_width(i.bitWidth())),
+        Type::FixedSizeBinary => field.type_as_fixed_size_binary().is_some_and(|b| b.byteWidth() >= 0),
+        Type::FloatingPoint => field.type_as_floating_point().is_some_and(|f| {
+            matches!(f.precision(), Precision::HALF | Precision::SINGLE | Precision::DOUBLE)
+        }),
+        Type::Date => {
+            field.type_as_date().is_some_and(|d| matches!(d.unit(), DateUnit::DAY | DateUnit::MILLISECOND))
+        }
+        Type::Time => field.type_as_time().is_some_and(|t| match t.bitWidth() {
+            32 => matches!(t.unit(), TimeUnit::SECOND | TimeUnit::MILLISECOND),
+            64 => matches!(t.unit(), TimeUnit::MICROSECOND | TimeUnit::NANOSECOND),
+            _ => false,
+        }),
+        Type::Timestamp => field.type_as_timestamp().is_some_and(|t| unit(t.unit())),
+        Type::Duration => field.type_as_duration().is_some_and(|d| unit(d.unit())),
+        Type::Interval => field.type_as_interval().is_some_and(|i| {
+            matches!(
+                i.unit(),
+                IntervalUnit::YEAR_MONTH | IntervalUnit::DAY_TIME | IntervalUnit::MONTH_DAY_NANO
+            )
+        }),
+        Type::Decimal => {
+            !big_endian
+                && field.type_as_decimal().is_some_and(|d| {
+                    matches!(d.bitWidth(), 32 | 64 | 128 | 256)
+                        && u8::try_from(d.precision()).is_ok()
+                        && i8::try_from(d.scale()).is_ok()
+                })
+        }
+        // Lists, structs, maps, unions, run-end encoding, and types this arrow does not know.
+        _ => false,
+    };
+    if supported {
+        Ok(())
+    } else {
+        refuse(&format!("type {:?} is not a supported parameter type", field.type_type()))
+    }
 }
 
 #[cfg(test)]
@@ -236,6 +313,34 @@ mod tests {
             handle.extend_from_slice(&[0; 8]);
             let r = Statement::decode(&handle);
             assert!(matches!(r, Err(HandleError::Corrupt(_))), "buffer at {offset} of {length}: {r:?}");
+        }
+    }
+
+    /// Handles the `handle` fuzz target found, kept as its seeds: schemas arrow-ipc 59's
+    /// conversion panics on (an `unwrap` where a field list or a dictionary's index type is
+    /// missing, `unimplemented!` for a NONE type, `panic!` for an Int of 65600 bits or a list
+    /// without its child), and so did decoding a handle holding one.
+    #[test]
+    fn a_schema_arrow_cannot_convert_is_refused() {
+        let found: [(&str, &[u8]); 5] = [
+            ("no field list", include_bytes!("../../../fuzz/seeds/handle/found-schema-without-fields")),
+            ("a NONE type", include_bytes!("../../../fuzz/seeds/handle/found-schema-type-none")),
+            (
+                "an Int of 65600 bits",
+                include_bytes!("../../../fuzz/seeds/handle/found-schema-int-65600-bits"),
+            ),
+            (
+                "a list without its child",
+                include_bytes!("../../../fuzz/seeds/handle/found-schema-list-without-child"),
+            ),
+            (
+                "a dictionary without an index type",
+                include_bytes!("../../../fuzz/seeds/handle/found-schema-dictionary-without-index"),
+            ),
+        ];
+        for (what, handle) in found {
+            let r = Statement::decode(handle);
+            assert!(matches!(r, Err(HandleError::Corrupt(_))), "a schema with {what}: {r:?}");
         }
     }
 
