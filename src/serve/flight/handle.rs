@@ -8,11 +8,12 @@
 use arrow::array::RecordBatch;
 use arrow::buffer::Buffer;
 use arrow::error::ArrowError;
-use arrow::ipc::MessageHeader;
 use arrow::ipc::reader::StreamDecoder;
 use arrow::ipc::writer::StreamWriter;
 use bytes::Bytes;
 use datafusion::common::ScalarValue;
+
+use super::ipc_check::IpcCheck;
 
 const MAGIC: &[u8; 4] = b"LWQ1";
 
@@ -88,7 +89,7 @@ impl Statement {
         // A handle comes from the client. The push decoder holds only the bytes it was given
         // (StreamReader would size buffers from the lengths the stream declares, before
         // reading them), and it runs only on messages whose buffers lie within their bodies.
-        check_ipc_stream(ipc).map_err(HandleError::Corrupt)?;
+        IpcCheck::stream(ipc).map_err(HandleError::Corrupt)?;
         let corrupt = |e: ArrowError| HandleError::Corrupt(e.to_string());
         let mut decoder = StreamDecoder::new();
         let mut buffer = Buffer::from(ipc);
@@ -99,137 +100,6 @@ impl Statement {
                 Ok(stmt)
             }
         }
-    }
-}
-
-/// Checks the messages of an IPC stream with [`check_ipc_message`] before arrow-ipc decodes
-/// them. Framing errors (a cut message, a bad flatbuffer) are left to the decoder to report.
-fn check_ipc_stream(mut ipc: &[u8]) -> Result<(), String> {
-    let word = |b: &[u8]| b.get(..4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
-    while let Some(mut len) = word(ipc) {
-        ipc = &ipc[4..];
-        if len == u32::MAX {
-            let Some(l) = word(ipc) else { return Ok(()) };
-            (len, ipc) = (l, &ipc[4..]);
-        }
-        if len == 0 {
-            return Ok(());
-        }
-        let Some((meta, rest)) = ipc.split_at_checked(len as usize) else { return Ok(()) };
-        let Some(body_len) = check_ipc_message(meta, None)? else { return Ok(()) };
-        let Some(rest) = rest.get(body_len..) else { return Ok(()) };
-        ipc = rest;
-    }
-    Ok(())
-}
-
-/// Checks one IPC message (its flatbuffer `meta`, and the length of its body when that came
-/// separately, as in Flight data) before arrow-ipc decodes it: arrow-ipc 59
-/// slices a batch's buffers at the offsets the message declares without checking them against
-/// the body (a panic), and reads a compressed buffer's 8-byte length prefix without checking
-/// it is there. Returns the body length; `None` when `meta` is no message, which the decoder
-/// reports.
-pub fn check_ipc_message(meta: &[u8], body: Option<usize>) -> Result<Option<usize>, String> {
-    let Ok(message) = arrow::ipc::root_as_message(meta) else { return Ok(None) };
-    if let Some(schema) = message.header_as_schema() {
-        check_ipc_schema(schema)?;
-    }
-    let declared = message.bodyLength();
-    let body_len =
-        usize::try_from(declared).map_err(|_| format!("IPC message with a body length of {declared}"))?;
-    // Flight data carries its body beside the message; a stream has the declared length.
-    let body_len = body.unwrap_or(body_len);
-    let batch = match message.header_type() {
-        MessageHeader::RecordBatch => message.header_as_record_batch(),
-        MessageHeader::DictionaryBatch => message.header_as_dictionary_batch().and_then(|d| d.data()),
-        _ => None,
-    };
-    let compressed = batch.is_some_and(|b| b.compression().is_some());
-    for buf in batch.and_then(|b| b.buffers()).iter().flat_map(|v| v.iter()) {
-        let (offset, length) = (buf.offset(), buf.length());
-        let end =
-            u64::try_from(offset).ok().zip(u64::try_from(length).ok()).and_then(|(o, l)| o.checked_add(l));
-        if end.is_none_or(|end| end > body_len as u64) {
-            return Err(format!("IPC buffer at {offset} of {length} bytes outside a body of {body_len}"));
-        }
-        if compressed && (1..8).contains(&length) {
-            return Err(format!("compressed IPC buffer of {length} bytes, shorter than its length prefix"));
-        }
-    }
-    Ok(Some(body_len))
-}
-
-/// Checks a client's schema message before arrow-ipc converts it. arrow-ipc 59's conversion
-/// panics (`panic!`, `unimplemented!`, `unwrap`) on a schema without fields and on types,
-/// widths, units and child counts it does not support, all of them values the message
-/// declares. A statement's parameters are scalars, so only scalar columns are accepted (a
-/// dictionary of scalars too), each checked for what the conversion reads from it.
-fn check_ipc_schema(schema: arrow::ipc::Schema<'_>) -> Result<(), String> {
-    let fields = schema.fields().ok_or("IPC schema without a field list")?;
-    let big_endian = schema.endianness() == arrow::ipc::Endianness::Big;
-    fields.iter().try_for_each(|f| check_parameter_field(f, big_endian))
-}
-
-fn check_parameter_field(field: arrow::ipc::Field<'_>, big_endian: bool) -> Result<(), String> {
-    use arrow::ipc::{DateUnit, IntervalUnit, Precision, TimeUnit, Type};
-    let refuse = |what: &str| Err(format!("parameter {:?}: {what}", field.name().unwrap_or_default()));
-    let int_width = |w: i32| matches!(w, 8 | 16 | 32 | 64);
-    if let Some(dictionary) = field.dictionary()
-        && !dictionary.indexType().is_some_and(|i| int_width(i.bitWidth()))
-    {
-        return refuse("a dictionary without an 8, 16, 32 or 64-bit index type");
-    }
-    if field.children().is_some_and(|c| !c.is_empty()) {
-        return refuse("a nested type; parameters are scalar values");
-    }
-    let unit = |u: TimeUnit| {
-        matches!(u, TimeUnit::SECOND | TimeUnit::MILLISECOND | TimeUnit::MICROSECOND | TimeUnit::NANOSECOND)
-    };
-    let supported = match field.type_type() {
-        Type::Null
-        | Type::Bool
-        | Type::Binary
-        | Type::BinaryView
-        | Type::LargeBinary
-        | Type::Utf8
-        | Type::Utf8View
-        | Type::LargeUtf8 => true,
-        Type::Int => field.type_as_int().is_some_and(|i| int_width(i.bitWidth())),
-        Type::FixedSizeBinary => field.type_as_fixed_size_binary().is_some_and(|b| b.byteWidth() >= 0),
-        Type::FloatingPoint => field.type_as_floating_point().is_some_and(|f| {
-            matches!(f.precision(), Precision::HALF | Precision::SINGLE | Precision::DOUBLE)
-        }),
-        Type::Date => {
-            field.type_as_date().is_some_and(|d| matches!(d.unit(), DateUnit::DAY | DateUnit::MILLISECOND))
-        }
-        Type::Time => field.type_as_time().is_some_and(|t| match t.bitWidth() {
-            32 => matches!(t.unit(), TimeUnit::SECOND | TimeUnit::MILLISECOND),
-            64 => matches!(t.unit(), TimeUnit::MICROSECOND | TimeUnit::NANOSECOND),
-            _ => false,
-        }),
-        Type::Timestamp => field.type_as_timestamp().is_some_and(|t| unit(t.unit())),
-        Type::Duration => field.type_as_duration().is_some_and(|d| unit(d.unit())),
-        Type::Interval => field.type_as_interval().is_some_and(|i| {
-            matches!(
-                i.unit(),
-                IntervalUnit::YEAR_MONTH | IntervalUnit::DAY_TIME | IntervalUnit::MONTH_DAY_NANO
-            )
-        }),
-        Type::Decimal => {
-            !big_endian
-                && field.type_as_decimal().is_some_and(|d| {
-                    matches!(d.bitWidth(), 32 | 64 | 128 | 256)
-                        && u8::try_from(d.precision()).is_ok()
-                        && i8::try_from(d.scale()).is_ok()
-                })
-        }
-        // Lists, structs, maps, unions, run-end encoding, and types this arrow does not know.
-        _ => false,
-    };
-    if supported {
-        Ok(())
-    } else {
-        refuse(&format!("type {:?} is not a supported parameter type", field.type_type()))
     }
 }
 
@@ -342,6 +212,16 @@ mod tests {
             let r = Statement::decode(handle);
             assert!(matches!(r, Err(HandleError::Corrupt(_))), "a schema with {what}: {r:?}");
         }
+    }
+
+    /// Found by the `handle` fuzz target: a column declaring nulls with a validity bitmap
+    /// shorter than its rows made arrow-buffer panic while building the array, before arrow
+    /// validates it.
+    #[test]
+    fn a_validity_bitmap_shorter_than_its_column_is_refused() {
+        let handle = include_bytes!("../../../fuzz/seeds/handle/found-short-validity-bitmap");
+        let r = Statement::decode(handle);
+        assert!(matches!(r, Err(HandleError::Corrupt(_))), "{r:?}");
     }
 
     #[test]

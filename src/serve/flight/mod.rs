@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod client;
 pub mod handle;
+mod ipc_check;
 mod metadata;
 pub mod server;
 pub mod service;

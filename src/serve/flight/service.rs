@@ -35,7 +35,8 @@ use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{Authenticator, Identity};
-use super::handle::{Statement, check_ipc_message};
+use super::handle::Statement;
+use super::ipc_check::IpcCheck;
 use super::metadata;
 use super::server::FlightPeer;
 use crate::access::SharedAccess;
@@ -369,10 +370,11 @@ impl FlightSqlService for FlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let stmt = decode_handle(&query.prepared_statement_handle)?;
-        // arrow-ipc slices a batch's buffers where the client's message says: check first.
-        let data = request.into_inner().map(|d| {
+        // arrow-ipc trusts what the client's messages declare in ways that panic: check first.
+        let mut check = IpcCheck::default();
+        let data = request.into_inner().map(move |d| {
             let d = d.map_err(FlightError::from)?;
-            check_ipc_message(&d.data_header, Some(d.data_body.len())).map_err(FlightError::ProtocolError)?;
+            check.flight_data(&d.data_header, &d.data_body).map_err(FlightError::ProtocolError)?;
             Ok(d)
         });
         let mut batches = FlightRecordBatchStream::new_from_flight_data(data);
