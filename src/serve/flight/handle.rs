@@ -224,6 +224,55 @@ mod tests {
         assert!(matches!(r, Err(HandleError::Corrupt(_))), "{r:?}");
     }
 
+    /// Found by the `handle` fuzz target: arrow-data's validation reads a string column's
+    /// offsets as i32 values and asserts the buffer holds whole ones (a panic for 35 bytes),
+    /// and arrow-ipc asserts a batch has no more variadic buffer counts than view columns.
+    #[test]
+    fn buffers_arrow_asserts_on_are_refused() {
+        let found: [(&str, &[u8]); 2] = [
+            (
+                "offsets that are no whole i32s",
+                include_bytes!("../../../fuzz/seeds/handle/found-offsets-not-whole-values"),
+            ),
+            (
+                "a variadic buffer count too many",
+                include_bytes!("../../../fuzz/seeds/handle/found-surplus-variadic-count"),
+            ),
+        ];
+        for (what, handle) in found {
+            let r = Statement::decode(handle);
+            assert!(matches!(r, Err(HandleError::Corrupt(_))), "{what}: {r:?}");
+        }
+    }
+
+    /// A compressed buffer's length prefix is what arrow-ipc reserves before decompressing it:
+    /// a prefix of 1 TiB in a few bytes made the allocation fail, which aborts the process.
+    #[test]
+    fn a_compressed_buffer_declaring_a_huge_length_is_refused() {
+        use arrow::datatypes::{DataType, Field, Schema};
+        use arrow::ipc::CompressionType;
+        use arrow::ipc::writer::IpcWriteOptions;
+
+        let schema = Arc::new(Schema::new(vec![Field::new("0", DataType::Int64, true)]));
+        let values = Int64Array::from(vec![Some(0); 1000]);
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(values)]).unwrap();
+        let options =
+            IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME)).unwrap();
+        let mut ipc = Vec::new();
+        let mut writer = StreamWriter::try_new_with_options(&mut ipc, &schema, options).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        let mut handle = Statement::new("SELECT $1").encode().to_vec();
+        handle.extend_from_slice(&ipc);
+        assert!(Statement::decode(&handle).is_ok(), "the honest stream decodes");
+        // The values' prefix (8000, LE) before the LZ4 frame's magic number.
+        let at = handle.windows(12).position(|w| w == b"\x40\x1f\0\0\0\0\0\0\x04\x22\x4d\x18").unwrap();
+        handle[at..at + 8].copy_from_slice(&(1i64 << 40).to_le_bytes());
+        let r = Statement::decode(&handle);
+        assert!(matches!(r, Err(HandleError::Corrupt(_))), "{r:?}");
+    }
+
     #[test]
     fn round_trips_sql_and_parameters() {
         let s = Statement::new("SELECT * FROM logs WHERE severity <= ? AND app = ?");

@@ -28,12 +28,19 @@ pub struct IpcCheck {
 enum Layout {
     /// Null: no buffers.
     Null,
-    /// A validity bitmap, then this many more buffers.
-    Bitmap(usize),
-    /// Utf8View, BinaryView: a validity bitmap, the views, then as many data buffers as the
-    /// batch's next variadic buffer count says.
+    /// A validity bitmap, a buffer of values `width` bytes wide (arrow-data reads offsets and
+    /// dictionary indices as whole values; 1 where it slices), then `more` buffers.
+    Flat { width: usize, more: usize },
+    /// Utf8View, BinaryView: a validity bitmap, the 16-byte views, then as many data buffers
+    /// as the batch's next variadic buffer count says.
     View,
 }
+
+/// The most a message's compressed buffers may say they decompress to, in all: arrow-ipc
+/// reserves what the length prefixes say before decompressing, and a failed allocation aborts
+/// the process. Parameters are a row of values sent in a message of at most 4 MiB (tonic's
+/// limit), so this leaves room for any honest compression.
+const MAX_DECOMPRESSED: u64 = 64 << 20;
 
 impl IpcCheck {
     /// Checks the messages of an IPC stream. Framing errors (a cut message, a bad flatbuffer)
@@ -100,16 +107,19 @@ impl IpcCheck {
             check_parameter_field(field, big_endian)?;
             let values = match field.type_type() {
                 Type::Null => Layout::Null,
-                Type::Utf8 | Type::Binary | Type::LargeUtf8 | Type::LargeBinary => Layout::Bitmap(2),
+                Type::Utf8 | Type::Binary => Layout::Flat { width: 4, more: 1 },
+                Type::LargeUtf8 | Type::LargeBinary => Layout::Flat { width: 8, more: 1 },
                 Type::Utf8View | Type::BinaryView => Layout::View,
-                _ => Layout::Bitmap(1),
+                _ => Layout::Flat { width: 1, more: 0 },
             };
             match field.dictionary() {
                 // A dictionary-encoded column holds its indices; its values come in batches
-                // of their own.
+                // of their own. (The index width was checked: 8 to 64 bits.)
                 Some(dictionary) => {
                     self.dictionaries.insert(dictionary.id(), values);
-                    self.columns.push(Layout::Bitmap(1));
+                    let bits = dictionary.indexType().map_or(8, |i| i.bitWidth());
+                    let width = usize::try_from(bits / 8).unwrap_or(1);
+                    self.columns.push(Layout::Flat { width, more: 0 });
                 }
                 None => self.columns.push(values),
             }
@@ -118,65 +128,87 @@ impl IpcCheck {
     }
 }
 
-/// Checks a record batch's buffers against its body, and each column's validity bitmap
-/// against its length (`columns` are the layouts the stream's schema gave).
+/// Checks a record batch's buffers against its body, and against what arrow asserts of them
+/// for each column (`columns` are the layouts the stream's schema gave).
 fn check_batch(batch: RecordBatch<'_>, columns: &[Layout], body: &[u8]) -> Result<(), String> {
     let compressed = batch.compression().is_some();
     let buffers: Vec<_> = batch.buffers().iter().flat_map(|v| v.iter()).collect();
-    // Where each buffer lies in the body; all are checked before any is used.
-    let mut spans = Vec::with_capacity(buffers.len());
+    // Each buffer's bytes, as arrow-ipc reads them; all are checked before any is used.
+    let mut bytes = Vec::with_capacity(buffers.len());
+    let mut decompressed = 0u64;
     for buf in buffers {
         let (offset, length) = (buf.offset(), buf.length());
-        let span = usize::try_from(offset)
+        let Some(b) = usize::try_from(offset)
             .ok()
             .zip(usize::try_from(length).ok())
-            .and_then(|(o, l)| Some(o..o.checked_add(l)?))
-            .filter(|span| span.end <= body.len())
-            .ok_or_else(|| {
-                format!("IPC buffer at {offset} of {length} bytes outside a body of {}", body.len())
-            })?;
-        if compressed && (1..8).contains(&length) {
-            return Err(format!("compressed IPC buffer of {length} bytes, shorter than its length prefix"));
+            .and_then(|(o, l)| body.get(o..o.checked_add(l)?))
+        else {
+            return Err(format!("IPC buffer at {offset} of {length} bytes outside a body of {}", body.len()));
+        };
+        if compressed {
+            let Some(prefix) = b.first_chunk::<8>().map(|p| i64::from_le_bytes(*p)) else {
+                if b.is_empty() {
+                    bytes.push(Some(0));
+                    continue;
+                }
+                return Err(format!(
+                    "compressed IPC buffer of {length} bytes, shorter than its length prefix"
+                ));
+            };
+            decompressed = decompressed.saturating_add(u64::try_from(prefix).unwrap_or(0));
+            if decompressed > MAX_DECOMPRESSED {
+                return Err(format!("compressed IPC buffers said to hold over {MAX_DECOMPRESSED} bytes"));
+            }
         }
-        spans.push(span);
+        bytes.push(decoded_len(b, compressed));
     }
 
-    // Columns missing nodes, buffers or variadic counts are the decoder's to report.
+    // Columns missing nodes or buffers are the decoder's to report.
     let mut variadic = batch.variadicBufferCounts().into_iter().flatten();
-    let mut next_buffer = 0usize;
+    let mut next = 0usize;
     for (i, (layout, node)) in columns.iter().zip(batch.nodes().into_iter().flatten()).enumerate() {
         let (rows, nulls) = (node.length(), node.null_count());
         if rows < 0 || nulls < 0 {
             return Err(format!("parameter column {i}: {rows} rows with {nulls} nulls"));
         }
-        let bitmap = next_buffer;
-        next_buffer = match *layout {
+        let (bitmap, values) = (next, next.saturating_add(1));
+        let width;
+        (width, next) = match *layout {
             Layout::Null => continue,
-            Layout::Bitmap(more) => next_buffer.saturating_add(1 + more),
+            Layout::Flat { width, more } => (width, values.saturating_add(1 + more)),
             Layout::View => {
                 let Some(count) = variadic.next() else { return Ok(()) };
                 let count = usize::try_from(count)
                     .map_err(|_| format!("parameter column {i}: a variadic buffer count of {count}"))?;
-                next_buffer.saturating_add(2).saturating_add(count)
+                (16, values.saturating_add(1).saturating_add(count))
             }
         };
-        let Some(span) = spans.get(bitmap) else { return Ok(()) };
-        // Without nulls arrow ignores the bitmap.
+        // Without nulls arrow ignores the bitmap; with them, arrow-buffer asserts it is long enough.
         if nulls > 0
-            && let Some(bytes) = bitmap_len(&body[span.clone()], compressed)
-            && (rows as u64).div_ceil(8) > bytes as u64
+            && let Some(Some(len)) = bytes.get(bitmap)
+            && (rows as u64).div_ceil(8) > *len as u64
         {
-            return Err(format!("parameter column {i}: a validity bitmap of {bytes} bytes for {rows} rows"));
+            return Err(format!("parameter column {i}: a validity bitmap of {len} bytes for {rows} rows"));
         }
+        // arrow-data views offsets, views and indices as whole values, and asserts they are.
+        if let Some(Some(len)) = bytes.get(values)
+            && len % width != 0
+        {
+            return Err(format!("parameter column {i}: {len} bytes of values {width} bytes wide"));
+        }
+    }
+    // arrow-ipc asserts each count went to a view column.
+    if variadic.next().is_some() {
+        return Err("more variadic buffer counts than view columns".into());
     }
     Ok(())
 }
 
-/// The length of a validity bitmap once arrow-ipc has read it; `None` when arrow-ipc refuses
-/// it (a compressed buffer's negative length). A compressed buffer starts with its length
-/// uncompressed (i64 LE), which arrow-ipc checks decompression yields; -1 means not
-/// compressed, and an empty buffer is taken as it is.
-fn bitmap_len(buffer: &[u8], compressed: bool) -> Option<usize> {
+/// The length of a buffer once arrow-ipc has read it; `None` when arrow-ipc refuses it (a
+/// negative length). A compressed buffer starts with its length uncompressed (i64 LE), which
+/// arrow-ipc checks decompression yields; -1 means not compressed, and an empty buffer is
+/// taken as it is.
+fn decoded_len(buffer: &[u8], compressed: bool) -> Option<usize> {
     let Some(prefix) = buffer.first_chunk::<8>().filter(|_| compressed) else { return Some(buffer.len()) };
     match i64::from_le_bytes(*prefix) {
         -1 => Some(buffer.len() - 8),
