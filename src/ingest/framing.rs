@@ -158,7 +158,9 @@ impl Framer {
                 }
                 Some(i + 1)
             }
-            None if rest.len() > self.max_frame => {
+            // Without its LF yet, a final CR may be the first half of the line's CRLF, which
+            // is not content: the frame is oversize only past that.
+            None if rest.len() > self.max_frame + usize::from(!eof && rest.last() == Some(&b'\r')) => {
                 on(Err(Reject::Oversize));
                 self.state = State::SkipLine;
                 Some(window.len())
@@ -267,6 +269,25 @@ mod tests {
         assert_eq!(out, vec![Ok("2023-10-11T22:14:15Z host app: x".into())]);
         let (out, _) = frames(&mut f, b"0123 x\n", false);
         assert_eq!(out, vec![Err(Reject::Malformed)]);
+    }
+
+    /// Found by the `framing` fuzz target: a CRLF line of exactly `max_frame_bytes` was refused
+    /// as oversize when a read ended between its CR and its LF, and delivered otherwise.
+    #[test]
+    fn a_full_size_crlf_line_split_between_cr_and_lf_is_delivered() {
+        let mut f = Framer::new(3);
+        let (out, used) = frames(&mut f, b"abc\r", false);
+        assert_eq!((out, used), (vec![], 0));
+        let (out, used) = frames(&mut f, b"abc\r\nnext\n", false);
+        assert_eq!(out, vec![Ok("abc".into()), Err(Reject::Oversize)]);
+        assert_eq!(used, 10);
+        // One byte more than the limit, or no LF after the CR, is still oversize.
+        let mut f = Framer::new(3);
+        let (out, _) = frames(&mut f, b"abc\rx", false);
+        assert_eq!(out, vec![Err(Reject::Oversize)]);
+        let mut f = Framer::new(3);
+        let (out, _) = frames(&mut f, b"abcd\r", false);
+        assert_eq!(out, vec![Err(Reject::Oversize)]);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use super::decode::decode;
-use super::event::Format;
+use super::event::{Event, Format};
 use super::listener::Peer;
 use crate::batch::{EventBatchBuilder, Origin};
 use crate::metrics::{FormatCounts, ListenerMetrics, Metrics};
@@ -81,12 +81,10 @@ impl HttpIngest {
         };
         self.listener_metrics.bytes.inc_by(body.len() as u64);
         let body = if gzip {
-            match gunzip(&body, limit) {
+            match inflate(&body, limit) {
                 Ok(out) => Bytes::from(out),
-                Err(Gunzip::TooLarge) => return too_large(),
-                Err(Gunzip::Invalid(e)) => {
-                    return error(StatusCode::BAD_REQUEST, &format!("invalid gzip body: {e}"));
-                }
+                Err(InflateError::TooLarge) => return too_large(),
+                Err(e @ InflateError::Gzip(_)) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
             }
         } else {
             body
@@ -100,24 +98,17 @@ impl HttpIngest {
         let mut builder = EventBatchBuilder::new(origin);
         let mut counts = FormatCounts::default();
         let now = super::now_ns();
-        for (i, line) in body.split(|b| *b == b'\n').enumerate() {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let ev = decode(line, now);
-            if ev.format != Format::Json {
-                let why = ev.decode_error.as_deref().unwrap_or("not a JSON object").to_owned();
-                self.listener_metrics
-                    .record(&FormatCounts { decode_errors: [0, 0, 0, 1], ..Default::default() });
-                tracing::info!(listener = %self.listener, %peer, line = i + 1, reason = %why, "HTTP ingest request refused: bad line");
-                return json_response(
-                    StatusCode::BAD_REQUEST,
-                    json!({ "error": format!("line {}: {}", i + 1, why), "line": i + 1 }),
-                );
-            }
+        let decoded = decode_lines(&body, now, |ev| {
             counts.add(ev.format, ev.decode_error.is_some());
-            builder.append(&ev, now);
+            builder.append(ev, now);
+        });
+        if let Err(BadLine { line, reason }) = decoded {
+            self.listener_metrics.record(&FormatCounts { decode_errors: [0, 0, 0, 1], ..Default::default() });
+            tracing::info!(listener = %self.listener, %peer, line, %reason, "HTTP ingest request refused: bad line");
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({ "error": format!("line {line}: {reason}"), "line": line }),
+            );
         }
         let rows = builder.len();
         if rows == 0 {
@@ -158,24 +149,54 @@ impl HttpIngest {
     }
 }
 
-enum Gunzip {
+/// Why a gzip body was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum InflateError {
+    #[error("inflated body exceeds max_body_bytes")]
     TooLarge,
-    Invalid(std::io::Error),
+    #[error("invalid gzip body: {0}")]
+    Gzip(#[source] std::io::Error),
 }
 
-/// Every gzip member of `body`, one after another (`cat a.gz b.gz`, streaming compressors),
-/// refused once the decompressed total passes `limit` (so a bomb split across members is
-/// refused too) or when what follows a member is not another member.
-fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, Gunzip> {
+/// A `Content-Encoding: gzip` body inflated: every gzip member, one after another (`cat a.gz
+/// b.gz`, streaming compressors), or `TooLarge` as soon as the inflated total passes `limit`
+/// bytes (a small body may inflate to gigabytes, so the output is bounded while inflating,
+/// and a bomb split across members is refused too); invalid when what follows a member is
+/// not another member.
+pub fn inflate(body: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
     let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(body)
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(Gunzip::Invalid)?;
+    let mut dec = flate2::read::MultiGzDecoder::new(body).take(limit as u64 + 1);
+    dec.read_to_end(&mut out).map_err(InflateError::Gzip)?;
     if out.len() > limit {
-        return Err(Gunzip::TooLarge);
+        return Err(InflateError::TooLarge);
     }
     Ok(out)
+}
+
+/// The first line of a body that is not a JSON object: its number (from 1) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadLine {
+    pub line: usize,
+    pub reason: String,
+}
+
+/// Decodes the lines of a newline-delimited JSON body received at `now`, in order, passing
+/// each event to `each`; blank lines are skipped. Stops at the first line that is not a JSON
+/// object: the caller refuses the whole body, so events already passed must be discarded.
+pub fn decode_lines(body: &[u8], now: i64, mut each: impl FnMut(&Event<'_>)) -> Result<(), BadLine> {
+    for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let ev = decode(line, now);
+        if ev.format != Format::Json {
+            let reason = ev.decode_error.as_deref().unwrap_or("not a JSON object").to_owned();
+            return Err(BadLine { line: i + 1, reason });
+        }
+        each(&ev);
+    }
+    Ok(())
 }
 
 enum BodyError {
@@ -256,22 +277,22 @@ mod tests {
         let mut body = member(b"a\n");
         body.extend(member(b""));
         body.extend(member(b"b\nc\n"));
-        assert_eq!(gunzip(&body, 100).ok(), Some(b"a\nb\nc\n".to_vec()));
+        assert_eq!(inflate(&body, 100).ok(), Some(b"a\nb\nc\n".to_vec()));
     }
 
     #[test]
     fn the_limit_counts_all_members() {
         let body: Vec<u8> = (0..3).flat_map(|_| member(&[b'x'; 1000])).collect();
-        assert_eq!(gunzip(&body, 3000).map(|o| o.len()).ok(), Some(3000));
-        assert!(matches!(gunzip(&body, 2999), Err(Gunzip::TooLarge)));
+        assert_eq!(inflate(&body, 3000).map(|o| o.len()).ok(), Some(3000));
+        assert!(matches!(inflate(&body, 2999), Err(InflateError::TooLarge)));
     }
 
     #[test]
     fn trailing_bytes_and_truncation_are_invalid() {
         let mut body = member(b"a\n");
         body.extend_from_slice(b"junk");
-        assert!(matches!(gunzip(&body, 100), Err(Gunzip::Invalid(_))));
+        assert!(matches!(inflate(&body, 100), Err(InflateError::Gzip(_))));
         let body = member(b"abcdef");
-        assert!(matches!(gunzip(&body[..body.len() - 3], 100), Err(Gunzip::Invalid(_))));
+        assert!(matches!(inflate(&body[..body.len() - 3], 100), Err(InflateError::Gzip(_))));
     }
 }

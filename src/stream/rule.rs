@@ -40,6 +40,34 @@ impl From<DataFusionError> for RuleError {
     }
 }
 
+/// DataFusion's message for `e`, with its hint for an unknown function ("Did you mean 'ln'?")
+/// made again deterministically. DataFusion picks the first of the nearest names in its
+/// registries' hash order, so the same rule got another hint on each load; here the nearest
+/// name of the same kind as DataFusion's pick is taken, the first in alphabetical order.
+fn stable_hint(e: DataFusionError, ctx: &SessionContext) -> String {
+    use datafusion::common::utils::datafusion_strsim::levenshtein;
+    let message = e.strip_backtrace();
+    let Some((head, tail)) = message.split_once("Invalid function '") else { return message };
+    let Some((name, hint)) = tail.split_once("'.\nDid you mean '") else { return message };
+    let Some((picked, rest)) = hint.split_once("'?") else { return message };
+    let state = ctx.state();
+    let windows = state.window_functions();
+    // With OVER, DataFusion looks among aggregate and window functions; otherwise among
+    // scalar (and higher-order) and aggregate ones.
+    let names: Vec<&String> = if windows.contains_key(picked) {
+        state.aggregate_functions().keys().chain(windows.keys()).collect()
+    } else {
+        let scalar = state.scalar_functions().keys().chain(state.higher_order_functions().keys());
+        scalar.chain(state.aggregate_functions().keys()).collect()
+    };
+    let lower = name.to_lowercase();
+    let nearest = names.into_iter().min_by_key(|n| (levenshtein(&n.to_lowercase(), &lower), n.as_str()));
+    match nearest {
+        Some(nearest) => format!("{head}Invalid function '{name}'.\nDid you mean '{nearest}'?{rest}"),
+        None => message,
+    }
+}
+
 /// Operators that may run on one batch at a time below an aggregation (or make up a rule
 /// without one): anything else would see one batch where the SQL means the whole window.
 const PER_BATCH: &[&str] =
@@ -96,7 +124,7 @@ impl Rule {
         let ctx = SessionContext::new_with_state(state);
         let input = Slot::default();
         ctx.register_table("events", Arc::new(EventsTable::new(crate::batch::schema(), input.clone())))?;
-        let df = ctx.sql(&cfg.sql).await?;
+        let df = ctx.sql(&cfg.sql).await.map_err(|e| RuleError::Plan(stable_hint(e, &ctx)))?;
         let plan = df.create_physical_plan().await?;
         let schema = plan.schema();
         let task = ctx.task_ctx();
@@ -129,7 +157,7 @@ impl Rule {
                 let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
                 let expr = ctx
                     .parse_sql_expr(text, &df_schema)
-                    .map_err(|e| RuleError::Plan(format!("alert_when: {}", e.strip_backtrace())))?;
+                    .map_err(|e| RuleError::Plan(format!("alert_when: {}", stable_hint(e, &ctx))))?;
                 let physical = ctx
                     .create_physical_expr(expr, &df_schema)
                     .map_err(|e| RuleError::Plan(format!("alert_when: {}", e.strip_backtrace())))?;

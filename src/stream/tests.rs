@@ -229,6 +229,19 @@ fn bad_rules_are_refused_with_their_name_and_the_reason() {
     assert!(p.contains("not a condition"), "{p}");
 }
 
+/// Found by the `config` fuzz target: DataFusion suggests a function for an unknown one among
+/// the nearest names in hash order, so loading the same file twice gave two different errors.
+#[test]
+fn an_unknown_function_is_refused_with_the_same_hint_every_time() {
+    let first = problem("SELECT nt(*) AS n FROM events", None);
+    assert!(first.contains("Invalid function 'nt'") && first.contains("Did you mean"), "{first}");
+    for _ in 0..20 {
+        assert_eq!(problem("SELECT nt(*) AS n FROM events", None), first);
+    }
+    let p = problem("SELECT host, countt(*) AS n FROM events GROUP BY host", None);
+    assert!(p.contains("Did you mean 'count'?"), "{p}");
+}
+
 #[tokio::test]
 async fn an_event_from_the_far_future_does_not_close_everyones_windows() {
     let (mut e, rec, m) = engine(vec![rule("n", 10, None, "SELECT count(*) AS n FROM events", None)], 0);

@@ -435,3 +435,105 @@ fn query_server_sends_the_token_only_over_tls_or_to_loopback() {
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
     }
 }
+
+/// Parameters for a prepared statement whose batch message places a buffer outside its body
+/// are refused as an invalid argument (arrow-ipc would panic slicing it), and the server goes
+/// on serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parameter_batch_with_a_buffer_outside_its_body_is_refused() {
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::ipc::convert::IpcSchemaEncoder;
+    use arrow::ipc::{Buffer, FieldNode, MessageBuilder, MessageHeader, MetadataVersion, RecordBatchBuilder};
+    use arrow_flight::sql::{CommandPreparedStatementQuery, ProstMessageExt};
+    use arrow_flight::{FlightData, FlightDescriptor};
+    use logwarden::serve::flight::handle::Statement;
+    use prost::Message;
+
+    let d = Daemon::start();
+    let mut c = connect(&d, None).await;
+    let schema = Schema::new(vec![Field::new("0", DataType::Int64, true)]);
+    let mut data = arrow_flight::utils::batches_to_flight_data(&schema, vec![]).unwrap();
+    let cmd =
+        CommandPreparedStatementQuery { prepared_statement_handle: Statement::new("SELECT $1").encode() };
+    data[0].flight_descriptor = Some(FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec()));
+    // One row of Int64 whose values are said to be 1 TiB into an 8-byte body.
+    let mut fbb = Default::default();
+    let _ = IpcSchemaEncoder::new().schema_to_fb_offset(&mut fbb, &Schema::empty()); // names fbb's type
+    let nodes = fbb.create_vector(&[FieldNode::new(1, 0)]);
+    let buffers = fbb.create_vector(&[Buffer::new(0, 0), Buffer::new(1 << 40, 8)]);
+    let mut batch = RecordBatchBuilder::new(&mut fbb);
+    batch.add_length(1);
+    batch.add_nodes(nodes);
+    batch.add_buffers(buffers);
+    let batch = batch.finish();
+    let mut message = MessageBuilder::new(&mut fbb);
+    message.add_version(MetadataVersion::V5);
+    message.add_header_type(MessageHeader::RecordBatch);
+    message.add_header(batch.as_union_value());
+    message.add_bodyLength(8);
+    let message = message.finish();
+    fbb.finish(message, None);
+    data.push(FlightData {
+        data_header: fbb.finished_data().to_vec().into(),
+        data_body: vec![0u8; 8].into(),
+        ..Default::default()
+    });
+
+    let err = match c.do_put(futures::stream::iter(data)).await {
+        Err(e) => e.to_string(),
+        Ok(mut results) => match results.next().await {
+            Some(Err(e)) => e.to_string(),
+            other => panic!("a batch with a buffer outside its body was accepted: {other:?}"),
+        },
+    };
+    assert!(err.contains("invalid argument") && err.contains("outside a body"), "{err}");
+    let info = c.execute("SELECT 1 AS one".into(), None).await.unwrap();
+    assert_eq!(strings(&fetch(&mut c, info).await.unwrap(), "one"), ["1"]);
+}
+
+/// Parameters for a prepared statement whose column declares nulls with a validity bitmap
+/// shorter than its rows (the schema and batch of a handle the `handle` fuzz target found, sent
+/// as Flight data) are refused as an invalid argument: arrow-buffer would panic building the
+/// array. The check knows which buffer is the bitmap from the schema message sent before.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parameter_batch_with_a_short_validity_bitmap_is_refused() {
+    use arrow_flight::sql::{CommandPreparedStatementQuery, ProstMessageExt};
+    use arrow_flight::{FlightData, FlightDescriptor};
+    use logwarden::serve::flight::handle::Statement;
+    use prost::Message;
+
+    // The handle's IPC stream (after `LWQ1`, the SQL length and the SQL), message by message.
+    let handle = include_bytes!("../../fuzz/seeds/handle/found-short-validity-bitmap");
+    let sql_len = u32::from_le_bytes(handle[4..8].try_into().unwrap()) as usize;
+    let mut ipc = &handle[8 + sql_len..];
+    let mut data = Vec::new();
+    while ipc.len() >= 8 && ipc[..4] == [0xff; 4] {
+        let len = u32::from_le_bytes(ipc[4..8].try_into().unwrap()) as usize;
+        let meta = &ipc[8..8 + len];
+        let body_len = arrow::ipc::root_as_message(meta).unwrap().bodyLength() as usize;
+        let body = &ipc[8 + len..8 + len + body_len];
+        data.push(FlightData {
+            data_header: meta.to_vec().into(),
+            data_body: body.to_vec().into(),
+            ..Default::default()
+        });
+        ipc = &ipc[8 + len + body_len..];
+    }
+    assert_eq!(data.len(), 2, "a schema and a record batch");
+    let cmd =
+        CommandPreparedStatementQuery { prepared_statement_handle: Statement::new("SELECT $1").encode() };
+    data[0].flight_descriptor = Some(FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec()));
+
+    let d = Daemon::start();
+    let mut c = connect(&d, None).await;
+    let err = match c.do_put(futures::stream::iter(data)).await {
+        Err(e) => e.to_string(),
+        Ok(mut results) => match results.next().await {
+            Some(Err(e)) => e.to_string(),
+            other => panic!("a batch with a short validity bitmap was accepted: {other:?}"),
+        },
+    };
+    assert!(err.contains("invalid argument") && err.contains("validity bitmap"), "{err}");
+    let info = c.execute("SELECT 1 AS one".into(), None).await.unwrap();
+    assert_eq!(strings(&fetch(&mut c, info).await.unwrap(), "one"), ["1"]);
+}

@@ -3,7 +3,8 @@
 
 pub mod auth;
 pub mod client;
-mod handle;
+pub mod handle;
+mod ipc_check;
 mod metadata;
 pub mod server;
 pub mod service;

@@ -36,6 +36,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{Authenticator, Identity};
 use super::handle::Statement;
+use super::ipc_check::IpcCheck;
 use super::metadata;
 use super::server::FlightPeer;
 use crate::access::SharedAccess;
@@ -447,8 +448,14 @@ impl FlightSqlService for FlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let stmt = decode_handle(&query.prepared_statement_handle)?;
-        let mut batches =
-            FlightRecordBatchStream::new_from_flight_data(request.into_inner().map_err(FlightError::from));
+        // arrow-ipc trusts what the client's messages declare in ways that panic: check first.
+        let mut check = IpcCheck::default();
+        let data = request.into_inner().map(move |d| {
+            let d = d.map_err(FlightError::from)?;
+            check.flight_data(&d.data_header, &d.data_body).map_err(FlightError::ProtocolError)?;
+            Ok(d)
+        });
+        let mut batches = FlightRecordBatchStream::new_from_flight_data(data);
         let mut last = None;
         while let Some(b) = batches.next().await {
             let b = b.map_err(|e| Status::invalid_argument(format!("bad parameter batch: {e}")))?;
