@@ -186,6 +186,10 @@ pub async fn run(
             appender: appender.clone(),
             listener_metrics: lm.clone(),
             metrics: metrics.clone(),
+            bodies: crate::ingest::http::body_budget(
+                config.batch.max_pending_bytes.as_u64(),
+                l.max_body_bytes.as_u64(),
+            ),
         });
         let cancel2 = cancel.clone();
         let deadlines = Deadlines::new(&l.name, l.header_read_timeout, l.idle_timeout, &metrics);
@@ -279,9 +283,9 @@ pub async fn run(
     let trust_task =
         tls.clone().map(|t| tokio::spawn(watch_trust(t, config.tls.trust_reload_interval, cancel.clone())));
     let reload_task = {
-        // Reread for comparison at reloads: the settings only a restart applies.
-        let started_with =
-            config_file.as_deref().and_then(|f| crate::config::read(f).ok()).unwrap_or_default();
+        // The text the running config was loaded from: what a reload's restart-only
+        // settings are compared with.
+        let started_with = config.source.clone();
         let what = service::Reloadable {
             config_file,
             started_with,

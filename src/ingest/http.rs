@@ -34,6 +34,19 @@ pub struct HttpIngest {
     pub metrics: Metrics,
     /// The template miner that stamps `template_id` (None: `[detect.templates]` is off).
     pub templates: Option<std::sync::Arc<crate::detect::templates::Shared>>,
+    /// The request bodies this listener holds at once (being read, then until durable), in
+    /// KiB: see [`body_budget`].
+    pub bodies: Arc<tokio::sync::Semaphore>,
+}
+
+/// How many KiB of request bodies one HTTP listener holds at once: `batch.max_pending_bytes`,
+/// and at least two of the largest bodies. Without a bound, clients that each send most of a
+/// large body and then trickle the rest could pin `max_connections` × `max_body_bytes` (and
+/// HTTP/2 multiplies that by its streams); past it a request gets 503 and a Retry-After.
+pub fn body_budget(max_pending_bytes: u64, max_body_bytes: u64) -> Arc<tokio::sync::Semaphore> {
+    let kib = max_pending_bytes.max(max_body_bytes.saturating_mul(2)).div_ceil(1024);
+    let kib = usize::try_from(kib).unwrap_or(usize::MAX).min(tokio::sync::Semaphore::MAX_PERMITS);
+    Arc::new(tokio::sync::Semaphore::new(kib))
 }
 
 type Body = Full<Bytes>;
@@ -72,8 +85,11 @@ impl HttpIngest {
                 );
             }
         };
-        let body = match read_body(req.into_body(), limit).await {
+        let (body, _held) = match read_body(req.into_body(), limit, &self.bodies).await {
             Ok(b) => b,
+            Err(BodyError::Busy) => {
+                return unavailable("too many request bodies in progress on this listener; retry later");
+            }
             Err(BodyError::TooLarge) => return too_large(),
             Err(BodyError::Read(e)) => {
                 return error(StatusCode::BAD_REQUEST, &format!("failed to read the request body: {e}"));
@@ -201,29 +217,49 @@ pub fn decode_lines(body: &[u8], now: i64, mut each: impl FnMut(&Event<'_>)) -> 
 
 enum BodyError {
     TooLarge,
+    /// The listener holds its budget of request bodies.
+    Busy,
     Read(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// How much of an oversize body is read and discarded so that the client, still sending, sees
 /// the 413 instead of a reset connection (what nginx calls a lingering close).
 const DISCARD_BYTES: usize = 64 << 20;
-const DISCARD_TIME: Duration = Duration::from_secs(5);
+const DISCARD_TIME: Duration = Duration::from_secs(10);
 
-/// The whole body, or `TooLarge` once it passes `limit`.
-async fn read_body(mut body: RequestBody, limit: usize) -> Result<Bytes, BodyError> {
+/// The whole body, and its share of the listener's `budget` (held until dropped), or
+/// `TooLarge` once it passes `limit`, or `Busy` when the budget is spent.
+async fn read_body(
+    mut body: RequestBody,
+    limit: usize,
+    budget: &Arc<tokio::sync::Semaphore>,
+) -> Result<(Bytes, Option<tokio::sync::OwnedSemaphorePermit>), BodyError> {
     let declared = body.size_hint().exact().and_then(|n| usize::try_from(n).ok());
-    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    let mut buf = Vec::new();
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
     if declared.is_none_or(|n| n <= limit) {
         loop {
-            let Some(frame) = body.frame().await else { return Ok(Bytes::from(buf)) };
+            let Some(frame) = body.frame().await else { return Ok((Bytes::from(buf), held)) };
             if let Ok(data) = frame.map_err(BodyError::Read)?.into_data() {
                 if buf.len() + data.len() > limit {
                     break;
+                }
+                let need = (buf.len() + data.len()).div_ceil(1024);
+                let have = held.as_ref().map_or(0, tokio::sync::OwnedSemaphorePermit::num_permits);
+                if need > have {
+                    let more = u32::try_from(need - have).map_err(|_| BodyError::Busy)?;
+                    let p = budget.clone().try_acquire_many_owned(more).map_err(|_| BodyError::Busy)?;
+                    match &mut held {
+                        Some(h) => h.merge(p),
+                        None => held = Some(p),
+                    }
                 }
                 buf.extend_from_slice(&data);
             }
         }
     }
+    // Refused already: the drain has its own bounds, and a slow client must get its 413.
+    body.exempt();
     let mut discarded = 0usize;
     let _ = tokio::time::timeout(DISCARD_TIME, async {
         while discarded < DISCARD_BYTES {

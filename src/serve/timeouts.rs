@@ -11,9 +11,9 @@
 //! also bounds every later request head and the wait for it on a kept-alive connection.
 //!
 //! Bytes moving are not enough while a request body arrives: one byte every few seconds keeps
-//! a connection from ever being idle (slowloris). [`MinRate`] holds a request body to an
-//! average of [`MIN_BODY_RATE`] bytes/s after a [`BODY_GRACE`] (the rule and the defaults of
-//! ASP.NET Core's Kestrel); a body slower than that closes its connection.
+//! a connection from ever being idle (slowloris). [`MinRate`] holds a request body to
+//! [`MIN_BODY_RATE`] bytes/s after a [`BODY_GRACE`] (Kestrel's defaults), over any stretch of
+//! [`BODY_CREDIT_CAP`]; a body slower than that closes its connection.
 
 use std::fmt;
 use std::future::Future as _;
@@ -102,10 +102,10 @@ impl Deadlines {
             activity: a.clone(),
             closed: self.closed[Expired::SlowBody.index()].clone(),
             listener: self.listener.clone(),
-            started: None,
-            bytes: 0,
+            deadline: None,
             sleep: Box::pin(tokio::time::sleep(BODY_GRACE)),
             expired: false,
+            exempt: false,
         }
     }
 
@@ -190,25 +190,47 @@ impl Activity {
     }
 }
 
-/// The average rate, in bytes per second, below which a request body closes its connection.
+/// The rate, in bytes per second, below which a request body closes its connection.
 pub const MIN_BODY_RATE: u64 = 240;
-/// How long a request body may take before [`MIN_BODY_RATE`] applies: its first bytes, a
-/// client's pause after its headers.
+/// The time a request body starts with: its first bytes, a client's pause after its headers.
 pub const BODY_GRACE: Duration = Duration::from_secs(5);
+/// The most waiting time a body can bank by sending ahead: bytes sent fast buy at most this
+/// long a pause, so a fast start cannot pay for hours of trickling.
+pub const BODY_CREDIT_CAP: Duration = Duration::from_secs(30);
 
-/// A request body held to [`MIN_BODY_RATE`] (see [`Deadlines::min_rate`]). The clock starts
-/// when the server first reads the body and is checked only while the server waits for it, so
-/// time the server spends elsewhere is not held against the client. Once too slow, the body
-/// fails and the connection is closed ([`Activity::close`]), counted as `slow_body`.
+/// A request body held to [`MIN_BODY_RATE`] (see [`Deadlines::min_rate`]), as a credit of
+/// waiting time: it starts at [`BODY_GRACE`] when the server first reads the body, wall time
+/// spends it, each byte received adds 1/[`MIN_BODY_RATE`] s, and it never exceeds
+/// [`BODY_CREDIT_CAP`]. So a body must keep up the rate over any stretch longer than the cap,
+/// whatever it sent before. Once the credit is spent while the server waits for more, the
+/// body fails and the connection is closed ([`Activity::close`]), counted as `slow_body`.
 pub struct MinRate<B> {
     inner: B,
     activity: Arc<Activity>,
     closed: IntCounter,
     listener: Arc<str>,
-    started: Option<Instant>,
-    bytes: u64,
+    /// The credit runs out at this instant (set at the first read).
+    deadline: Option<Instant>,
     sleep: Pin<Box<tokio::time::Sleep>>,
     expired: bool,
+    /// No rate applies: the server is only draining what it will refuse anyway.
+    exempt: bool,
+}
+
+impl<B> MinRate<B> {
+    /// From now on no rate applies (the server drains a body it refuses, within its own
+    /// bounds, so that the client sees the answer rather than a closed connection).
+    pub fn exempt(&mut self) {
+        self.exempt = true;
+    }
+
+    /// Credit for `n` bytes received at `now`, capped.
+    fn earn(&mut self, now: Instant, n: u64) {
+        if let Some(d) = self.deadline {
+            let earned = d + Duration::from_millis(n.saturating_mul(1000) / MIN_BODY_RATE);
+            self.deadline = Some(earned.min(now + BODY_CREDIT_CAP));
+        }
+    }
 }
 
 /// The error a [`MinRate`] body fails with.
@@ -232,24 +254,24 @@ where
         if this.expired {
             return Poll::Ready(Some(Err(TooSlow.into())));
         }
-        let started = *this.started.get_or_insert_with(Instant::now);
+        let now = Instant::now();
+        let deadline = *this.deadline.get_or_insert(now + BODY_GRACE);
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                this.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+                this.earn(now, frame.data_ref().map_or(0, |d| d.len() as u64));
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending if this.exempt => Poll::Pending,
             Poll::Pending => {
-                // What has arrived buys time at the minimum rate.
-                let earned = Duration::from_millis(this.bytes.saturating_mul(1000) / MIN_BODY_RATE);
-                this.sleep.as_mut().reset(started + BODY_GRACE + earned);
+                this.sleep.as_mut().reset(deadline);
                 if this.sleep.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
                 this.expired = true;
                 this.closed.inc();
-                tracing::debug!(listener = %this.listener, bytes = this.bytes, "connection closed: request body too slow");
+                tracing::debug!(listener = %this.listener, "connection closed: request body too slow");
                 this.activity.close();
                 Poll::Ready(Some(Err(TooSlow.into())))
             }

@@ -255,3 +255,98 @@ async fn a_body_trickled_below_the_minimum_rate_is_closed() {
         w.abort();
     }
 }
+
+/// Open `n` HTTP/1.1 requests on `door` that declare `declared` bytes, send `first` at once
+/// and then a byte every half second until the server closes them or `until`.
+async fn trickling(
+    door: SocketAddr,
+    ca: &Path,
+    n: usize,
+    declared: usize,
+    first: usize,
+    until: Duration,
+) -> Vec<tokio::io::ReadHalf<TlsStream<TcpStream>>> {
+    use tokio::io::AsyncWriteExt;
+    let mut readers = Vec::new();
+    for _ in 0..n {
+        let s = silent_tls(door, ca, &[b"http/1.1"]).await;
+        let (r, mut w) = tokio::io::split(s);
+        let head = format!("POST /v1/logs HTTP/1.1\r\nhost: localhost\r\ncontent-length: {declared}\r\n\r\n");
+        w.write_all(head.as_bytes()).await.unwrap();
+        w.write_all(&vec![b' '; first]).await.unwrap();
+        readers.push(r);
+        tokio::spawn(async move {
+            let until = tokio::time::Instant::now() + until;
+            while tokio::time::Instant::now() < until && w.write_all(b" ").await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+    }
+    readers
+}
+
+/// Sending ahead buys a body at most 30 s of pause: 72 000 bytes at once (five minutes at
+/// 240 bytes/s) and then a trickle is closed within the cap, not after five minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_start_does_not_pay_for_a_long_trickle() {
+    let d = Daemon::start_with(CONFIG);
+    let ca = d.ca_file();
+    let readers = trickling(d.addr("door"), &ca, 2, 1_000_000, 72_000, Duration::from_secs(120)).await;
+    for r in readers {
+        assert!(closed_by_server(r, Duration::from_secs(50)).await, "a fast start paid for a long trickle");
+    }
+    assert_eq!(timed_out(&d, "door", "slow_body"), 2.0);
+}
+
+/// The request bodies one listener holds at once are bounded (here by a small
+/// batch.max_pending_bytes): bodies held open fill it, the next request gets 503 with a
+/// Retry-After instead of more memory, and a client slow to send an oversize body still
+/// gets its 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_held_open_are_bounded_per_listener() {
+    let d = Daemon::start_with(
+        r#"max_pending_bytes = "1MiB"
+[[http]]
+name = "door"
+address = "127.0.0.1:0"
+max_body_bytes = "256KiB"
+"#,
+    );
+    let ca = d.ca_file();
+    let door = d.addr("door");
+    // Four bodies of 255 KiB, each one byte short, hold 1020 of the 1024 KiB.
+    // Four bodies of 255 KiB and a bit, sent but for their last bytes, hold 1020 of the
+    // 1024 KiB once the daemon has read them; a fifth request then finds no room.
+    let held = trickling(door, &ca, 4, 256 * 1024, 255 * 1024, Duration::from_secs(20)).await;
+    let body = vec![b'\n'; 100 * 1024];
+    let deadline = tokio::time::Instant::now() + T;
+    let refused = loop {
+        let r = post(door, ca.clone(), "/v1/logs", vec![], body.clone()).await;
+        if r.status != 200 || tokio::time::Instant::now() > deadline {
+            break r;
+        }
+    };
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.body.contains("too many request bodies"), "{}", refused.body);
+    drop(held);
+
+    // An oversize body sent slowly: drained without the rate, then refused with 413.
+    use tokio::io::AsyncWriteExt;
+    let mut s = silent_tls(door, &ca, &[b"http/1.1"]).await;
+    s.write_all(b"POST /v1/logs HTTP/1.1\r\nhost: localhost\r\ncontent-length: 1000000\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let deadline = tokio::time::Instant::now() + T;
+    while !answer.windows(3).any(|w| w == b"413") && tokio::time::Instant::now() < deadline {
+        let _ = s.write_all(b" ").await;
+        let mut buf = [0u8; 1024];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 413"), "{:?}", String::from_utf8_lossy(&answer));
+}
