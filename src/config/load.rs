@@ -121,8 +121,9 @@ fn load_text(text: &str, file: &str, without_rules: bool) -> Result<Config, Conf
         }
     };
     match config {
-        Some(config) => {
+        Some(mut config) => {
             problems.extend(config.validate());
+            config.source = text.to_owned();
             if problems.is_empty() { Ok(config) } else { Err(invalid(problems)) }
         }
         None => Err(invalid(problems)),

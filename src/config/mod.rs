@@ -58,6 +58,10 @@ pub struct Config {
     /// Continuous SQL over the arriving events, each with its window and alert condition.
     pub rules: Vec<RuleConfig>,
     pub alerting: AlertingConfig,
+    /// The text this config was loaded from (empty for the embedded defaults): a reload
+    /// compares the settings only a restart applies with it.
+    #[serde(skip)]
+    pub source: String,
 }
 
 impl Default for Config {
@@ -79,6 +83,7 @@ impl Default for Config {
             detect: DetectConfig::default(),
             rules: Vec::new(),
             alerting: AlertingConfig::default(),
+            source: String::new(),
         }
     }
 }

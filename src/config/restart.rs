@@ -1,7 +1,8 @@
 //! What a reload cannot apply: settings read once at start (listeners' addresses and limits,
 //! the data directory, batching, storage, ...). A reload that changes one of them applies the
 //! rest and says which keys wait for a restart, instead of leaving the operator to believe
-//! that, say, `[admin] tls = true` is in force.
+//! that, say, `[admin] tls = true` is in force. Values are compared as written: `"600s"` for
+//! `"10m"` is reported too.
 
 use std::collections::BTreeSet;
 
@@ -16,7 +17,9 @@ const LISTENER_RELOADABLE: [&str; 3] = ["client_auth", "client_ca_file", "crl_fi
 const FLIGHT_RELOADABLE: [&str; 6] =
     ["client_auth", "client_ca_file", "crl_files", "tokens", "users", "token_file"];
 /// The keys of `[detect]` that need a restart.
-const DETECT_RESTART_ONLY: [&str; 3] = ["templates", "allowed_lateness", "idle_timeout"];
+const DETECT_RESTART_ONLY: [&str; 4] = ["templates", "allowed_lateness", "idle_timeout", "results_retention"];
+/// The keys of `[tls]` that need a restart.
+const TLS_RESTART_ONLY: [&str; 1] = ["trust_reload_interval"];
 
 /// The keys, as `validate` names them, whose value differs between the file the daemon
 /// started with (`running`) and `new`, and which a reload does not apply. Files that do not
@@ -37,11 +40,11 @@ pub fn restart_only_changes(running: &str, new: &str) -> Vec<String> {
     }
     out.extend(changed(a.get("admin"), b.get("admin"), &LISTENER_RELOADABLE).map(|k| format!("admin.{k}")));
     out.extend(changed(a.get("flight"), b.get("flight"), &FLIGHT_RELOADABLE).map(|k| format!("flight.{k}")));
-    let detect = |t: &Table| t.get("detect").and_then(Value::as_table).cloned().unwrap_or_default();
-    let (da, db) = (detect(&a), detect(&b));
-    out.extend(
-        DETECT_RESTART_ONLY.iter().filter(|k| da.get(**k) != db.get(**k)).map(|k| format!("detect.{k}")),
-    );
+    for (section, keys) in [("detect", &DETECT_RESTART_ONLY[..]), ("tls", &TLS_RESTART_ONLY[..])] {
+        let table = |t: &Table| t.get(section).and_then(Value::as_table).cloned().unwrap_or_default();
+        let (sa, sb) = (table(&a), table(&b));
+        out.extend(keys.iter().filter(|k| sa.get(**k) != sb.get(**k)).map(|k| format!("{section}.{k}")));
+    }
     out
 }
 
@@ -106,5 +109,12 @@ name = "r"
         assert!(restart_only_changes("", "").is_empty());
         let more = format!("{running}\n[[http]]\nname = \"h2\"\n");
         assert_eq!(restart_only_changes(running, &more), ["http"]);
+        let read_once = format!(
+            "{running}\n[tls]\ntrust_reload_interval = \"1m\"\n[detect]\nresults_retention = \"1d\"\n"
+        );
+        assert_eq!(
+            restart_only_changes(running, &read_once),
+            ["detect.results_retention", "tls.trust_reload_interval"]
+        );
     }
 }

@@ -158,7 +158,19 @@ pub(super) fn check_pem(out: &mut Vec<Problem>, key: &str, path: &Path, label: &
     match std::fs::read_to_string(path) {
         Err(e) => out.push(Problem::new(key, format!("cannot read {}: {e}", path.display()))),
         Ok(text) => {
-            let found = text.lines().any(|l| l.starts_with("-----BEGIN ") && l.contains(label));
+            // The label exactly (`CERTIFICATE`, not `CERTIFICATE REQUEST` or `TRUSTED
+            // CERTIFICATE`); a key's label may name its algorithm (`EC PRIVATE KEY`) but not
+            // `ENCRYPTED PRIVATE KEY`, which nothing here can decrypt.
+            let found = text
+                .lines()
+                .filter_map(|l| l.trim_end().strip_prefix("-----BEGIN ")?.strip_suffix("-----"))
+                .any(|l| {
+                    if label == "PRIVATE KEY" {
+                        l.ends_with(label) && !l.starts_with("ENCRYPTED")
+                    } else {
+                        l == label
+                    }
+                });
             if !found {
                 out.push(Problem::new(key, format!("{} holds no PEM {label}", path.display())));
             }
@@ -240,7 +252,11 @@ impl Config {
             .collect();
         for (g, members) in &a.groups {
             for m in members {
-                check_principal_name(out, &format!("access.groups.{g}"), m);
+                let key = format!("access.groups.{g}");
+                if m.starts_with("group:") {
+                    out.push(Problem::new(&key, format!("{m:?}: groups do not nest; list its members here")));
+                }
+                check_principal_name(out, &key, m);
             }
         }
         for (i, r) in a.send.iter().enumerate() {
@@ -523,30 +539,56 @@ fn check_row_filter(out: &mut Vec<Problem>, key: &str, filter: &str, tables: &[S
     }
 }
 
-/// A rule's entry that cannot mean what it says: spaces around it (names are compared
-/// exactly), or a kind written in another case (`EDIPI:…`, `Dns:…`), which would otherwise be
-/// taken for a bare name and match a CN of that text instead of the principal meant.
+/// A rule's entry that cannot mean what it says, so that it would lock out the principal
+/// meant or match another: spaces or invisible characters around a name or its value (names
+/// are compared exactly), a kind written in another case or with spaces (`EDIPI:…`,
+/// `edipi :…`, taken for a bare name, would match a CN of that text), an empty value, an
+/// EDIPI that is not ten digits.
 fn check_principal_name(out: &mut Vec<Problem>, key: &str, name: &str) {
-    if name.trim() != name {
-        out.push(Problem::new(key, format!("{name:?} has spaces around it; names are compared exactly")));
+    let invisible =
+        |c: char| c.is_control() || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2060}' | '\u{feff}');
+    if name.trim() != name || name.chars().any(invisible) {
+        out.push(Problem::new(
+            key,
+            format!(
+                "{name:?} has spaces or invisible characters around it or in it; names are compared exactly"
+            ),
+        ));
         return;
     }
     let Some((prefix, value)) = name.split_once(':') else { return };
-    let lower = prefix.to_ascii_lowercase();
+    let lower = prefix.trim().to_ascii_lowercase();
     let known = crate::access::PRINCIPAL_KINDS.contains(&lower.as_str()) || lower == "group";
     if known && prefix != lower {
-        out.push(Problem::new(key, format!("{name:?}: kinds are written in lowercase: \"{lower}:{value}\"")));
+        out.push(Problem::new(
+            key,
+            format!("{name:?}: kinds are written in lowercase, without spaces: \"{lower}:{}\"", value.trim()),
+        ));
+    } else if prefix.is_empty() || (known && value.is_empty()) {
+        out.push(Problem::new(
+            key,
+            format!("{name:?} names no one: write KIND:VALUE, such as edipi:1234567890"),
+        ));
+    } else if known && value.trim() != value {
+        out.push(Problem::new(
+            key,
+            format!("{name:?} has spaces after its kind; names are compared exactly"),
+        ));
+    } else if lower == "edipi" && !(value.len() == 10 && value.bytes().all(|b| b.is_ascii_digit())) {
+        out.push(Problem::new(key, format!("{name:?}: an EDIPI is ten digits")));
     }
 }
 
-/// An entry's prefix that looks like a kind but is none (`uid:alice`): the entry is then a
-/// bare name, matched against every kind's value.
+/// An entry's prefix that looks like a kind but is none (`uid:alice`, `user_name:alice`): the
+/// entry is then a bare name, matched against every kind's value.
 fn unknown_kind(name: &str) -> Option<&str> {
     let (prefix, _) = name.split_once(':')?;
-    let word = !prefix.is_empty() && prefix.len() <= 16 && prefix.bytes().all(|b| b.is_ascii_alphanumeric());
-    let known = crate::access::kind_of(name).is_some() || prefix.eq_ignore_ascii_case("group");
-    (word && !known && !crate::access::PRINCIPAL_KINDS.iter().any(|k| k.eq_ignore_ascii_case(prefix)))
-        .then_some(prefix)
+    let word = !prefix.is_empty()
+        && prefix.chars().count() <= 16
+        && prefix.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-');
+    let known = crate::access::PRINCIPAL_KINDS.iter().any(|k| k.eq_ignore_ascii_case(prefix))
+        || prefix.eq_ignore_ascii_case("group");
+    (word && !known).then_some(prefix)
 }
 
 impl Config {
@@ -573,6 +615,10 @@ impl Config {
             );
         for (key, names) in entries {
             for name in names {
+                if let Some(why) = self.names_no_credential(name) {
+                    out.push(Problem::new(&key, why));
+                    continue;
+                }
                 if name == "*" || name.starts_with("group:") || crate::access::kind_of(name).is_some() {
                     continue;
                 }
@@ -601,6 +647,21 @@ impl Config {
             }
         }
         out
+    }
+
+    /// Why `token:NAME` or `user:NAME` names no Flight SQL credential of this file (names
+    /// are compared exactly: `user:Alice` is not `user:alice`).
+    fn names_no_credential(&self, name: &str) -> Option<String> {
+        let f = &self.flight;
+        if let Some(user) = name.strip_prefix("user:") {
+            let known = f.users.iter().any(|u| u.name == user);
+            return (!known)
+                .then(|| format!("{name:?} names no [[flight.users]] entry (names are compared exactly)"));
+        }
+        let token = name.strip_prefix("token:")?;
+        let generated = f.tokens.is_empty() && f.users.is_empty() && token == "token-file";
+        let known = generated || f.tokens.iter().any(|t| t.name == token);
+        (!known).then(|| format!("{name:?} names no [[flight.tokens]] entry (names are compared exactly)"))
     }
 
     /// The kinds of principal whose value could be `name`.

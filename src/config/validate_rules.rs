@@ -146,7 +146,9 @@ impl Config {
                 out.push(Problem::new(format!("{key}.key_file"), "cert_file and key_file go together"));
             }
             // PEM files must hold what they are for: a CA file without a certificate would
-            // load and fail every delivery's handshake.
+            // load and fail every delivery's handshake, a CSR or an encrypted key would stop
+            // the daemon at its next start. Each is read as the receiver's client reads it.
+            let before = out.len();
             for (k, f, label) in [
                 ("ca_file", &r.ca_file, "CERTIFICATE"),
                 ("cert_file", &r.cert_file, "CERTIFICATE"),
@@ -155,6 +157,12 @@ impl Config {
                 if let Some(f) = f {
                     super::validate::check_pem(out, &format!("{key}.{k}"), f, label);
                 }
+            }
+            if out.len() == before
+                && r.url.starts_with("https://")
+                && let Err(e) = crate::alert::http::Client::new(r, a.timeout)
+            {
+                out.push(Problem::new(key.clone(), e.to_string()));
             }
             if let Some(f) = &r.secret_file
                 && let Err(e) = std::fs::metadata(f)

@@ -263,15 +263,43 @@ tables = ["logs"]
     let (ok, out) = validate(&path);
     assert!(!ok, "kinds in the wrong case were accepted:\n{out}");
     for expected in [
-        format!("{f}: access.groups.admins: \" edipi:1234567890\" has spaces around it"),
+        format!("{f}: access.groups.admins: \" edipi:1234567890\" has spaces or invisible characters"),
         format!(
-            "{f}: access.send[0].principals: \"EDIPI:1234567890\": kinds are written in lowercase: \"edipi:1234567890\""
+            "{f}: access.send[0].principals: \"EDIPI:1234567890\": kinds are written in lowercase, without spaces: \"edipi:1234567890\""
         ),
         "\"dns:web-01.example.org\"".to_owned(),
     ] {
         assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
     }
-    std::fs::write(&path, "[[access.query]]\nprincipals = [\"uid:alice\"]\ntables = [\"logs\"]\n").unwrap();
+
+    // Other spellings that could never match the principal meant, each refused with why:
+    // a nested group, spaces around the colon, an invisible character, an empty value, an
+    // EDIPI that is not ten digits. A user that no [[flight.users]] entry has is warned about.
+    std::fs::write(
+        &path,
+        "[[flight.users]]\nname = \"alice\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g\"\n\
+         [access.groups]\nops = [\"edipi:1234567890\"]\nall = [\"group:ops\"]\n\
+         [[access.query]]\nprincipals = [\"edipi :1234567890\", \"edipi: 1234567890\", \"edipi:1234567890\\u200b\", \"edipi:\", \":alice\", \"edipi:12345\"]\ntables = [\"logs\"]\n",
+    )
+    .unwrap();
+    let (ok, out) = validate(&path);
+    assert!(!ok, "{out}");
+    for expected in [
+        "access.groups.all: \"group:ops\": groups do not nest",
+        "\"edipi :1234567890\": kinds are written in lowercase, without spaces",
+        "\"edipi: 1234567890\" has spaces after its kind",
+        "\"edipi:1234567890\\u{200b}\" has spaces or invisible characters",
+        "\"edipi:\" names no one",
+        "\":alice\" names no one",
+        "\"edipi:12345\": an EDIPI is ten digits",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    std::fs::write(
+        &path,
+        "[[access.query]]\nprincipals = [\"uid:alice\", \"user:Alice\"]\ntables = [\"logs\"]\n",
+    )
+    .unwrap();
     let (ok, out) = validate(&path);
     assert!(ok, "{out}");
     assert!(
@@ -280,6 +308,7 @@ tables = ["logs"]
         )),
         "{out}"
     );
+    assert!(out.contains("warning: \"user:Alice\" names no [[flight.users]] entry"), "{out}");
 }
 
 /// An alert receiver's CA file that holds no certificate would load and then fail every
@@ -306,4 +335,37 @@ fn an_alert_receivers_ca_file_must_hold_a_certificate() {
         ca.display()
     );
     assert!(out.contains(&expected), "{out}");
+
+    // A certificate request is no certificate, an encrypted key cannot be read: both would
+    // stop the daemon at its next start, so validate refuses them now.
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n")
+        .unwrap();
+    let key = dir.path().join("client.key");
+    std::fs::write(
+        &key,
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "[[alerting.webhooks]]\nurl = \"https://127.0.0.1:9443/hook\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            ca.display(),
+            ca.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let (ok, out) = validate(&path);
+    assert!(!ok, "{out}");
+    for k in ["ca_file", "cert_file"] {
+        assert!(
+            out.contains(&format!("alerting.webhooks[0].{k}: {} holds no PEM CERTIFICATE", ca.display())),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains(&format!("alerting.webhooks[0].key_file: {} holds no PEM PRIVATE KEY", key.display())),
+        "{out}"
+    );
 }
