@@ -87,20 +87,19 @@ fn check(data: &[u8], ev: &Event<'_>) {
 /// The event as an RFC 5424 frame. The message always gets a BOM, which the decoder drops, so
 /// a message that itself starts with one keeps it.
 fn rfc5424_line(ev: &Event<'_>) -> String {
-    let pri = u16::from(ev.facility.unwrap_or(0)) * 8 + u16::from(ev.severity.unwrap_or(0));
+    // A message that came without its PRI (loose senders) goes back without one.
+    let pri = match (ev.facility, ev.severity) {
+        (None, None) => String::new(),
+        (f, s) => format!("<{}>", u16::from(f.unwrap_or(0)) * 8 + u16::from(s.unwrap_or(0))),
+    };
     let ts = ev.timestamp.map_or_else(
         || "-".to_owned(),
         |ns| chrono::DateTime::from_timestamp_nanos(ns).format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string(),
     );
     let nil = |f: &Option<Cow<'_, str>>| f.as_deref().unwrap_or("-").to_owned();
     let sd = ev.structured_data.as_deref().map_or_else(|| "-".to_owned(), sd_text);
-    let mut line = format!(
-        "<{pri}>1 {ts} {} {} {} {} {sd}",
-        nil(&ev.host),
-        nil(&ev.app),
-        nil(&ev.procid),
-        nil(&ev.msgid)
-    );
+    let mut line =
+        format!("{pri}1 {ts} {} {} {} {} {sd}", nil(&ev.host), nil(&ev.app), nil(&ev.procid), nil(&ev.msgid));
     if !ev.message.is_empty() {
         line.push_str(" \u{feff}");
         line.push_str(&ev.message);

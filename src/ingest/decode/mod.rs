@@ -10,7 +10,7 @@ pub mod rfc5424;
 
 use std::borrow::Cow;
 
-use crate::ingest::event::Event;
+use crate::ingest::event::{Event, Format};
 
 pub use json::decode_json;
 pub use rfc3164::decode_rfc3164;
@@ -48,11 +48,22 @@ fn decode_str(line: &str, received_at_ns: i64) -> Event<'_> {
     if first.is_some_and(|i| b.get(i) == Some(&b'{')) {
         return decode_json(line);
     }
-    // Blanks before a PRI are framing debris (a sender's newline and indentation), not text.
-    let line = match first {
-        Some(i) if i > 0 && b.get(i) == Some(&b'<') => line.get(i..).unwrap_or(line),
-        _ => line,
-    };
+    // Blanks before a PRI are framing debris (a sender's newline and indentation), not text;
+    // a frame that does not decode even so is kept whole.
+    match first {
+        Some(i) if i > 0 && b.get(i) == Some(&b'<') => {
+            let event = decode_after_blanks(line.get(i..).unwrap_or(line), received_at_ns);
+            match (event.format, event.decode_error) {
+                (Format::Raw, Some(reason)) => Event::raw(Cow::Borrowed(line), reason),
+                (_, decode_error) => Event { decode_error, ..event },
+            }
+        }
+        _ => decode_after_blanks(line, received_at_ns),
+    }
+}
+
+/// A line that starts where its content does: RFC 5424 (with or without PRI), RFC 3164, or raw.
+fn decode_after_blanks(line: &str, received_at_ns: i64) -> Event<'_> {
     let b = line.as_bytes();
     if looks_like_rfc5424(b) {
         decode_rfc5424(line)
@@ -311,6 +322,9 @@ mod tests {
         );
         // Blanks before text that is no PRI are part of the message.
         assert_eq!(decode(b"  indented text", RECV).message, "  indented text");
+        // A frame that does not decode after its blanks is kept whole, blanks and all.
+        let e = decode(b"\r<13>1 -  h - - - bad header", RECV);
+        assert_eq!((e.format, e.message.as_ref()), (Format::Raw, "\r<13>1 -  h - - - bad header"));
     }
 
     #[test]
