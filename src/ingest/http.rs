@@ -259,7 +259,7 @@ async fn read_body(
         }
     }
     // Refused already: the drain has its own bounds, and a slow client must get its 413.
-    body.exempt();
+    let mut body = body.into_inner();
     let mut discarded = 0usize;
     let _ = tokio::time::timeout(DISCARD_TIME, async {
         while discarded < DISCARD_BYTES {

@@ -105,7 +105,6 @@ impl Deadlines {
             deadline: None,
             sleep: Box::pin(tokio::time::sleep(BODY_GRACE)),
             expired: false,
-            exempt: false,
         }
     }
 
@@ -213,15 +212,13 @@ pub struct MinRate<B> {
     deadline: Option<Instant>,
     sleep: Pin<Box<tokio::time::Sleep>>,
     expired: bool,
-    /// No rate applies: the server is only draining what it will refuse anyway.
-    exempt: bool,
 }
 
 impl<B> MinRate<B> {
-    /// From now on no rate applies (the server drains a body it refuses, within its own
+    /// The body without the rate (the server drains a body it refuses, within its own
     /// bounds, so that the client sees the answer rather than a closed connection).
-    pub fn exempt(&mut self) {
-        self.exempt = true;
+    pub fn into_inner(self) -> B {
+        self.inner
     }
 
     /// Credit for `n` bytes received at `now`, capped.
@@ -263,7 +260,6 @@ where
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending if this.exempt => Poll::Pending,
             Poll::Pending => {
                 this.sleep.as_mut().reset(deadline);
                 if this.sleep.as_mut().poll(cx).is_pending() {
