@@ -8,6 +8,7 @@ use std::path::Path;
 use super::{ClientAuth, Config, ListenerCommon, Problem};
 use crate::query::TABLES;
 use crate::tls::Pkcs11Uri;
+use crate::tls::identity::is_edipi;
 
 impl Config {
     /// Every semantic problem, each with its key path. Empty means the config can run.
@@ -574,7 +575,7 @@ fn check_principal_name(out: &mut Vec<Problem>, key: &str, name: &str) {
             key,
             format!("{name:?} has spaces after its kind; names are compared exactly"),
         ));
-    } else if lower == "edipi" && !(value.len() == 10 && value.bytes().all(|b| b.is_ascii_digit())) {
+    } else if lower == "edipi" && !is_edipi(value) {
         out.push(Problem::new(key, format!("{name:?}: an EDIPI is ten digits")));
     }
 }
@@ -659,7 +660,9 @@ impl Config {
                 .then(|| format!("{name:?} names no [[flight.users]] entry (names are compared exactly)"));
         }
         let token = name.strip_prefix("token:")?;
-        let generated = f.tokens.is_empty() && f.users.is_empty() && token == "token-file";
+        let generated = f.tokens.is_empty()
+            && f.users.is_empty()
+            && Some(token) == crate::serve::flight::auth::GENERATED_TOKEN.strip_prefix("token:");
         let known = generated || f.tokens.iter().any(|t| t.name == token);
         (!known).then(|| format!("{name:?} names no [[flight.tokens]] entry (names are compared exactly)"))
     }
@@ -674,12 +677,12 @@ impl Config {
             .iter()
             .map(|s| s.as_str())
             .filter(|k| match *k {
-                "edipi" => name.len() == 10 && name.bytes().all(|b| b.is_ascii_digit()),
+                "edipi" => is_edipi(name),
                 "upn" | "email" => name.contains('@'),
                 "dns" => hostname,
                 "dn" => name.contains('='),
                 // A CN of ten digits is refused (it would pass for an EDIPI).
-                "cn" => !(name.len() == 10 && name.bytes().all(|b| b.is_ascii_digit())),
+                "cn" => !is_edipi(name),
                 _ => true,
             })
             .collect();

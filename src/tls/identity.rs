@@ -125,10 +125,14 @@ fn san<'a>(cert: &'a X509Certificate<'a>) -> Vec<&'a GeneralName<'a>> {
     }
 }
 
+/// Whether `s` has the form of an EDIPI (the DoD ID number): ten digits.
+pub fn is_edipi(s: &str) -> bool {
+    s.len() == 10 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Whether a CN reads as an EDIPI: ten digits, alone or after the last dot.
 fn ends_in_edipi(cn: &str) -> bool {
-    let id = cn.rsplit_once('.').map_or(cn, |(_, id)| id);
-    id.len() == 10 && id.bytes().all(|b| b.is_ascii_digit())
+    is_edipi(cn.rsplit_once('.').map_or(cn, |(_, id)| id))
 }
 
 /// The EDIPI of a DoD-style CN: `LAST.FIRST.MIDDLE.1234567890`: two to four names in capital

@@ -68,6 +68,10 @@ pub struct Authenticator {
 /// Credentials read by [`Authenticator::prepare`], waiting to be installed.
 pub struct PreparedCredentials(Credentials);
 
+/// The principal of the token generated into `flight.token` when no credentials are
+/// configured.
+pub const GENERATED_TOKEN: &str = "token:token-file";
+
 /// The configured (or generated) credentials.
 struct Credentials {
     tokens: HashMap<Digest32, String>,
@@ -89,7 +93,7 @@ impl Credentials {
         let mut generated = None;
         if cfg.tokens.is_empty() && cfg.users.is_empty() {
             let token = load_or_create_token(token_file)?;
-            tokens.insert(sha256(token.as_bytes()), "token:token-file".into());
+            tokens.insert(sha256(token.as_bytes()), GENERATED_TOKEN.into());
             generated = Some(token_file.to_path_buf());
         }
         Ok(Credentials { tokens, users, token_file: generated, generation: 0 })
