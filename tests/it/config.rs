@@ -13,6 +13,19 @@ fn validate(path: &std::path::Path) -> (bool, String) {
     )
 }
 
+/// `text` written to `path`, then `validate`d.
+fn validate_text(path: &std::path::Path, text: impl AsRef<[u8]>) -> (bool, String) {
+    std::fs::write(path, text).unwrap();
+    validate(path)
+}
+
+/// Every one of `expected` is in `out`.
+fn assert_says<S: AsRef<str>>(out: &str, expected: impl IntoIterator<Item = S>) {
+    for e in expected {
+        assert!(out.contains(e.as_ref()), "missing {:?} in:\n{out}", e.as_ref());
+    }
+}
+
 #[test]
 fn every_shipped_config_is_valid() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -35,7 +48,7 @@ fn every_shipped_config_is_valid() {
 fn broken_configs_name_file_key_and_reason() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broken.toml");
-    std::fs::write(
+    let (ok, out) = validate_text(
         &path,
         r#"
 data_dri = "/tmp/x"
@@ -52,28 +65,27 @@ address = "not-an-address"
 cert_file = "/nonexistent/cert.pem"
 key_file = "/nonexistent/key.pem"
 "#,
-    )
-    .unwrap();
-    let (ok, out) = validate(&path);
+    );
     assert!(!ok, "broken config accepted:\n{out}");
     let f = path.display().to_string();
-    for expected in [
-        format!("{f}: data_dri: unknown field"),
-        format!("{f}: batch.rows: invalid type"),
-        format!("{f}: stream[1].address: "),
-        format!("{f}: stream[0].tls: plain TCP is only allowed on a loopback address"),
-        format!("{f}: stream[1].name: \"syslog\" is already the name of stream[0]"),
-        format!("{f}: tls.cert_file: cannot read /nonexistent/cert.pem"),
-    ] {
-        assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
-    }
+    assert_says(
+        &out,
+        [
+            format!("{f}: data_dri: unknown field"),
+            format!("{f}: batch.rows: invalid type"),
+            format!("{f}: stream[1].address: "),
+            format!("{f}: stream[0].tls: plain TCP is only allowed on a loopback address"),
+            format!("{f}: stream[1].name: \"syslog\" is already the name of stream[0]"),
+            format!("{f}: tls.cert_file: cannot read /nonexistent/cert.pem"),
+        ],
+    );
 }
 
 #[test]
 fn client_auth_and_access_rules_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.toml");
-    std::fs::write(
+    let (ok, out) = validate_text(
         &path,
         r#"
 [tls]
@@ -100,28 +112,27 @@ principals = ["*"]
 tables = ["logz"]
 row_filter = "host LIKE 'web-%' ; DROP TABLE logs"
 "#,
-    )
-    .unwrap();
-    let (ok, out) = validate(&path);
+    );
     assert!(!ok, "broken config accepted:\n{out}");
     let f = path.display().to_string();
-    for expected in [
-        format!("{f}: tls.crl_files[0]: cannot read /nonexistent/ca.crl"),
-        format!("{f}: stream[0].client_ca_file: client_auth = \"required\" needs the CAs"),
-        format!("{f}: stream[1].client_auth: client certificates need TLS"),
-        format!("{f}: stream[1].client_ca_file: cannot read /nonexistent/ca.pem"),
-        format!("{f}: admin.client_auth: client certificates need TLS"),
-        format!("{f}: admin.client_ca_file: client_auth = \"required\" needs the CAs"),
-        format!("{f}: identity.principal_from: must name at least one source"),
-        format!("{f}: access.send[0].principals: names group \"nobody\""),
-        format!(
-            "{f}: access.send[0].listeners: \"sylsog\" is not the name of a [[stream]] or [[http]] listener"
-        ),
-        format!("{f}: access.query[0].tables: \"logz\" is not a table"),
-        format!("{f}: access.query[0].row_filter: is not a SQL condition"),
-    ] {
-        assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
-    }
+    assert_says(
+        &out,
+        [
+            format!("{f}: tls.crl_files[0]: cannot read /nonexistent/ca.crl"),
+            format!("{f}: stream[0].client_ca_file: client_auth = \"required\" needs the CAs"),
+            format!("{f}: stream[1].client_auth: client certificates need TLS"),
+            format!("{f}: stream[1].client_ca_file: cannot read /nonexistent/ca.pem"),
+            format!("{f}: admin.client_auth: client certificates need TLS"),
+            format!("{f}: admin.client_ca_file: client_auth = \"required\" needs the CAs"),
+            format!("{f}: identity.principal_from: must name at least one source"),
+            format!("{f}: access.send[0].principals: names group \"nobody\""),
+            format!(
+                "{f}: access.send[0].listeners: \"sylsog\" is not the name of a [[stream]] or [[http]] listener"
+            ),
+            format!("{f}: access.query[0].tables: \"logz\" is not a table"),
+            format!("{f}: access.query[0].row_filter: is not a SQL condition"),
+        ],
+    );
 }
 
 #[test]
@@ -156,7 +167,7 @@ fn query_refuses_a_data_directory_that_does_not_exist() {
 fn flight_credentials_and_limits_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flight.toml");
-    std::fs::write(
+    let (ok, out) = validate_text(
         &path,
         r#"
 [flight]
@@ -171,26 +182,25 @@ password = "hunter2"
 [flight.limits]
 max_concurrent = 0
 "#,
-    )
-    .unwrap();
-    let (ok, out) = validate(&path);
+    );
     assert!(!ok, "accepted:\n{out}");
     let f = path.display().to_string();
-    for expected in [
-        format!("{f}: flight.users[0].password: unknown field"),
-        format!("{f}: flight.tls: plain gRPC is only allowed on a loopback address"),
-        format!("{f}: flight.tokens[0].sha256: must be the 64 lowercase hex digits"),
-        format!("{f}: flight.limits.max_concurrent: must be at least 1"),
-    ] {
-        assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
-    }
+    assert_says(
+        &out,
+        [
+            format!("{f}: flight.users[0].password: unknown field"),
+            format!("{f}: flight.tls: plain gRPC is only allowed on a loopback address"),
+            format!("{f}: flight.tokens[0].sha256: must be the 64 lowercase hex digits"),
+            format!("{f}: flight.limits.max_concurrent: must be at least 1"),
+        ],
+    );
 }
 
 #[test]
 fn row_filters_must_fit_their_tables_and_bare_principals_are_warned_about() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.toml");
-    std::fs::write(
+    let (ok, out) = validate_text(
         &path,
         r#"
 [[flight.tokens]]
@@ -204,9 +214,7 @@ row_filter = "host LIKE 'web-%'"
 principals = ["token:grafana"]
 tables = ["logs", "alerts", "rule_results", "templates"]
 "#,
-    )
-    .unwrap();
-    let (ok, out) = validate(&path);
+    );
     assert!(!ok, "a row filter over columns the table lacks was accepted:\n{out}");
     let f = path.display().to_string();
     assert!(
@@ -217,7 +225,7 @@ tables = ["logs", "alerts", "rule_results", "templates"]
 
     // Bare names load (nothing is locked out by the upgrade) but are warned about with the
     // full names to choose from.
-    std::fs::write(
+    let (ok, out) = validate_text(
         &path,
         r#"
 [[flight.tokens]]
@@ -229,24 +237,23 @@ shippers = ["web-01.example.org", "dns:web-02.example.org"]
 principals = ["grafana", "1234567890", "token:ci"]
 tables = ["logs"]
 "#,
-    )
-    .unwrap();
-    let (ok, out) = validate(&path);
+    );
     assert!(ok, "bare names must still load:\n{out}");
-    for expected in [
-        format!("{f}: access.groups.shippers: warning: \"web-01.example.org\" is a bare name"),
-        format!("{f}: access.query[0].principals: warning: \"grafana\" is a bare name"),
-        "token:grafana".to_owned(),
-        "edipi:1234567890".to_owned(),
-    ] {
-        assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
-    }
+    assert_says(
+        &out,
+        [
+            format!("{f}: access.groups.shippers: warning: \"web-01.example.org\" is a bare name"),
+            format!("{f}: access.query[0].principals: warning: \"grafana\" is a bare name"),
+            "token:grafana".to_owned(),
+            "edipi:1234567890".to_owned(),
+        ],
+    );
     assert!(!out.contains("web-02") && !out.contains("token:ci:"), "full names are not warned about:\n{out}");
 
     // A kind in another case or a name with spaces around it cannot mean what it says (it
     // would be a bare name matching a CN "EDIPI:1234567890"): refused. A prefix that is no
     // kind at all is warned about.
-    std::fs::write(
+    let (ok, out) = validate_text(
         &path,
         r#"
 [access.groups]
@@ -258,49 +265,45 @@ listeners = ["*"]
 principals = ["uid:alice"]
 tables = ["logs"]
 "#,
-    )
-    .unwrap();
-    let (ok, out) = validate(&path);
+    );
     assert!(!ok, "kinds in the wrong case were accepted:\n{out}");
-    for expected in [
-        format!("{f}: access.groups.admins: \" edipi:1234567890\" has spaces or invisible characters"),
-        format!(
-            "{f}: access.send[0].principals: \"EDIPI:1234567890\": kinds are written in lowercase, without spaces: \"edipi:1234567890\""
-        ),
-        "\"dns:web-01.example.org\"".to_owned(),
-    ] {
-        assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
-    }
+    assert_says(
+        &out,
+        [
+            format!("{f}: access.groups.admins: \" edipi:1234567890\" has spaces or invisible characters"),
+            format!(
+                "{f}: access.send[0].principals: \"EDIPI:1234567890\": kinds are written in lowercase, without spaces: \"edipi:1234567890\""
+            ),
+            "\"dns:web-01.example.org\"".to_owned(),
+        ],
+    );
 
     // Other spellings that could never match the principal meant, each refused with why:
     // a nested group, spaces around the colon, an invisible character, an empty value, an
     // EDIPI that is not ten digits. A user that no [[flight.users]] entry has is warned about.
-    std::fs::write(
+    let (ok, out) = validate_text(
         &path,
         "[[flight.users]]\nname = \"alice\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g\"\n\
          [access.groups]\nops = [\"edipi:1234567890\"]\nall = [\"group:ops\"]\n\
          [[access.query]]\nprincipals = [\"edipi :1234567890\", \"edipi: 1234567890\", \"edipi:1234567890\\u200b\", \"edipi:\", \":alice\", \"edipi:12345\"]\ntables = [\"logs\"]\n",
-    )
-    .unwrap();
-    let (ok, out) = validate(&path);
+    );
     assert!(!ok, "{out}");
-    for expected in [
-        "access.groups.all: \"group:ops\": groups do not nest",
-        "\"edipi :1234567890\": kinds are written in lowercase, without spaces",
-        "\"edipi: 1234567890\" has spaces after its kind",
-        "\"edipi:1234567890\\u{200b}\" has spaces or invisible characters",
-        "\"edipi:\" names no one",
-        "\":alice\" names no one",
-        "\"edipi:12345\": an EDIPI is ten digits",
-    ] {
-        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
-    }
-    std::fs::write(
+    assert_says(
+        &out,
+        [
+            "access.groups.all: \"group:ops\": groups do not nest",
+            "\"edipi :1234567890\": kinds are written in lowercase, without spaces",
+            "\"edipi: 1234567890\" has spaces after its kind",
+            "\"edipi:1234567890\\u{200b}\" has spaces or invisible characters",
+            "\"edipi:\" names no one",
+            "\":alice\" names no one",
+            "\"edipi:12345\": an EDIPI is ten digits",
+        ],
+    );
+    let (ok, out) = validate_text(
         &path,
         "[[access.query]]\nprincipals = [\"uid:alice\", \"user:Alice\"]\ntables = [\"logs\"]\n",
-    )
-    .unwrap();
-    let (ok, out) = validate(&path);
+    );
     assert!(ok, "{out}");
     assert!(
         out.contains(&format!(
@@ -319,15 +322,13 @@ fn an_alert_receivers_ca_file_must_hold_a_certificate() {
     let ca = dir.path().join("bad-ca.pem");
     std::fs::write(&ca, "garbage\n").unwrap();
     let path = dir.path().join("alerts.toml");
-    std::fs::write(
+    let (ok, out) = validate_text(
         &path,
         format!(
             "[[alerting.webhooks]]\nurl = \"https://127.0.0.1:9443/hook\"\nca_file = \"{}\"\n",
             ca.display()
         ),
-    )
-    .unwrap();
-    let (ok, out) = validate(&path);
+    );
     assert!(!ok, "{out}");
     let expected = format!(
         "{}: alerting.webhooks[0].ca_file: {} holds no PEM CERTIFICATE",
@@ -346,7 +347,7 @@ fn an_alert_receivers_ca_file_must_hold_a_certificate() {
         "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n",
     )
     .unwrap();
-    std::fs::write(
+    let (ok, out) = validate_text(
         &path,
         format!(
             "[[alerting.webhooks]]\nurl = \"https://127.0.0.1:9443/hook\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
@@ -354,9 +355,7 @@ fn an_alert_receivers_ca_file_must_hold_a_certificate() {
             ca.display(),
             key.display()
         ),
-    )
-    .unwrap();
-    let (ok, out) = validate(&path);
+    );
     assert!(!ok, "{out}");
     for k in ["ca_file", "cert_file"] {
         assert!(
