@@ -1,4 +1,4 @@
-//! The command line: `serve`, `validate`, `query`, `auth`, `pkcs11`, `templates`.
+//! The command line: `serve`, `validate`, `query`, `auth`, `pkcs11`, `templates`, `storage`.
 
 use std::path::PathBuf;
 
@@ -20,7 +20,9 @@ Examples:
   logwarden query --server https://localhost:50051 \"SELECT app, count(*) FROM logs GROUP BY app\"
   logwarden auth new-token grafana          print a Flight SQL token and its config entry
   logwarden templates /var/log/messages     mine log templates offline: each line's template id,
-                                            then the templates";
+                                            then the templates
+  logwarden storage migrate -c /etc/logwarden/logwarden.toml
+                                            move local segments into the bucket of [storage] url";
 
 #[derive(Debug, Parser)]
 #[command(name = "logwarden", version, about = "Log daemon for strict-security sites: syslog and JSON over TLS, durable Parquet, SQL", after_help = EXAMPLES)]
@@ -89,6 +91,9 @@ pub enum Command {
     /// Inspect PKCS#11 tokens (HSMs, smart cards) for the [tls] key setting.
     #[command(subcommand)]
     Pkcs11(Pkcs11Command),
+    /// Manage where segments are stored.
+    #[command(subcommand)]
+    Storage(StorageCommand),
     /// Mine log templates from a file, one message per line (`-` reads stdin), the way the
     /// daemon does online; prints `line<TAB>template_id` for each line, then
     /// `template_id<TAB>count<TAB>pattern` for each template.
@@ -122,6 +127,17 @@ pub enum Pkcs11Command {
         /// Log in with the PIN in this environment variable.
         #[arg(long)]
         pin_env: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StorageCommand {
+    /// Move the segments of the config's data directory into the bucket its [storage] url
+    /// names, as node [cluster] node_id. Stop the daemon first; run again to resume.
+    Migrate {
+        /// The config with the bucket (`[storage] url = "s3://..."`).
+        #[arg(long, short)]
+        config: PathBuf,
     },
 }
 
@@ -179,6 +195,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Auth(cmd) => auth(cmd),
+        Command::Storage(StorageCommand::Migrate { config }) => migrate(&config),
         Command::Templates { file, only } => templates(&file, only),
         Command::Pkcs11(Pkcs11Command::List { module, pin_file, pin_env }) => {
             use crate::tls::pkcs11::PinSource;
@@ -200,7 +217,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         remote_query(&config, &url, token, ca, cert, &sql).await?
                     }
                     None => {
-                        let store = Store::open_read_only(&config.data_dir).with_context(|| {
+                        let at = crate::app::segments_at(&config, None).await?;
+                        let store = Store::open_read_only(&config.data_dir, at).with_context(|| {
                             format!("failed to open data directory {}", config.data_dir.display())
                         })?;
                         QueryEngine::new(store)?.collect(&sql).await?
@@ -214,6 +232,35 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+fn migrate(config_file: &std::path::Path) -> anyhow::Result<()> {
+    let config = load(Some(config_file))?;
+    crate::logging::init(&config.log.level, LogFormat::Human);
+    if !matches!(config.storage.location(&config.data_dir), Ok(config::StorageUrl::S3 { .. })) {
+        anyhow::bail!(
+            "{}: storage.url: must name a bucket (s3://BUCKET/PREFIX) to migrate to",
+            config_file.display()
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let at = crate::app::segments_at(&config, Some(&prometheus::Registry::new())).await?;
+        let crate::store::SegmentsAt::Bucket(setup) = at else {
+            anyhow::bail!("storage.url names no bucket");
+        };
+        let location = setup.bucket.location();
+        let moved = crate::store::migrate_to_bucket(&config.data_dir, *setup)
+            .await
+            .with_context(|| format!("failed to move {} into {location}", config.data_dir.display()))?;
+        println!(
+            "moved {} segments ({} bytes) from {} into {location}",
+            moved.segments,
+            moved.bytes,
+            config.data_dir.display()
+        );
+        Ok(())
+    })
 }
 
 async fn remote_query(

@@ -551,3 +551,118 @@ impl Pkcs11Metrics {
         })
     }
 }
+
+/// `logwarden_bucket_*`, `logwarden_upload_backlog_*` and `logwarden_segment_cache_*`:
+/// registered only when segments go to a bucket.
+#[derive(Clone)]
+pub struct BucketMetrics {
+    pub up: IntGauge,
+    pub uploaded_segments: IntCounter,
+    pub uploaded_bytes: IntCounter,
+    pub upload_seconds: Histogram,
+    pub errors: IntCounterVec,
+    pub deleted_objects: IntCounter,
+    pub deletes_refused: IntCounter,
+    pub backlog_bytes: IntGauge,
+    pub backlog_max_bytes: IntGauge,
+    pub backlog_segments: IntGauge,
+    pub backlog_oldest_seconds: IntGauge,
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
+    pub cache_bytes: IntGauge,
+    pub cache_max_bytes: IntGauge,
+    pub cache_filled_bytes: IntCounter,
+    pub cache_evicted_bytes: IntCounter,
+}
+
+impl BucketMetrics {
+    pub fn new(reg: &Registry) -> Result<Self, MetricsError> {
+        let errors = counter_vec(
+            reg,
+            "bucket_errors_total",
+            "Failed bucket operations, by operation (upload, manifest, delete, local_manifest, cache_fill).",
+            &["op"],
+        )?;
+        for op in ["upload", "manifest", "delete", "local_manifest", "cache_fill"] {
+            errors.with_label_values(&[op]);
+        }
+        let up = gauge(
+            reg,
+            "bucket_up",
+            "1 while the uploader's last bucket operation succeeded, 0 after a failure.",
+        )?;
+        up.set(1);
+        Ok(BucketMetrics {
+            up,
+            uploaded_segments: counter(
+                reg,
+                "bucket_uploaded_segments_total",
+                "Segments uploaded to the bucket.",
+            )?,
+            uploaded_bytes: counter(
+                reg,
+                "bucket_uploaded_bytes_total",
+                "Bytes of segments uploaded to the bucket.",
+            )?,
+            upload_seconds: histogram(
+                reg,
+                "bucket_upload_seconds",
+                "Time to upload one segment, with the bucket's manifest naming it.",
+                io_buckets(),
+            )?,
+            errors,
+            deleted_objects: counter(
+                reg,
+                "bucket_deleted_objects_total",
+                "Segments retention deleted from the bucket.",
+            )?,
+            deletes_refused: counter(
+                reg,
+                "bucket_deletes_refused_total",
+                "Deletes of expired segments the bucket refused (Object Lock, legal hold, policy); each is tried again an hour later.",
+            )?,
+            backlog_bytes: gauge(
+                reg,
+                "upload_backlog_bytes",
+                "Local disk held by segments waiting for upload and by the WAL kept for them.",
+            )?,
+            backlog_max_bytes: gauge(
+                reg,
+                "upload_backlog_max_bytes",
+                "storage.upload_backlog_max_bytes: at this backlog, ingest is refused until uploads catch up.",
+            )?,
+            backlog_segments: gauge(reg, "upload_backlog_segments", "Segments waiting for upload.")?,
+            backlog_oldest_seconds: gauge(
+                reg,
+                "upload_backlog_oldest_seconds",
+                "Age of the newest event in the oldest segment waiting for upload (0 with none waiting).",
+            )?,
+            cache_hits: counter(
+                reg,
+                "segment_cache_hits_total",
+                "Segments a query read from their local copy.",
+            )?,
+            cache_misses: counter(
+                reg,
+                "segment_cache_misses_total",
+                "Segments a query read from the bucket, having no local copy.",
+            )?,
+            cache_bytes: gauge(
+                reg,
+                "segment_cache_bytes",
+                "Local copies of uploaded segments (bounded by storage.cache_max_bytes).",
+            )?,
+            cache_max_bytes: gauge(reg, "segment_cache_max_bytes", "storage.cache_max_bytes.")?,
+            cache_filled_bytes: counter(
+                reg,
+                "segment_cache_filled_bytes_total",
+                "Bytes downloaded from the bucket into the local cache.",
+            )?,
+            cache_evicted_bytes: counter(
+                reg,
+                "segment_cache_evicted_bytes_total",
+                "Bytes of local copies evicted, least recently used first.",
+            )?,
+        })
+    }
+}

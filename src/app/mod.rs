@@ -35,6 +35,8 @@ pub enum AppError {
     Tls(#[from] crate::tls::TlsError),
     #[error("failed to open storage in {dir}: {source}")]
     Store { dir: String, source: crate::store::StoreError },
+    #[error("the bucket for segments is not usable: {0}")]
+    Bucket(#[from] crate::store::BucketError),
     #[error("failed to bind {what} on {addr}: {source}")]
     Bind { what: String, addr: SocketAddr, source: std::io::Error },
     #[error("failed to write {path}: {source}")]
@@ -63,6 +65,38 @@ pub enum AppError {
 
 mod detection;
 mod service;
+
+/// Where the config puts segments. With a bucket, the bucket is checked (a write under this
+/// node's prefix) and this node's manifest read, so a wrong bucket, endpoint or credentials stop
+/// the daemon at start with the object and the cause named. `registry` is None for readers.
+pub async fn segments_at(
+    config: &Config,
+    registry: Option<&prometheus::Registry>,
+) -> Result<crate::store::SegmentsAt, AppError> {
+    use crate::config::StorageUrl;
+    use crate::store::{Bucket, BucketSetup, SegmentsAt};
+    let location = config.storage.location(&config.data_dir).map_err(|reason| {
+        AppError::Bucket(crate::store::BucketError::Config { key: "storage.url", reason })
+    })?;
+    let (bucket, prefix) = match location {
+        StorageUrl::Local(dir) => return Ok(SegmentsAt::Local(dir)),
+        StorageUrl::S3 { bucket, prefix } => (bucket, prefix),
+    };
+    let bucket = Bucket::open(&bucket, &prefix, &config.cluster.node_id())?;
+    if registry.is_some() {
+        bucket.check().await?;
+    }
+    let remote_manifest = bucket.load_manifest().await?;
+    tracing::info!(bucket = %bucket.location(), segments = remote_manifest.as_ref().map_or(0, |m| m.segments.len()),
+        "segments are stored in the bucket");
+    Ok(SegmentsAt::Bucket(Box::new(BucketSetup {
+        bucket,
+        remote_manifest,
+        cache_max_bytes: config.storage.cache_max_bytes.as_u64(),
+        backlog_max_bytes: config.storage.upload_backlog_max_bytes.as_u64(),
+        metrics: registry.map(crate::metrics::BucketMetrics::new).transpose()?,
+    })))
+}
 
 /// Run the daemon until SIGTERM or SIGINT. `config_file` (or the embedded defaults, without
 /// one) is reread on SIGHUP; `sockets` are
@@ -100,7 +134,9 @@ pub async fn run(
     let store_err = |source| AppError::Store { dir: config.data_dir.display().to_string(), source };
     // Replaying a long WAL may take longer than the unit's start timeout allows: ask for more.
     let extender = crate::systemd::StartupExtender::start(&notifier);
-    let (store, recovery) = Store::open(&config.data_dir, Some(metrics.clone())).map_err(store_err)?;
+    let segments_at = segments_at(&config, Some(&registry)).await?;
+    let (store, recovery) =
+        Store::open(&config.data_dir, segments_at, Some(metrics.clone())).map_err(store_err)?;
     drop(extender);
     tracing::info!(
         data_dir = %config.data_dir.display(), segments = recovery.segments, wal_files = recovery.wal_files,

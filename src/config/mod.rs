@@ -11,6 +11,7 @@ mod flight;
 mod load;
 mod restart;
 mod rules;
+mod storage;
 mod validate;
 mod validate_rules;
 
@@ -22,6 +23,7 @@ pub use flight::{AuthLimitsConfig, FlightConfig, QueryLimitsConfig, TokenConfig,
 pub use load::{ConfigError, Problem, load, load_str, load_str_except_rules, read, rules_from_str};
 pub use restart::restart_only_changes;
 pub use rules::{AlertingConfig, ReceiverConfig, RuleConfig};
+pub use storage::{ClusterConfig, StorageConfig, StorageUrl, check_node_id};
 pub use validate_rules::receiver_name;
 
 use std::net::SocketAddr;
@@ -51,6 +53,7 @@ pub struct Config {
     pub flight: FlightConfig,
     pub batch: BatchConfig,
     pub storage: StorageConfig,
+    pub cluster: ClusterConfig,
     pub identity: IdentityConfig,
     pub access: AccessConfig,
     pub audit: AuditConfig,
@@ -77,6 +80,7 @@ impl Default for Config {
             flight: FlightConfig::default(),
             batch: BatchConfig::default(),
             storage: StorageConfig::default(),
+            cluster: ClusterConfig::default(),
             identity: IdentityConfig::default(),
             access: AccessConfig::default(),
             audit: AuditConfig::default(),
@@ -468,39 +472,6 @@ pub struct BatchConfig {
 impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig { rows: 8192, linger: Duration::from_millis(50), max_pending_bytes: ByteSize::mib(256) }
-    }
-}
-
-/// WAL, Parquet segments and retention.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StorageConfig {
-    /// Durable batches are written out as a Parquet segment at least this often...
-    #[serde(with = "humantime_serde")]
-    pub flush_interval: Duration,
-    /// ...or as soon as this much Arrow data waits in memory.
-    pub flush_bytes: ByteSize,
-    /// Rows per Parquet row group.
-    pub row_group_rows: usize,
-    /// Segments whose newest event is older than this are deleted.
-    #[serde(with = "humantime_serde")]
-    pub retention_max_age: Option<Duration>,
-    /// Oldest segments are deleted while the segments together exceed this.
-    pub retention_max_bytes: Option<ByteSize>,
-    /// zstd level for Parquet pages (1 fastest, 22 smallest).
-    pub zstd_level: i32,
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        StorageConfig {
-            flush_interval: Duration::from_secs(60),
-            flush_bytes: ByteSize::mib(128),
-            row_group_rows: 131_072,
-            retention_max_age: Some(Duration::from_secs(30 * 24 * 3600)),
-            retention_max_bytes: None,
-            zstd_level: 3,
-        }
     }
 }
 

@@ -118,25 +118,12 @@ impl Config {
         if self.batch.max_pending_bytes.as_u64() < 1 << 20 {
             out.push(Problem::new("batch.max_pending_bytes", "must be at least 1 MiB"));
         }
-        if self.storage.flush_interval.is_zero() {
-            out.push(Problem::new("storage.flush_interval", "must be greater than 0"));
-        }
-        if self.storage.row_group_rows < 1024 {
-            out.push(Problem::new("storage.row_group_rows", "must be at least 1024"));
-        }
-        if !(1..=22).contains(&self.storage.zstd_level) {
-            out.push(Problem::new("storage.zstd_level", "must be between 1 and 22"));
-        }
+        self.storage.validate(&self.data_dir, &mut out);
+        self.cluster.validate(&mut out);
         if matches!(self.audit.retention_max_age, Some(d) if d < std::time::Duration::from_secs(24 * 3600)) {
             out.push(Problem::new(
                 "audit.retention_max_age",
                 "must be at least 1 day (audit files hold one day each); leave it out to keep them all",
-            ));
-        }
-        if matches!(self.storage.retention_max_age, Some(d) if d.is_zero()) {
-            out.push(Problem::new(
-                "storage.retention_max_age",
-                "must be greater than 0 (omit it to keep data forever)",
             ));
         }
         if self.shutdown_timeout.is_zero() {

@@ -155,6 +155,10 @@ impl HttpIngest {
                 tracing::debug!(listener = %self.listener, %peer, error = %e, "events could not be made durable");
                 match *e {
                     StoreError::Stopped => unavailable("logwarden is shutting down"),
+                    StoreError::Wal(crate::store::wal::WalError::UploadBacklog { .. }) => unavailable_for(
+                        "segments waiting for the bucket fill the local backlog; send the events again later",
+                        STORAGE_RETRY_AFTER,
+                    ),
                     _ => unavailable_for(
                         "the events could not be written to disk (storage full or failing); send them again later",
                         STORAGE_RETRY_AFTER,

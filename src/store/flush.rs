@@ -52,36 +52,48 @@ pub(super) fn flush_loop(store: Store, rx: std_mpsc::Receiver<u64>, opts: Pipeli
     }
 }
 
-/// Write every in-memory generation up to `through` as one segment and commit it.
+/// Write every in-memory generation up to `through` as one segment and commit it. Without a
+/// bucket the flushed WAL files go at once; with one, they stay until the segment is uploaded.
 fn flush(store: &Store, through: u64, opts: &SegmentOptions) -> Result<(), StoreError> {
     let started = Instant::now();
     let batches = store.mem_through(through);
-    let mut manifest = store.manifest();
+    let manifest = store.manifest();
     if through <= manifest.wal_flushed_through {
         return Ok(());
     }
+    // Only this thread adds segments, so the id read here is still free at the commit.
     let id = manifest.next_segment_id;
-    let meta = segment::write(&store.segments_dir(), id, &batches, opts)?;
-    manifest.next_segment_id = id + 1;
-    manifest.wal_flushed_through = through;
-    if let Some(meta) = meta.clone() {
-        manifest.segments.push(meta);
-    }
-    if let Err(e) = manifest.store(store.data_dir()) {
+    let bucket = store.remote().is_some();
+    let meta = segment::write(&store.segments_dir(), id, &batches, opts)?.map(|mut m| {
+        m.wal_through = through;
+        m.pending_upload = bucket;
+        m
+    });
+    let committed = store.update_manifest(|manifest| {
+        manifest.next_segment_id = id + 1;
+        manifest.wal_flushed_through = through;
+        if let Some(meta) = meta.clone() {
+            manifest.segments.push(meta);
+        }
+        Ok::<_, StoreError>(())
+    });
+    if let Err(e) = committed {
         // No manifest names the new segment: remove it, so it holds no space while the disk is
         // full (the next try writes it again under the same id).
         if let Some(meta) = &meta {
             let _ = std::fs::remove_file(store.segments_dir().join(&meta.file));
         }
-        return Err(e.into());
+        return Err(e);
     }
-    store.commit(manifest);
-    for (gen_, path) in wal::list(&store.wal_dir())? {
-        if gen_ <= through
-            && let Err(e) = std::fs::remove_file(&path)
-        {
-            tracing::warn!(file = %path.display(), error = %e, "failed to remove flushed WAL file");
+    match store.remote() {
+        Some(remote) => {
+            if let Some(meta) = &meta {
+                remote.cache.insert(&meta.file, meta.bytes, true);
+            }
+            remote.wake.notify_one();
+            store.refresh_backlog();
         }
+        None => delete_wal_through(store, through),
     }
     if let Some(m) = store.metrics() {
         m.segment_write_seconds.observe(started.elapsed().as_secs_f64());
@@ -99,7 +111,25 @@ fn flush(store: &Store, through: u64, opts: &SegmentOptions) -> Result<(), Store
     Ok(())
 }
 
-fn wal_bytes(dir: &std::path::Path) -> u64 {
+/// Delete the WAL files of generations up to `through` (their data is stored).
+pub(super) fn delete_wal_through(store: &Store, through: u64) {
+    let files = match wal::list(&store.wal_dir()) {
+        Ok(files) => files,
+        Err(e) => {
+            tracing::warn!(error = %e, "failed to list the WAL directory to delete flushed files");
+            return;
+        }
+    };
+    for (gen_, path) in files {
+        if gen_ <= through
+            && let Err(e) = std::fs::remove_file(&path)
+        {
+            tracing::warn!(file = %path.display(), error = %e, "failed to remove flushed WAL file");
+        }
+    }
+}
+
+pub(super) fn wal_bytes(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|it| it.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
         .unwrap_or(0)

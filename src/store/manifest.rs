@@ -31,6 +31,18 @@ pub struct SegmentMeta {
     pub max_ts: i64,
     /// Largest `received_at` in the segment.
     pub max_received_at: i64,
+    /// The newest WAL generation this segment holds (with a bucket: the WAL up to here may go
+    /// once the segment is uploaded). 0 in manifests written before buckets.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub wal_through: u64,
+    /// With a bucket: written here but not yet uploaded (or its upload not yet confirmed by the
+    /// bucket's manifest).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending_upload: bool,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +52,16 @@ pub struct Manifest {
     /// Every WAL generation up to and including this one is contained in `segments`.
     pub wal_flushed_through: u64,
     pub segments: Vec<SegmentMeta>,
+    /// With a bucket: where the segments not pending upload are (`s3://BUCKET/PREFIX/nodes/NODE`),
+    /// so that a data directory is never taken for another bucket's or node's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// With a bucket: WAL generations up to here are in uploaded segments and may be deleted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub wal_uploaded_through: u64,
+    /// With a bucket: objects retention removed from the manifest and still to delete.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_deletes: Vec<String>,
 }
 
 impl Manifest {
@@ -98,7 +120,10 @@ mod tests {
                 min_ts: 1,
                 max_ts: 2,
                 max_received_at: 3,
+                wal_through: 0,
+                pending_upload: false,
             }],
+            ..Default::default()
         };
         m2.store(dir.path()).unwrap();
         assert_eq!(Manifest::load(dir.path()).unwrap(), m2);

@@ -5,31 +5,40 @@
 //! visible to queries in the same step that makes it durable, and moves from memory to a segment
 //! atomically, so a query never sees a row twice or misses one.
 
+mod aws_profile;
+pub mod bucket;
+mod cache;
 #[cfg(test)]
 mod faults;
 mod flush;
 mod manifest;
+mod migrate;
 mod pipeline;
 mod retention;
 mod segment;
 mod table;
 #[cfg(test)]
 mod tests;
+mod upload;
 pub mod wal;
 mod wal_thread;
 
+pub use bucket::{Bucket, BucketError};
 pub use manifest::{Manifest, SegmentMeta};
+pub use migrate::{Migrated, migrate_to_bucket};
 pub use pipeline::{AppendError, Appender, Durable, Pipeline, PipelineOptions};
 pub use table::LogsTable;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use arrow::array::{Array, RecordBatch, TimestampNanosecondArray};
 
 use crate::batch::TIMESTAMP_INDEX;
-use crate::metrics::Metrics;
+use crate::metrics::{BucketMetrics, Metrics};
+use cache::SegmentCache;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -45,6 +54,48 @@ pub enum StoreError {
     Stopped,
     #[error("{path} does not exist: not a logwarden data directory (set data_dir, or pass --data-dir)")]
     NoDataDir { path: PathBuf },
+    #[error(
+        "the data directory {dir} holds segments of {found}, but storage.url and cluster.node_id say {configured}: \
+         set them back, or move the data with `logwarden storage migrate`"
+    )]
+    OtherLocation { dir: PathBuf, found: String, configured: String },
+    #[error(transparent)]
+    Upload(#[from] upload::UploadError),
+    #[error(
+        "the bucket already holds segments of node {node} under {location}: moving {dir} there would mix two histories; \
+         choose another cluster.node_id or storage.url prefix"
+    )]
+    BucketNotEmpty { dir: PathBuf, node: String, location: String },
+}
+
+/// Where a store keeps its segments and manifest.
+pub enum SegmentsAt {
+    /// `manifest.json` and `segments/` in this directory (the data directory by default).
+    Local(PathBuf),
+    /// In a bucket, with the data directory as the upload queue and local cache.
+    Bucket(Box<BucketSetup>),
+}
+
+/// A bucket to store segments in, as the daemon found it at start.
+pub struct BucketSetup {
+    pub bucket: Bucket,
+    /// This node's manifest in the bucket, read at start: adopted by an empty data directory
+    /// (a node that lost its disk), and never letting segment ids go back.
+    pub remote_manifest: Option<Manifest>,
+    pub cache_max_bytes: u64,
+    pub backlog_max_bytes: u64,
+    pub metrics: Option<BucketMetrics>,
+}
+
+/// The bucket side of a store.
+pub(crate) struct Remote {
+    pub(crate) bucket: Bucket,
+    pub(crate) cache: Arc<SegmentCache>,
+    backlog_max_bytes: u64,
+    backlog_full: AtomicBool,
+    /// Wakes the uploader: a segment was written, or retention has objects to delete.
+    wake: tokio::sync::Notify,
+    metrics: Option<BucketMetrics>,
 }
 
 /// A durable batch held in memory, with its time range for pruning.
@@ -74,11 +125,13 @@ struct State {
 }
 
 /// What a query reads: the segments and in-memory batches at one instant.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Snapshot {
     pub segments_dir: PathBuf,
     pub segments: Vec<SegmentMeta>,
     pub mem: Vec<MemBatch>,
+    /// With a bucket: where segments without a local copy are read.
+    pub(crate) remote: Option<Arc<Remote>>,
 }
 
 /// Shared handle to the storage state. Cheap to clone.
@@ -88,9 +141,15 @@ pub struct Store {
 }
 
 struct Inner {
+    /// The WAL, and with a bucket the manifest and segment copies.
     data_dir: PathBuf,
+    /// `manifest.json` and `segments/`.
+    root: PathBuf,
     state: RwLock<State>,
+    /// Held across a manifest's read, change, write and install (flush, retention, uploads).
+    manifest_lock: Mutex<()>,
     metrics: Option<Metrics>,
+    remote: Option<Arc<Remote>>,
 }
 
 /// What recovery found, for the start-up log.
@@ -110,7 +169,12 @@ impl Store {
     }
 
     pub fn segments_dir(&self) -> PathBuf {
-        self.inner.data_dir.join("segments")
+        self.inner.root.join("segments")
+    }
+
+    /// The directory holding `manifest.json`.
+    fn root(&self) -> &Path {
+        &self.inner.root
     }
 
     pub fn wal_dir(&self) -> PathBuf {
@@ -118,22 +182,46 @@ impl Store {
     }
 
     /// Open for the daemon: create directories, replay the WAL (truncating torn tails) and drop
-    /// WAL files that the manifest says are already in segments.
-    pub fn open(data_dir: &Path, metrics: Option<Metrics>) -> Result<(Store, Recovery), StoreError> {
-        for dir in [data_dir.to_path_buf(), data_dir.join("wal"), data_dir.join("segments")] {
+    /// WAL files whose data is stored (with a bucket: uploaded).
+    pub fn open(
+        data_dir: &Path,
+        at: SegmentsAt,
+        metrics: Option<Metrics>,
+    ) -> Result<(Store, Recovery), StoreError> {
+        let root = match &at {
+            SegmentsAt::Local(dir) => dir.clone(),
+            SegmentsAt::Bucket(_) => data_dir.to_path_buf(),
+        };
+        for dir in [data_dir.to_path_buf(), data_dir.join("wal"), root.clone(), root.join("segments")] {
             std::fs::create_dir_all(&dir)
                 .map_err(|source| StoreError::CreateDir { path: dir.clone(), source })?;
         }
-        let manifest = Manifest::load(data_dir)?;
-        segment::remove_temporaries(&data_dir.join("segments"));
+        let mut manifest = Manifest::load(&root)?;
+        segment::remove_temporaries(&root.join("segments"));
+        let remote = match at {
+            SegmentsAt::Local(_) => None,
+            SegmentsAt::Bucket(setup) => {
+                let (remote, changed) = Remote::open(*setup, &root, &mut manifest)?;
+                if changed {
+                    manifest.store(&root)?;
+                }
+                Some(Arc::new(remote))
+            }
+        };
         let mut rec = Recovery { segments: manifest.segments.len(), ..Default::default() };
         let mut state = State::default();
         let mut last_gen = manifest.wal_flushed_through;
+        // With a bucket, WAL files stay until the segments holding them are uploaded.
+        let deletable =
+            if remote.is_some() { manifest.wal_uploaded_through } else { manifest.wal_flushed_through };
         for (gen_, path) in wal::list(&data_dir.join("wal"))? {
             last_gen = last_gen.max(gen_);
-            if gen_ <= manifest.wal_flushed_through {
+            if gen_ <= deletable {
                 // Flushed before a crash that came ahead of the file's removal.
                 let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            if gen_ <= manifest.wal_flushed_through {
                 continue;
             }
             let r = wal::read(&path)?;
@@ -155,60 +243,76 @@ impl Store {
         rec.next_generation = last_gen + 1;
         state.manifest = manifest;
         let store = Store {
-            inner: Arc::new(Inner { data_dir: data_dir.to_path_buf(), state: RwLock::new(state), metrics }),
+            inner: Arc::new(Inner {
+                data_dir: data_dir.to_path_buf(),
+                root,
+                state: RwLock::new(state),
+                manifest_lock: Mutex::new(()),
+                metrics,
+                remote,
+            }),
         };
         if let Some(m) = &store.inner.metrics {
             m.wal_replayed_events.inc_by(rec.replayed_rows as u64);
         }
         store.update_gauges();
+        store.refresh_backlog();
         Ok((store, rec))
     }
 
     /// Open a data directory that a running daemon may be writing, without changing anything:
-    /// for `logwarden query`. A torn WAL tail is skipped, not truncated.
-    pub fn open_read_only(data_dir: &Path) -> Result<Store, StoreError> {
+    /// for `logwarden query`. A torn WAL tail is skipped, not truncated. With a bucket, segments
+    /// without a local copy are read from the bucket.
+    pub fn open_read_only(data_dir: &Path, at: SegmentsAt) -> Result<Store, StoreError> {
         // A reader never creates the directory: a wrong path must not read as "no events".
         if !data_dir.is_dir() {
             return Err(StoreError::NoDataDir { path: data_dir.to_path_buf() });
         }
+        let (root, remote) = match at {
+            SegmentsAt::Local(dir) => (dir, None),
+            SegmentsAt::Bucket(setup) => {
+                let cache = SegmentCache::new(data_dir.join("segments"), 0, None);
+                (data_dir.to_path_buf(), Some(Arc::new(Remote::new(*setup, cache))))
+            }
+        };
         // The daemon may flush and delete a WAL file between our listing and reading it;
         // a consistent view is the manifest read *after* the WAL files, so retry on a miss.
-        for _ in 0..5 {
-            match Self::read_view(data_dir) {
-                Ok(state) => {
-                    return Ok(Store {
-                        inner: Arc::new(Inner {
-                            data_dir: data_dir.to_path_buf(),
-                            state: RwLock::new(state),
-                            metrics: None,
-                        }),
-                    });
-                }
+        let mut tries = 0;
+        let state = loop {
+            tries += 1;
+            match Self::read_view(data_dir, &root) {
                 Err(StoreError::Wal(wal::WalError::Io { source, .. }))
-                    if source.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    continue;
+                    if source.kind() == std::io::ErrorKind::NotFound && tries < 6 => {}
+                other => break other?,
+            }
+        };
+        if let Some(r) = &remote {
+            for s in &state.manifest.segments {
+                if let Ok(meta) = std::fs::metadata(root.join("segments").join(&s.file)) {
+                    r.cache.insert(&s.file, meta.len(), true);
                 }
-                Err(e) => return Err(e),
             }
         }
-        Self::read_view(data_dir).map(|state| Store {
+        Ok(Store {
             inner: Arc::new(Inner {
                 data_dir: data_dir.to_path_buf(),
+                root,
                 state: RwLock::new(state),
+                manifest_lock: Mutex::new(()),
                 metrics: None,
+                remote,
             }),
         })
     }
 
-    fn read_view(data_dir: &Path) -> Result<State, StoreError> {
+    fn read_view(data_dir: &Path, root: &Path) -> Result<State, StoreError> {
         let mut state = State::default();
         let files = wal::list(&data_dir.join("wal"))?;
         let mut read = Vec::new();
         for (gen_, path) in files {
             read.push((gen_, wal::read(&path)?));
         }
-        let manifest = Manifest::load(data_dir)?;
+        let manifest = Manifest::load(root)?;
         for (gen_, r) in read {
             if gen_ > manifest.wal_flushed_through {
                 for b in r.batches {
@@ -226,6 +330,7 @@ impl Store {
             segments_dir: self.segments_dir(),
             segments: st.manifest.segments.clone(),
             mem: st.mem.values().flatten().cloned().collect(),
+            remote: self.inner.remote.clone(),
         }
     }
 
@@ -259,8 +364,21 @@ impl Store {
         self.read_state().manifest.clone()
     }
 
-    /// Install a manifest that now covers generations up to `flushed_through`: those batches
-    /// leave memory in the same step.
+    /// Change the manifest: `change` edits a copy, which is written (atomically) and then
+    /// installed; batches of the generations it now covers leave memory in the same step.
+    /// `change` returning an error, or a failed write, changes nothing.
+    fn update_manifest<T, E>(&self, change: impl FnOnce(&mut Manifest) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<manifest::ManifestError>,
+    {
+        let _one_writer = self.inner.manifest_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut manifest = self.manifest();
+        let out = change(&mut manifest)?;
+        manifest.store(self.root())?;
+        self.commit(manifest);
+        Ok(out)
+    }
+
     fn commit(&self, manifest: Manifest) {
         let mut st = self.write_state();
         let through = manifest.wal_flushed_through;
@@ -285,6 +403,166 @@ impl Store {
     pub(crate) fn metrics(&self) -> Option<&Metrics> {
         self.inner.metrics.as_ref()
     }
+
+    pub(crate) fn remote(&self) -> Option<&Arc<Remote>> {
+        self.inner.remote.as_ref()
+    }
+
+    /// With a bucket: whether segments and WAL waiting for upload have reached
+    /// `storage.upload_backlog_max_bytes`, so that WAL writes are refused until uploads catch up.
+    pub(crate) fn upload_backlog_full(&self) -> Option<(u64, u64)> {
+        let r = self.inner.remote.as_ref()?;
+        if !r.backlog_full.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some((self.upload_backlog_bytes(), r.backlog_max_bytes))
+    }
+
+    /// Bytes of segments not yet uploaded plus the WAL kept for them (and for what is not
+    /// flushed yet).
+    fn upload_backlog_bytes(&self) -> u64 {
+        let pending: u64 =
+            self.read_state().manifest.segments.iter().filter(|s| s.pending_upload).map(|s| s.bytes).sum();
+        pending + flush::wal_bytes(&self.wal_dir())
+    }
+
+    /// Recompute the upload backlog and its gauges (after a flush, an upload, a WAL rotation).
+    pub(crate) fn refresh_backlog(&self) {
+        let Some(r) = &self.inner.remote else { return };
+        let bytes = self.upload_backlog_bytes();
+        let (segments, oldest) = {
+            let st = self.read_state();
+            let pending = st.manifest.segments.iter().filter(|s| s.pending_upload);
+            (pending.clone().count(), pending.map(|s| s.max_received_at).min())
+        };
+        let full = bytes >= r.backlog_max_bytes;
+        let was = r.backlog_full.swap(full, Ordering::Relaxed);
+        if full != was {
+            if full {
+                tracing::error!(backlog_bytes = bytes, limit = r.backlog_max_bytes, bucket = %r.bucket.location(),
+                    "segments waiting for the bucket have reached storage.upload_backlog_max_bytes: ingest is refused \
+                     (HTTP 503) or held back (stream listeners) until uploads catch up");
+            } else {
+                tracing::warn!(
+                    backlog_bytes = bytes,
+                    "the upload backlog is below its limit again: ingest goes on"
+                );
+            }
+        }
+        if let Some(m) = &r.metrics {
+            m.backlog_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            m.backlog_segments.set(segments as i64);
+            let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+            let age = oldest.map_or(0, |t| now.saturating_sub(t).max(0) / 1_000_000_000);
+            m.backlog_oldest_seconds.set(age);
+        }
+    }
+}
+
+impl Remote {
+    fn new(setup: BucketSetup, cache: SegmentCache) -> Remote {
+        if let Some(m) = &setup.metrics {
+            m.backlog_max_bytes.set(i64::try_from(setup.backlog_max_bytes).unwrap_or(i64::MAX));
+        }
+        Remote {
+            bucket: setup.bucket,
+            cache: Arc::new(cache),
+            backlog_max_bytes: setup.backlog_max_bytes,
+            backlog_full: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
+            metrics: setup.metrics,
+        }
+    }
+
+    /// Tie the local manifest to the bucket (adopting the bucket's on an empty data directory),
+    /// check that segments waiting for upload are still here, and list the local copies.
+    /// Returns whether the manifest changed.
+    fn open(setup: BucketSetup, root: &Path, manifest: &mut Manifest) -> Result<(Remote, bool), StoreError> {
+        let location = setup.bucket.location();
+        let mut changed = false;
+        match manifest.location.as_deref() {
+            Some(l) if l == location => {}
+            Some(other) => {
+                return Err(StoreError::OtherLocation {
+                    dir: root.to_path_buf(),
+                    found: other.to_owned(),
+                    configured: location,
+                });
+            }
+            None if !manifest.segments.is_empty() => {
+                return Err(StoreError::OtherLocation {
+                    dir: root.to_path_buf(),
+                    found: "local storage (no bucket)".into(),
+                    configured: location,
+                });
+            }
+            None => {
+                if let Some(adopted) = &setup.remote_manifest {
+                    // A node that lost its disk: its segments are in the bucket. WAL numbers are
+                    // this disk's own and start again.
+                    manifest.segments = adopted.segments.clone();
+                    for s in &mut manifest.segments {
+                        s.wal_through = 0;
+                        s.pending_upload = false;
+                    }
+                    tracing::warn!(segments = manifest.segments.len(), bucket = %location,
+                        "the data directory is new: took this node's segments from the bucket's manifest");
+                }
+                manifest.location = Some(location.clone());
+                changed = true;
+            }
+        }
+        // Segment ids never go back, so a data directory restored from an old copy can never
+        // write over an object the bucket has.
+        if let Some(r) = &setup.remote_manifest
+            && r.next_segment_id > manifest.next_segment_id
+        {
+            manifest.next_segment_id = r.next_segment_id;
+            changed = true;
+        }
+        changed |= drop_lost_pending(root, manifest);
+        let cache = SegmentCache::new(root.join("segments"), setup.cache_max_bytes, setup.metrics.clone());
+        let named: std::collections::HashSet<&str> =
+            manifest.segments.iter().map(|s| s.file.as_str()).collect();
+        for s in &manifest.segments {
+            if let Ok(meta) = std::fs::metadata(root.join("segments").join(&s.file)) {
+                cache.insert(&s.file, meta.len(), s.pending_upload);
+            }
+        }
+        // Copies of segments retention removed while the daemon was down.
+        if let Ok(entries) = std::fs::read_dir(root.join("segments")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".parquet") && !named.contains(name.as_str()) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok((Remote::new(setup, cache), changed))
+    }
+}
+
+/// A segment waiting for upload whose file is gone or cut short (a lost or repaired disk)
+/// cannot be uploaded: it and every later one leave the manifest, and the WAL they came from
+/// (kept until upload) is replayed instead. Returns whether the manifest changed.
+fn drop_lost_pending(root: &Path, manifest: &mut Manifest) -> bool {
+    let intact = |s: &SegmentMeta| {
+        std::fs::metadata(root.join("segments").join(&s.file)).is_ok_and(|m| m.len() == s.bytes)
+    };
+    let Some(first_lost) = manifest.segments.iter().position(|s| s.pending_upload && !intact(s)) else {
+        return false;
+    };
+    let lost = manifest.segments.split_off(first_lost);
+    manifest.wal_flushed_through = manifest
+        .segments
+        .last()
+        .map_or(manifest.wal_uploaded_through, |s| s.wal_through.max(manifest.wal_uploaded_through));
+    tracing::error!(segments = ?lost.iter().map(|s| &s.file).collect::<Vec<_>>(), replay_from_generation = manifest.wal_flushed_through + 1,
+        "segments waiting for upload are missing or damaged; they are rebuilt from the WAL");
+    for s in lost {
+        let _ = std::fs::remove_file(root.join("segments").join(&s.file));
+    }
+    true
 }
 
 impl State {

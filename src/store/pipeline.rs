@@ -165,7 +165,13 @@ pub struct Pipeline {
     batcher: tokio::task::JoinHandle<()>,
     wal_thread: JoinHandle<()>,
     flush_thread: JoinHandle<()>,
+    /// With a bucket: the uploader, and what stops it once the threads are done.
+    uploader: Option<(tokio::task::JoinHandle<()>, tokio_util::sync::CancellationToken)>,
 }
+
+/// At shutdown the uploader gets this long for segments already written; the rest go up at the
+/// next start (they are durable on local disk meanwhile).
+const LAST_UPLOADS: Duration = Duration::from_secs(5);
 
 impl Pipeline {
     /// Start the pipeline on a store opened with [`Store::open`]. Every group made durable is
@@ -198,8 +204,12 @@ impl Pipeline {
             .spawn(move || wal.run(wal_rx))
             .map_err(|source| StoreError::CreateDir { path: "thread lw-wal".into(), source })?;
         let batcher = tokio::spawn(batch_loop(rx, wal_tx, opts, store.clone()));
+        let uploader = store.remote().is_some().then(|| {
+            let stop = tokio_util::sync::CancellationToken::new();
+            (tokio::spawn(super::upload::run(store.clone(), stop.clone())), stop)
+        });
         Ok((
-            Pipeline { batcher, wal_thread, flush_thread },
+            Pipeline { batcher, wal_thread, flush_thread, uploader },
             Appender { tx, budget, max_permits, store, paused },
         ))
     }
@@ -213,6 +223,12 @@ impl Pipeline {
             let _ = self.flush_thread.join();
         })
         .await;
+        if let Some((task, stop)) = self.uploader {
+            stop.cancel();
+            if tokio::time::timeout(LAST_UPLOADS, task).await.is_err() {
+                tracing::warn!("segments still waiting for the bucket are uploaded at the next start");
+            }
+        }
     }
 }
 

@@ -2,12 +2,15 @@
 //! event) or, oldest first, while all segments exceed `retention_max_bytes`.
 //!
 //! The manifest without them is committed first and the files are removed after, so a crash in
-//! between leaves only unreferenced files, never a manifest naming a missing file.
+//! between leaves only unreferenced files, never a manifest naming a missing file. With a bucket,
+//! the manifest records the objects to delete (`pending_deletes`), and the uploader deletes them
+//! once the bucket's manifest no longer names them; a delete the bucket refuses (Object Lock, a
+//! legal hold, a policy) is logged, counted and tried again an hour later, never blocking ingest.
 
 use std::time::Duration;
 
 use super::Store;
-use super::manifest::SegmentMeta;
+use super::manifest::{ManifestError, SegmentMeta};
 
 /// Which segments to drop, given the current time in ns.
 pub fn select(
@@ -39,24 +42,45 @@ pub fn select(
 }
 
 pub fn apply(store: &Store, max_age: Option<Duration>, max_bytes: Option<u64>) {
-    let mut manifest = store.manifest();
     let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
-    let ids = select(&manifest.segments, now, max_age, max_bytes);
-    if ids.is_empty() {
+    if select(&store.manifest().segments, now, max_age, max_bytes).is_empty() {
         return;
     }
-    let (gone, kept): (Vec<SegmentMeta>, Vec<SegmentMeta>) =
-        manifest.segments.into_iter().partition(|s| ids.contains(&s.id));
-    manifest.segments = kept;
-    if let Err(e) = manifest.store(store.data_dir()) {
-        tracing::error!(error = %e, "retention could not commit the manifest; no segment was deleted");
-        return;
-    }
-    store.commit(manifest);
-    let dir = store.segments_dir();
-    for s in &gone {
-        if let Err(e) = std::fs::remove_file(dir.join(&s.file)) {
-            tracing::warn!(segment = %s.file, error = %e, "failed to delete an expired segment");
+    let committed = store.update_manifest(|manifest| {
+        let ids = select(&manifest.segments, now, max_age, max_bytes);
+        let (gone, kept): (Vec<SegmentMeta>, Vec<SegmentMeta>) =
+            std::mem::take(&mut manifest.segments).into_iter().partition(|s| ids.contains(&s.id));
+        manifest.segments = kept;
+        if let Some(remote) = store.remote() {
+            // Deleted from the bucket by the uploader, once the bucket's manifest no longer names them.
+            let uploaded = gone.iter().filter(|s| !s.pending_upload);
+            manifest.pending_deletes.extend(uploaded.map(|s| remote.bucket.segment_key(&s.file).to_string()));
+        }
+        Ok::<_, ManifestError>(gone)
+    });
+    let gone = match committed {
+        Ok(gone) if gone.is_empty() => return,
+        Ok(gone) => gone,
+        Err(e) => {
+            tracing::error!(error = %e, "retention could not commit the manifest; no segment was deleted");
+            return;
+        }
+    };
+    match store.remote() {
+        Some(remote) => {
+            for s in &gone {
+                remote.cache.remove(&s.file);
+            }
+            remote.wake.notify_one();
+            store.refresh_backlog();
+        }
+        None => {
+            let dir = store.segments_dir();
+            for s in &gone {
+                if let Err(e) = std::fs::remove_file(dir.join(&s.file)) {
+                    tracing::warn!(segment = %s.file, error = %e, "failed to delete an expired segment");
+                }
+            }
         }
     }
     if let Some(m) = store.metrics() {
@@ -74,7 +98,17 @@ mod tests {
     use super::*;
 
     fn seg(id: u64, max_ts: i64, bytes: u64) -> SegmentMeta {
-        SegmentMeta { id, file: format!("{id}"), rows: 1, bytes, min_ts: 0, max_ts, max_received_at: max_ts }
+        SegmentMeta {
+            id,
+            file: format!("{id}"),
+            rows: 1,
+            bytes,
+            min_ts: 0,
+            max_ts,
+            max_received_at: max_ts,
+            wal_through: 0,
+            pending_upload: false,
+        }
     }
 
     #[test]

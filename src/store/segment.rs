@@ -96,7 +96,17 @@ pub fn write(
             return Err(e);
         }
     };
-    Ok(Some(SegmentMeta { id, file: name, rows: rows as u64, bytes, min_ts, max_ts, max_received_at }))
+    Ok(Some(SegmentMeta {
+        id,
+        file: name,
+        rows: rows as u64,
+        bytes,
+        min_ts,
+        max_ts,
+        max_received_at,
+        wal_through: 0,
+        pending_upload: false,
+    }))
 }
 
 /// Write `sorted` to `tmp`, fsync, rename it to `path` and fsync `dir`; the file's size.

@@ -1,5 +1,6 @@
 //! The DataFusion table `logs`: Parquet segments plus the durable batches still in memory, as
-//! one table.
+//! one table. With a bucket, segments with a local copy are read from it and the others from
+//! the bucket.
 //!
 //! Each scan takes a [`Snapshot`], keeps only the segments and batches whose time range can
 //! match the query's `timestamp` predicates, and unions a Parquet scan (which also prunes row
@@ -13,16 +14,21 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::{Result, ScalarValue};
+use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::table_schema::TableSchema;
 use datafusion::datasource::{TableProvider, TableType};
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, col};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 
-use super::Store;
+use super::{Remote, SegmentMeta, Store};
 use crate::batch::{self, col as column};
 
 /// The `logs` table over a [`Store`].
@@ -68,10 +74,15 @@ impl TableProvider for LogsTable {
         let overlaps = |min: i64, max: i64| max >= lo && min <= hi;
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
 
-        let files: Vec<ListingTableUrl> = snap
-            .segments
+        let wanted = snap.segments.iter().filter(|s| overlaps(s.min_ts, s.max_ts));
+        // With a bucket, a segment without a local copy is read from the bucket (and copied
+        // here in the background for the next query).
+        let (local, remote): (Vec<&SegmentMeta>, Vec<&SegmentMeta>) = match &snap.remote {
+            None => (wanted.collect(), Vec::new()),
+            Some(r) => wanted.partition(|s| r.cache.lookup(&s.file)),
+        };
+        let files: Vec<ListingTableUrl> = local
             .iter()
-            .filter(|s| overlaps(s.min_ts, s.max_ts))
             .map(|s| ListingTableUrl::parse(snap.segments_dir.join(&s.file).to_string_lossy()))
             .collect::<Result<_>>()?;
         if !files.is_empty() {
@@ -85,6 +96,9 @@ impl TableProvider for LogsTable {
             let table = ListingTable::try_new(config)?
                 .with_cache(state.runtime_env().cache_manager.get_file_statistic_cache());
             inputs.push(table.scan(state, projection, filters, limit).await?);
+        }
+        if let Some(r) = snap.remote.as_ref().filter(|_| !remote.is_empty()) {
+            inputs.push(remote_scan(state, r, &remote, projection, limit).await?);
         }
 
         let mem: Vec<_> =
@@ -108,6 +122,35 @@ impl TableProvider for LogsTable {
         }
         UnionExec::try_new(inputs)
     }
+}
+
+/// A Parquet scan of `segments` straight from the bucket. The files and their sizes come from
+/// the manifest, so nothing is listed or probed first, and a segment missing from the bucket
+/// fails the query with the object's name rather than reading as no rows.
+async fn remote_scan(
+    state: &dyn Session,
+    remote: &Arc<Remote>,
+    segments: &[&SegmentMeta],
+    projection: Option<&Vec<usize>>,
+    limit: Option<usize>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let url = ObjectStoreUrl::parse(remote.bucket.store_url())?;
+    state.runtime_env().register_object_store(url.as_ref(), remote.bucket.object_store());
+    let n = state.config().target_partitions().max(1).min(segments.len());
+    let mut groups = vec![Vec::new(); n];
+    for (i, s) in segments.iter().enumerate() {
+        remote.cache.fetch_later(&remote.bucket, &s.file, remote.bucket.segment_key(&s.file), s.bytes);
+        let file = PartitionedFile::new(remote.bucket.segment_key(&s.file).to_string(), s.bytes);
+        groups[i % n].push(file);
+    }
+    let format = ParquetFormat::default();
+    let source = format.file_source(TableSchema::from(batch::schema()));
+    let config = FileScanConfigBuilder::new(url, source)
+        .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+        .with_projection_indices(projection.cloned())?
+        .with_limit(limit)
+        .build();
+    format.create_physical_plan(state, config).await
 }
 
 /// The inclusive `[lo, hi]` range of `timestamp` (ns) that the conjunctive filters allow.

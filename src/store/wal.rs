@@ -29,10 +29,20 @@ pub enum WalError {
     BadMagic { path: PathBuf },
     #[error("no WAL generation is open: the last one could not be started")]
     NoGeneration,
+    #[error(
+        "segments waiting for the bucket hold {bytes} bytes of local disk, at storage.upload_backlog_max_bytes ({limit}): \
+         nothing more is written until uploads catch up"
+    )]
+    UploadBacklog { bytes: u64, limit: u64 },
 }
 
 impl WalError {
     /// The file system is full (or the daemon's quota is): space may come back.
+    /// Writing again later may work: the disk or the bucket may come back.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, WalError::Io { .. } | WalError::UploadBacklog { .. })
+    }
+
     pub fn is_disk_full(&self) -> bool {
         matches!(self, WalError::Io { source, .. }
             if matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded))

@@ -231,7 +231,7 @@ impl WalThread {
             }
             Err(e) => {
                 // Encoding failures are not the disk's: trying again would fail the same way.
-                let keep = matches!(e, WalError::Io { .. });
+                let keep = e.is_transient();
                 let e = std::sync::Arc::new(StoreError::from(e));
                 let mut refused = 0;
                 for g in groups {
@@ -257,6 +257,9 @@ impl WalThread {
     /// Append and fsync; on failure cut the file back, or abandon it if that fails too.
     /// Returns the bytes added to the WAL.
     fn append(&mut self, batches: &[RecordBatch]) -> Result<u64, WalError> {
+        if let Some((bytes, limit)) = self.store.upload_backlog_full() {
+            return Err(WalError::UploadBacklog { bytes, limit });
+        }
         let payloads = batches.iter().map(wal::encode).collect::<Result<Vec<_>, _>>()?;
         if self.writer.is_none() {
             self.start_generation()?;
@@ -330,9 +333,9 @@ impl WalThread {
         if let Some(repeated) = f.log.due() {
             let waiting: usize = self.held.iter().map(|g| g.batch.num_rows()).sum();
             tracing::error!(error = %e, refused_events = refused, waiting_events = waiting, repeated,
-                "WAL write failed and was cut back: HTTP senders get 503 and send again; events stream \
-                 listeners read wait in memory, and those listeners read nothing more until they are written, \
-                 once the disk under data_dir has room");
+                "WAL write refused: HTTP senders get 503 and send again; events stream listeners read wait \
+                 in memory, and those listeners read nothing more until they are written (once the disk \
+                 under data_dir has room, or the upload backlog is below its limit)");
         }
     }
 

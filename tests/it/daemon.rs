@@ -217,7 +217,7 @@ impl Daemon {
 
     /// Run `logwarden query --format json` against the data directory; one JSON object per row.
     pub fn query(&self, sql: &str) -> Vec<Value> {
-        query(&self.config, sql)
+        query_env(&self.config, &self.env, sql)
     }
 
     /// `SELECT count(*)` with an optional WHERE clause.
@@ -315,10 +315,16 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// Run `logwarden query --format json` with the config file `config`; one JSON object per row.
 pub fn query(config: &Path, sql: &str) -> Vec<Value> {
+    query_env(config, &[], sql)
+}
+
+/// [`query`] with extra environment (a bucket's endpoint and credentials).
+pub fn query_env(config: &Path, env: &[(String, String)], sql: &str) -> Vec<Value> {
     let out = Command::new(BIN)
         .args(["query", "--config"])
         .arg(config)
         .args(["--format", "json", sql])
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("run logwarden query");
     assert!(out.status.success(), "query failed: {}", String::from_utf8_lossy(&out.stderr));

@@ -5,6 +5,7 @@
 mod adbc;
 mod alerting;
 mod authz;
+mod bucket;
 mod client;
 mod config;
 mod crash;

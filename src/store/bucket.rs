@@ -1,0 +1,303 @@
+//! The bucket: this node's segments and manifest in S3 or an S3-compatible server, through the
+//! `object_store` crate that DataFusion reads Parquet with.
+//!
+//! Layout under `s3://BUCKET/PREFIX/`: `nodes/NODE_ID/manifest.json` (the segments of that node
+//! that are in the bucket), `nodes/NODE_ID/segments/ID.parquet`, and `nodes/NODE_ID/node.json`
+//! (written at start: it proves the bucket exists and takes writes from these credentials).
+//! Each node writes under its own prefix only, so no two writers ever update one object.
+//!
+//! Endpoint, region and credentials come from the environment (`AWS_*`), the shared
+//! credentials file, or instance and pod identity: never from the config file.
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::path::Path;
+use object_store::{
+    ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+    WriteMultipart,
+};
+use tokio::io::AsyncReadExt;
+
+use super::manifest::Manifest;
+
+/// Files above this size are uploaded in parts.
+const MULTIPART_ABOVE: u64 = 16 << 20;
+/// Size of one part (S3 wants at least 5 MiB for all but the last).
+const PART_BYTES: usize = 8 << 20;
+/// Parts in flight at once for one upload.
+const PARTS_IN_FLIGHT: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BucketError {
+    #[error("failed to {op} {object}: {cause}")]
+    Object { op: &'static str, object: String, cause: String, kind: FailureKind },
+    #[error("failed to set up the bucket {url}: {source}")]
+    Setup { url: String, source: object_store::Error },
+    #[error("failed to read {path} to upload it as {object}: {source}")]
+    Local { path: std::path::PathBuf, object: String, source: std::io::Error },
+    #[error("manifest {object} is corrupt: {source}")]
+    CorruptManifest { object: String, source: serde_json::Error },
+    #[error("{key}: {reason}")]
+    Config { key: &'static str, reason: String },
+}
+
+/// What kind of failure the bucket reported, for choosing what to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The object (or the bucket) does not exist.
+    NotFound,
+    /// The bucket refused the request: a policy, Object Lock, a legal hold.
+    Refused,
+    /// The credentials were refused.
+    Credentials,
+    /// Anything else: unreachable, timeouts, server errors.
+    Other,
+}
+
+impl BucketError {
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            BucketError::Object { kind, .. } => *kind,
+            _ => FailureKind::Other,
+        }
+    }
+}
+
+/// This node's place in a bucket, and the client that reaches it.
+#[derive(Clone)]
+pub struct Bucket {
+    store: Arc<dyn ObjectStore>,
+    bucket: String,
+    /// `PREFIX/nodes/NODE_ID`.
+    node_prefix: String,
+    node_id: String,
+}
+
+impl std::fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bucket({})", self.location())
+    }
+}
+
+impl Bucket {
+    /// The client for `s3://bucket/prefix`, configured from the environment; nothing is sent yet.
+    pub fn open(bucket: &str, prefix: &str, node_id: &str) -> Result<Bucket, BucketError> {
+        let url =
+            if prefix.is_empty() { format!("s3://{bucket}") } else { format!("s3://{bucket}/{prefix}") };
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            // Requests that hang (a stopped server) fail within these; the uploader retries.
+            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), "5s")
+            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "60s")
+            .with_retry(RetryConfig {
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(30),
+                ..RetryConfig::default()
+            });
+        for (key, value) in super::aws_profile::from_files() {
+            builder = builder.with_config(key, value);
+        }
+        let store = builder.build().map_err(|source| BucketError::Setup { url, source })?;
+        let node_prefix =
+            if prefix.is_empty() { format!("nodes/{node_id}") } else { format!("{prefix}/nodes/{node_id}") };
+        Ok(Bucket {
+            store: Arc::new(store),
+            bucket: bucket.to_owned(),
+            node_prefix,
+            node_id: node_id.to_owned(),
+        })
+    }
+
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    /// `s3://BUCKET`: the URL DataFusion finds this client under.
+    pub fn store_url(&self) -> String {
+        format!("s3://{}", self.bucket)
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// `s3://BUCKET/PREFIX/nodes/NODE_ID`: what a data directory's manifest is tied to.
+    pub fn location(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.node_prefix)
+    }
+
+    pub fn segment_key(&self, file: &str) -> Path {
+        Path::from(format!("{}/segments/{file}", self.node_prefix))
+    }
+
+    fn manifest_key(&self) -> Path {
+        Path::from(format!("{}/{}", self.node_prefix, super::manifest::FILE_NAME))
+    }
+
+    /// `s3://BUCKET/KEY`, for messages.
+    pub fn object_url(&self, key: &Path) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    fn failed(&self, op: &'static str, key: &Path, e: object_store::Error) -> BucketError {
+        let (kind, cause) = describe(&e);
+        BucketError::Object { op, object: self.object_url(key), cause, kind }
+    }
+
+    /// List this node's prefix and write `nodes/NODE_ID/node.json`: proves the bucket exists, is
+    /// reachable and takes this node's reads and writes, so that a wrong bucket, endpoint or
+    /// credentials stop the daemon at start. (Listing comes first: some S3-compatible servers
+    /// create a missing bucket on a PUT.)
+    pub async fn check(&self) -> Result<(), BucketError> {
+        let prefix = Path::from(self.node_prefix.as_str());
+        self.store.list_with_delimiter(Some(&prefix)).await.map_err(|e| self.failed("list", &prefix, e))?;
+        let key = Path::from(format!("{}/node.json", self.node_prefix));
+        let body = serde_json::json!({
+            "node_id": self.node_id,
+            "version": env!("CARGO_PKG_VERSION"),
+            "started_at": chrono::Utc::now().to_rfc3339(),
+        });
+        self.store
+            .put(&key, PutPayload::from(body.to_string().into_bytes()))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.failed("write", &key, e))
+    }
+
+    /// This node's manifest in the bucket; `None` when it has none yet.
+    pub async fn load_manifest(&self) -> Result<Option<Manifest>, BucketError> {
+        let key = self.manifest_key();
+        let bytes = match self.store.get(&key).await {
+            Ok(r) => r.bytes().await.map_err(|e| self.failed("read", &key, e))?,
+            Err(e) => {
+                let err = self.failed("read", &key, e);
+                // A missing bucket is reported as not found too: only a missing object is "none yet".
+                if err.kind() == FailureKind::NotFound && !err.to_string().contains("NoSuchBucket") {
+                    return Ok(None);
+                }
+                return Err(err);
+            }
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| BucketError::CorruptManifest { object: self.object_url(&key), source })
+    }
+
+    /// Replace this node's manifest in the bucket (a PUT replaces an object whole).
+    pub async fn store_manifest(&self, manifest: &Manifest) -> Result<(), BucketError> {
+        let key = self.manifest_key();
+        let bytes = serde_json::to_vec_pretty(manifest)
+            .map_err(|source| BucketError::CorruptManifest { object: self.object_url(&key), source })?;
+        self.store
+            .put(&key, PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.failed("write", &key, e))
+    }
+
+    /// Upload the file at `path` as `key`: in one request, or in parts above 16 MiB. A failed
+    /// multipart upload is aborted, so its parts hold no space in the bucket.
+    pub async fn upload(&self, path: &FsPath, key: &Path) -> Result<u64, BucketError> {
+        let local =
+            |source| BucketError::Local { path: path.to_path_buf(), object: self.object_url(key), source };
+        let mut file = tokio::fs::File::open(path).await.map_err(local)?;
+        let size = file.metadata().await.map_err(local)?.len();
+        if size <= MULTIPART_ABOVE {
+            let mut buf = Vec::with_capacity(size as usize);
+            file.read_to_end(&mut buf).await.map_err(local)?;
+            let opts = PutOptions { mode: PutMode::Overwrite, ..Default::default() };
+            self.store
+                .put_opts(key, PutPayload::from(buf), opts)
+                .await
+                .map_err(|e| self.failed("upload", key, e))?;
+            return Ok(size);
+        }
+        let upload =
+            self.store.put_multipart(key).await.map_err(|e| self.failed("start uploading", key, e))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        let mut buf = vec![0u8; PART_BYTES];
+        let sent: Result<(), BucketError> = async {
+            loop {
+                let n = file.read(&mut buf).await.map_err(local)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                writer
+                    .wait_for_capacity(PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(|e| self.failed("upload a part of", key, e))?;
+                writer.write(&buf[..n]);
+            }
+        }
+        .await;
+        match sent {
+            Ok(()) => {
+                writer.finish().await.map_err(|e| self.failed("complete the upload of", key, e))?;
+                Ok(size)
+            }
+            Err(e) => {
+                if let Err(abort) = writer.abort().await {
+                    tracing::warn!(object = %self.object_url(key), error = %abort, "failed to abort a multipart upload; the bucket's lifecycle rule for incomplete uploads removes its parts");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Download `key` whole.
+    pub async fn download(&self, key: &Path) -> Result<Bytes, BucketError> {
+        let r = self.store.get(key).await.map_err(|e| self.failed("download", key, e))?;
+        r.bytes().await.map_err(|e| self.failed("download", key, e))
+    }
+
+    /// Delete `key`; deleting an object that is already gone succeeds.
+    pub async fn delete(&self, key: &Path) -> Result<(), BucketError> {
+        match self.store.delete(key).await {
+            Ok(()) => Ok(()),
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.failed("delete", key, e)),
+        }
+    }
+}
+
+/// The kind of an object_store error and a cause that says what to check.
+fn describe(e: &object_store::Error) -> (FailureKind, String) {
+    let text = e.to_string();
+    let has = |code: &str| text.contains(code);
+    if has("NoSuchBucket") {
+        return (FailureKind::NotFound, format!("the bucket does not exist (NoSuchBucket): {text}"));
+    }
+    if ["InvalidAccessKeyId", "SignatureDoesNotMatch", "NotSignedUp", "ExpiredToken", "InvalidToken"]
+        .iter()
+        .any(|c| has(c))
+    {
+        return (
+            FailureKind::Credentials,
+            format!(
+                "the bucket refused the credentials (check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or the identity the node runs with): {text}"
+            ),
+        );
+    }
+    match e {
+        object_store::Error::NotFound { .. } => (FailureKind::NotFound, format!("no such object: {text}")),
+        object_store::Error::Unauthenticated { .. } => (
+            FailureKind::Credentials,
+            format!(
+                "the bucket refused the credentials (check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or the identity the node runs with): {text}"
+            ),
+        ),
+        object_store::Error::PermissionDenied { .. } => (
+            FailureKind::Refused,
+            format!("the bucket refused it (a bucket policy, Object Lock retention or a legal hold): {text}"),
+        ),
+        _ if has("AccessDenied") || has("ObjectLocked") || has("InvalidRequest") && has("Object Lock") => (
+            FailureKind::Refused,
+            format!("the bucket refused it (a bucket policy, Object Lock retention or a legal hold): {text}"),
+        ),
+        _ => (FailureKind::Other, text),
+    }
+}

@@ -1,0 +1,247 @@
+//! With a bucket: the local copies of segments that queries read instead of the bucket.
+//!
+//! A segment this node writes starts here, pinned until its upload is confirmed; then it is an
+//! ordinary entry. A query that needs a segment with no local copy reads it from the bucket
+//! and asks for a copy, which a background task downloads (two at a time) when it fits.
+//! Entries leave least recently used first once the copies exceed `storage.cache_max_bytes`,
+//! but never one a query used within [`IN_USE`]: a plan names local files when it is made and
+//! opens them later, so a copy is kept well past the query time limit of its last reader.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use super::bucket::Bucket;
+use crate::metrics::BucketMetrics;
+
+/// A copy read by a query this recently is not evicted.
+pub const IN_USE: Duration = Duration::from_secs(15 * 60);
+/// Downloads in flight at once.
+const DOWNLOADS: usize = 2;
+
+struct Entry {
+    bytes: u64,
+    last_used: Instant,
+    /// Not yet in the bucket: the only copy, never evicted.
+    pinned: bool,
+}
+
+#[derive(Default)]
+struct Copies {
+    entries: HashMap<String, Entry>,
+    /// Bytes of the unpinned entries (what `cache_max_bytes` bounds).
+    bytes: u64,
+    downloading: HashSet<String>,
+}
+
+pub struct SegmentCache {
+    dir: PathBuf,
+    max_bytes: u64,
+    copies: Mutex<Copies>,
+    downloads: Arc<Semaphore>,
+    metrics: Option<BucketMetrics>,
+}
+
+impl SegmentCache {
+    pub fn new(dir: PathBuf, max_bytes: u64, metrics: Option<BucketMetrics>) -> SegmentCache {
+        if let Some(m) = &metrics {
+            m.cache_max_bytes.set(i64::try_from(max_bytes).unwrap_or(i64::MAX));
+        }
+        SegmentCache {
+            dir,
+            max_bytes,
+            copies: Mutex::new(Copies::default()),
+            downloads: Arc::new(Semaphore::new(DOWNLOADS)),
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Copies> {
+        self.copies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of `file` is on disk (written here or found at start); `pinned` while it is not
+    /// yet in the bucket.
+    pub fn insert(&self, file: &str, bytes: u64, pinned: bool) {
+        let mut c = self.lock();
+        if let Some(old) =
+            c.entries.insert(file.to_owned(), Entry { bytes, last_used: Instant::now(), pinned })
+            && !old.pinned
+        {
+            c.bytes -= old.bytes;
+        }
+        if !pinned {
+            c.bytes += bytes;
+        }
+        drop(c);
+        self.evict();
+    }
+
+    /// `file` is in the bucket now: its copy may be evicted.
+    pub fn unpin(&self, file: &str) {
+        let mut c = self.lock();
+        let Some(e) = c.entries.get_mut(file) else { return };
+        if e.pinned {
+            e.pinned = false;
+            let bytes = e.bytes;
+            c.bytes += bytes;
+        }
+        drop(c);
+        self.evict();
+    }
+
+    /// Retention dropped `file`: forget and delete its copy.
+    pub fn remove(&self, file: &str) {
+        let mut c = self.lock();
+        if let Some(e) = c.entries.remove(file)
+            && !e.pinned
+        {
+            c.bytes -= e.bytes;
+        }
+        drop(c);
+        self.remove_file(file);
+        self.update_gauge();
+    }
+
+    /// Whether a query can read `file` locally; counts a hit or a miss and marks it used.
+    pub fn lookup(&self, file: &str) -> bool {
+        let mut c = self.lock();
+        let hit = match c.entries.get_mut(file) {
+            Some(e) => {
+                e.last_used = Instant::now();
+                true
+            }
+            None => false,
+        };
+        drop(c);
+        if let Some(m) = &self.metrics {
+            if hit { m.cache_hits.inc() } else { m.cache_misses.inc() }
+        }
+        hit
+    }
+
+    /// Download `file` (object `key`, `bytes` long) in the background if it can fit.
+    pub fn fetch_later(
+        self: &Arc<Self>,
+        bucket: &Bucket,
+        file: &str,
+        key: object_store::path::Path,
+        bytes: u64,
+    ) {
+        if bytes > self.max_bytes {
+            return;
+        }
+        {
+            let mut c = self.lock();
+            if c.entries.contains_key(file) || !c.downloading.insert(file.to_owned()) {
+                return;
+            }
+        }
+        let (cache, bucket, file) = (self.clone(), bucket.clone(), file.to_owned());
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.lock().downloading.remove(&file);
+            return;
+        };
+        rt.spawn(async move {
+            let _slot = cache.downloads.clone().acquire_owned().await;
+            if let Err(e) = cache.download(&bucket, &file, &key, bytes).await {
+                tracing::warn!(object = %bucket.object_url(&key), error = %e, "failed to copy a segment into the local cache; queries read it from the bucket");
+                if let Some(m) = &cache.metrics {
+                    m.errors.with_label_values(&["cache_fill"]).inc();
+                }
+            }
+            cache.lock().downloading.remove(&file);
+        });
+    }
+
+    async fn download(
+        &self,
+        bucket: &Bucket,
+        file: &str,
+        key: &object_store::path::Path,
+        bytes: u64,
+    ) -> anyhow::Result<()> {
+        // Make room first: a copy that cannot fit beside what is in use is not made.
+        if !self.make_room(bytes) {
+            return Ok(());
+        }
+        let body = bucket.download(key).await?;
+        let (dir, name) = (self.dir.clone(), file.to_owned());
+        let len = body.len() as u64;
+        tokio::task::spawn_blocking(move || write_copy(&dir, &name, &body)).await??;
+        if let Some(m) = &self.metrics {
+            m.cache_filled_bytes.inc_by(len);
+        }
+        self.insert(file, len, false);
+        Ok(())
+    }
+
+    /// Evict until `extra` more bytes fit; false if copies in use leave no room.
+    fn make_room(&self, extra: u64) -> bool {
+        self.evict_to(self.max_bytes.saturating_sub(extra));
+        self.lock().bytes + extra <= self.max_bytes
+    }
+
+    fn evict(&self) {
+        self.evict_to(self.max_bytes);
+    }
+
+    fn evict_to(&self, limit: u64) {
+        let mut gone = Vec::new();
+        {
+            let mut c = self.lock();
+            if c.bytes > limit {
+                let mut victims: Vec<(Instant, String, u64)> = c
+                    .entries
+                    .iter()
+                    .filter(|(_, e)| !e.pinned && e.last_used.elapsed() >= IN_USE)
+                    .map(|(f, e)| (e.last_used, f.clone(), e.bytes))
+                    .collect();
+                victims.sort();
+                for (_, file, bytes) in victims {
+                    if c.bytes <= limit {
+                        break;
+                    }
+                    c.entries.remove(&file);
+                    c.bytes -= bytes;
+                    gone.push((file, bytes));
+                }
+            }
+        }
+        for (file, bytes) in &gone {
+            self.remove_file(file);
+            if let Some(m) = &self.metrics {
+                m.cache_evicted_bytes.inc_by(*bytes);
+            }
+        }
+        self.update_gauge();
+    }
+
+    fn remove_file(&self, file: &str) {
+        if let Err(e) = std::fs::remove_file(self.dir.join(file))
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(file = %self.dir.join(file).display(), error = %e, "failed to delete a cached segment copy");
+        }
+    }
+
+    fn update_gauge(&self) {
+        if let Some(m) = &self.metrics {
+            m.cache_bytes.set(i64::try_from(self.lock().bytes).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// Write a downloaded copy under a temporary name and rename it into place, so a reader never
+/// sees a partial file. No fsync: a copy lost in a crash is downloaded again.
+fn write_copy(dir: &Path, file: &str, body: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{file}.download"));
+    let written = std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, dir.join(file)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}

@@ -1,0 +1,688 @@
+//! Segments in a bucket, against a real S3 server on loopback: s3s-fs (it checks SigV4
+//! signatures and keeps its objects in a directory across restarts, so the tests can stop it,
+//! start it again and look at what it holds) and, for bucket policies, moto's server.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::client::post;
+use crate::daemon::{BIN, Daemon, wait_until, wait_until_async};
+
+const ACCESS_KEY: &str = "AKIALOGWARDENTEST";
+const SECRET_KEY: &str = "logwarden-test-secret";
+
+/// An s3s-fs process serving a temporary directory on a loopback port.
+pub struct S3Server {
+    child: Option<Child>,
+    pub root: tempfile::TempDir,
+    pub port: u16,
+    log: PathBuf,
+}
+
+fn s3s_fs() -> PathBuf {
+    let home = PathBuf::from(std::env::var_os("HOME").expect("HOME"));
+    let installed = home.join(".cargo/bin/s3s-fs");
+    if installed.exists() { installed } else { PathBuf::from("s3s-fs") }
+}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        let root = tempfile::tempdir().expect("tempdir");
+        let log = root.path().join("s3s-fs.log");
+        std::fs::create_dir(root.path().join("data")).expect("mkdir");
+        let mut s = S3Server { child: None, root, port: 0, log };
+        s.spawn(0);
+        s
+    }
+
+    fn spawn(&mut self, port: u16) {
+        let _ = std::fs::remove_file(&self.log);
+        let log = std::fs::File::create(&self.log).expect("log");
+        let child = Command::new(s3s_fs())
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", ACCESS_KEY])
+            .args(["--secret-key", SECRET_KEY])
+            .arg(self.root.path().join("data"))
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start s3s-fs (scripts/install-test-deps installs it)");
+        self.child = Some(child);
+        let mut found = 0;
+        wait_until(Duration::from_secs(20), "s3s-fs to listen", || {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            found = text
+                .split("server is running at http://127.0.0.1:")
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            found != 0
+        });
+        self.port = found;
+    }
+
+    /// Kill the server: the bucket is unreachable until [`S3Server::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same port, with the objects it held.
+    pub fn restart(&mut self) {
+        self.stop();
+        let port = self.port;
+        self.spawn(port);
+    }
+
+    pub fn create_bucket(&self, name: &str) {
+        std::fs::create_dir_all(self.root.path().join("data").join(name)).expect("bucket directory");
+    }
+
+    /// The file holding object `key` of `bucket`.
+    pub fn object_path(&self, bucket: &str, key: &str) -> PathBuf {
+        self.root.path().join("data").join(bucket).join(key)
+    }
+
+    /// Keys under `prefix` in `bucket`, sorted.
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let base = self.root.path().join("data").join(bucket);
+        let mut out = Vec::new();
+        walk(&base, &base, &mut out);
+        out.retain(|k| k.starts_with(prefix));
+        out.sort();
+        out
+    }
+
+    pub fn env(&self, secret: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", self.port)),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", secret.into()),
+            ("AWS_REGION", "us-east-1".into()),
+            // A shared credentials file in the test's HOME must not be read.
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".into()),
+            ("AWS_CONFIG_FILE", "/nonexistent".into()),
+        ]
+    }
+}
+
+fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(base, &p, out);
+        } else if let Ok(rel) = p.strip_prefix(base) {
+            let rel = rel.to_string_lossy().into_owned();
+            // s3s-fs keeps its own bookkeeping in dot-files beside the objects.
+            if !rel.split('/').any(|part| part.starts_with('.')) {
+                out.push(rel);
+            }
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("--- s3s-fs log ---\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        }
+    }
+}
+
+/// A daemon storing segments in `s3://logs/site-a` as node `n1`, flushing often; `extra` holds
+/// more `[storage]` keys, replacing these defaults.
+fn bucket_config(extra: &str) -> String {
+    let defaults = [
+        ("flush_interval", "\"300ms\""),
+        ("flush_bytes", "\"2MiB\""),
+        ("upload_backlog_max_bytes", "\"64MiB\""),
+    ];
+    let mut storage = String::from("[storage]\nurl = \"s3://logs/site-a\"\n");
+    for (key, value) in defaults {
+        if !extra.lines().any(|l| l.split('=').next().is_some_and(|k| k.trim() == key)) {
+            storage.push_str(&format!("{key} = {value}\n"));
+        }
+    }
+    format!("{storage}{extra}[cluster]\nnode_id = \"n1\"\n")
+}
+
+fn start_on(s3: &S3Server, extra: &str) -> Daemon {
+    let env = s3.env(SECRET_KEY);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Daemon::start_with_env(&bucket_config(extra), &env)
+}
+
+/// POST `n` requests of `per` events each, tagged `tag REQ I`; returns when all are acknowledged.
+async fn send(d: &Daemon, tag: &str, first: usize, n: usize, per: usize) {
+    for req in first..first + n {
+        let body: String = (0..per).map(|i| format!("{{\"message\":\"{tag} {req} {i}\"}}\n")).collect();
+        let r = post(d.addr("http"), d.ca_file(), "/v1/logs", vec![], body.into_bytes()).await;
+        assert_eq!(r.status, 200, "request {req}: {}", r.body);
+    }
+}
+
+/// Wait until everything the daemon holds is flushed and uploaded, and it uploaded something.
+fn wait_uploaded(d: &Daemon) {
+    wait_settled(d, 1.0);
+}
+
+/// Wait until everything the daemon holds is flushed and uploaded, and it uploaded at least
+/// `uploads` segments itself.
+fn wait_settled(d: &Daemon, uploads: f64) {
+    wait_until(Duration::from_secs(60), "every segment uploaded", || {
+        let m = d.metrics();
+        let value = |name: &str| {
+            m.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+                .unwrap_or(-1.0)
+        };
+        value("logwarden_upload_backlog_segments") == 0.0
+            && value("logwarden_bucket_uploaded_segments_total") >= uploads
+            && value("logwarden_memtable_rows") == 0.0
+    });
+}
+
+/// Counts per request number of the events tagged `tag`.
+fn per_request(d: &Daemon, tag: &str) -> HashMap<String, i64> {
+    d.query(&format!(
+        "SELECT split_part(message, ' ', 2) AS req, count(*) AS n FROM logs WHERE message LIKE '{tag} %' GROUP BY 1"
+    ))
+    .iter()
+    .map(|r| (r["req"].as_str().unwrap().to_string(), r["n"].as_i64().unwrap()))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn segments_go_to_the_bucket_and_come_back_from_it() {
+    let s3 = S3Server::start();
+    s3.create_bucket("logs");
+    let mut d = start_on(&s3, "");
+    send(&d, "up", 0, 20, 100).await;
+    wait_uploaded(&d);
+
+    let keys = s3.keys("logs", "site-a/nodes/n1/");
+    assert!(keys.contains(&"site-a/nodes/n1/manifest.json".to_string()), "{keys:?}");
+    assert!(keys.contains(&"site-a/nodes/n1/node.json".to_string()), "{keys:?}");
+    assert!(
+        keys.iter().any(|k| k.starts_with("site-a/nodes/n1/segments/") && k.ends_with(".parquet")),
+        "{keys:?}"
+    );
+    // The WAL of uploaded segments is gone.
+    let wal: Vec<_> = std::fs::read_dir(d.data_dir().join("wal")).unwrap().flatten().collect();
+    assert!(wal.len() <= 2, "WAL files left after upload: {wal:?}");
+    assert_eq!(d.count("message LIKE 'up %'"), 2000);
+    assert!(d.metric("logwarden_segment_cache_hits_total") >= 0.0);
+
+    // Cold cache: without local copies, the daemon's queries read the bucket.
+    d.terminate(Duration::from_secs(30));
+    for e in std::fs::read_dir(d.data_dir().join("segments")).unwrap().flatten() {
+        std::fs::remove_file(e.path()).unwrap();
+    }
+    d.spawn();
+    let url = format!("https://localhost:{}", d.addr("flight").port());
+    let server_count = || {
+        let out = Command::new(BIN)
+            .args(["query", "--config"])
+            .arg(&d.config)
+            .args([
+                "--server",
+                &url,
+                "--format",
+                "json",
+                "SELECT count(*) AS n FROM logs WHERE message LIKE 'up %'",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(server_count().contains("2000"), "{}", server_count());
+    assert!(d.metric("logwarden_segment_cache_misses_total") >= 1.0);
+    // The misses were copied into the cache in the background; the next query hits.
+    wait_until(Duration::from_secs(30), "the cache to fill", || {
+        d.metric("logwarden_segment_cache_filled_bytes_total") > 0.0
+    });
+    let hits = d.metric("logwarden_segment_cache_hits_total");
+    assert!(server_count().contains("2000"));
+    assert!(d.metric("logwarden_segment_cache_hits_total") > hits);
+    d.terminate(Duration::from_secs(30));
+
+    // A node that lost its disk takes its segments from the bucket's manifest.
+    std::fs::remove_dir_all(d.data_dir()).unwrap();
+    d.spawn();
+    assert_eq!(d.count("message LIKE 'up %'"), 2000);
+    send(&d, "after", 0, 5, 10).await;
+    wait_uploaded(&d);
+    assert_eq!(d.count(""), 2050);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bucket_down_for_30_s_under_load_loses_nothing_and_doubles_nothing() {
+    let mut s3 = S3Server::start();
+    s3.create_bucket("logs");
+    let mut d = start_on(&s3, "");
+    let acked: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for worker in 0..2usize {
+        let (addr, ca, acked, stop) = (d.addr("http"), d.ca_file(), acked.clone(), stop.clone());
+        senders.push(tokio::spawn(async move {
+            // Bounded: at most 2000 requests per worker, or until told to stop.
+            for n in 0..2000usize {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let req = worker * 10_000 + n;
+                let body: String = (0..50).map(|i| format!("{{\"message\":\"load {req} {i}\"}}\n")).collect();
+                let r = post(addr, ca.clone(), "/v1/logs", vec![], body.into_bytes()).await;
+                if r.status == 200 {
+                    acked.lock().unwrap().push(req);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    let acked_now = || acked.lock().unwrap().len();
+    wait_until_async(Duration::from_secs(60), "the first uploads", || {
+        let up = d.metric("logwarden_bucket_uploaded_segments_total");
+        async move { up >= 1.0 }
+    })
+    .await;
+    s3.stop();
+    let down = Instant::now();
+    let before = acked_now();
+    // Ingest goes on while the bucket is away; segments wait on local disk.
+    wait_until_async(Duration::from_secs(60), "the bucket to be down for 30 s", || {
+        let gone = down.elapsed() >= Duration::from_secs(30);
+        async move { gone }
+    })
+    .await;
+    assert!(acked_now() > before + 50, "ingest stalled while the bucket was down");
+    assert!(d.metric("logwarden_upload_backlog_segments") >= 1.0);
+    assert_eq!(d.metric("logwarden_bucket_up"), 0.0);
+    s3.restart();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in senders {
+        s.await.unwrap();
+    }
+    wait_uploaded(&d);
+    assert_eq!(d.metric("logwarden_bucket_up"), 1.0);
+
+    // Everything acknowledged is in the bucket, once: a new data directory reads it all back.
+    d.terminate(Duration::from_secs(30));
+    std::fs::remove_dir_all(d.data_dir()).unwrap();
+    d.spawn();
+    let counts = per_request(&d, "load");
+    let acked = acked.lock().unwrap().clone();
+    for req in &acked {
+        assert_eq!(counts.get(&req.to_string()), Some(&50), "request {req}");
+    }
+    assert_eq!(counts.len(), acked.len(), "rows of requests that were never acknowledged");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_between_upload_and_manifest_loses_and_doubles_nothing() {
+    let s3 = S3Server::start();
+    s3.create_bucket("logs");
+    let stall = tempfile::tempdir().unwrap();
+    let gate = stall.path().join("stall");
+    std::fs::write(&gate, b"").unwrap();
+    let mut env: Vec<(String, String)> =
+        s3.env(SECRET_KEY).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    env.push(("LOGWARDEN_TEST_STALL_UPLOAD".into(), gate.display().to_string()));
+    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut d = Daemon::start_with_env(&bucket_config(""), &envs);
+    send(&d, "kill", 0, 10, 100).await;
+    let reached = stall.path().join("stall.reached");
+    wait_until(Duration::from_secs(60), "an upload to reach the failpoint", || reached.exists());
+    // The object is in the bucket; no manifest names it yet.
+    let objects: Vec<String> = s3
+        .keys("logs", "site-a/nodes/n1/segments/")
+        .into_iter()
+        .filter(|k| k.ends_with(".parquet"))
+        .collect();
+    assert!(!objects.is_empty());
+    d.kill9();
+
+    std::fs::remove_file(&gate).unwrap();
+    d.env.retain(|(k, _)| k != "LOGWARDEN_TEST_STALL_UPLOAD");
+    d.spawn();
+    send(&d, "kill", 10, 2, 100).await;
+    wait_uploaded(&d);
+    let counts = per_request(&d, "kill");
+    assert_eq!(counts.len(), 12);
+    assert!(counts.values().all(|n| *n == 100), "{counts:?}");
+    // The bucket alone holds them once.
+    d.terminate(Duration::from_secs(30));
+    std::fs::remove_dir_all(d.data_dir()).unwrap();
+    d.spawn();
+    let counts = per_request(&d, "kill");
+    assert_eq!(counts.len(), 12);
+    assert!(counts.values().all(|n| *n == 100), "{counts:?}");
+}
+
+/// `logwarden serve` with this storage setup must exit at start; its output.
+fn failed_start(extra: &str, env: &[(&'static str, String)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("logwarden.toml");
+    std::fs::write(&config, crate::daemon::test_config(&dir.path().join("data"), &bucket_config(extra)))
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(90) {
+            let _ = child.kill();
+            panic!("logwarden started with a bad bucket setup");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    assert!(!status.success());
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn wrong_credentials_and_a_missing_bucket_stop_the_start_with_the_object_named() {
+    let s3 = S3Server::start();
+    s3.create_bucket("logs");
+    let out = failed_start("", &s3.env("not-the-secret"));
+    assert!(out.contains("s3://logs/site-a/nodes/n1"), "{out}");
+    assert!(out.contains("refused the credentials"), "{out}");
+    assert!(out.contains("SignatureDoesNotMatch"), "{out}");
+
+    let out = failed_start("", &{
+        let mut env = s3.env(SECRET_KEY);
+        env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL");
+        env.push(("AWS_ENDPOINT_URL", "http://127.0.0.1:9".into()));
+        env
+    });
+    assert!(out.contains("s3://logs/site-a/nodes/n1"), "{out}");
+
+    let missing = S3Server::start();
+    let out = failed_start("", &missing.env(SECRET_KEY));
+    assert!(out.contains("the bucket does not exist"), "{out}");
+    assert!(out.contains("s3://logs/site-a/nodes/n1"), "{out}");
+}
+
+#[test]
+fn validate_refuses_credentials_in_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("logwarden.toml");
+    for (toml, key) in [
+        ("[storage]\nurl = \"s3://logs/p\"\nsecret_access_key = \"x\"\n", "storage.secret_access_key"),
+        ("[storage]\nurl = \"s3://AKIA:secret@logs/p\"\n", "storage.url"),
+    ] {
+        std::fs::write(&config, toml).unwrap();
+        let out = Command::new(BIN).arg("validate").arg(&config).output().unwrap();
+        assert!(!out.status.success());
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            text.contains(&format!(
+                "{}: {key}: credentials are never read from the config file",
+                config.display()
+            )),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_segment_object_fails_the_query_with_its_name() {
+    let s3 = S3Server::start();
+    s3.create_bucket("logs");
+    let mut d = start_on(&s3, "");
+    send(&d, "gone", 0, 5, 100).await;
+    wait_uploaded(&d);
+    d.terminate(Duration::from_secs(30));
+    let segment = s3
+        .keys("logs", "site-a/nodes/n1/segments/")
+        .into_iter()
+        .find(|k| k.ends_with(".parquet"))
+        .expect("a segment in the bucket");
+    std::fs::remove_file(s3.object_path("logs", &segment)).unwrap();
+    for e in std::fs::read_dir(d.data_dir().join("segments")).unwrap().flatten() {
+        std::fs::remove_file(e.path()).unwrap();
+    }
+    let out = Command::new(BIN)
+        .args(["query", "--config"])
+        .arg(&d.config)
+        .arg("SELECT count(*) FROM logs")
+        .envs(d.env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains(&segment), "{text}");
+    assert!(text.contains("not found"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_migrate_moves_a_local_data_directory_into_the_bucket() {
+    let s3 = S3Server::start();
+    s3.create_bucket("logs");
+    let mut d = Daemon::start_with("[storage]\nflush_interval = \"300ms\"\n");
+    send(&d, "mig", 0, 10, 100).await;
+    wait_until(Duration::from_secs(30), "segments on local disk", || {
+        d.metric("logwarden_storage_segments") >= 1.0 && d.metric("logwarden_memtable_rows") == 0.0
+    });
+    d.terminate(Duration::from_secs(30));
+
+    std::fs::write(&d.config, crate::daemon::test_config(&d.data_dir(), &bucket_config(""))).unwrap();
+    d.env = s3.env(SECRET_KEY).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let migrate = || {
+        Command::new(BIN)
+            .args(["storage", "migrate", "--config"])
+            .arg(&d.config)
+            .envs(d.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap()
+    };
+    let out = migrate();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("into s3://logs/site-a/nodes/n1"), "{text}");
+    assert!(s3.keys("logs", "site-a/nodes/n1/segments/").iter().any(|k| k.ends_with(".parquet")));
+    // Run again: nothing left to move.
+    let again = migrate();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("moved 0 segments"));
+
+    d.spawn();
+    assert_eq!(d.count("message LIKE 'mig %'"), 1000);
+    wait_settled(&d, 0.0);
+    d.terminate(Duration::from_secs(30));
+    std::fs::remove_dir_all(d.data_dir()).unwrap();
+    d.spawn();
+    assert_eq!(d.count("message LIKE 'mig %'"), 1000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_directory_of_another_bucket_or_node_refuses_to_start() {
+    let s3 = S3Server::start();
+    s3.create_bucket("logs");
+    let mut d = start_on(&s3, "");
+    send(&d, "x", 0, 1, 10).await;
+    wait_uploaded(&d);
+    d.terminate(Duration::from_secs(30));
+    let config = crate::daemon::test_config(
+        &d.data_dir(),
+        &bucket_config("").replace("node_id = \"n1\"", "node_id = \"n2\""),
+    );
+    std::fs::write(&d.config, config).unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&d.config)
+        .envs(d.env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("holds segments of s3://logs/site-a/nodes/n1"), "{text}");
+    assert!(text.contains("s3://logs/site-a/nodes/n2"), "{text}");
+}
+
+/// moto's S3 server on a loopback port, from the test venv (scripts/install-test-deps).
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+fn venv_bin(name: &str) -> PathBuf {
+    let venv = std::env::var_os("LOGWARDEN_VENV").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/logwarden/venv")
+    });
+    venv.join("bin").join(name)
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(venv_bin("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server (scripts/install-test-deps installs it)");
+        wait_until(Duration::from_secs(30), "moto to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Moto { child, port }
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", self.port)),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", "AKIAMOTO".into()),
+            ("AWS_SECRET_ACCESS_KEY", "moto".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".into()),
+            ("AWS_CONFIG_FILE", "/nonexistent".into()),
+        ]
+    }
+
+    /// Run `code` with `s3`, a boto3 client of this server, in scope; its stdout.
+    fn python(&self, code: &str) -> String {
+        let script = format!(
+            "import boto3, json\ns3 = boto3.client('s3', endpoint_url='http://127.0.0.1:{}', \
+             aws_access_key_id='AKIAMOTO', aws_secret_access_key='moto', region_name='us-east-1')\n{code}",
+            self.port
+        );
+        let out = Command::new(venv_bin("python")).args(["-c", &script]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_the_bucket_refuses_is_counted_and_never_blocks_ingest() {
+    let moto = Moto::start();
+    // A bucket whose policy keeps every object, as a legal hold or WORM policy would.
+    moto.python(
+        "s3.create_bucket(Bucket='logs')\n\
+         s3.put_bucket_policy(Bucket='logs', Policy=json.dumps({'Version': '2012-10-17', 'Statement': [\
+         {'Effect': 'Deny', 'Principal': '*', 'Action': 's3:DeleteObject', 'Resource': 'arn:aws:s3:::logs/*'}]}))",
+    );
+    let env = moto.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let d = Daemon::start_with_env(&bucket_config("retention_max_age = \"2s\"\n"), &env);
+    send(&d, "worm", 0, 5, 100).await;
+    wait_until(Duration::from_secs(60), "a refused delete", || {
+        d.metric("logwarden_bucket_deletes_refused_total") >= 1.0
+    });
+    // Retention dropped the segments from the manifest; the bucket kept the objects.
+    let listed = moto.python(
+        "print('\\n'.join(o['Key'] for o in s3.list_objects_v2(Bucket='logs', Prefix='site-a/nodes/n1/segments/').get('Contents', [])))",
+    );
+    assert!(listed.lines().any(|k| k.ends_with(".parquet")), "{listed}");
+    assert!(d.log_text().contains("the bucket refused to delete an expired segment"));
+    assert!(d.log_text().contains("s3://logs/site-a/nodes/n1/segments/"));
+    // Ingest and uploads go on.
+    let uploaded = d.metric("logwarden_bucket_uploaded_segments_total");
+    send(&d, "worm-after", 0, 2, 10).await;
+    wait_until(Duration::from_secs(30), "uploads after the refusal", || {
+        d.metric("logwarden_bucket_uploaded_segments_total") > uploaded
+    });
+    send(&d, "worm-later", 0, 2, 10).await;
+    wait_until(Duration::from_secs(30), "another upload", || {
+        d.metric("logwarden_bucket_uploaded_segments_total") > uploaded + 1.0
+    });
+    // Each object is refused once and then left for an hour: no retry loop.
+    let refused = d.metric("logwarden_bucket_deletes_refused_total");
+    let uploaded = d.metric("logwarden_bucket_uploaded_segments_total");
+    assert!(refused <= uploaded, "{refused} refusals for {uploaded} objects");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_upload_backlog_refuses_ingest_until_the_bucket_is_back() {
+    let mut s3 = S3Server::start();
+    s3.create_bucket("logs");
+    let d = start_on(&s3, "flush_bytes = \"1MiB\"\nupload_backlog_max_bytes = \"3MiB\"\n");
+    s3.stop();
+    let body = |req: usize| -> Vec<u8> {
+        (0..500)
+            .map(|i| format!("{{\"message\":\"backlog {req} {i} {}\"}}\n", "x".repeat(100)))
+            .collect::<String>()
+            .into_bytes()
+    };
+    let mut acked = Vec::new();
+    let mut refused = None;
+    // Bounded: the backlog limit is a few hundred requests away.
+    for req in 0..2000 {
+        let r = post(d.addr("http"), d.ca_file(), "/v1/logs", vec![], body(req)).await;
+        match r.status {
+            200 => acked.push(req),
+            503 => {
+                refused = Some(r.body);
+                break;
+            }
+            s => panic!("request {req}: {s} {}", r.body),
+        }
+    }
+    let refused = refused.expect("the backlog limit refused a request");
+    assert!(refused.contains("waiting for the bucket"), "{refused}");
+    assert!(d.metric("logwarden_upload_backlog_bytes") >= 3.0 * 1024.0 * 1024.0);
+    s3.restart();
+    let mut req = 10_000;
+    wait_until_async(Duration::from_secs(120), "ingest to be accepted again", || {
+        req += 1;
+        let (addr, ca, b) = (d.addr("http"), d.ca_file(), body(req));
+        async move { post(addr, ca, "/v1/logs", vec![], b).await.status == 200 }
+    })
+    .await;
+    acked.push(req);
+    wait_uploaded(&d);
+    let counts = per_request(&d, "backlog");
+    for r in &acked {
+        assert_eq!(counts.get(&r.to_string()), Some(&500), "request {r}");
+    }
+    assert_eq!(counts.len(), acked.len());
+}
