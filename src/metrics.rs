@@ -580,10 +580,10 @@ impl BucketMetrics {
         let errors = counter_vec(
             reg,
             "bucket_errors_total",
-            "Failed bucket operations, by operation (upload, manifest, delete, local_manifest, cache_fill).",
+            "Failed bucket operations, by operation (upload, manifest, delete, local_manifest, cache_fill, lease).",
             &["op"],
         )?;
-        for op in ["upload", "manifest", "delete", "local_manifest", "cache_fill"] {
+        for op in ["upload", "manifest", "delete", "local_manifest", "cache_fill", "lease"] {
             errors.with_label_values(&[op]);
         }
         let up = gauge(

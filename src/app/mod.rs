@@ -83,9 +83,14 @@ pub async fn segments_at(
         StorageUrl::S3 { bucket, prefix } => (bucket, prefix),
     };
     let bucket = Bucket::open(&bucket, &prefix, &config.cluster.node_id())?;
-    if registry.is_some() {
-        bucket.check().await?;
-    }
+    // A daemon (or `storage migrate`) writes: it checks the bucket and takes the node's lease.
+    let lease = match registry {
+        Some(_) => {
+            bucket.check().await?;
+            Some(Arc::new(crate::store::Lease::acquire(&bucket, &config.data_dir).await?))
+        }
+        None => None,
+    };
     let remote_manifest = bucket.load_manifest().await?;
     tracing::info!(bucket = %bucket.location(), segments = remote_manifest.as_ref().map_or(0, |m| m.segments.len()),
         "segments are stored in the bucket");
@@ -95,6 +100,7 @@ pub async fn segments_at(
         cache_max_bytes: config.storage.cache_max_bytes.as_u64(),
         backlog_max_bytes: config.storage.upload_backlog_max_bytes.as_u64(),
         metrics: registry.map(crate::metrics::BucketMetrics::new).transpose()?,
+        lease,
     })))
 }
 

@@ -43,6 +43,14 @@ pub enum BucketError {
     CorruptManifest { object: String, source: serde_json::Error },
     #[error("{key}: {reason}")]
     Config { key: &'static str, reason: String },
+    #[error(
+        "node {node} is in use: {object} is held by {holder}. Two daemons with the same cluster.node_id on one \
+         bucket would overwrite each other's segments: give this one another [cluster] node_id, or stop the \
+         other (a lease its daemon could not give up expires {ttl} s after its last renewal)"
+    )]
+    LeaseHeld { node: String, object: String, holder: String, ttl: u64 },
+    #[error("{object} changed under every attempt to take it: another daemon is starting as this node")]
+    LeaseContended { object: String },
 }
 
 /// What kind of failure the bucket reported, for choosing what to do next.
@@ -134,6 +142,11 @@ impl Bucket {
         Path::from(format!("{}/segments/{file}", self.node_prefix))
     }
 
+    /// `PREFIX/nodes/NODE_ID/NAME`.
+    pub(super) fn node_key(&self, name: &str) -> Path {
+        Path::from(format!("{}/{name}", self.node_prefix))
+    }
+
     fn manifest_key(&self) -> Path {
         Path::from(format!("{}/{}", self.node_prefix, super::manifest::FILE_NAME))
     }
@@ -143,7 +156,7 @@ impl Bucket {
         format!("s3://{}/{key}", self.bucket)
     }
 
-    fn failed(&self, op: &'static str, key: &Path, e: object_store::Error) -> BucketError {
+    pub(super) fn failed(&self, op: &'static str, key: &Path, e: object_store::Error) -> BucketError {
         let (kind, cause) = describe(&e);
         BucketError::Object { op, object: self.object_url(key), cause, kind }
     }

@@ -53,8 +53,18 @@ pub async fn migrate_to_bucket(data_dir: &Path, setup: BucketSetup) -> Result<Mi
             manifest.store(data_dir)?;
         }
     }
+    // Renewed while the uploads run, and given up at the end.
+    let keeper = setup.lease.clone().map(|lease| {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let keep = stop.clone();
+        (tokio::spawn(async move { lease.keep(keep).await }), stop)
+    });
     let (store, _) = Store::open(data_dir, SegmentsAt::Bucket(Box::new(setup)), None)?;
     let bytes = store.manifest().segments.iter().filter(|s| s.pending_upload).map(|s| s.bytes).sum();
-    let segments = upload::drain(&store).await?;
-    Ok(Migrated { segments, bytes })
+    let moved = upload::drain(&store).await;
+    if let Some((task, stop)) = keeper {
+        stop.cancel();
+        let _ = task.await;
+    }
+    Ok(Migrated { segments: moved?, bytes })
 }

@@ -11,6 +11,7 @@ mod cache;
 #[cfg(test)]
 mod faults;
 mod flush;
+mod lease;
 mod manifest;
 mod migrate;
 mod pipeline;
@@ -24,6 +25,7 @@ pub mod wal;
 mod wal_thread;
 
 pub use bucket::{Bucket, BucketError};
+pub use lease::Lease;
 pub use manifest::{Manifest, SegmentMeta};
 pub use migrate::{Migrated, migrate_to_bucket};
 pub use pipeline::{AppendError, Appender, Durable, Pipeline, PipelineOptions};
@@ -85,6 +87,8 @@ pub struct BucketSetup {
     pub cache_max_bytes: u64,
     pub backlog_max_bytes: u64,
     pub metrics: Option<BucketMetrics>,
+    /// The node's lease, for a daemon (or command) that writes; None for readers.
+    pub lease: Option<Arc<Lease>>,
 }
 
 /// The bucket side of a store.
@@ -96,6 +100,7 @@ pub(crate) struct Remote {
     /// Wakes the uploader: a segment was written, or retention has objects to delete.
     wake: tokio::sync::Notify,
     metrics: Option<BucketMetrics>,
+    pub(crate) lease: Option<Arc<Lease>>,
 }
 
 /// A durable batch held in memory, with its time range for pruning.
@@ -471,6 +476,7 @@ impl Remote {
             backlog_full: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
             metrics: setup.metrics,
+            lease: setup.lease,
         }
     }
 

@@ -167,6 +167,8 @@ pub struct Pipeline {
     flush_thread: JoinHandle<()>,
     /// With a bucket: the uploader, and what stops it once the threads are done.
     uploader: Option<(tokio::task::JoinHandle<()>, tokio_util::sync::CancellationToken)>,
+    /// With a bucket: the task renewing the node's lease, stopped (and the lease given up) last.
+    lease: Option<(tokio::task::JoinHandle<()>, tokio_util::sync::CancellationToken)>,
 }
 
 /// At shutdown the uploader gets this long for segments already written; the rest go up at the
@@ -208,8 +210,13 @@ impl Pipeline {
             let stop = tokio_util::sync::CancellationToken::new();
             (tokio::spawn(super::upload::run(store.clone(), stop.clone())), stop)
         });
+        let lease = store.remote().and_then(|r| r.lease.clone()).map(|lease| {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let keep = stop.clone();
+            (tokio::spawn(async move { lease.keep(keep).await }), stop)
+        });
         Ok((
-            Pipeline { batcher, wal_thread, flush_thread, uploader },
+            Pipeline { batcher, wal_thread, flush_thread, uploader, lease },
             Appender { tx, budget, max_permits, store, paused },
         ))
     }
@@ -228,6 +235,10 @@ impl Pipeline {
             if tokio::time::timeout(LAST_UPLOADS, task).await.is_err() {
                 tracing::warn!("segments still waiting for the bucket are uploaded at the next start");
             }
+        }
+        if let Some((task, stop)) = self.lease {
+            stop.cancel();
+            let _ = tokio::time::timeout(LAST_UPLOADS, task).await;
         }
     }
 }

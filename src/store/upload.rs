@@ -37,6 +37,10 @@ pub enum UploadError {
     Manifest(#[from] ManifestError),
     #[error("a blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error(
+        "this node's lease {0} is not held (lost to another daemon, or not renewed in time): nothing is written to the bucket"
+    )]
+    NoLease(String),
 }
 
 struct Uploader {
@@ -104,6 +108,9 @@ pub(super) async fn drain(store: &Store) -> Result<usize, UploadError> {
 impl Uploader {
     /// One step; `Ok(true)` when there may be more to do at once.
     async fn round(&mut self) -> Result<bool, UploadError> {
+        if let Some(lease) = self.remote.lease.as_ref().filter(|l| !l.held()) {
+            return Err(UploadError::NoLease(lease.object_url()));
+        }
         let manifest = self.store.manifest();
         if let Some(seg) = manifest.segments.iter().find(|s| s.pending_upload).cloned() {
             self.upload(&seg).await?;
@@ -244,6 +251,7 @@ impl Uploader {
             }
             UploadError::Bucket(_) => "upload",
             UploadError::Manifest(_) | UploadError::Join(_) => "local_manifest",
+            UploadError::NoLease(_) => "lease",
         };
         if let Some(m) = &self.remote.metrics {
             m.errors.with_label_values(&[op]).inc();

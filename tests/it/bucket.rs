@@ -686,3 +686,17 @@ async fn a_full_upload_backlog_refuses_ingest_until_the_bucket_is_back() {
     }
     assert_eq!(counts.len(), acked.len());
 }
+
+#[test]
+fn a_second_daemon_with_the_same_node_id_refuses_to_start_and_names_the_holder() {
+    let s3 = S3Server::start();
+    s3.create_bucket("logs");
+    let d = start_on(&s3, "");
+    let out = failed_start("", &s3.env(SECRET_KEY));
+    assert!(out.contains("node n1 is in use"), "{out}");
+    assert!(out.contains("s3://logs/site-a/nodes/n1/lease.json"), "{out}");
+    assert!(out.contains(&format!("pid {}", d.pid())), "{out}");
+    assert!(out.contains(&d.data_dir().display().to_string()), "{out}");
+    // The first one is unharmed and still writes.
+    assert!(d.metric("logwarden_bucket_up") == 1.0);
+}
