@@ -35,7 +35,7 @@ pub enum AppError {
     Tls(#[from] crate::tls::TlsError),
     #[error("failed to open storage in {dir}: {source}")]
     Store { dir: String, source: crate::store::StoreError },
-    #[error("the bucket for segments is not usable: {0}")]
+    #[error(transparent)]
     Bucket(#[from] crate::store::BucketError),
     #[error("failed to bind {what} on {addr}: {source}")]
     Bind { what: String, addr: SocketAddr, source: std::io::Error },
@@ -91,7 +91,11 @@ pub async fn segments_at(
         }
         None => None,
     };
-    let remote_manifest = bucket.load_manifest().await?;
+    // Readers (`logwarden query`) go by the data directory's manifest and need no bucket round trip.
+    let remote_manifest = match registry {
+        Some(_) => bucket.load_manifest().await?,
+        None => None,
+    };
     tracing::info!(bucket = %bucket.location(), segments = remote_manifest.as_ref().map_or(0, |m| m.segments.len()),
         "segments are stored in the bucket");
     Ok(SegmentsAt::Bucket(Box::new(BucketSetup {

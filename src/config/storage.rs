@@ -180,8 +180,12 @@ pub fn parse_url(url: &str) -> Result<StorageUrl, String> {
         if part.is_empty() || part == "." || part == ".." {
             return Err(format!("prefix `{prefix}` has an empty, `.` or `..` part"));
         }
-        if part.chars().any(|c| c.is_control() || c == '\\') {
-            return Err(format!("prefix `{prefix}` holds a control character or a backslash"));
+        // Characters object_store would percent-encode in a key would make the key differ
+        // from the prefix written here (and from what other S3 tools show).
+        if !part.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            return Err(format!(
+                "prefix `{prefix}` may hold only letters, digits, `.`, `_` and `-` between its `/`"
+            ));
         }
     }
     Ok(StorageUrl::S3 { bucket: bucket.to_owned(), prefix: prefix.to_owned() })
@@ -285,6 +289,8 @@ mod tests {
             ("s3://lo/p", "not a valid bucket name"),
             ("s3://logs/a//b", "empty"),
             ("s3://logs/a/../b", "`..`"),
+            ("s3://logs/t~x", "only letters"),
+            ("s3://logs/a%20b", "only letters"),
             ("gs://logs/p", "`gs` is not a storage location"),
             ("relative/dir", "not a storage location"),
             ("file://relative", "absolute"),

@@ -279,7 +279,16 @@ impl Bucket {
 
 /// The kind of an object_store error and a cause that says what to check.
 fn describe(e: &object_store::Error) -> (FailureKind, String) {
-    let text = e.to_string();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
     let has = |code: &str| text.contains(code);
     if has("NoSuchBucket") {
         return (FailureKind::NotFound, format!("the bucket does not exist (NoSuchBucket): {text}"));

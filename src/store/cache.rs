@@ -235,11 +235,14 @@ impl SegmentCache {
     }
 }
 
-/// Write a downloaded copy under a temporary name and rename it into place, so a reader never
-/// sees a partial file. No fsync: a copy lost in a crash is downloaded again.
+/// Write a downloaded copy under a temporary name, fsync it and rename it into place, so a
+/// reader never sees a partial file and a crash never leaves a short one under the real name.
 fn write_copy(dir: &Path, file: &str, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
     let tmp = dir.join(format!("{file}.download"));
-    let written = std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, dir.join(file)));
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(body).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, dir.join(file)));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

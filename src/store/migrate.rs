@@ -43,6 +43,14 @@ pub async fn migrate_to_bucket(data_dir: &Path, setup: BucketSetup) -> Result<Mi
                     location,
                 });
             }
+            // A segment missing or cut short cannot be moved, and nothing could rebuild it
+            // later: say which before anything changes.
+            for s in &manifest.segments {
+                let path = data_dir.join("segments").join(&s.file);
+                if !std::fs::metadata(&path).is_ok_and(|m| m.len() == s.bytes) {
+                    return Err(StoreError::DamagedSegment { path, bytes: s.bytes });
+                }
+            }
             for s in &mut manifest.segments {
                 s.pending_upload = true;
                 // Their WAL went when they were written.

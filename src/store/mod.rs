@@ -64,6 +64,11 @@ pub enum StoreError {
     #[error(transparent)]
     Upload(#[from] upload::UploadError),
     #[error(
+        "segment {path} is missing or not the {bytes} bytes the manifest says: restore it from a backup, \
+         or remove its entry from manifest.json to move the rest"
+    )]
+    DamagedSegment { path: PathBuf, bytes: u64 },
+    #[error(
         "the bucket already holds segments of node {node} under {location}: moving {dir} there would mix two histories; \
          choose another cluster.node_id or storage.url prefix"
     )]
@@ -293,8 +298,8 @@ impl Store {
         };
         if let Some(r) = &remote {
             for s in &state.manifest.segments {
-                if let Ok(meta) = std::fs::metadata(root.join("segments").join(&s.file)) {
-                    r.cache.insert(&s.file, meta.len(), true);
+                if std::fs::metadata(root.join("segments").join(&s.file)).is_ok_and(|m| m.len() == s.bytes) {
+                    r.cache.insert(&s.file, s.bytes, true);
                 }
             }
         }
@@ -423,12 +428,23 @@ impl Store {
         Some((self.upload_backlog_bytes(), r.backlog_max_bytes))
     }
 
-    /// Bytes of segments not yet uploaded plus the WAL kept for them (and for what is not
-    /// flushed yet).
+    /// Bytes of segments not yet uploaded plus the WAL kept for them. WAL not yet flushed is
+    /// left out: it is bounded by `flush_bytes`, and counting it could keep the WAL refusing
+    /// the very writes whose rotation would flush it.
     fn upload_backlog_bytes(&self) -> u64 {
-        let pending: u64 =
-            self.read_state().manifest.segments.iter().filter(|s| s.pending_upload).map(|s| s.bytes).sum();
-        pending + flush::wal_bytes(&self.wal_dir())
+        let (pending, flushed_through): (u64, u64) = {
+            let st = self.read_state();
+            let pending = st.manifest.segments.iter().filter(|s| s.pending_upload).map(|s| s.bytes).sum();
+            (pending, st.manifest.wal_flushed_through)
+        };
+        let kept: u64 = wal::list(&self.wal_dir())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(gen_, _)| *gen_ <= flushed_through)
+            .filter_map(|(_, path)| std::fs::metadata(path).ok())
+            .map(|m| m.len())
+            .sum();
+        pending + kept
     }
 
     /// Recompute the upload backlog and its gauges (after a flush, an upload, a WAL rotation).
@@ -519,20 +535,45 @@ impl Remote {
             }
         }
         // Segment ids never go back, so a data directory restored from an old copy can never
-        // write over an object the bucket has.
-        if let Some(r) = &setup.remote_manifest
-            && r.next_segment_id > manifest.next_segment_id
-        {
-            manifest.next_segment_id = r.next_segment_id;
-            changed = true;
+        // write over an object the bucket has; and the segments the bucket names that such a
+        // copy does not know (written after it was taken) are taken into its manifest, unless
+        // retention is deleting them.
+        if let Some(r) = &setup.remote_manifest {
+            if r.next_segment_id > manifest.next_segment_id {
+                manifest.next_segment_id = r.next_segment_id;
+                changed = true;
+            }
+            let known: std::collections::HashSet<u64> = manifest.segments.iter().map(|s| s.id).collect();
+            let deleting: std::collections::HashSet<&str> =
+                manifest.pending_deletes.iter().map(String::as_str).collect();
+            let missing: Vec<SegmentMeta> = r
+                .segments
+                .iter()
+                .filter(|s| !known.contains(&s.id))
+                .filter(|s| !deleting.contains(setup.bucket.segment_key(&s.file).as_ref()))
+                .map(|s| SegmentMeta { wal_through: 0, pending_upload: false, ..s.clone() })
+                .collect();
+            if !missing.is_empty() {
+                tracing::warn!(segments = missing.len(), bucket = %location,
+                    "the bucket names segments this data directory does not know (restored from an older copy?); they are taken into its manifest");
+                manifest.segments.extend(missing);
+                manifest.segments.sort_by_key(|s| s.id);
+                changed = true;
+            }
         }
         changed |= drop_lost_pending(root, manifest);
         let cache = SegmentCache::new(root.join("segments"), setup.cache_max_bytes, setup.metrics.clone());
         let named: std::collections::HashSet<&str> =
             manifest.segments.iter().map(|s| s.file.as_str()).collect();
         for s in &manifest.segments {
-            if let Ok(meta) = std::fs::metadata(root.join("segments").join(&s.file)) {
-                cache.insert(&s.file, meta.len(), s.pending_upload);
+            let path = root.join("segments").join(&s.file);
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.len() == s.bytes => cache.insert(&s.file, s.bytes, s.pending_upload),
+                // A copy cut short (a crash during a cache fill): read the bucket instead.
+                Ok(_) => {
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(_) => {}
             }
         }
         // Copies of segments retention removed while the daemon was down.
@@ -558,6 +599,17 @@ fn drop_lost_pending(root: &Path, manifest: &mut Manifest) -> bool {
     let Some(first_lost) = manifest.segments.iter().position(|s| s.pending_upload && !intact(s)) else {
         return false;
     };
+    if manifest.segments[first_lost].wal_through == 0 {
+        // Its WAL went long ago (a segment moved in by `storage migrate`): nothing can rebuild
+        // it, and the segments after it are no business of the WAL either.
+        let (lost, kept): (Vec<SegmentMeta>, Vec<SegmentMeta>) = std::mem::take(&mut manifest.segments)
+            .into_iter()
+            .partition(|s| s.pending_upload && s.wal_through == 0 && !intact(s));
+        manifest.segments = kept;
+        tracing::error!(segments = ?lost.iter().map(|s| &s.file).collect::<Vec<_>>(),
+            "segments waiting for upload are missing or damaged and have no WAL to rebuild them from; they are left out");
+        return true;
+    }
     let lost = manifest.segments.split_off(first_lost);
     manifest.wal_flushed_through = manifest
         .segments

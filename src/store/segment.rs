@@ -164,7 +164,9 @@ fn sort_by_timestamp(batches: &[RecordBatch]) -> Result<RecordBatch, ArrowError>
 pub fn remove_temporaries(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
-        if e.file_name().to_string_lossy().ends_with(".parquet.tmp") {
+        let name = e.file_name().to_string_lossy().into_owned();
+        // `.download`: a cache fill (with a bucket) a crash interrupted.
+        if name.ends_with(".parquet.tmp") || name.ends_with(".parquet.download") {
             let _ = std::fs::remove_file(e.path());
         }
     }

@@ -26,6 +26,8 @@ const MAX_RETRY: Duration = Duration::from_secs(60);
 const REFUSED_RETRY: Duration = Duration::from_secs(3600);
 /// With nothing to do, look again this often (refused deletes come due, gauges age).
 const IDLE: Duration = Duration::from_secs(30);
+/// Deletes per round: uploads come first, and the next round deletes more.
+const DELETES_PER_ROUND: usize = 100;
 /// Repeated failures are logged at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -200,6 +202,7 @@ impl Uploader {
             .pending_deletes
             .iter()
             .filter(|k| self.refused.get(*k).is_none_or(|t| *t <= now))
+            .take(DELETES_PER_ROUND)
             .cloned()
             .collect();
         let mut done = Vec::new();

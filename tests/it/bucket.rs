@@ -700,3 +700,85 @@ fn a_second_daemon_with_the_same_node_id_refuses_to_start_and_names_the_holder()
     // The first one is unharmed and still writes.
     assert!(d.metric("logwarden_bucket_up") == 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_directory_restored_from_an_older_copy_keeps_what_the_bucket_has_since() {
+    let s3 = S3Server::start();
+    s3.create_bucket("logs");
+    let mut d = start_on(&s3, "");
+    send(&d, "old", 0, 3, 100).await;
+    wait_uploaded(&d);
+    d.terminate(Duration::from_secs(30));
+    let backup = tempfile::tempdir().unwrap();
+    let copy = |from: &Path, to: &Path| {
+        let ok = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap().success();
+        assert!(ok);
+    };
+    copy(&d.data_dir(), &backup.path().join("data"));
+    d.spawn();
+    send(&d, "new", 0, 3, 100).await;
+    wait_uploaded(&d);
+    d.terminate(Duration::from_secs(30));
+    std::fs::remove_dir_all(d.data_dir()).unwrap();
+    copy(&backup.path().join("data"), &d.data_dir());
+    d.spawn();
+    assert_eq!(d.count("message LIKE 'old %'"), 300);
+    assert_eq!(d.count("message LIKE 'new %'"), 300);
+    // New segments take new ids: nothing the bucket holds is written over.
+    send(&d, "newer", 0, 2, 100).await;
+    wait_uploaded(&d);
+    d.terminate(Duration::from_secs(30));
+    std::fs::remove_dir_all(d.data_dir()).unwrap();
+    d.spawn();
+    assert_eq!(d.count(""), 800);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_migrate_refuses_a_missing_segment_and_changes_nothing() {
+    let s3 = S3Server::start();
+    s3.create_bucket("logs");
+    let mut d = Daemon::start_with("[storage]\nflush_interval = \"300ms\"\n");
+    for round in 0..3 {
+        send(&d, "m", round * 10, 2, 100).await;
+        wait_until(Duration::from_secs(30), "a segment", || {
+            d.metric("logwarden_storage_segments") >= (round + 1) as f64
+                && d.metric("logwarden_memtable_rows") == 0.0
+        });
+    }
+    d.terminate(Duration::from_secs(30));
+    let manifest_before = std::fs::read_to_string(d.data_dir().join("manifest.json")).unwrap();
+    let first = d.data_dir().join("segments/0000000000000000.parquet");
+    std::fs::remove_file(&first).unwrap();
+    std::fs::write(&d.config, crate::daemon::test_config(&d.data_dir(), &bucket_config(""))).unwrap();
+    d.env = s3.env(SECRET_KEY).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let out = Command::new(BIN)
+        .args(["storage", "migrate", "--config"])
+        .arg(&d.config)
+        .envs(d.env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains(&first.display().to_string()), "{text}");
+    assert!(text.contains("missing"), "{text}");
+    assert_eq!(std::fs::read_to_string(d.data_dir().join("manifest.json")).unwrap(), manifest_before);
+    assert_eq!(std::fs::read_dir(d.data_dir().join("segments")).unwrap().count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_copy_cut_short_is_read_from_the_bucket_instead() {
+    let s3 = S3Server::start();
+    s3.create_bucket("logs");
+    let mut d = start_on(&s3, "");
+    send(&d, "short", 0, 5, 100).await;
+    wait_uploaded(&d);
+    d.terminate(Duration::from_secs(30));
+    // A crash during a cache fill, or a damaged disk: copies of the wrong size.
+    let mut copies: Vec<PathBuf> =
+        std::fs::read_dir(d.data_dir().join("segments")).unwrap().flatten().map(|e| e.path()).collect();
+    copies.sort();
+    std::fs::write(&copies[0], b"").unwrap();
+    d.spawn();
+    assert_eq!(d.count("message LIKE 'short %'"), 500);
+    assert!(!copies[0].exists() || std::fs::metadata(&copies[0]).unwrap().len() > 0);
+}
