@@ -477,6 +477,22 @@ async fn a_missing_segment_object_fails_the_query_with_its_name() {
     assert!(text.contains("not found"), "{text}");
 }
 
+/// Rewrite a stopped local-storage daemon's config for the bucket, with the bucket's environment.
+fn point_at_bucket(d: &mut Daemon, s3: &S3Server) {
+    std::fs::write(&d.config, crate::daemon::test_config(&d.data_dir(), &bucket_config(""))).unwrap();
+    d.env = s3.env(SECRET_KEY).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+}
+
+/// `logwarden storage migrate` with the daemon's config and environment.
+fn migrate(d: &Daemon) -> std::process::Output {
+    Command::new(BIN)
+        .args(["storage", "migrate", "--config"])
+        .arg(&d.config)
+        .envs(d.env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn storage_migrate_moves_a_local_data_directory_into_the_bucket() {
     let s3 = S3Server::start();
@@ -488,23 +504,14 @@ async fn storage_migrate_moves_a_local_data_directory_into_the_bucket() {
     });
     d.terminate(Duration::from_secs(30));
 
-    std::fs::write(&d.config, crate::daemon::test_config(&d.data_dir(), &bucket_config(""))).unwrap();
-    d.env = s3.env(SECRET_KEY).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    let migrate = || {
-        Command::new(BIN)
-            .args(["storage", "migrate", "--config"])
-            .arg(&d.config)
-            .envs(d.env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .unwrap()
-    };
-    let out = migrate();
+    point_at_bucket(&mut d, &s3);
+    let out = migrate(&d);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("into s3://logs/site-a/nodes/n1"), "{text}");
     assert!(s3.keys("logs", "site-a/nodes/n1/segments/").iter().any(|k| k.ends_with(".parquet")));
     // Run again: nothing left to move.
-    let again = migrate();
+    let again = migrate(&d);
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     assert!(String::from_utf8_lossy(&again.stdout).contains("moved 0 segments"));
 
@@ -749,14 +756,8 @@ async fn storage_migrate_refuses_a_missing_segment_and_changes_nothing() {
     let manifest_before = std::fs::read_to_string(d.data_dir().join("manifest.json")).unwrap();
     let first = d.data_dir().join("segments/0000000000000000.parquet");
     std::fs::remove_file(&first).unwrap();
-    std::fs::write(&d.config, crate::daemon::test_config(&d.data_dir(), &bucket_config(""))).unwrap();
-    d.env = s3.env(SECRET_KEY).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    let out = Command::new(BIN)
-        .args(["storage", "migrate", "--config"])
-        .arg(&d.config)
-        .envs(d.env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .unwrap();
+    point_at_bucket(&mut d, &s3);
+    let out = migrate(&d);
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains(&first.display().to_string()), "{text}");
