@@ -25,41 +25,31 @@ pub async fn migrate_to_bucket(data_dir: &Path, setup: BucketSetup) -> Result<Mi
     }
     let location = setup.bucket.location();
     let mut manifest = Manifest::load(data_dir)?;
-    match manifest.location.as_deref() {
-        // Moved before, maybe not to the end: finish the uploads.
-        Some(l) if l == location => {}
-        Some(other) => {
-            return Err(StoreError::OtherLocation {
+    // Tied already: moved before, maybe not to the end; finish the uploads.
+    if !super::tied_to(&manifest, &location, data_dir)? {
+        if setup.remote_manifest.as_ref().is_some_and(|m| !m.segments.is_empty()) {
+            return Err(StoreError::BucketNotEmpty {
                 dir: data_dir.to_path_buf(),
-                found: other.to_owned(),
-                configured: location,
+                node: setup.bucket.node_id().to_owned(),
+                location,
             });
         }
-        None => {
-            if setup.remote_manifest.as_ref().is_some_and(|m| !m.segments.is_empty()) {
-                return Err(StoreError::BucketNotEmpty {
-                    dir: data_dir.to_path_buf(),
-                    node: setup.bucket.node_id().to_owned(),
-                    location,
-                });
+        // A segment missing or cut short cannot be moved, and nothing could rebuild it
+        // later: say which before anything changes.
+        for s in &manifest.segments {
+            let path = data_dir.join("segments").join(&s.file);
+            if !std::fs::metadata(&path).is_ok_and(|m| m.len() == s.bytes) {
+                return Err(StoreError::DamagedSegment { path, bytes: s.bytes });
             }
-            // A segment missing or cut short cannot be moved, and nothing could rebuild it
-            // later: say which before anything changes.
-            for s in &manifest.segments {
-                let path = data_dir.join("segments").join(&s.file);
-                if !std::fs::metadata(&path).is_ok_and(|m| m.len() == s.bytes) {
-                    return Err(StoreError::DamagedSegment { path, bytes: s.bytes });
-                }
-            }
-            for s in &mut manifest.segments {
-                s.pending_upload = true;
-                // Their WAL went when they were written.
-                s.wal_through = 0;
-            }
-            manifest.wal_uploaded_through = manifest.wal_flushed_through;
-            manifest.location = Some(location);
-            manifest.store(data_dir)?;
         }
+        for s in &mut manifest.segments {
+            s.pending_upload = true;
+            // Their WAL went when they were written.
+            s.wal_through = 0;
+        }
+        manifest.wal_uploaded_through = manifest.wal_flushed_through;
+        manifest.location = Some(location);
+        manifest.store(data_dir)?;
     }
     // Renewed while the uploads run, and given up at the end.
     let keeper = setup.lease.clone().map(|lease| {

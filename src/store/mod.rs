@@ -502,23 +502,16 @@ impl Remote {
     fn open(setup: BucketSetup, root: &Path, manifest: &mut Manifest) -> Result<(Remote, bool), StoreError> {
         let location = setup.bucket.location();
         let mut changed = false;
-        match manifest.location.as_deref() {
-            Some(l) if l == location => {}
-            Some(other) => {
-                return Err(StoreError::OtherLocation {
-                    dir: root.to_path_buf(),
-                    found: other.to_owned(),
-                    configured: location,
-                });
-            }
-            None if !manifest.segments.is_empty() => {
+        match tied_to(manifest, &location, root)? {
+            true => {}
+            false if !manifest.segments.is_empty() => {
                 return Err(StoreError::OtherLocation {
                     dir: root.to_path_buf(),
                     found: "local storage (no bucket)".into(),
                     configured: location,
                 });
             }
-            None => {
+            false => {
                 if let Some(adopted) = &setup.remote_manifest {
                     // A node that lost its disk: its segments are in the bucket. WAL numbers are
                     // this disk's own and start again.
@@ -586,6 +579,20 @@ impl Remote {
             }
         }
         Ok((Remote::new(setup, cache), changed))
+    }
+}
+
+/// Whether `manifest` is tied to the bucket location `location` already (false: to none yet);
+/// tied to another one is an error.
+fn tied_to(manifest: &Manifest, location: &str, dir: &Path) -> Result<bool, StoreError> {
+    match manifest.location.as_deref() {
+        None => Ok(false),
+        Some(l) if l == location => Ok(true),
+        Some(other) => Err(StoreError::OtherLocation {
+            dir: dir.to_path_buf(),
+            found: other.to_owned(),
+            configured: location.to_owned(),
+        }),
     }
 }
 

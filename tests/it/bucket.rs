@@ -102,17 +102,22 @@ impl S3Server {
     }
 
     pub fn env(&self, secret: &str) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", self.port)),
-            ("AWS_ALLOW_HTTP", "true".into()),
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
-            ("AWS_SECRET_ACCESS_KEY", secret.into()),
-            ("AWS_REGION", "us-east-1".into()),
-            // A shared credentials file in the test's HOME must not be read.
-            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".into()),
-            ("AWS_CONFIG_FILE", "/nonexistent".into()),
-        ]
+        aws_env(self.port, ACCESS_KEY, secret)
     }
+}
+
+/// The environment a daemon reaches a loopback S3 server on `port` with.
+fn aws_env(port: u16, key: &str, secret: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("AWS_ACCESS_KEY_ID", key.into()),
+        ("AWS_SECRET_ACCESS_KEY", secret.into()),
+        ("AWS_REGION", "us-east-1".into()),
+        // A shared credentials file in the test's HOME must not be read.
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".into()),
+        ("AWS_CONFIG_FILE", "/nonexistent".into()),
+    ]
 }
 
 fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
@@ -578,15 +583,7 @@ impl Moto {
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", self.port)),
-            ("AWS_ALLOW_HTTP", "true".into()),
-            ("AWS_ACCESS_KEY_ID", "AKIAMOTO".into()),
-            ("AWS_SECRET_ACCESS_KEY", "moto".into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".into()),
-            ("AWS_CONFIG_FILE", "/nonexistent".into()),
-        ]
+        aws_env(self.port, "AKIAMOTO", "moto")
     }
 
     /// Run `code` with `s3`, a boto3 client of this server, in scope; its stdout.
