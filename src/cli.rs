@@ -221,6 +221,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         let store = Store::open_read_only(&config.data_dir, at).with_context(|| {
                             format!("failed to open data directory {}", config.data_dir.display())
                         })?;
+                        // With a bucket, the other nodes' segments too, as the daemon reads them.
+                        match tokio::time::timeout(std::time::Duration::from_secs(15), store.refresh_peers())
+                            .await
+                        {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::warn!(error = %e, "leaving out the other nodes' segments"),
+                            Err(_) => tracing::warn!(
+                                "the bucket did not answer within 15 s: leaving out the other nodes' segments"
+                            ),
+                        }
                         QueryEngine::new(store)?.collect(&sql).await?
                     }
                 };

@@ -573,6 +573,9 @@ pub struct BucketMetrics {
     pub cache_max_bytes: IntGauge,
     pub cache_filled_bytes: IntCounter,
     pub cache_evicted_bytes: IntCounter,
+    pub peers: IntGauge,
+    pub peer_segments: IntGauge,
+    pub peers_refreshed: IntGauge,
 }
 
 impl BucketMetrics {
@@ -580,10 +583,12 @@ impl BucketMetrics {
         let errors = counter_vec(
             reg,
             "bucket_errors_total",
-            "Failed bucket operations, by operation (upload, manifest, delete, local_manifest, cache_fill, lease).",
+            "Failed bucket operations, by operation (upload, manifest, delete, local_manifest, cache_fill, lease, peers, publish).",
             &["op"],
         )?;
-        for op in ["upload", "manifest", "delete", "local_manifest", "cache_fill", "lease"] {
+        for op in
+            ["upload", "manifest", "delete", "local_manifest", "cache_fill", "lease", "peers", "publish"]
+        {
             errors.with_label_values(&[op]);
         }
         let up = gauge(
@@ -662,6 +667,21 @@ impl BucketMetrics {
                 reg,
                 "segment_cache_evicted_bytes_total",
                 "Bytes of local copies evicted, least recently used first.",
+            )?,
+            peers: gauge(
+                reg,
+                "cluster_peers",
+                "Other nodes whose segments this node's queries read (as of the last reading of the bucket).",
+            )?,
+            peer_segments: gauge(
+                reg,
+                "cluster_peer_segments",
+                "Segments of other nodes this node's queries read.",
+            )?,
+            peers_refreshed: gauge(
+                reg,
+                "cluster_peers_refreshed_timestamp_seconds",
+                "When the other nodes' manifests were last read from the bucket (Unix time; 0 before the first).",
             )?,
         })
     }

@@ -10,6 +10,7 @@ use datafusion::error::DataFusionError;
 
 use super::{Alert, Alerts};
 use crate::query::snapshot::SnapshotTable;
+use crate::store::{ALERTS_FILE, Store};
 
 fn ts(name: &str, nullable: bool) -> Field {
     Field::new(name, DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), nullable)
@@ -28,6 +29,8 @@ pub fn alerts_schema() -> SchemaRef {
         Field::new("labels", DataType::Utf8, false),
         Field::new("summary", DataType::Utf8, true),
         Field::new("annotations", DataType::Utf8, false),
+        // The node whose rules raised it (null without a bucket).
+        Field::new("node", DataType::Utf8, true),
     ]))
 }
 
@@ -45,7 +48,7 @@ fn utc(v: Vec<i64>) -> TimestampNanosecondArray {
     TimestampNanosecondArray::from(v).with_timezone("UTC")
 }
 
-fn alerts_batch(alerts: &[Alert]) -> Result<RecordBatch, arrow::error::ArrowError> {
+fn alerts_batch(alerts: &[Alert], node: Option<&str>) -> Result<RecordBatch, arrow::error::ArrowError> {
     let s = |f: &dyn Fn(&Alert) -> String| StringArray::from_iter_values(alerts.iter().map(f));
     RecordBatch::try_new(
         alerts_schema(),
@@ -66,6 +69,7 @@ fn alerts_batch(alerts: &[Alert]) -> Result<RecordBatch, arrow::error::ArrowErro
                 alerts.iter().map(|a| a.annotations.get("summary").cloned()).collect::<Vec<_>>(),
             )),
             Arc::new(s(&|a| serde_json::to_string(&a.annotations).unwrap_or_default())),
+            Arc::new(StringArray::from_iter(alerts.iter().map(|_| node))),
         ],
     )
 }
@@ -79,8 +83,9 @@ pub enum AlertsSource {
     Dir(std::path::PathBuf),
 }
 
-/// The `alerts` table.
-pub fn alerts_table(source: AlertsSource) -> SnapshotTable {
+/// The `alerts` table: this node's from `source`; with a bucket, then those the other nodes
+/// published (see [`crate::store::ALERTS_FILE`]), each row with its `node`.
+pub fn alerts_table(source: AlertsSource, store: Store) -> SnapshotTable {
     let read = move || {
         let alerts = match &source {
             AlertsSource::Live(a) => a.snapshot(),
@@ -88,7 +93,15 @@ pub fn alerts_table(source: AlertsSource) -> SnapshotTable {
                 super::saved(dir).map_err(|e| DataFusionError::External(Box::new(e)))?
             }
         };
-        Ok(vec![alerts_batch(&alerts)?])
+        let mut batches = vec![alerts_batch(&alerts, store.node_id())?];
+        for (node, body) in store.peer_files(ALERTS_FILE) {
+            match serde_json::from_slice::<Vec<Alert>>(&body) {
+                Ok(a) => batches.push(alerts_batch(&a, Some(&node))?),
+                // One node's unreadable file must not hide the rest.
+                Err(e) => tracing::warn!(node, error = %e, "skipping another node's alerts"),
+            }
+        }
+        Ok(batches)
     };
     SnapshotTable::new(alerts_schema(), read)
 }

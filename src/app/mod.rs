@@ -37,6 +37,12 @@ pub enum AppError {
     Store { dir: String, source: crate::store::StoreError },
     #[error(transparent)]
     Bucket(#[from] crate::store::BucketError),
+    #[error(
+        "the data directory {dir} holds {events} events of this node not yet in the bucket, but cluster.role = \"query\" \
+         uploads nothing: run it once more with role = \"both\" or \"ingest\" until they are uploaded, or give the query \
+         node a data directory of its own"
+    )]
+    QueryNodeHoldsData { dir: String, events: String },
     #[error("failed to bind {what} on {addr}: {source}")]
     Bind { what: String, addr: SocketAddr, source: std::io::Error },
     #[error("failed to write {path}: {source}")]
@@ -83,21 +89,23 @@ pub async fn segments_at(
         StorageUrl::S3 { bucket, prefix } => (bucket, prefix),
     };
     let bucket = Bucket::open(&bucket, &prefix, &config.cluster.node_id())?;
-    // A daemon (or `storage migrate`) writes: it checks the bucket and takes the node's lease.
-    let lease = match registry {
-        Some(_) => {
+    // A daemon (or `storage migrate`) that writes checks the bucket and takes the node's lease;
+    // a query node writes nothing (its first reading of the nodes' manifests checks the bucket).
+    let writes = registry.is_some() && config.cluster.role.ingests();
+    let lease = match writes {
+        true => {
             bucket.check().await?;
             Some(Arc::new(crate::store::Lease::acquire(&bucket, &config.data_dir).await?))
         }
-        None => None,
+        false => None,
     };
     // Readers (`logwarden query`) go by the data directory's manifest and need no bucket round trip.
-    let remote_manifest = match registry {
-        Some(_) => bucket.load_manifest().await?,
-        None => None,
+    let remote_manifest = match writes {
+        true => bucket.load_manifest().await?,
+        false => None,
     };
-    tracing::info!(bucket = %bucket.location(), segments = remote_manifest.as_ref().map_or(0, |m| m.segments.len()),
-        "segments are stored in the bucket");
+    tracing::info!(bucket = %bucket.location(), role = config.cluster.role.as_str(),
+        segments = remote_manifest.as_ref().map_or(0, |m| m.segments.len()), "segments are stored in the bucket");
     Ok(SegmentsAt::Bucket(Box::new(BucketSetup {
         bucket,
         remote_manifest,
@@ -105,6 +113,8 @@ pub async fn segments_at(
         backlog_max_bytes: config.storage.upload_backlog_max_bytes.as_u64(),
         metrics: registry.map(crate::metrics::BucketMetrics::new).transpose()?,
         lease,
+        query_only: !config.cluster.role.ingests(),
+        delete_grace: 3 * config.cluster.refresh_interval,
     })))
 }
 
@@ -153,6 +163,32 @@ pub async fn run(
         replayed_events = recovery.replayed_rows, torn_bytes = recovery.torn_bytes, took = ?started.elapsed(),
         "storage opened"
     );
+    let role = config.cluster.role;
+    if !role.ingests() {
+        let pending = store.pending_events();
+        if pending > 0 {
+            return Err(AppError::QueryNodeHoldsData {
+                dir: config.data_dir.display().to_string(),
+                events: pending.to_string(),
+            });
+        }
+    }
+    // Every other node's stored segments are known before the first query (and, on a query
+    // node, this first reading is what proves the bucket is reachable).
+    let peers_cancel = CancellationToken::new();
+    let peers_task = match role.queries() && store.node_id().is_some() {
+        true => {
+            match store.refresh_peers().await {
+                Ok(()) => {}
+                Err(e @ crate::store::BucketError::Peers(_)) => {
+                    tracing::warn!(error = %e, "some nodes' manifests in the bucket are unreadable; queries leave them out until they are");
+                }
+                Err(e) => return Err(e.into()),
+            }
+            store.watch_peers(config.cluster.refresh_interval, peers_cancel.clone())
+        }
+        false => None,
+    };
     let opts = PipelineOptions {
         batch_rows: config.batch.rows,
         batch_linger: config.batch.linger,
@@ -195,7 +231,12 @@ pub async fn run(
 
     let mut binder = Binder { bound: BTreeMap::new(), sockets };
     let mut accept_tasks = Vec::new();
-    for l in &config.stream {
+    // A query node opens no listeners for shippers, an ingest node no Flight SQL endpoint.
+    let (streams, https) = match role.ingests() {
+        true => (config.stream.as_slice(), config.http.as_slice()),
+        false => (&[][..], &[][..]),
+    };
+    for l in streams {
         let listener = binder.bind("stream listener (syslog, JSON lines)", &l.name, l.address, l.tls).await?;
         let acceptor = listener_tls(&config, tls.as_ref(), &l.common(), &[], Tickets::OnRequest)?;
         let lm = metrics.listener(&l.name);
@@ -220,7 +261,7 @@ pub async fn run(
             },
         )));
     }
-    for l in &config.http {
+    for l in https {
         let listener = binder.bind("HTTP ingest listener (POST /v1/logs)", &l.name, l.address, l.tls).await?;
         let acceptor =
             listener_tls(&config, tls.as_ref(), &l.common(), &[b"h2", b"http/1.1"], Tickets::AfterHandshake)?;
@@ -273,7 +314,7 @@ pub async fn run(
     drop(appender);
 
     let mut flight_auth = None;
-    let flight_task = if config.flight.enabled {
+    let flight_task = if config.flight.enabled && role.queries() {
         let listener =
             binder.bind("Flight SQL endpoint", "flight", config.flight.address, config.flight.tls).await?;
         let gate = Gate { tls: None, access: None, ..ingest_gate.clone() };
@@ -349,6 +390,16 @@ pub async fn run(
     // Stopped only after the pipeline has drained, so the last save has every stamped batch.
     let save_cancel = CancellationToken::new();
     let save_task = templates.clone().map(|t| tokio::spawn(save_templates(t, save_cancel.clone())));
+    // With a bucket, an ingest node publishes its alerts and templates for the query nodes.
+    let publish_task = (role.ingests() && store.node_id().is_some()).then(|| {
+        tokio::spawn(publish_shared(
+            store.clone(),
+            detection.alerts.clone(),
+            templates.clone(),
+            config.cluster.refresh_interval,
+            save_cancel.clone(),
+        ))
+    });
     drop(templates);
 
     binder.sockets.ensure_all_claimed(&binder.bound.keys().cloned().collect::<Vec<_>>())?;
@@ -398,6 +449,13 @@ pub async fn run(
     if let Some(t) = save_task {
         let _ = tokio::time::timeout_at(deadline, t).await;
     }
+    if let Some(t) = publish_task {
+        let _ = tokio::time::timeout_at(deadline, t).await;
+    }
+    peers_cancel.cancel();
+    if let Some(t) = peers_task {
+        let _ = t.await;
+    }
     admin_cancel.cancel();
     let _ = admin_task.await;
     admin_tasks.close();
@@ -438,6 +496,52 @@ async fn watch_trust(tls: ServerTls, every: std::time::Duration, cancel: Cancell
         }
         let t = tls.clone();
         let _ = tokio::task::spawn_blocking(move || t.reload_changed_trust()).await;
+    }
+}
+
+/// Publish this node's alerts and templates in the bucket every `every` while they change,
+/// and once more when `cancel` fires (after the rules have seen the last events).
+async fn publish_shared(
+    store: Store,
+    alerts: Arc<crate::alert::Alerts>,
+    templates: Option<Arc<Shared>>,
+    every: std::time::Duration,
+    cancel: CancellationToken,
+) {
+    let mut sent: [Option<Vec<u8>>; 2] = [None, None];
+    let mut failures = 0u64;
+    loop {
+        let stopping = cancel.is_cancelled();
+        let bodies = [
+            (crate::store::ALERTS_FILE, serde_json::to_vec(&alerts.snapshot()).ok()),
+            (crate::store::TEMPLATES_FILE, templates.as_ref().and_then(|t| t.encode().ok())),
+        ];
+        for (i, (name, body)) in bodies.into_iter().enumerate() {
+            let Some(body) = body.filter(|b| sent[i].as_ref() != Some(b)) else { continue };
+            match store.publish_file(name, body.clone()).await {
+                Ok(()) => {
+                    sent[i] = Some(body);
+                    failures = 0;
+                }
+                Err(e) => {
+                    failures += 1;
+                    if let Some(m) = store.bucket_metrics() {
+                        m.errors.with_label_values(&["publish"]).inc();
+                    }
+                    // The uploader reports a bucket outage; this says which file waits.
+                    if failures == 1 {
+                        tracing::warn!(error = %e, "failed to publish this node's {name} for the other nodes; trying again");
+                    }
+                }
+            }
+        }
+        if stopping {
+            return;
+        }
+        tokio::select! {
+            () = cancel.cancelled() => {}
+            () = tokio::time::sleep(every) => {}
+        }
     }
 }
 

@@ -122,8 +122,9 @@ fn load_text(text: &str, file: &str, without_rules: bool) -> Result<Config, Conf
     };
     match config {
         Some(mut config) => {
-            problems.extend(config.validate());
+            // Set first: validation asks which keys the file itself sets.
             config.source = text.to_owned();
+            problems.extend(config.validate());
             if problems.is_empty() { Ok(config) } else { Err(invalid(problems)) }
         }
         None => Err(invalid(problems)),

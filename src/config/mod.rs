@@ -23,7 +23,7 @@ pub use flight::{AuthLimitsConfig, FlightConfig, QueryLimitsConfig, TokenConfig,
 pub use load::{ConfigError, Problem, load, load_str, load_str_except_rules, read, rules_from_str};
 pub use restart::restart_only_changes;
 pub use rules::{AlertingConfig, ReceiverConfig, RuleConfig};
-pub use storage::{ClusterConfig, StorageConfig, StorageUrl, check_node_id};
+pub use storage::{ClusterConfig, Role, StorageConfig, StorageUrl, check_node_id};
 pub use validate_rules::receiver_name;
 
 use std::net::SocketAddr;

@@ -212,12 +212,58 @@ fn check_bucket(b: &str) -> Result<(), String> {
 }
 
 /// This node among the nodes that share a bucket.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// This node's name: its segments and manifest live under `nodes/NODE_ID/` in the bucket.
     /// Default: the host name.
     pub node_id: Option<String>,
+    /// What this node does: take in events, answer queries, or both.
+    pub role: Role,
+    /// How often a node reads the other nodes' manifests (and their alerts and templates)
+    /// from the bucket: another node's flushed events show up in queries here at most this
+    /// much later. Retention waits three of these before deleting an object another node may
+    /// still be reading.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { node_id: None, role: Role::Both, refresh_interval: Duration::from_secs(10) }
+    }
+}
+
+/// `[cluster] role`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Ingest listeners and the Flight SQL endpoint (one machine, or every node alike).
+    #[default]
+    Both,
+    /// Ingest listeners only: events are stored in the bucket for the query nodes.
+    Ingest,
+    /// The Flight SQL endpoint only, over every node's segments in the bucket: no listeners
+    /// for shippers, nothing written to the bucket.
+    Query,
+}
+
+impl Role {
+    pub fn ingests(self) -> bool {
+        self != Role::Query
+    }
+
+    pub fn queries(self) -> bool {
+        self != Role::Ingest
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Both => "both",
+            Role::Ingest => "ingest",
+            Role::Query => "query",
+        }
+    }
 }
 
 impl ClusterConfig {
@@ -229,11 +275,41 @@ impl ClusterConfig {
         }
     }
 
-    pub(super) fn validate(&self, out: &mut Vec<Problem>) {
+    /// `declared`: the top-level keys the config file sets (listeners a query node would not open).
+    pub(super) fn validate(&self, storage: &StorageUrl, declared: &[&str], out: &mut Vec<Problem>) {
         if let Some(id) = &self.node_id
             && let Err(reason) = check_node_id(id)
         {
             out.push(Problem::new("cluster.node_id", reason));
+        }
+        if self.refresh_interval.is_zero() {
+            out.push(Problem::new("cluster.refresh_interval", "must be greater than 0"));
+        }
+        if self.role != Role::Both && matches!(storage, StorageUrl::Local(_)) {
+            out.push(Problem::new(
+                "cluster.role",
+                format!(
+                    "role = \"{}\" shares segments through a bucket: set storage.url = \"s3://BUCKET/PREFIX\" (or role = \"both\" for one machine)",
+                    self.role.as_str()
+                ),
+            ));
+        }
+        let refused: &[(&str, &str)] = match self.role {
+            Role::Both => &[],
+            Role::Ingest => &[("flight", "an ingest node answers no queries: remove [flight]")],
+            Role::Query => &[
+                ("stream", "a query node opens no listeners for shippers: remove [[stream]]"),
+                ("http", "a query node opens no listeners for shippers: remove [[http]]"),
+                ("rules", "rules run where events arrive, on ingest nodes: remove [[rules]] here"),
+            ],
+        };
+        for (key, reason) in refused {
+            if declared.contains(key) {
+                out.push(Problem::new(
+                    *key,
+                    format!("{reason}, or set cluster.role = \"both\" (it is \"{}\")", self.role.as_str()),
+                ));
+            }
         }
     }
 }

@@ -11,6 +11,14 @@ use crate::tls::Pkcs11Uri;
 use crate::tls::identity::is_edipi;
 
 impl Config {
+    /// The top-level keys the config file sets (none for the embedded defaults).
+    fn declared_keys(&self) -> Vec<String> {
+        match self.source.parse::<toml::Table>() {
+            Ok(t) => t.keys().cloned().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// Every semantic problem, each with its key path. Empty means the config can run.
     pub fn validate(&self) -> Vec<Problem> {
         let mut out = Vec::new();
@@ -119,7 +127,11 @@ impl Config {
             out.push(Problem::new("batch.max_pending_bytes", "must be at least 1 MiB"));
         }
         self.storage.validate(&self.data_dir, &mut out);
-        self.cluster.validate(&mut out);
+        if let Ok(storage) = self.storage.location(&self.data_dir) {
+            let declared = self.declared_keys();
+            let declared: Vec<&str> = declared.iter().map(String::as_str).collect();
+            self.cluster.validate(&storage, &declared, &mut out);
+        }
         if matches!(self.audit.retention_max_age, Some(d) if d < std::time::Duration::from_secs(24 * 3600)) {
             out.push(Problem::new(
                 "audit.retention_max_age",

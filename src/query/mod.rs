@@ -114,6 +114,7 @@ pub struct LiveTables {
 #[derive(Clone)]
 pub struct QueryEngine {
     ctx: SessionContext,
+    store: Store,
 }
 
 impl QueryEngine {
@@ -132,14 +133,17 @@ impl QueryEngine {
         let ctx = SessionContext::new_with_state(state);
         let damaged = |table: &str| store.metrics().map(|m| m.damaged_lines.with_label_values(&[table]));
         ctx.register_table("audit", Arc::new(audit_table(store.data_dir().join("audit"), damaged("audit"))))?;
-        let saved = templates_table(templates::table::Source::File(store.data_dir().join("templates.json")));
+        let saved = templates_table(
+            templates::table::Source::File(store.data_dir().join("templates.json")),
+            store.clone(),
+        );
         ctx.register_table("templates", Arc::new(saved))?;
-        let alerts = alerts_table(AlertsSource::Dir(store.data_dir().join("alerts")));
+        let alerts = alerts_table(AlertsSource::Dir(store.data_dir().join("alerts")), store.clone());
         ctx.register_table("alerts", Arc::new(alerts))?;
         let results = results_table(store.data_dir().join("rules"), damaged("rule_results"));
         ctx.register_table("rule_results", Arc::new(results))?;
-        ctx.register_table("logs", Arc::new(LogsTable::new(store)))?;
-        Ok(QueryEngine { ctx })
+        ctx.register_table("logs", Arc::new(LogsTable::new(store.clone())))?;
+        Ok(QueryEngine { ctx, store })
     }
 
     /// Read `templates` and `alerts` from the running daemon rather than
@@ -149,12 +153,13 @@ impl QueryEngine {
             self.ctx.deregister_table("templates")?;
             self.ctx.register_table(
                 "templates",
-                Arc::new(templates_table(templates::table::Source::Live(shared))),
+                Arc::new(templates_table(templates::table::Source::Live(shared), self.store.clone())),
             )?;
         }
         if let Some(alerts) = live.alerts {
             self.ctx.deregister_table("alerts")?;
-            self.ctx.register_table("alerts", Arc::new(alerts_table(AlertsSource::Live(alerts))))?;
+            let table = alerts_table(AlertsSource::Live(alerts), self.store.clone());
+            self.ctx.register_table("alerts", Arc::new(table))?;
         }
         Ok(self)
     }

@@ -3,8 +3,11 @@
 //!
 //! Layout under `s3://BUCKET/PREFIX/`: `nodes/NODE_ID/manifest.json` (the segments of that node
 //! that are in the bucket), `nodes/NODE_ID/segments/ID.parquet`, and `nodes/NODE_ID/node.json`
-//! (written at start: it proves the bucket exists and takes writes from these credentials).
-//! Each node writes under its own prefix only, so no two writers ever update one object.
+//! (written at start: it proves the bucket exists and takes writes from these credentials),
+//! `nodes/NODE_ID/lease.json` (see `lease`), and `nodes/NODE_ID/alerts.json` and
+//! `templates.json` (what the node's rules and template miner hold, for queries on other nodes).
+//! Each node writes under its own prefix only, so no two writers ever update one object; every
+//! node reads all of them (see `peers`).
 //!
 //! Endpoint, region and credentials come from the environment (`AWS_*`), the shared
 //! credentials file, or instance and pod identity: never from the config file.
@@ -43,6 +46,8 @@ pub enum BucketError {
     CorruptManifest { object: String, source: serde_json::Error },
     #[error("{key}: {reason}")]
     Config { key: &'static str, reason: String },
+    #[error("{0}")]
+    Peers(String),
     #[error(
         "node {node} is in use: {object} is held by {holder}. Two daemons with the same cluster.node_id on one \
          bucket would overwrite each other's segments: give this one another [cluster] node_id, or stop the \
@@ -80,9 +85,18 @@ impl BucketError {
 pub struct Bucket {
     store: Arc<dyn ObjectStore>,
     bucket: String,
+    /// `PREFIX/nodes`.
+    nodes_prefix: String,
     /// `PREFIX/nodes/NODE_ID`.
     node_prefix: String,
     node_id: String,
+}
+
+/// An object read only if it changed since the version named by `etag`.
+pub enum Fetched {
+    Changed { body: Bytes, etag: Option<String> },
+    Unchanged,
+    Missing,
 }
 
 impl std::fmt::Debug for Bucket {
@@ -110,12 +124,12 @@ impl Bucket {
             builder = builder.with_config(key, value);
         }
         let store = builder.build().map_err(|source| BucketError::Setup { url, source })?;
-        let node_prefix =
-            if prefix.is_empty() { format!("nodes/{node_id}") } else { format!("{prefix}/nodes/{node_id}") };
+        let nodes_prefix = if prefix.is_empty() { "nodes".to_owned() } else { format!("{prefix}/nodes") };
         Ok(Bucket {
             store: Arc::new(store),
             bucket: bucket.to_owned(),
-            node_prefix,
+            node_prefix: format!("{nodes_prefix}/{node_id}"),
+            nodes_prefix,
             node_id: node_id.to_owned(),
         })
     }
@@ -139,12 +153,70 @@ impl Bucket {
     }
 
     pub fn segment_key(&self, file: &str) -> Path {
-        Path::from(format!("{}/segments/{file}", self.node_prefix))
+        self.peer_segment_key(&self.node_id, file)
+    }
+
+    /// `PREFIX/nodes/NODE/segments/FILE`: a segment of any node.
+    pub fn peer_segment_key(&self, node: &str, file: &str) -> Path {
+        Path::from(format!("{}/{node}/segments/{file}", self.nodes_prefix))
     }
 
     /// `PREFIX/nodes/NODE_ID/NAME`.
     pub(super) fn node_key(&self, name: &str) -> Path {
         Path::from(format!("{}/{name}", self.node_prefix))
+    }
+
+    /// `PREFIX/nodes/NODE/NAME`: a file of any node.
+    pub(super) fn peer_key(&self, node: &str, name: &str) -> Path {
+        Path::from(format!("{}/{node}/{name}", self.nodes_prefix))
+    }
+
+    /// The node ids under `PREFIX/nodes/` (those that ever wrote to this bucket).
+    pub async fn list_nodes(&self) -> Result<Vec<String>, BucketError> {
+        let prefix = Path::from(self.nodes_prefix.as_str());
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(|e| self.failed("list", &prefix, e))?;
+        let mut nodes: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_owned))
+            // Another tool's directories under the prefix are no node of ours.
+            .filter(|n| crate::config::check_node_id(n).is_ok())
+            .collect();
+        nodes.sort();
+        Ok(nodes)
+    }
+
+    /// `key` if it changed since `etag` (every read when `etag` is None).
+    pub(super) async fn fetch_if_changed(
+        &self,
+        key: &Path,
+        etag: Option<&str>,
+    ) -> Result<Fetched, BucketError> {
+        let opts = object_store::GetOptions { if_none_match: etag.map(str::to_owned), ..Default::default() };
+        match self.store.get_opts(key, opts).await {
+            Ok(r) => {
+                let etag = r.meta.e_tag.clone();
+                let body = r.bytes().await.map_err(|e| self.failed("read", key, e))?;
+                Ok(Fetched::Changed { body, etag })
+            }
+            Err(object_store::Error::NotModified { .. }) => Ok(Fetched::Unchanged),
+            Err(object_store::Error::NotFound { .. }) => Ok(Fetched::Missing),
+            Err(e) => Err(self.failed("read", key, e)),
+        }
+    }
+
+    /// Replace this node's `NAME` with `body`.
+    pub async fn put_node_file(&self, name: &str, body: Vec<u8>) -> Result<(), BucketError> {
+        let key = self.node_key(name);
+        self.store
+            .put(&key, PutPayload::from(body))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.failed("write", &key, e))
     }
 
     fn manifest_key(&self) -> Path {

@@ -240,6 +240,9 @@ impl SegmentCache {
 fn write_copy(dir: &Path, file: &str, body: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = dir.join(format!("{file}.download"));
+    if let Some(parent) = tmp.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
     let written = std::fs::File::create(&tmp)
         .and_then(|mut f| f.write_all(body).and_then(|()| f.sync_all()))
         .and_then(|()| std::fs::rename(&tmp, dir.join(file)));

@@ -14,6 +14,7 @@ mod flush;
 mod lease;
 mod manifest;
 mod migrate;
+mod peers;
 mod pipeline;
 mod retention;
 mod segment;
@@ -28,6 +29,7 @@ pub use bucket::{Bucket, BucketError};
 pub use lease::Lease;
 pub use manifest::{Manifest, SegmentMeta};
 pub use migrate::{Migrated, migrate_to_bucket};
+pub use peers::{ALERTS_FILE, TEMPLATES_FILE};
 pub use pipeline::{AppendError, Appender, Durable, Pipeline, PipelineOptions};
 pub use table::LogsTable;
 
@@ -94,6 +96,13 @@ pub struct BucketSetup {
     pub metrics: Option<BucketMetrics>,
     /// The node's lease, for a daemon (or command) that writes; None for readers.
     pub lease: Option<Arc<Lease>>,
+    /// A query node (`cluster.role = "query"`): it uploads nothing and reads every node's
+    /// segments, its own node id's included.
+    pub query_only: bool,
+    /// How long an object retention dropped from the manifest stays in the bucket, so that
+    /// other nodes, which read the manifest every `cluster.refresh_interval`, stop naming it
+    /// in their plans first.
+    pub delete_grace: std::time::Duration,
 }
 
 /// The bucket side of a store.
@@ -106,6 +115,10 @@ pub(crate) struct Remote {
     wake: tokio::sync::Notify,
     metrics: Option<BucketMetrics>,
     pub(crate) lease: Option<Arc<Lease>>,
+    query_only: bool,
+    delete_grace: std::time::Duration,
+    /// The other nodes' segments and files, as last read.
+    peers: RwLock<Arc<peers::PeerView>>,
 }
 
 /// A durable batch held in memory, with its time range for pruning.
@@ -142,6 +155,8 @@ pub struct Snapshot {
     pub mem: Vec<MemBatch>,
     /// With a bucket: where segments without a local copy are read.
     pub(crate) remote: Option<Arc<Remote>>,
+    /// With a bucket: the other nodes' segments.
+    pub(crate) peers: Arc<peers::PeerView>,
 }
 
 /// Shared handle to the storage state. Cheap to clone.
@@ -341,6 +356,7 @@ impl Store {
             segments: st.manifest.segments.clone(),
             mem: st.mem.values().flatten().cloned().collect(),
             remote: self.inner.remote.clone(),
+            peers: self.inner.remote.as_ref().map(|r| r.peer_view()).unwrap_or_default(),
         }
     }
 
@@ -418,6 +434,55 @@ impl Store {
         self.inner.remote.as_ref()
     }
 
+    /// Events in the WAL or in segments of this data directory (what a query node must not hold).
+    pub fn pending_events(&self) -> u64 {
+        let st = self.read_state();
+        st.mem_rows as u64 + st.manifest.total_rows()
+    }
+
+    pub(crate) fn bucket_metrics(&self) -> Option<&BucketMetrics> {
+        self.inner.remote.as_ref()?.metrics.as_ref()
+    }
+
+    /// With a bucket: this node's id.
+    pub fn node_id(&self) -> Option<&str> {
+        self.inner.remote.as_ref().map(|r| r.bucket.node_id())
+    }
+
+    /// With a bucket: read the other nodes' manifests and published files now (at start, so
+    /// that the first query already covers them).
+    pub async fn refresh_peers(&self) -> Result<(), BucketError> {
+        match &self.inner.remote {
+            Some(r) => peers::refresh(r).await,
+            None => Ok(()),
+        }
+    }
+
+    /// With a bucket: keep reading the other nodes' manifests every `every` until `stop`.
+    pub fn watch_peers(
+        &self,
+        every: std::time::Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        self.inner.remote.as_ref()?;
+        Some(tokio::spawn(peers::run(self.clone(), every, stop)))
+    }
+
+    /// The file `name` each other node published, by node id.
+    pub fn peer_files(&self, name: &str) -> Vec<(String, bytes::Bytes)> {
+        let Some(r) = &self.inner.remote else { return Vec::new() };
+        r.peer_view().nodes.iter().filter_map(|n| Some((n.node.clone(), n.file(name)?.clone()))).collect()
+    }
+
+    /// With a bucket: publish this node's file `name` for the other nodes (while the lease is held).
+    pub async fn publish_file(&self, name: &str, body: Vec<u8>) -> Result<(), BucketError> {
+        let Some(r) = &self.inner.remote else { return Ok(()) };
+        if r.query_only || r.lease.as_ref().is_some_and(|l| !l.held()) {
+            return Ok(());
+        }
+        r.bucket.put_node_file(name, body).await
+    }
+
     /// With a bucket: whether segments and WAL waiting for upload have reached
     /// `storage.upload_backlog_max_bytes`, so that WAL writes are refused until uploads catch up.
     pub(crate) fn upload_backlog_full(&self) -> Option<(u64, u64)> {
@@ -493,7 +558,19 @@ impl Remote {
             wake: tokio::sync::Notify::new(),
             metrics: setup.metrics,
             lease: setup.lease,
+            query_only: setup.query_only,
+            delete_grace: setup.delete_grace,
+            peers: RwLock::default(),
         }
+    }
+
+    fn peer_view(&self) -> Arc<peers::PeerView> {
+        self.peers.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether this store uploads (not on a query node).
+    pub(crate) fn uploads(&self) -> bool {
+        !self.query_only
     }
 
     /// Tie the local manifest to the bucket (adopting the bucket's on an empty data directory),
@@ -568,6 +645,14 @@ impl Remote {
                 }
                 Err(_) => {}
             }
+        }
+        // Copies of other nodes' segments: which are still wanted is known after the first
+        // reading of their manifests, so the cache starts without them.
+        let peers_dir = root.join("segments").join("peers");
+        if let Err(e) = std::fs::remove_dir_all(&peers_dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %peers_dir.display(), error = %e, "failed to clear the copies of other nodes' segments");
         }
         // Copies of segments retention removed while the daemon was down.
         if let Ok(entries) = std::fs::read_dir(root.join("segments")) {

@@ -206,7 +206,7 @@ impl Pipeline {
             .spawn(move || wal.run(wal_rx))
             .map_err(|source| StoreError::CreateDir { path: "thread lw-wal".into(), source })?;
         let batcher = tokio::spawn(batch_loop(rx, wal_tx, opts, store.clone()));
-        let uploader = store.remote().is_some().then(|| {
+        let uploader = store.remote().is_some_and(|r| r.uploads()).then(|| {
             let stop = tokio_util::sync::CancellationToken::new();
             (tokio::spawn(super::upload::run(store.clone(), stop.clone())), stop)
         });

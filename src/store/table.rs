@@ -1,6 +1,6 @@
 //! The DataFusion table `logs`: Parquet segments plus the durable batches still in memory, as
-//! one table. With a bucket, segments with a local copy are read from it and the others from
-//! the bucket.
+//! one table. With a bucket, the other nodes' segments too (see `peers`); segments with a
+//! local copy are read from it and the others from the bucket.
 //!
 //! Each scan takes a [`Snapshot`], keeps only the segments and batches whose time range can
 //! match the query's `timestamp` predicates, and unions a Parquet scan (which also prunes row
@@ -8,6 +8,7 @@
 //! DataFusion re-applies them above the union.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -28,7 +29,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 
-use super::{Remote, SegmentMeta, Store};
+use super::{Remote, Store};
 use crate::batch::{self, col as column};
 
 /// The `logs` table over a [`Store`].
@@ -74,17 +75,41 @@ impl TableProvider for LogsTable {
         let overlaps = |min: i64, max: i64| max >= lo && min <= hi;
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
 
-        let wanted = snap.segments.iter().filter(|s| overlaps(s.min_ts, s.max_ts));
         // With a bucket, a segment without a local copy is read from the bucket (and copied
-        // here in the background for the next query).
-        let (local, remote): (Vec<&SegmentMeta>, Vec<&SegmentMeta>) = match &snap.remote {
-            None => (wanted.collect(), Vec::new()),
-            Some(r) => wanted.partition(|s| r.cache.lookup(&s.file)),
-        };
-        let files: Vec<ListingTableUrl> = local
-            .iter()
-            .map(|s| ListingTableUrl::parse(snap.segments_dir.join(&s.file).to_string_lossy()))
-            .collect::<Result<_>>()?;
+        // here in the background for the next query); other nodes' segments likewise.
+        let mut local: Vec<PathBuf> = Vec::new();
+        let mut remote: Vec<RemoteFile> = Vec::new();
+        let wanted = snap.segments.iter().filter(|s| overlaps(s.min_ts, s.max_ts));
+        match &snap.remote {
+            None => local.extend(wanted.map(|s| snap.segments_dir.join(&s.file))),
+            Some(r) => {
+                for s in wanted {
+                    match r.cache.lookup(&s.file) {
+                        true => local.push(snap.segments_dir.join(&s.file)),
+                        false => remote.push(RemoteFile {
+                            cache_key: s.file.clone(),
+                            key: r.bucket.segment_key(&s.file),
+                            bytes: s.bytes,
+                        }),
+                    }
+                }
+                for node in &snap.peers.nodes {
+                    for s in node.segments.iter().filter(|s| overlaps(s.min_ts, s.max_ts)) {
+                        let cache_key = super::peers::cache_key(&node.node, &s.file);
+                        match r.cache.lookup(&cache_key) {
+                            true => local.push(snap.segments_dir.join(&cache_key)),
+                            false => remote.push(RemoteFile {
+                                cache_key,
+                                key: r.bucket.peer_segment_key(&node.node, &s.file),
+                                bytes: s.bytes,
+                            }),
+                        }
+                    }
+                }
+            }
+        }
+        let files: Vec<ListingTableUrl> =
+            local.iter().map(|p| ListingTableUrl::parse(p.to_string_lossy())).collect::<Result<_>>()?;
         if !files.is_empty() {
             let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                 .with_file_extension(".parquet")
@@ -124,13 +149,21 @@ impl TableProvider for LogsTable {
     }
 }
 
+/// A segment to read from the bucket.
+struct RemoteFile {
+    /// Its name in the local cache.
+    cache_key: String,
+    key: object_store::path::Path,
+    bytes: u64,
+}
+
 /// A Parquet scan of `segments` straight from the bucket. The files and their sizes come from
-/// the manifest, so nothing is listed or probed first, and a segment missing from the bucket
+/// the manifests, so nothing is listed or probed first, and a segment missing from the bucket
 /// fails the query with the object's name rather than reading as no rows.
 async fn remote_scan(
     state: &dyn Session,
     remote: &Arc<Remote>,
-    segments: &[&SegmentMeta],
+    segments: &[RemoteFile],
     projection: Option<&Vec<usize>>,
     limit: Option<usize>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
@@ -139,9 +172,8 @@ async fn remote_scan(
     let n = state.config().target_partitions().max(1).min(segments.len());
     let mut groups = vec![Vec::new(); n];
     for (i, s) in segments.iter().enumerate() {
-        remote.cache.fetch_later(&remote.bucket, &s.file, remote.bucket.segment_key(&s.file), s.bytes);
-        let file = PartitionedFile::new(remote.bucket.segment_key(&s.file).to_string(), s.bytes);
-        groups[i % n].push(file);
+        remote.cache.fetch_later(&remote.bucket, &s.cache_key, s.key.clone(), s.bytes);
+        groups[i % n].push(PartitionedFile::new(s.key.to_string(), s.bytes));
     }
     let format = ParquetFormat::default();
     let source = format.file_source(TableSchema::from(batch::schema()));

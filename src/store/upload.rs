@@ -6,7 +6,8 @@
 //! than losing or doubling a row.
 //!
 //! With nothing to upload it deletes the objects retention dropped, after a manifest that no
-//! longer names them is in the bucket. Failures are retried with a backoff (1 s doubling to a
+//! longer names them is in the bucket and `delete_grace` has passed (other nodes plan queries
+//! from the manifest they read last). Failures are retried with a backoff (1 s doubling to a
 //! minute) while ingest goes on; a delete the bucket refuses is tried again an hour later.
 
 use std::collections::HashMap;
@@ -52,6 +53,8 @@ struct Uploader {
     published: Option<Vec<u64>>,
     /// Objects whose delete the bucket refused, and when to try again.
     refused: HashMap<String, Instant>,
+    /// When this run first saw each object retention dropped.
+    dropped_at: HashMap<String, Instant>,
     failing: Option<Failing>,
 }
 
@@ -65,7 +68,14 @@ struct Failing {
 /// Run until `stop`; then one last round to upload what the final flush wrote.
 pub(super) async fn run(store: Store, stop: CancellationToken) {
     let Some(remote) = store.remote().cloned() else { return };
-    let mut up = Uploader { store, remote, published: None, refused: HashMap::new(), failing: None };
+    let mut up = Uploader {
+        store,
+        remote,
+        published: None,
+        refused: HashMap::new(),
+        dropped_at: HashMap::new(),
+        failing: None,
+    };
     loop {
         let wait = match up.round().await {
             Ok(true) => {
@@ -95,8 +105,14 @@ pub(super) async fn run(store: Store, stop: CancellationToken) {
 /// the first failure ends it, and running it again resumes.
 pub(super) async fn drain(store: &Store) -> Result<usize, UploadError> {
     let Some(remote) = store.remote().cloned() else { return Ok(0) };
-    let mut up =
-        Uploader { store: store.clone(), remote, published: None, refused: HashMap::new(), failing: None };
+    let mut up = Uploader {
+        store: store.clone(),
+        remote,
+        published: None,
+        refused: HashMap::new(),
+        dropped_at: HashMap::new(),
+        failing: None,
+    };
     let mut uploaded = 0;
     loop {
         let pending = store.manifest().segments.iter().filter(|s| s.pending_upload).count();
@@ -195,12 +211,21 @@ impl Uploader {
         .await?
     }
 
-    /// Delete the objects retention dropped, unless the bucket refused them less than an hour ago.
+    /// Delete the objects retention dropped at least `delete_grace` ago, unless the bucket
+    /// refused them less than an hour ago.
     async fn delete_expired(&mut self, manifest: &Manifest) -> Result<(), UploadError> {
         let now = Instant::now();
+        let listed: std::collections::HashSet<&str> =
+            manifest.pending_deletes.iter().map(String::as_str).collect();
+        self.dropped_at.retain(|k, _| listed.contains(k.as_str()));
+        for k in &manifest.pending_deletes {
+            self.dropped_at.entry(k.clone()).or_insert(now);
+        }
+        let grace = self.remote.delete_grace;
         let due: Vec<String> = manifest
             .pending_deletes
             .iter()
+            .filter(|k| self.dropped_at.get(*k).is_none_or(|t| t.elapsed() >= grace))
             .filter(|k| self.refused.get(*k).is_none_or(|t| *t <= now))
             .take(DELETES_PER_ROUND)
             .cloned()

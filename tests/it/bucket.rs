@@ -148,6 +148,11 @@ impl Drop for S3Server {
 /// A daemon storing segments in `s3://logs/site-a` as node `n1`, flushing often; `extra` holds
 /// more `[storage]` keys, replacing these defaults.
 fn bucket_config(extra: &str) -> String {
+    node_config("n1", "", extra)
+}
+
+/// [`bucket_config`] for node `node`, with more `[cluster]` keys (`role`).
+fn node_config(node: &str, cluster: &str, extra: &str) -> String {
     let defaults = [
         ("flush_interval", "\"300ms\""),
         ("flush_bytes", "\"2MiB\""),
@@ -159,13 +164,38 @@ fn bucket_config(extra: &str) -> String {
             storage.push_str(&format!("{key} = {value}\n"));
         }
     }
-    format!("{storage}{extra}[cluster]\nnode_id = \"n1\"\n")
+    format!("{storage}{extra}[cluster]\nnode_id = \"{node}\"\nrefresh_interval = \"1s\"\n{cluster}")
 }
 
 fn start_on(s3: &S3Server, extra: &str) -> Daemon {
+    start_node(s3, "n1", "", extra)
+}
+
+fn start_node(s3: &S3Server, node: &str, cluster: &str, extra: &str) -> Daemon {
     let env = s3.env(SECRET_KEY);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    Daemon::start_with_env(&bucket_config(extra), &env)
+    Daemon::start_with_env(&node_config(node, cluster, extra), &env)
+}
+
+/// `sql` through the daemon's Flight SQL endpoint (`logwarden query --server`).
+fn server_query(d: &Daemon, sql: &str) -> Vec<serde_json::Value> {
+    let url = format!("https://localhost:{}", d.addr("flight").port());
+    let out = Command::new(BIN)
+        .args(["query", "--config"])
+        .arg(&d.config)
+        .args(["--server", &url, "--format", "json", sql])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn server_count(d: &Daemon) -> i64 {
+    server_query(d, "SELECT count(*) AS n FROM logs")[0]["n"].as_i64().unwrap()
 }
 
 /// POST `n` requests of `per` events each, tagged `tag REQ I`; returns when all are acknowledged.
@@ -779,4 +809,82 @@ async fn a_local_copy_cut_short_is_read_from_the_bucket_instead() {
     d.spawn();
     assert_eq!(d.count("message LIKE 'short %'"), 500);
     assert!(!copies[0].exists() || std::fs::metadata(&copies[0]).unwrap().len() > 0);
+}
+
+/// A rule that raises an alert for any event in a 1 s window.
+const ANY_EVENT_RULE: &str = r#"[detect]
+allowed_lateness = "1s"
+[[rules]]
+name = "any_event"
+window = "1s"
+sql = "SELECT count(*) AS n FROM events"
+alert_when = "n > 0"
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_on_one_bucket_answer_for_all_and_a_later_query_node_sees_all_history() {
+    let s3 = S3Server::start();
+    s3.create_bucket("logs");
+    let a = start_node(&s3, "a", "", ANY_EVENT_RULE);
+    let b = start_node(&s3, "b", "", "");
+    send(&a, "from-a", 0, 10, 50).await;
+    send(&b, "from-b", 0, 7, 50).await;
+    wait_uploaded(&a);
+    wait_uploaded(&b);
+    // Each node answers for both, over Flight SQL and through `logwarden query` on its data
+    // directory, once it has read the other's manifest again.
+    for d in [&a, &b] {
+        wait_until(Duration::from_secs(30), "both nodes' events", || server_count(d) == 850);
+        assert_eq!(d.count("message LIKE 'from-a %'"), 500);
+        assert_eq!(d.count("message LIKE 'from-b %'"), 350);
+        assert_eq!(d.metric("logwarden_cluster_peers"), 1.0);
+    }
+
+    // A query node started later: no listeners for shippers, all history at once.
+    let q = start_node(&s3, "q", "role = \"query\"\n", "");
+    assert!(!q.addrs.contains_key("http") && !q.addrs.contains_key("syslog"), "{:?}", q.addrs);
+    assert_eq!(server_count(&q), 850);
+    assert_eq!(q.metric("logwarden_cluster_peers"), 2.0);
+    let keys = s3.keys("logs", "site-a/nodes/");
+    assert!(!keys.iter().any(|k| k.starts_with("site-a/nodes/q/")), "a query node wrote {keys:?}");
+    // Events stored after it started show up within the refresh interval.
+    send(&b, "later-b", 0, 3, 10).await;
+    wait_settled(&b, 2.0);
+    wait_until(Duration::from_secs(30), "b's new events on the query node", || server_count(&q) == 880);
+    // Duplicate nothing from the cache: the second reading is served locally and agrees.
+    wait_until(Duration::from_secs(30), "the query node's cache to fill", || {
+        q.metric("logwarden_segment_cache_filled_bytes_total") > 0.0
+    });
+    assert_eq!(server_count(&q), 880);
+
+    // Alerts and templates of the ingest nodes are readable on the query node, by node.
+    wait_until(Duration::from_secs(60), "a's alert on the query node", || {
+        server_query(&q, "SELECT node FROM alerts WHERE rule = 'any_event'").iter().any(|r| r["node"] == "a")
+    });
+    let nodes: Vec<String> = server_query(&q, "SELECT DISTINCT node FROM templates ORDER BY node")
+        .iter()
+        .map(|r| r["node"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(nodes, ["a", "b"]);
+}
+
+#[test]
+fn roles_need_a_bucket_and_refuse_what_they_would_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |text: &str| {
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(BIN).arg("validate").arg(&file).output().unwrap();
+        assert!(!out.status.success(), "{text}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = check("[cluster]\nrole = \"query\"\n");
+    assert!(e.contains("c.toml") && e.contains("cluster.role") && e.contains("storage.url"), "{e}");
+    let e = check(
+        "[storage]\nurl = \"s3://logs/p\"\n[cluster]\nrole = \"query\"\n[[stream]]\nname = \"s\"\naddress = \"127.0.0.1:0\"\n",
+    );
+    assert!(e.contains("stream") && e.contains("no listeners for shippers"), "{e}");
+    let e =
+        check("[storage]\nurl = \"s3://logs/p\"\n[cluster]\nrole = \"ingest\"\n[flight]\nenabled = true\n");
+    assert!(e.contains("flight") && e.contains("answers no queries"), "{e}");
 }

@@ -59,14 +59,7 @@ pub struct Daemon {
     log: PathBuf,
 }
 
-/// A config with every listener on port 0; `extra` is appended (TOML).
-pub fn test_config(data_dir: &Path, extra: &str) -> String {
-    format!(
-        r#"data_dir = "{data}"
-shutdown_timeout = "15s"
-[log]
-level = "info,logwarden=debug"
-[[stream]]
+const INGEST_LISTENERS: &str = r#"[[stream]]
 name = "syslog"
 address = "127.0.0.1:0"
 handshake_timeout = "3s"
@@ -78,12 +71,28 @@ tls = false
 name = "http"
 address = "127.0.0.1:0"
 max_body_bytes = "1MiB"
-{admin}{flight}[batch]
+"#;
+
+/// A config with every listener on port 0; `extra` is appended (TOML).
+pub fn test_config(data_dir: &Path, extra: &str) -> String {
+    format!(
+        r#"data_dir = "{data}"
+shutdown_timeout = "15s"
+[log]
+level = "info,logwarden=debug"
+{listeners}{admin}{flight}[batch]
 {linger}{extra}
 "#,
         data = data_dir.display(),
-        // A test that sets its own [flight] keys writes the whole table (with an address).
-        flight = if extra.contains("[flight]\n") { "" } else { "[flight]\naddress = \"127.0.0.1:0\"\n" },
+        // A query node has no listeners for shippers.
+        listeners = if extra.contains("role = \"query\"") { "" } else { INGEST_LISTENERS },
+        // A test that sets its own [flight] keys writes the whole table (with an address); an
+        // ingest node has none.
+        flight = if extra.contains("[flight]\n") || extra.contains("role = \"ingest\"") {
+            ""
+        } else {
+            "[flight]\naddress = \"127.0.0.1:0\"\n"
+        },
         admin = if extra.contains("[admin]\n") { "" } else { "[admin]\naddress = \"127.0.0.1:0\"\n" },
         // Lines of `extra` before any table header land in [batch]; a test may set its own linger.
         linger = if extra.contains("linger") { "" } else { "linger = \"10ms\"\n" },

@@ -71,6 +71,10 @@ fn compose_stack_is_valid() {
         compose.lines().filter_map(|l| l.trim().strip_prefix("- ./")).map(|l| l.split(':').next().unwrap())
     {
         assert!(deploy().join(file).exists(), "compose.yaml mounts {file}, which deploy/ does not have");
+        // Every logwarden config it mounts is one the daemon accepts.
+        if file.ends_with(".toml") {
+            run_ok(Command::new(crate::daemon::BIN).arg("validate").arg(deploy().join(file)));
+        }
     }
 }
 
@@ -146,13 +150,13 @@ print(json.dumps([[i["instruction"], i["value"]] for i in p.structure if i["inst
     }
 }
 
-#[test]
-fn kubernetes_manifests_pass_kubernetes_schemas() {
+/// `kubernetes-validate --strict` over the files of `deploy/DIR`: the report, after checking
+/// that it passed and covers `kinds`; and every ConfigMap's config passes `logwarden validate`.
+fn validate_kubernetes(dir: &str, kinds: &[&str]) {
     let venv = venv();
-    let dir = deploy().join("kubernetes");
+    let dir = deploy().join(dir);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
-    assert!(files.len() >= 2);
     let out = Command::new(venv.join("bin/kubernetes-validate"))
         .arg("--strict")
         .args(&files)
@@ -160,21 +164,53 @@ fn kubernetes_manifests_pass_kubernetes_schemas() {
         .expect("kubernetes-validate in the test venv: run scripts/install-test-deps");
     let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{report}");
-    for kind in ["statefulset/logwarden", "service/logwarden", "configmap/logwarden"] {
+    for kind in kinds {
         assert!(report.contains(&format!("passed for resource {kind}")), "{kind} not validated:\n{report}");
     }
-    // The ConfigMap's config is one the daemon accepts.
-    let manifest = std::fs::read_to_string(dir.join("logwarden.yaml")).unwrap();
-    let start = manifest.find("logwarden.toml: |").unwrap();
-    let toml: String = manifest[start..]
-        .lines()
-        .skip(1)
-        .take_while(|l| l.starts_with("    ") || l.is_empty())
-        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
-        .collect();
+    // Each ConfigMap's config is one the daemon accepts.
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join("k8s.toml"), toml).unwrap();
-    run_ok(Command::new(crate::daemon::BIN).arg("validate").arg(tmp.path().join("k8s.toml")));
+    let mut configs = 0;
+    for file in &files {
+        let manifest = std::fs::read_to_string(file).unwrap();
+        for (i, part) in manifest.split("logwarden.toml: |").skip(1).enumerate() {
+            let toml: String = part
+                .lines()
+                .skip(1)
+                .take_while(|l| l.starts_with("    ") || l.is_empty())
+                .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+                .collect();
+            let path = tmp.path().join(format!("k8s-{configs}-{i}.toml"));
+            std::fs::write(&path, toml).unwrap();
+            run_ok(Command::new(crate::daemon::BIN).arg("validate").arg(&path));
+            configs += 1;
+        }
+    }
+    assert!(configs > 0, "no ConfigMap with a logwarden.toml in {}", dir.display());
+}
+
+#[test]
+fn kubernetes_manifests_pass_kubernetes_schemas() {
+    validate_kubernetes("kubernetes", &["statefulset/logwarden", "service/logwarden", "configmap/logwarden"]);
+}
+
+#[test]
+fn kubernetes_object_storage_manifests_pass_kubernetes_schemas() {
+    validate_kubernetes(
+        "kubernetes-bucket",
+        &[
+            "statefulset/logwarden-ingest",
+            "deployment/logwarden-query",
+            "service/logwarden-ingest",
+            "service/logwarden-query",
+            "configmap/logwarden-ingest",
+            "configmap/logwarden-query",
+        ],
+    );
+    // Ingest nodes keep their node id (the pod's stable host name) and their volume; query
+    // nodes write nothing to the bucket, so their cache may be an emptyDir.
+    let manifest = std::fs::read_to_string(deploy().join("kubernetes-bucket/logwarden.yaml")).unwrap();
+    assert!(manifest.contains("role = \"ingest\"") && manifest.contains("role = \"query\""));
+    assert!(!manifest.contains("node_id"), "a fixed node_id would be shared by every replica");
 }
 
 #[test]

@@ -68,11 +68,7 @@ impl Shared {
     /// The miner with the templates saved in `path`, or an empty one if there is no file.
     pub fn load(path: &Path, metrics: Option<TemplateMetrics>) -> Result<Arc<Shared>, TemplatesError> {
         let templates = match std::fs::read(path) {
-            Ok(bytes) => {
-                let f: File = serde_json::from_slice(&bytes)
-                    .map_err(|source| TemplatesError::Format { path: path.display().to_string(), source })?;
-                f.templates
-            }
+            Ok(bytes) => Self::decode(&bytes, &path.display().to_string())?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(source) => {
                 return Err(TemplatesError::Io { op: "read", path: path.display().to_string(), source });
@@ -91,6 +87,13 @@ impl Shared {
             changes: AtomicU64::new(0),
             saved: AtomicU64::new(0),
         }))
+    }
+
+    /// The templates in a `templates.json` body; `origin` names it in the error.
+    pub fn decode(body: &[u8], origin: &str) -> Result<Vec<Template>, TemplatesError> {
+        serde_json::from_slice::<File>(body)
+            .map(|f| f.templates)
+            .map_err(|source| TemplatesError::Format { path: origin.to_owned(), source })
     }
 
     fn lock(&self) -> MutexGuard<'_, Miner> {
@@ -169,13 +172,19 @@ impl Shared {
         self.lock().templates().to_vec()
     }
 
+    /// The templates as `templates.json` holds them (what a node publishes for the others).
+    pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&File { version: VERSION, templates: self.snapshot() })
+    }
+
     /// Write the templates if anything was stamped since the last save.
     pub fn save(&self) -> Result<(), TemplatesError> {
         let changes = self.changes.load(Ordering::Relaxed);
         if changes == self.saved.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let body = serde_json::to_vec(&File { version: VERSION, templates: self.snapshot() })
+        let body = self
+            .encode()
             .map_err(|source| TemplatesError::Format { path: self.path.display().to_string(), source })?;
         crate::store::write_atomic(&self.path, &body).map_err(|source| TemplatesError::Io {
             op: "replace",

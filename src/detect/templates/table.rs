@@ -1,7 +1,9 @@
 //! The `templates` table: one row per mined template (`id` is what `logs.template_id` holds).
 //!
 //! In the daemon it reads the live miner; `logwarden query` on a data directory reads the
-//! saved `templates.json`.
+//! saved `templates.json`. With a bucket, the templates other nodes published follow, each row
+//! with its `node` (ids are per node: `logs.template_id` refers to the templates of the node that
+//! took the event in).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use datafusion::common::{DataFusionError, Result};
 
 use super::{Shared, Template};
 use crate::query::snapshot::SnapshotTable;
+use crate::store::{Store, TEMPLATES_FILE};
 
 /// Where the rows come from.
 pub enum Source {
@@ -19,8 +22,8 @@ pub enum Source {
     File(PathBuf),
 }
 
-/// The `templates` table.
-pub fn templates_table(source: Source) -> SnapshotTable {
+/// The `templates` table: this node's from `source`, the other nodes' from `store`.
+pub fn templates_table(source: Source, store: Store) -> SnapshotTable {
     SnapshotTable::new(schema(), move || {
         let templates = match &source {
             Source::Live(shared) => shared.snapshot(),
@@ -28,7 +31,15 @@ pub fn templates_table(source: Source) -> SnapshotTable {
                 Shared::load(path, None).map_err(|e| DataFusionError::External(Box::new(e)))?.snapshot()
             }
         };
-        Ok(vec![to_batch(&templates)?])
+        let mut batches = vec![to_batch(&templates, store.node_id())?];
+        for (node, body) in store.peer_files(TEMPLATES_FILE) {
+            match Shared::decode(&body, &format!("the templates of node {node}")) {
+                Ok(t) => batches.push(to_batch(&t, Some(&node))?),
+                // One node's unreadable file must not hide the rest.
+                Err(e) => tracing::warn!(node, error = %e, "skipping another node's templates"),
+            }
+        }
+        Ok(batches)
     })
 }
 
@@ -41,10 +52,12 @@ pub fn schema() -> SchemaRef {
         Field::new("first_seen", ts(), false),
         Field::new("last_seen", ts(), false),
         Field::new("example", DataType::Utf8, false),
+        // The node whose miner holds the template (null without a bucket).
+        Field::new("node", DataType::Utf8, true),
     ]))
 }
 
-fn to_batch(templates: &[Template]) -> Result<RecordBatch> {
+fn to_batch(templates: &[Template], node: Option<&str>) -> Result<RecordBatch> {
     let ts = |f: fn(&Template) -> i64| {
         Arc::new(TimestampNanosecondArray::from_iter_values(templates.iter().map(f)).with_timezone("UTC"))
             as ArrayRef
@@ -56,6 +69,7 @@ fn to_batch(templates: &[Template]) -> Result<RecordBatch> {
         ts(|t| t.first_seen),
         ts(|t| t.last_seen),
         Arc::new(StringArray::from_iter_values(templates.iter().map(|t| t.example.as_str()))),
+        Arc::new(StringArray::from_iter(templates.iter().map(|_| node))),
     ];
     Ok(RecordBatch::try_new(schema(), columns)?)
 }
