@@ -17,20 +17,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-mkdir -p "$work/s3/bench"
-RUST_LOG=info NO_COLOR=1 s3s-fs --host 127.0.0.1 --port 0 --access-key bench --secret-key bench-secret-key \
-  "$work/s3" >"$work/s3s-fs.log" 2>&1 &
-s3pid=$!
-port=""
-for _ in $(seq 200); do
-  port="$(sed -n 's|.*server is running at http://127.0.0.1:\([0-9]*\).*|\1|p' "$work/s3s-fs.log")"
-  [ -n "$port" ] && break
-  sleep 0.05
-done
-[ -n "$port" ] || { echo "s3s-fs did not start:"; cat "$work/s3s-fs.log"; exit 1; }
-
-export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ALLOW_HTTP=true AWS_REGION=us-east-1
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret-key
+. benches/s3s-fs.sh
+start_s3 "$work"
 
 for r in $(seq "$rounds"); do
   printf 'url = "s3://bench/round-%s"\n[cluster]\nnode_id = "bench"\n' "$r" >"$work/bucket.toml"

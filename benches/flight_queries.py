@@ -30,7 +30,14 @@ QUERIES = [
 ]
 
 
-def median_time(run, runs):
+SMALL = ("small (no rows match)", "SELECT count(*) FROM logs WHERE host = 'no-such-host'", 1.0)
+
+
+def median_time(run, runs, cold=False):
+    if cold:
+        t = time.perf_counter()
+        rows = run()
+        return time.perf_counter() - t, rows
     run()
     times = []
     for _ in range(runs):
@@ -48,6 +55,8 @@ def main():
     p.add_argument("--segments", required=True, help="directory of the Parquet segments")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--no-duckdb", action="store_true")
+    p.add_argument("--cold", action="store_true", help="time each query's first run only (cold caches)")
+    p.add_argument("--small", action="store_true", help="add a query that matches nothing (overhead)")
     a = p.parse_args()
 
     conn = flight_sql.connect(
@@ -78,12 +87,16 @@ def main():
             return duck.execute(sql).to_arrow_table().num_rows
         return run
 
-    cur.execute("SELECT count(*) FROM logs")
-    total = cur.fetchone()[0]
-    print(f"events: {total:,}  runs per query: {a.runs} (median, result fetched as Arrow)")
+    queries = QUERIES + [SMALL] if a.small else QUERIES
+    if a.cold:
+        print("cold: each query's first run")
+    else:
+        cur.execute("SELECT count(*) FROM logs")
+        total = cur.fetchone()[0]
+        print(f"events: {total:,}  runs per query: {a.runs} (median, result fetched as Arrow)")
     print(f"{'query':26s} {'logwarden':>11s} {'goal':>8s} {'duckdb':>10s} {'rows':>6s}")
-    for name, sql, goal in QUERIES:
-        t_lw, rows = median_time(lw(sql), a.runs)
+    for name, sql, goal in queries:
+        t_lw, rows = median_time(lw(sql), a.runs, a.cold)
         t_dk = median_time(dk(sql), a.runs)[0] if duck else float("nan")
         flag = "" if t_lw <= goal else "  over goal"
         slower = "" if not duck or t_lw <= t_dk else "  slower than duckdb"

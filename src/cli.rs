@@ -94,6 +94,48 @@ pub enum Command {
     /// Manage where segments are stored.
     #[command(subcommand)]
     Storage(StorageCommand),
+    /// Run a Ballista scheduler for distributed queries (`[query] engine = "ballista"`); the
+    /// config's [storage] url names the bucket, credentials come from the environment.
+    Scheduler {
+        /// The config with the bucket (`[storage] url = "s3://..."`).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Address to listen on for the daemons and executors.
+        #[arg(long, default_value = "127.0.0.1:50050")]
+        bind: std::net::SocketAddr,
+        /// Host name or address the executors reach this scheduler at (default: the --bind address).
+        #[arg(long)]
+        external_host: Option<String>,
+    },
+    /// Run a Ballista executor: takes tasks from the scheduler and reads segments from the
+    /// config's bucket.
+    Executor {
+        /// The config with the bucket (`[storage] url = "s3://..."`).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The scheduler, df://HOST:PORT.
+        #[arg(long, default_value = "df://127.0.0.1:50050")]
+        scheduler: String,
+        /// Address to serve on.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: std::net::IpAddr,
+        /// Host name or address the scheduler and other executors reach this one at (default:
+        /// the --bind address; in Kubernetes, the pod's IP).
+        #[arg(long)]
+        external_host: Option<String>,
+        /// Port for shuffle data (Arrow Flight).
+        #[arg(long, default_value_t = 50061)]
+        port: u16,
+        /// Port for tasks from the scheduler (gRPC).
+        #[arg(long, default_value_t = 50062)]
+        grpc_port: u16,
+        /// Tasks run at once (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        concurrent_tasks: usize,
+        /// Directory for shuffle files (default: a temporary directory).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
     /// Mine log templates from a file, one message per line (`-` reads stdin), the way the
     /// daemon does online; prints `line<TAB>template_id` for each line, then
     /// `template_id<TAB>count<TAB>pattern` for each template.
@@ -203,6 +245,39 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crate::tls::pkcs11::list(&module, pin.as_ref())?);
             Ok(())
         }
+        Command::Scheduler { config, bind, external_host } => {
+            let config = load(Some(&config))?;
+            crate::logging::init(&config.log.level, config.log.format);
+            let external = external_host.unwrap_or_else(|| bind.ip().to_string());
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(crate::query::distributed::run_scheduler(&config, bind, &external))
+        }
+        Command::Executor {
+            config,
+            scheduler,
+            bind,
+            external_host,
+            port,
+            grpc_port,
+            concurrent_tasks,
+            work_dir,
+        } => {
+            let config = load(Some(&config))?;
+            crate::logging::init(&config.log.level, config.log.format);
+            let scheduler =
+                config::scheduler_address(&scheduler).map_err(|e| anyhow::anyhow!("--scheduler: {e}"))?;
+            let opts = crate::query::distributed::ExecutorOptions {
+                scheduler,
+                bind,
+                external_host: external_host.unwrap_or_else(|| bind.to_string()),
+                port,
+                grpc_port,
+                concurrent_tasks,
+                work_dir,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(crate::query::distributed::run_executor(&config, opts))
+        }
         Command::Query { config, data_dir, format, server, token, ca, cert, key, sql } => {
             let mut config = load(config.as_deref())?;
             if let Some(d) = data_dir {
@@ -225,7 +300,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         match tokio::time::timeout(std::time::Duration::from_secs(15), store.refresh_peers())
                             .await
                         {
-                            Ok(Ok(())) => {}
+                            Ok(Ok(problems)) => {
+                                for p in problems {
+                                    tracing::warn!(problem = %p, "leaving out an unusable node");
+                                }
+                            }
                             Ok(Err(e)) => tracing::warn!(error = %e, "leaving out the other nodes' segments"),
                             Err(_) => tracing::warn!(
                                 "the bucket did not answer within 15 s: leaving out the other nodes' segments"
@@ -247,6 +326,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 fn migrate(config_file: &std::path::Path) -> anyhow::Result<()> {
     let config = load(Some(config_file))?;
     crate::logging::init(&config.log.level, LogFormat::Human);
+    if config.cluster.role == config::Role::Query {
+        anyhow::bail!(
+            "{}: cluster.role: a query node writes nothing to the bucket; migrate with the config of the node \
+             that will ingest (role = \"both\" or \"ingest\")",
+            config_file.display()
+        );
+    }
     if !matches!(config.storage.location(&config.data_dir), Ok(config::StorageUrl::S3 { .. })) {
         anyhow::bail!(
             "{}: storage.url: must name a bucket (s3://BUCKET/PREFIX) to migrate to",

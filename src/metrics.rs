@@ -671,7 +671,7 @@ impl BucketMetrics {
             peers: gauge(
                 reg,
                 "cluster_peers",
-                "Other nodes whose segments this node's queries read (as of the last reading of the bucket).",
+                "Other nodes (node ids besides this node's own) whose segments this node's queries read, as of the last reading of the bucket.",
             )?,
             peer_segments: gauge(
                 reg,
@@ -681,7 +681,7 @@ impl BucketMetrics {
             peers_refreshed: gauge(
                 reg,
                 "cluster_peers_refreshed_timestamp_seconds",
-                "When the other nodes' manifests were last read from the bucket (Unix time; 0 before the first).",
+                "When the other nodes' manifests were last all read from the bucket (Unix time; 0 before the first).",
             )?,
         })
     }

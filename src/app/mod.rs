@@ -39,8 +39,8 @@ pub enum AppError {
     Bucket(#[from] crate::store::BucketError),
     #[error(
         "the data directory {dir} holds {events} events of this node not yet in the bucket, but cluster.role = \"query\" \
-         uploads nothing: run it once more with role = \"both\" or \"ingest\" until they are uploaded, or give the query \
-         node a data directory of its own"
+         uploads nothing: run it once more with role = \"both\" or \"ingest\" until logwarden_upload_backlog_segments \
+         is 0, or give the query node a data directory of its own"
     )]
     QueryNodeHoldsData { dir: String, events: String },
     #[error("failed to bind {what} on {addr}: {source}")]
@@ -114,8 +114,16 @@ pub async fn segments_at(
         metrics: registry.map(crate::metrics::BucketMetrics::new).transpose()?,
         lease,
         query_only: !config.cluster.role.ingests(),
-        delete_grace: 3 * config.cluster.refresh_interval,
+        delete_grace: delete_grace(config),
     })))
+}
+
+/// How long an object retention dropped stays in the bucket: other nodes plan from the
+/// manifest they read last (up to a refresh interval old, twice with a slow reading) and a
+/// query may read for up to its time limit.
+fn delete_grace(config: &Config) -> std::time::Duration {
+    let refresh = config.cluster.refresh_interval;
+    (refresh.saturating_mul(2).saturating_add(config.flight.limits.timeout)).max(refresh.saturating_mul(3))
 }
 
 /// Run the daemon until SIGTERM or SIGINT. `config_file` (or the embedded defaults, without
@@ -179,11 +187,15 @@ pub async fn run(
     let peers_task = match role.queries() && store.node_id().is_some() {
         true => {
             match store.refresh_peers().await {
-                Ok(()) => {}
-                Err(e @ crate::store::BucketError::Peers(_)) => {
-                    tracing::warn!(error = %e, "some nodes' manifests in the bucket are unreadable; queries leave them out until they are");
+                Ok(problems) if problems.is_empty() => {}
+                Ok(problems) => {
+                    tracing::warn!(problems = %problems.join("; "), "some nodes' objects in the bucket are unusable; queries leave them out until they are");
                 }
-                Err(e) => return Err(e.into()),
+                // A query node has nothing to answer from without the bucket.
+                Err(e) if !role.ingests() => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "failed to list the other nodes in the bucket; queries here cover them from the next reading");
+                }
             }
             store.watch_peers(config.cluster.refresh_interval, peers_cancel.clone())
         }
@@ -454,7 +466,7 @@ pub async fn run(
     }
     peers_cancel.cancel();
     if let Some(t) = peers_task {
-        let _ = t.await;
+        let _ = tokio::time::timeout_at(deadline, t).await;
     }
     admin_cancel.cancel();
     let _ = admin_task.await;
@@ -500,7 +512,7 @@ async fn watch_trust(tls: ServerTls, every: std::time::Duration, cancel: Cancell
 }
 
 /// Publish this node's alerts and templates in the bucket every `every` while they change,
-/// and once more when `cancel` fires (after the rules have seen the last events).
+/// and tries once more when `cancel` fires (nothing is written once the lease is given up).
 async fn publish_shared(
     store: Store,
     alerts: Arc<crate::alert::Alerts>,
@@ -584,8 +596,14 @@ fn flight_server(
         tracing::info!(token_file = %path.display(), "Flight SQL accepts the token in this file (no credentials configured); logwarden query --server reads it");
     }
     let common = f.common();
+    let mut engine = QueryEngine::new(store.clone())?.with_live(live)?;
+    if let (crate::config::Engine::Ballista, Some(scheduler)) = (config.query.engine, &config.query.scheduler)
+    {
+        tracing::info!(scheduler, "queries over logs alone run on the Ballista cluster");
+        engine = engine.with_scheduler(scheduler);
+    }
     let service = FlightSql {
-        engine: QueryEngine::new(store.clone())?.with_live(live)?,
+        engine,
         auth: auth.clone(),
         limits: QueryLimits {
             memory_bytes: f.limits.memory.as_u64() as usize,

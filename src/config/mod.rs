@@ -9,6 +9,7 @@ mod access;
 mod detect;
 mod flight;
 mod load;
+mod query;
 mod restart;
 mod rules;
 mod storage;
@@ -21,6 +22,7 @@ pub use access::{
 pub use detect::{BaselineConfig, DetectConfig, Seasonality, TemplatesConfig};
 pub use flight::{AuthLimitsConfig, FlightConfig, QueryLimitsConfig, TokenConfig, UserConfig};
 pub use load::{ConfigError, Problem, load, load_str, load_str_except_rules, read, rules_from_str};
+pub use query::{Engine, QueryConfig, scheduler_address};
 pub use restart::restart_only_changes;
 pub use rules::{AlertingConfig, ReceiverConfig, RuleConfig};
 pub use storage::{ClusterConfig, Role, StorageConfig, StorageUrl, check_node_id};
@@ -51,6 +53,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Arrow Flight SQL for analysts (ADBC, JDBC, Grafana).
     pub flight: FlightConfig,
+    /// Where SQL over `logs` runs (this process, or a Ballista cluster).
+    pub query: QueryConfig,
     pub batch: BatchConfig,
     pub storage: StorageConfig,
     pub cluster: ClusterConfig,
@@ -78,6 +82,7 @@ impl Default for Config {
             http: vec![HttpListenerConfig::default()],
             admin: AdminConfig::default(),
             flight: FlightConfig::default(),
+            query: QueryConfig::default(),
             batch: BatchConfig::default(),
             storage: StorageConfig::default(),
             cluster: ClusterConfig::default(),

@@ -222,8 +222,8 @@ pub struct ClusterConfig {
     pub role: Role,
     /// How often a node reads the other nodes' manifests (and their alerts and templates)
     /// from the bucket: another node's flushed events show up in queries here at most this
-    /// much later. Retention waits three of these before deleting an object another node may
-    /// still be reading.
+    /// much later. Retention waits two of these plus the query time limit before deleting an
+    /// object another node may still be reading.
     #[serde(with = "humantime_serde")]
     pub refresh_interval: Duration,
 }
@@ -276,16 +276,30 @@ impl ClusterConfig {
     }
 
     /// `declared`: the top-level keys the config file sets (listeners a query node would not open).
-    pub(super) fn validate(&self, storage: &StorageUrl, declared: &[&str], out: &mut Vec<Problem>) {
+    /// `storage`: where segments go, if `storage.url` parses; `flight`: whether the Flight SQL
+    /// endpoint is enabled.
+    pub(super) fn validate(
+        &self,
+        storage: Option<&StorageUrl>,
+        declared: &[&str],
+        flight: bool,
+        out: &mut Vec<Problem>,
+    ) {
         if let Some(id) = &self.node_id
             && let Err(reason) = check_node_id(id)
         {
             out.push(Problem::new("cluster.node_id", reason));
         }
-        if self.refresh_interval.is_zero() {
-            out.push(Problem::new("cluster.refresh_interval", "must be greater than 0"));
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.refresh_interval) {
+            out.push(Problem::new("cluster.refresh_interval", "must be between 1s and 1h"));
         }
-        if self.role != Role::Both && matches!(storage, StorageUrl::Local(_)) {
+        if self.role == Role::Query && !flight {
+            out.push(Problem::new(
+                "flight.enabled",
+                "a query node (cluster.role = \"query\") answers only over Flight SQL: enable it",
+            ));
+        }
+        if self.role != Role::Both && matches!(storage, Some(StorageUrl::Local(_))) {
             out.push(Problem::new(
                 "cluster.role",
                 format!(
@@ -296,7 +310,8 @@ impl ClusterConfig {
         }
         let refused: &[(&str, &str)] = match self.role {
             Role::Both => &[],
-            Role::Ingest => &[("flight", "an ingest node answers no queries: remove [flight]")],
+            Role::Ingest if flight => &[("flight", "an ingest node answers no queries: remove [flight]")],
+            Role::Ingest => &[],
             Role::Query => &[
                 ("stream", "a query node opens no listeners for shippers: remove [[stream]]"),
                 ("http", "a query node opens no listeners for shippers: remove [[http]]"),

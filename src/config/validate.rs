@@ -127,11 +127,11 @@ impl Config {
             out.push(Problem::new("batch.max_pending_bytes", "must be at least 1 MiB"));
         }
         self.storage.validate(&self.data_dir, &mut out);
-        if let Ok(storage) = self.storage.location(&self.data_dir) {
-            let declared = self.declared_keys();
-            let declared: Vec<&str> = declared.iter().map(String::as_str).collect();
-            self.cluster.validate(&storage, &declared, &mut out);
-        }
+        let storage = self.storage.location(&self.data_dir).ok();
+        let declared = self.declared_keys();
+        let declared: Vec<&str> = declared.iter().map(String::as_str).collect();
+        self.cluster.validate(storage.as_ref(), &declared, self.flight.enabled, &mut out);
+        self.query.validate(storage.as_ref(), &mut out);
         if matches!(self.audit.retention_max_age, Some(d) if d < std::time::Duration::from_secs(24 * 3600)) {
             out.push(Problem::new(
                 "audit.retention_max_age",

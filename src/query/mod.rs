@@ -29,9 +29,12 @@ use crate::audit::audit_table;
 use crate::detect::templates::{self, table::templates_table};
 use crate::store::{LogsTable, Store};
 
+pub mod distributed;
 pub(crate) mod group_by;
 mod restrict;
 pub mod snapshot;
+
+use distributed::Distributed;
 
 pub use group_by::{DictionaryGroupBy, DictionaryGroupByExec};
 
@@ -115,6 +118,8 @@ pub struct LiveTables {
 pub struct QueryEngine {
     ctx: SessionContext,
     store: Store,
+    /// With `[query] engine = "ballista"`: the cluster queries over `logs` run on.
+    distributed: Option<Distributed>,
 }
 
 impl QueryEngine {
@@ -143,7 +148,7 @@ impl QueryEngine {
         let results = results_table(store.data_dir().join("rules"), damaged("rule_results"));
         ctx.register_table("rule_results", Arc::new(results))?;
         ctx.register_table("logs", Arc::new(LogsTable::new(store.clone())))?;
-        Ok(QueryEngine { ctx, store })
+        Ok(QueryEngine { ctx, store, distributed: None })
     }
 
     /// Read `templates` and `alerts` from the running daemon rather than
@@ -162,6 +167,12 @@ impl QueryEngine {
             self.ctx.register_table("alerts", Arc::new(table))?;
         }
         Ok(self)
+    }
+
+    /// Run queries over `logs` alone on the Ballista cluster behind `scheduler` (`df://HOST:PORT`).
+    pub fn with_scheduler(mut self, scheduler: &str) -> Self {
+        self.distributed = Some(Distributed::new(scheduler));
+        self
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -192,12 +203,25 @@ impl QueryEngine {
                 SessionStateBuilder::new_from_existing(engine).with_catalog_list(catalogs).build()
             }
         };
-        let plan = state.statement_to_plan(statement).await?;
+        let plan = state.statement_to_plan(statement.clone()).await?;
         let opts = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         if let Err(e) = opts.verify_plan(&plan) {
             return Err(QueryError::Forbidden(e.strip_backtrace()));
         }
         restrict::check_plan(&plan, grant, principal)?;
+        // On a Ballista cluster: what reads `logs` alone, by a principal who may read all of it.
+        if let Some(cluster) = &self.distributed
+            && grant.table("logs") == Some(None)
+            && Distributed::takes(&plan)
+        {
+            let ctx = cluster.session(&self.store, self.ctx.copied_config().target_partitions())?;
+            let plan = ctx.state().statement_to_plan(statement).await?;
+            if let Err(e) = opts.verify_plan(&plan) {
+                return Err(QueryError::Forbidden(e.strip_backtrace()));
+            }
+            let df = ctx.execute_logical_plan(plan).await?;
+            return if params.is_empty() { Ok(df) } else { Ok(df.with_param_values(params)?) };
+        }
         // The per-query state shares the engine's (or the principal's) catalogs; it must not
         // create (and so replace) the default catalog.
         let mut config = self.ctx.copied_config().with_create_default_catalog_and_schema(false);

@@ -47,7 +47,9 @@ pub enum BucketError {
     #[error("{key}: {reason}")]
     Config { key: &'static str, reason: String },
     #[error("{0}")]
-    Peers(String),
+    /// An object in the bucket that is not what logwarden writes (unreadable, too large, naming
+    /// paths it never would): left unused.
+    Untrusted(String),
     #[error(
         "node {node} is in use: {object} is held by {holder}. Two daemons with the same cluster.node_id on one \
          bucket would overwrite each other's segments: give this one another [cluster] node_id, or stop the \
@@ -190,15 +192,24 @@ impl Bucket {
         Ok(nodes)
     }
 
-    /// `key` if it changed since `etag` (every read when `etag` is None).
+    /// `key` if it changed since `etag` (every read when `etag` is None); an object larger
+    /// than `max_bytes` is an error, not read.
     pub(super) async fn fetch_if_changed(
         &self,
         key: &Path,
         etag: Option<&str>,
+        max_bytes: u64,
     ) -> Result<Fetched, BucketError> {
         let opts = object_store::GetOptions { if_none_match: etag.map(str::to_owned), ..Default::default() };
         match self.store.get_opts(key, opts).await {
             Ok(r) => {
+                if r.meta.size > max_bytes {
+                    return Err(BucketError::Untrusted(format!(
+                        "{} is {} bytes, more than the {max_bytes} a node writes: not read",
+                        self.object_url(key),
+                        r.meta.size
+                    )));
+                }
                 let etag = r.meta.e_tag.clone();
                 let body = r.bytes().await.map_err(|e| self.failed("read", key, e))?;
                 Ok(Fetched::Changed { body, etag })
@@ -267,9 +278,15 @@ impl Bucket {
                 return Err(err);
             }
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| BucketError::CorruptManifest { object: self.object_url(&key), source })
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|source| BucketError::CorruptManifest { object: self.object_url(&key), source })?;
+        if let Some(bad) = manifest.bad_file_name() {
+            return Err(BucketError::Untrusted(format!(
+                "manifest {} names a segment file {bad:?} this program never writes: refusing it",
+                self.object_url(&key)
+            )));
+        }
+        Ok(Some(manifest))
     }
 
     /// Replace this node's manifest in the bucket (a PUT replaces an object whole).

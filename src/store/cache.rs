@@ -93,6 +93,37 @@ impl SegmentCache {
         self.evict();
     }
 
+    /// Forget and delete the copies under `prefix` whose keys are not in `named` and that no
+    /// query used within [`IN_USE`] (a plan opens the files it names later); the others are
+    /// looked at again next time.
+    pub fn retire_unnamed(&self, prefix: &str, named: &HashSet<String>) {
+        let gone: Vec<String> = {
+            let mut c = self.lock();
+            let gone: Vec<String> = c
+                .entries
+                .iter()
+                .filter(|(k, e)| {
+                    k.starts_with(prefix) && !named.contains(*k) && e.last_used.elapsed() >= IN_USE
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in &gone {
+                if let Some(e) = c.entries.remove(k)
+                    && !e.pinned
+                {
+                    c.bytes -= e.bytes;
+                }
+            }
+            gone
+        };
+        for k in &gone {
+            self.remove_file(k);
+        }
+        if !gone.is_empty() {
+            self.update_gauge();
+        }
+    }
+
     /// Retention dropped `file`: forget and delete its copy.
     pub fn remove(&self, file: &str) {
         let mut c = self.lock();
@@ -131,7 +162,7 @@ impl SegmentCache {
         key: object_store::path::Path,
         bytes: u64,
     ) {
-        if bytes > self.max_bytes {
+        if bytes > self.max_bytes || !is_relative_below(file) {
             return;
         }
         {
@@ -221,6 +252,9 @@ impl SegmentCache {
     }
 
     fn remove_file(&self, file: &str) {
+        if !is_relative_below(file) {
+            return;
+        }
         if let Err(e) = std::fs::remove_file(self.dir.join(file))
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -233,6 +267,14 @@ impl SegmentCache {
             m.cache_bytes.set(i64::try_from(self.lock().bytes).unwrap_or(i64::MAX));
         }
     }
+}
+
+/// Whether `key` names a path below the cache directory (only plain names between `/`): keys
+/// come from manifests, which the callers check, and this keeps a bad one off the file system
+/// all the same.
+fn is_relative_below(key: &str) -> bool {
+    let path = Path::new(key);
+    !key.is_empty() && path.components().all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
 /// Write a downloaded copy under a temporary name, fsync it and rename it into place, so a

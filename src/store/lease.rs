@@ -200,5 +200,8 @@ impl Lease {
         {
             tracing::warn!(object = %self.object_url(), error = %e, "failed to give up the node lease; it expires by itself");
         }
+        // Given up: nothing more is written under this node's prefix, so a successor's objects
+        // are never overwritten by this run's last steps.
+        self.lost.store(true, Ordering::Relaxed);
     }
 }

@@ -90,6 +90,12 @@ impl Manifest {
         super::write_atomic(&path, &bytes).map_err(|source| ManifestError::Io { op: "replace", path, source })
     }
 
+    /// The first segment file name that is not one this program writes (a manifest from the
+    /// bucket is another program's word until checked: its names become local paths).
+    pub fn bad_file_name(&self) -> Option<&str> {
+        self.segments.iter().map(|s| s.file.as_str()).find(|f| !super::segment::is_file_name(f))
+    }
+
     pub fn total_bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.bytes).sum()
     }

@@ -121,6 +121,15 @@ pub(crate) struct Remote {
     peers: RwLock<Arc<peers::PeerView>>,
 }
 
+/// The segments in a bucket, as [`Store::segments_in_bucket`] finds them.
+pub struct BucketSegments {
+    /// `s3://BUCKET`.
+    pub url: String,
+    pub client: Arc<dyn object_store::ObjectStore>,
+    /// Object keys and sizes.
+    pub keys: Vec<(object_store::path::Path, u64)>,
+}
+
 /// A durable batch held in memory, with its time range for pruning.
 #[derive(Debug, Clone)]
 pub struct MemBatch {
@@ -353,7 +362,12 @@ impl Store {
         let st = self.read_state();
         Snapshot {
             segments_dir: self.segments_dir(),
-            segments: st.manifest.segments.clone(),
+            // A query node reads its own node id's segments with the other nodes' (it holds
+            // none of its own: it refuses a data directory with events not in the bucket).
+            segments: match &self.inner.remote {
+                Some(r) if r.query_only => Vec::new(),
+                _ => st.manifest.segments.clone(),
+            },
             mem: st.mem.values().flatten().cloned().collect(),
             remote: self.inner.remote.clone(),
             peers: self.inner.remote.as_ref().map(|r| r.peer_view()).unwrap_or_default(),
@@ -434,10 +448,12 @@ impl Store {
         self.inner.remote.as_ref()
     }
 
-    /// Events in the WAL or in segments of this data directory (what a query node must not hold).
+    /// Events of this data directory not yet in the bucket (or, without one, not in a
+    /// segment): in the WAL or in segments waiting for upload. What a query node must not hold.
     pub fn pending_events(&self) -> u64 {
         let st = self.read_state();
-        st.mem_rows as u64 + st.manifest.total_rows()
+        let waiting: u64 = st.manifest.segments.iter().filter(|s| s.pending_upload).map(|s| s.rows).sum();
+        st.mem_rows as u64 + waiting
     }
 
     pub(crate) fn bucket_metrics(&self) -> Option<&BucketMetrics> {
@@ -450,11 +466,12 @@ impl Store {
     }
 
     /// With a bucket: read the other nodes' manifests and published files now (at start, so
-    /// that the first query already covers them).
-    pub async fn refresh_peers(&self) -> Result<(), BucketError> {
+    /// that the first query already covers them). An error: the nodes could not be listed;
+    /// otherwise what could not be read of single nodes.
+    pub async fn refresh_peers(&self) -> Result<Vec<String>, BucketError> {
         match &self.inner.remote {
             Some(r) => peers::refresh(r).await,
-            None => Ok(()),
+            None => Ok(Vec::new()),
         }
     }
 
@@ -466,6 +483,26 @@ impl Store {
     ) -> Option<tokio::task::JoinHandle<()>> {
         self.inner.remote.as_ref()?;
         Some(tokio::spawn(peers::run(self.clone(), every, stop)))
+    }
+
+    /// With a bucket: every segment of every node that is in the bucket (this node's uploaded
+    /// ones and the other nodes'), with the client that reaches them. What a distributed query
+    /// reads.
+    pub fn segments_in_bucket(&self) -> Option<BucketSegments> {
+        let r = self.inner.remote.as_ref()?;
+        let snap = self.snapshot();
+        let mut keys: Vec<_> = snap
+            .segments
+            .iter()
+            .filter(|s| !s.pending_upload)
+            .map(|s| (r.bucket.segment_key(&s.file), s.bytes))
+            .collect();
+        for node in &snap.peers.nodes {
+            keys.extend(
+                node.segments.iter().map(|s| (r.bucket.peer_segment_key(&node.node, &s.file), s.bytes)),
+            );
+        }
+        Some(BucketSegments { url: r.bucket.store_url(), client: r.bucket.object_store(), keys })
     }
 
     /// The file `name` each other node published, by node id.

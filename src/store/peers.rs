@@ -51,13 +51,24 @@ impl PeerNode {
     }
 }
 
+/// Where other nodes' segment copies live under `segments/`.
+const PEERS_DIR: &str = "peers/";
+
 /// The cache key (and path under `segments/`) of another node's segment.
 pub fn cache_key(node: &str, file: &str) -> String {
-    format!("peers/{node}/{file}")
+    format!("{PEERS_DIR}{node}/{file}")
 }
 
-/// Read the other nodes' manifests and files once, and install what was read.
-pub(super) async fn refresh(remote: &Remote) -> Result<(), BucketError> {
+/// A manifest larger than this is not read (one of 100 000 segments is about 25 MB).
+const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+/// Nor alerts or templates larger than this.
+const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// Read the other nodes' manifests and files once, and install what was read. Fails only
+/// when the nodes cannot be listed; a node whose objects cannot be read (refused, too large,
+/// not a manifest, naming paths logwarden never writes) keeps what was read of it before,
+/// and is reported in the returned problems.
+pub(super) async fn refresh(remote: &Remote) -> Result<Vec<String>, BucketError> {
     let bucket = &remote.bucket;
     let nodes = bucket.list_nodes().await?;
     let old = remote.peer_view();
@@ -69,65 +80,89 @@ pub(super) async fn refresh(remote: &Remote) -> Result<(), BucketError> {
             continue;
         }
         let prev = old.nodes.iter().find(|n| n.node == node);
-        let key = bucket.peer_key(&node, manifest::FILE_NAME);
-        let (segments, manifest_etag) =
-            match bucket.fetch_if_changed(&key, prev.and_then(|p| p.manifest_etag.as_deref())).await? {
-                Fetched::Changed { body, etag } => match serde_json::from_slice::<Manifest>(&body) {
-                    Ok(m) => (m.segments, etag),
-                    Err(e) => {
-                        // Keep what was read before; the node's next write replaces the object.
-                        problems.push(format!("{} is not a manifest: {e}", bucket.object_url(&key)));
-                        match prev {
-                            Some(p) => (p.segments.clone(), p.manifest_etag.clone()),
-                            None => continue,
-                        }
-                    }
-                },
-                Fetched::Unchanged => match prev {
-                    Some(p) => (p.segments.clone(), p.manifest_etag.clone()),
-                    None => continue,
-                },
-                // A node that has stored nothing yet, or a query node.
-                Fetched::Missing => continue,
-            };
-        let mut files = BTreeMap::new();
-        for name in SHARED_FILES {
-            let known = prev.and_then(|p| p.files.get(name));
-            let key = bucket.peer_key(&node, name);
-            match bucket.fetch_if_changed(&key, known.and_then(|(_, e)| e.as_deref())).await? {
-                Fetched::Changed { body, etag } => {
-                    files.insert(name, (body, etag));
+        match read_node(remote, &node, prev, &mut problems).await {
+            Ok(Some(n)) => next.push(Arc::new(n)),
+            // A node that has stored nothing yet, or a query node.
+            Ok(None) => {}
+            Err(e) => {
+                problems.push(e.to_string());
+                if let Some(p) = prev {
+                    next.push(p.clone());
                 }
-                Fetched::Unchanged => {
-                    if let Some(k) = known {
-                        files.insert(name, k.clone());
-                    }
-                }
-                Fetched::Missing => {}
             }
         }
-        next.push(Arc::new(PeerNode { node, segments, manifest_etag, files }));
     }
-    // Copies of segments that no node names any more (retention, a removed node).
+    // Copies of segments that no node names any more (retention, a removed node), once no
+    // query has used them for a while.
     let named: HashSet<String> =
         next.iter().flat_map(|n| n.segments.iter().map(|s| cache_key(&n.node, &s.file))).collect();
-    for n in &old.nodes {
-        for s in &n.segments {
-            let k = cache_key(&n.node, &s.file);
-            if !named.contains(&k) {
-                remote.cache.remove(&k);
-            }
+    remote.cache.retire_unnamed(PEERS_DIR, &named);
+    if let Some(m) = &remote.metrics {
+        m.peers.set(next.iter().filter(|n| n.node != bucket.node_id()).count() as i64);
+        m.peer_segments.set(next.iter().map(|n| n.segments.len() as i64).sum());
+        if problems.is_empty() {
+            m.peers_refreshed.set(chrono::Utc::now().timestamp());
         }
     }
-    if let Some(m) = &remote.metrics {
-        m.peers.set(next.len() as i64);
-        m.peer_segments.set(next.iter().map(|n| n.segments.len() as i64).sum());
-    }
     *remote.peers.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(PeerView { nodes: next });
-    if let Some(m) = &remote.metrics {
-        m.peers_refreshed.set(chrono::Utc::now().timestamp());
+    Ok(problems)
+}
+
+/// One node's manifest and files, read again where they changed since `prev`; an unusable
+/// manifest is reported in `problems`.
+async fn read_node(
+    remote: &Remote,
+    node: &str,
+    prev: Option<&Arc<PeerNode>>,
+    problems: &mut Vec<String>,
+) -> Result<Option<PeerNode>, BucketError> {
+    let bucket = &remote.bucket;
+    let key = bucket.peer_key(node, manifest::FILE_NAME);
+    let known = prev.and_then(|p| p.manifest_etag.as_deref());
+    let (segments, manifest_etag) = match bucket.fetch_if_changed(&key, known, MAX_MANIFEST_BYTES).await? {
+        Fetched::Changed { body, etag } => {
+            let parsed = serde_json::from_slice::<Manifest>(&body)
+                .map_err(|e| format!("{} is not a manifest: {e}", bucket.object_url(&key)))
+                .and_then(|m| match m.bad_file_name() {
+                    Some(bad) => Err(format!(
+                        "{} names a segment file {bad:?} logwarden never writes",
+                        bucket.object_url(&key)
+                    )),
+                    None => Ok(m),
+                });
+            match parsed {
+                Ok(m) => (m.segments, etag),
+                // Keep what was read before, and remember this version so that it is not
+                // downloaded again every round; the node's next write replaces it.
+                Err(problem) => {
+                    problems.push(problem);
+                    (prev.map(|p| p.segments.clone()).unwrap_or_default(), etag)
+                }
+            }
+        }
+        Fetched::Unchanged => match prev {
+            Some(p) => (p.segments.clone(), p.manifest_etag.clone()),
+            None => return Ok(None),
+        },
+        Fetched::Missing => return Ok(None),
+    };
+    let mut files = BTreeMap::new();
+    for name in SHARED_FILES {
+        let known = prev.and_then(|p| p.files.get(name));
+        let key = bucket.peer_key(node, name);
+        match bucket.fetch_if_changed(&key, known.and_then(|(_, e)| e.as_deref()), MAX_FILE_BYTES).await? {
+            Fetched::Changed { body, etag } => {
+                files.insert(name, (body, etag));
+            }
+            Fetched::Unchanged => {
+                if let Some(k) = known {
+                    files.insert(name, k.clone());
+                }
+            }
+            Fetched::Missing => {}
+        }
     }
-    if problems.is_empty() { Ok(()) } else { Err(BucketError::Peers(problems.join("; "))) }
+    Ok(Some(PeerNode { node: node.to_owned(), segments, manifest_etag, files }))
 }
 
 /// Refresh the view every `every` until `stop`.
@@ -139,13 +174,22 @@ pub(super) async fn run(store: Store, every: Duration, stop: CancellationToken) 
             () = stop.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-        match refresh(&remote).await {
-            Ok(()) => {
+        let round = tokio::select! {
+            () = stop.cancelled() => return,
+            r = refresh(&remote) => r,
+        };
+        let failed = match round {
+            Ok(problems) if problems.is_empty() => None,
+            Ok(problems) => Some(problems.join("; ")),
+            Err(e) => Some(e.to_string()),
+        };
+        match failed {
+            None => {
                 if let Some((since, failures, _)) = failing.take() {
                     tracing::warn!(after = ?since.elapsed(), failures, "reading the other nodes' manifests works again");
                 }
             }
-            Err(e) => {
+            Some(error) => {
                 if let Some(m) = &remote.metrics {
                     m.errors.with_label_values(&["peers"]).inc();
                 }
@@ -154,8 +198,8 @@ pub(super) async fn run(store: Store, every: Duration, stop: CancellationToken) 
                 *failures += 1;
                 if *failures == 1 || logged.elapsed() >= LOG_EVERY {
                     *logged = now;
-                    tracing::error!(error = %e, failures = *failures, failing_for = ?since.elapsed(),
-                        "failed to read the other nodes' manifests from the bucket; queries here go on over what was read before");
+                    tracing::error!(error, failures = *failures, failing_for = ?since.elapsed(),
+                        "failed to read some of the other nodes' objects from the bucket; queries here go on over what was read of them before");
                 }
             }
         }

@@ -37,6 +37,13 @@ pub fn file_name(id: u64) -> String {
     format!("{id:016}.parquet")
 }
 
+/// Whether `name` is a segment file name as [`file_name`] makes them: a manifest read from the
+/// bucket (another node's, or this node's adopted after a disk loss) names local paths, so a
+/// name with a `/` or `..` must never reach the file system.
+pub fn is_file_name(name: &str) -> bool {
+    name.strip_suffix(".parquet").is_some_and(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Write `batches` as segment `id` in `dir`. Returns `None` when there are no rows.
 pub fn write(
     dir: &Path,

@@ -126,6 +126,10 @@ pub(super) async fn drain(store: &Store) -> Result<usize, UploadError> {
 impl Uploader {
     /// One step; `Ok(true)` when there may be more to do at once.
     async fn round(&mut self) -> Result<bool, UploadError> {
+        // A query node writes nothing to the bucket, whatever its data directory holds.
+        if !self.remote.uploads() {
+            return Ok(false);
+        }
         if let Some(lease) = self.remote.lease.as_ref().filter(|l| !l.held()) {
             return Err(UploadError::NoLease(lease.object_url()));
         }

@@ -12,7 +12,7 @@ use crate::client::post;
 use crate::daemon::{BIN, Daemon, wait_until, wait_until_async};
 
 const ACCESS_KEY: &str = "AKIALOGWARDENTEST";
-const SECRET_KEY: &str = "logwarden-test-secret";
+pub const SECRET_KEY: &str = "logwarden-test-secret";
 
 /// An s3s-fs process serving a temporary directory on a loopback port.
 pub struct S3Server {
@@ -171,14 +171,14 @@ fn start_on(s3: &S3Server, extra: &str) -> Daemon {
     start_node(s3, "n1", "", extra)
 }
 
-fn start_node(s3: &S3Server, node: &str, cluster: &str, extra: &str) -> Daemon {
+pub fn start_node(s3: &S3Server, node: &str, cluster: &str, extra: &str) -> Daemon {
     let env = s3.env(SECRET_KEY);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     Daemon::start_with_env(&node_config(node, cluster, extra), &env)
 }
 
 /// `sql` through the daemon's Flight SQL endpoint (`logwarden query --server`).
-fn server_query(d: &Daemon, sql: &str) -> Vec<serde_json::Value> {
+pub fn server_query(d: &Daemon, sql: &str) -> Vec<serde_json::Value> {
     let url = format!("https://localhost:{}", d.addr("flight").port());
     let out = Command::new(BIN)
         .args(["query", "--config"])
@@ -208,13 +208,13 @@ async fn send(d: &Daemon, tag: &str, first: usize, n: usize, per: usize) {
 }
 
 /// Wait until everything the daemon holds is flushed and uploaded, and it uploaded something.
-fn wait_uploaded(d: &Daemon) {
+pub fn wait_uploaded(d: &Daemon) {
     wait_settled(d, 1.0);
 }
 
 /// Wait until everything the daemon holds is flushed and uploaded, and it uploaded at least
 /// `uploads` segments itself.
-fn wait_settled(d: &Daemon, uploads: f64) {
+pub fn wait_settled(d: &Daemon, uploads: f64) {
     wait_until(Duration::from_secs(60), "every segment uploaded", || {
         let m = d.metrics();
         let value = |name: &str| {
@@ -647,7 +647,12 @@ async fn a_delete_the_bucket_refuses_is_counted_and_never_blocks_ingest() {
     );
     let env = moto.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let d = Daemon::start_with_env(&bucket_config("retention_max_age = \"2s\"\n"), &env);
+    // Retention deletes once other nodes' queries are done with an object: refresh interval
+    // and query time limit.
+    let d = Daemon::start_with_env(
+        &bucket_config("retention_max_age = \"2s\"\n[flight.limits]\ntimeout = \"3s\"\n"),
+        &env,
+    );
     send(&d, "worm", 0, 5, 100).await;
     wait_until(Duration::from_secs(60), "a refused delete", || {
         d.metric("logwarden_bucket_deletes_refused_total") >= 1.0
@@ -887,4 +892,117 @@ fn roles_need_a_bucket_and_refuse_what_they_would_not_run() {
     let e =
         check("[storage]\nurl = \"s3://logs/p\"\n[cluster]\nrole = \"ingest\"\n[flight]\nenabled = true\n");
     assert!(e.contains("flight") && e.contains("answers no queries"), "{e}");
+}
+
+/// Put `body` at object `key` of bucket `logs` (s3s-fs keeps objects as plain files).
+fn put_object(s3: &S3Server, key: &str, body: &[u8]) {
+    let p = s3.object_path("logs", key);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, body).unwrap();
+}
+
+/// A manifest naming `files` (name, bytes), each over every time.
+fn manifest_naming(files: &[(&str, u64)]) -> Vec<u8> {
+    let segments: Vec<serde_json::Value> = files
+        .iter()
+        .enumerate()
+        .map(|(i, (f, bytes))| {
+            serde_json::json!({"id": i + 1, "file": f, "rows": 1, "bytes": bytes,
+                "min_ts": 0, "max_ts": i64::MAX / 2, "max_received_at": 0})
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({"version": 1, "next_segment_id": 9,
+        "wal_flushed_through": 0, "segments": segments}))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_peer_manifest_reaches_no_file_outside_the_cache() {
+    let s3 = S3Server::start();
+    s3.create_bucket("logs");
+    let a = start_node(&s3, "a", "", "");
+    send(&a, "own", 0, 2, 10).await;
+    wait_uploaded(&a);
+    let outside = a.dir.path().join("escaped.txt");
+    let canary = a.dir.path().join("canary.txt");
+    std::fs::write(&canary, b"precious").unwrap();
+    let payload = b"written by a hostile peer";
+    // object_store encodes `..` parts of a key as %2E%2E.
+    put_object(&s3, "site-a/nodes/evil/segments/%2E%2E/%2E%2E/%2E%2E/%2E%2E/escaped.txt", payload);
+    put_object(
+        &s3,
+        "site-a/nodes/evil/manifest.json",
+        &manifest_naming(&[("../../../../escaped.txt", payload.len() as u64), ("../../../../canary.txt", 8)]),
+    );
+    // The manifest is refused and counted; queries go on over the good nodes.
+    wait_until(Duration::from_secs(30), "the hostile manifest refused", || {
+        a.metric("logwarden_bucket_errors_total{op=\"peers\"}") >= 1.0
+    });
+    assert_eq!(server_count(&a), 20);
+    let log = a.log_text();
+    assert!(log.contains("escaped.txt") && log.contains("logwarden never writes"), "{log}");
+    // The peer drops the names again: nothing is deleted on its word either.
+    put_object(&s3, "site-a/nodes/evil/manifest.json", &manifest_naming(&[]));
+    let refreshed = a.metric("logwarden_cluster_peers_refreshed_timestamp_seconds");
+    wait_until(Duration::from_secs(30), "a clean reading of the peers", || {
+        a.metric("logwarden_cluster_peers_refreshed_timestamp_seconds") > refreshed + 1.0
+    });
+    assert!(!outside.exists(), "a peer wrote outside the cache");
+    assert!(canary.exists(), "a peer's manifest deleted a file outside the cache");
+    assert_eq!(server_count(&a), 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_migrate_refuses_a_query_node_config() {
+    let s3 = S3Server::start();
+    s3.create_bucket("logs");
+    let a = start_node(&s3, "a", "", "");
+    send(&a, "from-a", 0, 2, 10).await;
+    wait_uploaded(&a);
+    let before = std::fs::read(s3.object_path("logs", "site-a/nodes/a/manifest.json")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("query.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[storage]\nurl = \"s3://logs/site-a\"\n[cluster]\nnode_id = \"a\"\nrole = \"query\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["storage", "migrate", "--config"])
+        .arg(&config)
+        .envs(s3.env(SECRET_KEY))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("cluster.role") && err.contains("query.toml"), "{err}");
+    assert_eq!(std::fs::read(s3.object_path("logs", "site-a/nodes/a/manifest.json")).unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_the_bucket_will_not_let_us_read_leaves_the_others_fresh() {
+    let moto = Moto::start();
+    moto.python("s3.create_bucket(Bucket='logs')");
+    let env = moto.env();
+    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = Daemon::start_with_env(&node_config("a", "", ""), &envs);
+    let b = Daemon::start_with_env(&node_config("b", "", ""), &envs);
+    send(&b, "b1", 0, 2, 10).await;
+    wait_uploaded(&b);
+    wait_until(Duration::from_secs(30), "a to see b", || server_count(&a) == 20);
+    // A prefix this node may not read (another team's node, a KMS key it lacks, ...).
+    moto.python(
+        "s3.put_object(Bucket='logs', Key='site-a/nodes/other/manifest.json', Body=b'{}')\n\
+         s3.put_bucket_policy(Bucket='logs', Policy=json.dumps({'Version': '2012-10-17', 'Statement': [\
+         {'Effect': 'Deny', 'Principal': '*', 'Action': 's3:GetObject', 'Resource': 'arn:aws:s3:::logs/site-a/nodes/other/*'}]}))",
+    );
+    send(&b, "b2", 0, 3, 10).await;
+    wait_settled(&b, 2.0);
+    wait_until(Duration::from_secs(30), "b's new events on a", || server_count(&a) == 50);
+    assert!(a.metric("logwarden_bucket_errors_total{op=\"peers\"}") >= 1.0);
+    // A node starting now starts, and sees b.
+    let c = Daemon::start_with_env(&node_config("c", "", ""), &envs);
+    assert_eq!(server_count(&c), 50);
 }

@@ -204,6 +204,9 @@ fn kubernetes_object_storage_manifests_pass_kubernetes_schemas() {
             "service/logwarden-query",
             "configmap/logwarden-ingest",
             "configmap/logwarden-query",
+            "deployment/logwarden-scheduler",
+            "deployment/logwarden-executor",
+            "service/logwarden-scheduler",
         ],
     );
     // Ingest nodes keep their node id (the pod's stable host name) and their volume; query

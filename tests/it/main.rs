@@ -5,6 +5,7 @@
 mod adbc;
 mod alerting;
 mod authz;
+mod ballista;
 mod bucket;
 mod client;
 mod config;

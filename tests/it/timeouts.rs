@@ -318,7 +318,10 @@ max_body_bytes = "256KiB"
     // Four bodies of 255 KiB and a bit, sent but for their last bytes, hold 1020 of the
     // 1024 KiB once the daemon has read them; a fifth request then finds no room.
     let held = trickling(door, &ca, 4, 256 * 1024, 255 * 1024, Duration::from_secs(20)).await;
-    let body = vec![b'\n'; 100 * 1024];
+    // Larger than the 4 KiB left, small enough to sit whole in the socket's buffers: the
+    // daemon refuses it by its length and closes, and a body still being written when the
+    // close lands would fail the client's send (EPIPE) before it reads the 503.
+    let body = vec![b'\n'; 16 * 1024];
     let deadline = tokio::time::Instant::now() + T;
     let refused = loop {
         let r = post(door, ca.clone(), "/v1/logs", vec![], body.clone()).await;

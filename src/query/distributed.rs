@@ -1,0 +1,230 @@
+//! Distributed queries on Apache DataFusion Ballista, and the scheduler and executor processes
+//! this binary runs (`logwarden scheduler`, `logwarden executor`).
+//!
+//! With `[query] engine = "ballista"`, a query that reads only `logs`, by a principal whose
+//! grant has no row filter on it, is planned here against a `logs` that is a plain Parquet
+//! `ListingTable` over every node's segments in the bucket (the stock DataFusion operators,
+//! which Ballista's codecs carry; logwarden's own table provider and its dictionary GROUP BY
+//! stay on the single-node path). The scheduler splits the plan into stages and the executors
+//! read the segments straight from the bucket; the result streams back through this node's
+//! Flight SQL endpoint. Every other query (side tables, row filters, blanked columns) runs
+//! here as before, so authorization is decided before a plan leaves the node.
+//!
+//! A distributed query sees the segments in the bucket: events this node has not yet uploaded
+//! (and those of other nodes not yet flushed) are left out.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use ballista_core::extension::{SessionConfigExt, SessionStateExt};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::SessionState;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::col;
+use datafusion::logical_expr::{LogicalPlan, TableScan};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use object_store::ObjectStore;
+
+use super::{CATALOG, QueryError, SCHEMA};
+use crate::batch::{self, col as column};
+use crate::config::{Config, StorageUrl};
+use crate::store::{Bucket, Store};
+
+/// The scheduler a daemon hands distributed queries to.
+#[derive(Clone)]
+pub struct Distributed {
+    /// `df://HOST:PORT`.
+    scheduler: String,
+}
+
+impl Distributed {
+    pub fn new(scheduler: &str) -> Distributed {
+        Distributed { scheduler: scheduler.to_owned() }
+    }
+
+    /// Whether `plan` can run on the cluster: it reads `logs` and nothing else.
+    pub fn takes(plan: &LogicalPlan) -> bool {
+        use datafusion::common::tree_node::TreeNodeRecursion;
+        let mut logs = false;
+        let mut other = false;
+        let _ = plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(TableScan { table_name, .. }) = node {
+                if table_name.table() == "logs" {
+                    logs = true;
+                } else {
+                    other = true;
+                }
+            }
+            Ok(if other { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+        });
+        logs && !other
+    }
+
+    /// A session whose physical planning hands plans to the scheduler, with `logs` over every
+    /// node's segments in the bucket of `store`.
+    pub fn session(&self, store: &Store, target_partitions: usize) -> Result<SessionContext, QueryError> {
+        let Some(crate::store::BucketSegments { url, client, keys }) = store.segments_in_bucket() else {
+            return Err(QueryError::Sql(datafusion::error::DataFusionError::Configuration(
+                "[query] engine = \"ballista\" needs segments in a bucket (storage.url = \"s3://...\")"
+                    .into(),
+            )));
+        };
+        let config = SessionConfig::new_with_ballista()
+            .with_target_partitions(target_partitions)
+            .with_information_schema(false)
+            .with_default_catalog_and_schema(CATALOG, SCHEMA);
+        let runtime = RuntimeEnvBuilder::new().build_arc()?;
+        runtime.register_object_store(ObjectStoreUrl::parse(&url)?.as_ref(), client);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        let files: Vec<ListingTableUrl> = keys
+            .iter()
+            .map(|(key, _)| ListingTableUrl::parse(format!("{url}/{key}")))
+            .collect::<Result<_, _>>()?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_file_sort_order(vec![vec![col(column::TIMESTAMP).sort(true, false)]]);
+        let table: Arc<dyn datafusion::catalog::TableProvider> = match files.is_empty() {
+            // No segment yet: an empty table of the same schema.
+            true => Arc::new(datafusion::datasource::empty::EmptyTable::new(batch::schema())),
+            false => Arc::new(ListingTable::try_new(
+                ListingTableConfig::new_with_multi_paths(files)
+                    .with_listing_options(options)
+                    .with_schema(batch::schema()),
+            )?),
+        };
+        ctx.register_table("logs", table)?;
+        // The upgrade rebuilds the state with its config: one that still asks for a default
+        // catalog would get a new, empty one in place of the catalog holding `logs`.
+        let state = ctx.state();
+        let config = state.config().clone().with_create_default_catalog_and_schema(false);
+        let state = SessionStateBuilder::new_from_existing(state).with_config(config).build();
+        let state = state.upgrade_for_ballista(scheduler_url(&self.scheduler)?)?;
+        Ok(SessionContext::new_with_state(state))
+    }
+}
+
+/// `df://HOST:PORT` as the `http://HOST:PORT` Ballista's client connects to.
+fn scheduler_url(df: &str) -> Result<String, QueryError> {
+    let (host, port) = crate::config::scheduler_address(df)
+        .map_err(|e| QueryError::Sql(datafusion::error::DataFusionError::Configuration(e)))?;
+    Ok(format!("http://{host}:{port}"))
+}
+
+/// The bucket of `config` as DataFusion finds it: `s3://BUCKET` and its client (endpoint and
+/// credentials from the environment, as the daemon's).
+fn bucket_store(config: &Config) -> anyhow::Result<(ObjectStoreUrl, Arc<dyn ObjectStore>)> {
+    let location =
+        config.storage.location(&config.data_dir).map_err(|e| anyhow::anyhow!("storage.url: {e}"))?;
+    let StorageUrl::S3 { bucket, prefix } = location else {
+        anyhow::bail!(
+            "storage.url must be s3://BUCKET/PREFIX: the executors read the segments from the bucket"
+        );
+    };
+    let b = Bucket::open(&bucket, &prefix, &config.cluster.node_id())?;
+    Ok((ObjectStoreUrl::parse(b.store_url())?, b.object_store()))
+}
+
+/// Run a Ballista scheduler on `bind` until the process is stopped.
+pub async fn run_scheduler(config: &Config, bind: SocketAddr, external_host: &str) -> anyhow::Result<()> {
+    use ballista_scheduler::cluster::BallistaCluster;
+    use ballista_scheduler::config::SchedulerConfig;
+    let (url, store) = bucket_store(config)?;
+    let session_builder = move |session: SessionConfig| -> datafusion::common::Result<SessionState> {
+        let state = ballista_core::utils::default_session_builder(session)?;
+        state.runtime_env().register_object_store(url.as_ref(), store.clone());
+        Ok(state)
+    };
+    let scheduler = SchedulerConfig {
+        bind_host: bind.ip().to_string(),
+        bind_port: bind.port(),
+        external_host: external_host.to_owned(),
+        override_session_builder: Some(Arc::new(session_builder)),
+        ..Default::default()
+    };
+    let cluster =
+        BallistaCluster::new_from_config(&scheduler).await.context("failed to set up the scheduler")?;
+    tracing::info!(address = %bind, "Ballista scheduler listening");
+    ballista_scheduler::scheduler_process::start_server(cluster, bind, Arc::new(scheduler))
+        .await
+        .with_context(|| format!("the scheduler on {bind} stopped"))
+}
+
+/// What `logwarden executor` is given.
+pub struct ExecutorOptions {
+    /// The scheduler, `HOST:PORT`.
+    pub scheduler: (String, u16),
+    /// Where the executor serves shuffle data (Arrow Flight) and takes tasks (gRPC).
+    pub bind: std::net::IpAddr,
+    /// How the scheduler and other executors reach this one.
+    pub external_host: String,
+    pub port: u16,
+    pub grpc_port: u16,
+    /// Tasks at once (0: one per core).
+    pub concurrent_tasks: usize,
+    /// Shuffle files; a temporary directory when unset.
+    pub work_dir: Option<std::path::PathBuf>,
+}
+
+/// Run a Ballista executor that reads segments from the bucket of `config`, until stopped.
+pub async fn run_executor(config: &Config, opts: ExecutorOptions) -> anyhow::Result<()> {
+    use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+    let (url, store) = bucket_store(config)?;
+    let work_dir = opts.work_dir.as_ref().map(|d| d.display().to_string());
+    let temp = work_dir.clone().unwrap_or_else(|| std::env::temp_dir().display().to_string());
+    let runtime = move |_: &SessionConfig| {
+        let runtime = RuntimeEnvBuilder::new().with_temp_file_path(temp.clone()).build()?;
+        runtime.register_object_store(url.as_ref(), store.clone());
+        Ok(Arc::new(runtime))
+    };
+    let executor = ExecutorProcessConfig {
+        bind_host: opts.bind.to_string(),
+        external_host: Some(opts.external_host.clone()),
+        port: opts.port,
+        grpc_port: opts.grpc_port,
+        scheduler_host: opts.scheduler.0.clone(),
+        scheduler_port: opts.scheduler.1,
+        vcores: opts.concurrent_tasks,
+        work_dir,
+        override_runtime_producer: Some(Arc::new(runtime)),
+        ..Default::default()
+    };
+    tracing::info!(port = opts.port, grpc_port = opts.grpc_port, scheduler = %format!("{}:{}", opts.scheduler.0, opts.scheduler.1),
+        "Ballista executor starting");
+    start_executor_process(Arc::new(executor)).await.context("the executor stopped")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn plan(sql: &str) -> LogicalPlan {
+        let ctx = SessionContext::new();
+        let empty = |schema| Arc::new(datafusion::datasource::empty::EmptyTable::new(schema));
+        ctx.register_table("logs", empty(batch::schema())).unwrap();
+        ctx.register_table("alerts", empty(crate::alert::table::alerts_schema())).unwrap();
+        ctx.state().create_logical_plan(sql).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_plans_over_logs_alone_go_to_the_cluster() {
+        assert!(Distributed::takes(&plan("SELECT host, count(*) FROM logs GROUP BY host").await));
+        assert!(Distributed::takes(&plan("SELECT * FROM logs WHERE host IN (SELECT host FROM logs)").await));
+        assert!(!Distributed::takes(&plan("SELECT 1").await));
+        assert!(!Distributed::takes(&plan("SELECT * FROM alerts").await));
+        assert!(!Distributed::takes(
+            &plan("SELECT * FROM logs JOIN alerts ON logs.host = alerts.rule").await
+        ));
+        assert!(!Distributed::takes(
+            &plan("SELECT * FROM logs WHERE host IN (SELECT rule FROM alerts)").await
+        ));
+    }
+}
