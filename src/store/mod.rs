@@ -8,6 +8,7 @@
 mod aws_profile;
 pub mod bucket;
 mod cache;
+mod failures;
 #[cfg(test)]
 mod faults;
 mod flush;
@@ -166,6 +167,36 @@ pub struct Snapshot {
     pub(crate) remote: Option<Arc<Remote>>,
     /// With a bucket: the other nodes' segments.
     pub(crate) peers: Arc<peers::PeerView>,
+}
+
+/// A segment of this node or another one, as a store with a bucket reads it.
+pub(crate) struct BucketSegment<'a> {
+    pub(crate) meta: &'a SegmentMeta,
+    /// Its name in the local cache (and path under `segments/`).
+    pub(crate) cache_key: String,
+    /// Its object in the bucket.
+    pub(crate) key: object_store::path::Path,
+}
+
+impl Snapshot {
+    /// With a bucket: this node's segments and the other nodes', each with its cache key and
+    /// object key (empty without a bucket).
+    pub(crate) fn bucket_segments(&self) -> Vec<BucketSegment<'_>> {
+        let Some(r) = &self.remote else { return Vec::new() };
+        let own = self.segments.iter().map(|s| BucketSegment {
+            meta: s,
+            cache_key: s.file.clone(),
+            key: r.bucket.segment_key(&s.file),
+        });
+        let others = self.peers.nodes.iter().flat_map(|n| {
+            n.segments.iter().map(|s| BucketSegment {
+                meta: s,
+                cache_key: peers::cache_key(&n.node, &s.file),
+                key: r.bucket.peer_segment_key(&n.node, &s.file),
+            })
+        });
+        own.chain(others).collect()
+    }
 }
 
 /// Shared handle to the storage state. Cheap to clone.
@@ -490,18 +521,13 @@ impl Store {
     /// reads.
     pub fn segments_in_bucket(&self) -> Option<BucketSegments> {
         let r = self.inner.remote.as_ref()?;
-        let snap = self.snapshot();
-        let mut keys: Vec<_> = snap
-            .segments
-            .iter()
-            .filter(|s| !s.pending_upload)
-            .map(|s| (r.bucket.segment_key(&s.file), s.bytes))
+        let keys = self
+            .snapshot()
+            .bucket_segments()
+            .into_iter()
+            .filter(|s| !s.meta.pending_upload)
+            .map(|s| (s.key, s.meta.bytes))
             .collect();
-        for node in &snap.peers.nodes {
-            keys.extend(
-                node.segments.iter().map(|s| (r.bucket.peer_segment_key(&node.node, &s.file), s.bytes)),
-            );
-        }
         Some(BucketSegments { url: r.bucket.store_url(), client: r.bucket.object_store(), keys })
     }
 

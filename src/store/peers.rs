@@ -12,12 +12,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::bucket::{BucketError, Fetched};
+use super::failures::Failures;
 use super::manifest::{self, Manifest};
 use super::{Remote, SegmentMeta, Store};
 
@@ -168,7 +169,7 @@ async fn read_node(
 /// Refresh the view every `every` until `stop`.
 pub(super) async fn run(store: Store, every: Duration, stop: CancellationToken) {
     let Some(remote) = store.remote().cloned() else { return };
-    let mut failing: Option<(Instant, u64, Instant)> = None;
+    let mut failures = Failures::new(LOG_EVERY);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -185,20 +186,16 @@ pub(super) async fn run(store: Store, every: Duration, stop: CancellationToken) 
         };
         match failed {
             None => {
-                if let Some((since, failures, _)) = failing.take() {
-                    tracing::warn!(after = ?since.elapsed(), failures, "reading the other nodes' manifests works again");
+                if let Some(r) = failures.recovered() {
+                    tracing::warn!(after = ?r.failing_for, failures = r.failures, "reading the other nodes' manifests works again");
                 }
             }
             Some(error) => {
                 if let Some(m) = &remote.metrics {
                     m.errors.with_label_values(&["peers"]).inc();
                 }
-                let now = Instant::now();
-                let (since, failures, logged) = failing.get_or_insert((now, 0, now));
-                *failures += 1;
-                if *failures == 1 || logged.elapsed() >= LOG_EVERY {
-                    *logged = now;
-                    tracing::error!(error, failures = *failures, failing_for = ?since.elapsed(),
+                if let Some(r) = failures.failed() {
+                    tracing::error!(error, failures = r.failures, failing_for = ?r.failing_for,
                         "failed to read some of the other nodes' objects from the bucket; queries here go on over what was read of them before");
                 }
             }

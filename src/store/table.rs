@@ -29,7 +29,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 
-use super::{Remote, Store};
+use super::{BucketSegment, Remote, Store};
 use crate::batch::{self, col as column};
 
 /// The `logs` table over a [`Store`].
@@ -78,32 +78,20 @@ impl TableProvider for LogsTable {
         // With a bucket, a segment without a local copy is read from the bucket (and copied
         // here in the background for the next query); other nodes' segments likewise.
         let mut local: Vec<PathBuf> = Vec::new();
-        let mut remote: Vec<RemoteFile> = Vec::new();
-        let wanted = snap.segments.iter().filter(|s| overlaps(s.min_ts, s.max_ts));
+        let mut remote: Vec<BucketSegment<'_>> = Vec::new();
         match &snap.remote {
-            None => local.extend(wanted.map(|s| snap.segments_dir.join(&s.file))),
+            None => local.extend(
+                snap.segments
+                    .iter()
+                    .filter(|s| overlaps(s.min_ts, s.max_ts))
+                    .map(|s| snap.segments_dir.join(&s.file)),
+            ),
             Some(r) => {
-                for s in wanted {
-                    match r.cache.lookup(&s.file) {
-                        true => local.push(snap.segments_dir.join(&s.file)),
-                        false => remote.push(RemoteFile {
-                            cache_key: s.file.clone(),
-                            key: r.bucket.segment_key(&s.file),
-                            bytes: s.bytes,
-                        }),
-                    }
-                }
-                for node in &snap.peers.nodes {
-                    for s in node.segments.iter().filter(|s| overlaps(s.min_ts, s.max_ts)) {
-                        let cache_key = super::peers::cache_key(&node.node, &s.file);
-                        match r.cache.lookup(&cache_key) {
-                            true => local.push(snap.segments_dir.join(&cache_key)),
-                            false => remote.push(RemoteFile {
-                                cache_key,
-                                key: r.bucket.peer_segment_key(&node.node, &s.file),
-                                bytes: s.bytes,
-                            }),
-                        }
+                for s in snap.bucket_segments().into_iter().filter(|s| overlaps(s.meta.min_ts, s.meta.max_ts))
+                {
+                    match r.cache.lookup(&s.cache_key) {
+                        true => local.push(snap.segments_dir.join(&s.cache_key)),
+                        false => remote.push(s),
                     }
                 }
             }
@@ -149,21 +137,13 @@ impl TableProvider for LogsTable {
     }
 }
 
-/// A segment to read from the bucket.
-struct RemoteFile {
-    /// Its name in the local cache.
-    cache_key: String,
-    key: object_store::path::Path,
-    bytes: u64,
-}
-
 /// A Parquet scan of `segments` straight from the bucket. The files and their sizes come from
 /// the manifests, so nothing is listed or probed first, and a segment missing from the bucket
 /// fails the query with the object's name rather than reading as no rows.
 async fn remote_scan(
     state: &dyn Session,
     remote: &Arc<Remote>,
-    segments: &[RemoteFile],
+    segments: &[BucketSegment<'_>],
     projection: Option<&Vec<usize>>,
     limit: Option<usize>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
@@ -172,8 +152,8 @@ async fn remote_scan(
     let n = state.config().target_partitions().max(1).min(segments.len());
     let mut groups = vec![Vec::new(); n];
     for (i, s) in segments.iter().enumerate() {
-        remote.cache.fetch_later(&remote.bucket, &s.cache_key, s.key.clone(), s.bytes);
-        groups[i % n].push(PartitionedFile::new(s.key.to_string(), s.bytes));
+        remote.cache.fetch_later(&remote.bucket, &s.cache_key, s.key.clone(), s.meta.bytes);
+        groups[i % n].push(PartitionedFile::new(s.key.to_string(), s.meta.bytes));
     }
     let format = ParquetFormat::default();
     let source = format.file_source(TableSchema::from(batch::schema()));

@@ -17,6 +17,7 @@ use object_store::path::Path;
 use tokio_util::sync::CancellationToken;
 
 use super::bucket::{BucketError, FailureKind};
+use super::failures::Failures;
 use super::flush::delete_wal_through;
 use super::manifest::{Manifest, ManifestError};
 use super::{Remote, SegmentMeta, Store};
@@ -55,14 +56,9 @@ struct Uploader {
     refused: HashMap<String, Instant>,
     /// When this run first saw each object retention dropped.
     dropped_at: HashMap<String, Instant>,
-    failing: Option<Failing>,
-}
-
-struct Failing {
-    since: Instant,
-    failures: u64,
+    failures: Failures,
+    /// The wait before the next try after a failure: 1 s, doubling to a minute.
     backoff: Duration,
-    logged: Instant,
 }
 
 /// Run until `stop`; then one last round to upload what the final flush wrote.
@@ -74,7 +70,8 @@ pub(super) async fn run(store: Store, stop: CancellationToken) {
         published: None,
         refused: HashMap::new(),
         dropped_at: HashMap::new(),
-        failing: None,
+        failures: Failures::new(LOG_EVERY),
+        backoff: FIRST_RETRY,
     };
     loop {
         let wait = match up.round().await {
@@ -111,7 +108,8 @@ pub(super) async fn drain(store: &Store) -> Result<usize, UploadError> {
         published: None,
         refused: HashMap::new(),
         dropped_at: HashMap::new(),
-        failing: None,
+        failures: Failures::new(LOG_EVERY),
+        backoff: FIRST_RETRY,
     };
     let mut uploaded = 0;
     loop {
@@ -289,21 +287,12 @@ impl Uploader {
             m.errors.with_label_values(&[op]).inc();
             m.up.set(0);
         }
-        let now = Instant::now();
-        let f = self.failing.get_or_insert(Failing {
-            since: now,
-            failures: 0,
-            backoff: FIRST_RETRY,
-            logged: now,
-        });
-        f.failures += 1;
-        if f.failures == 1 || f.logged.elapsed() >= LOG_EVERY {
-            f.logged = now;
-            tracing::error!(error = %e, failures = f.failures, failing_for = ?f.since.elapsed(), retry_in = ?f.backoff,
+        let wait = self.backoff;
+        if let Some(r) = self.failures.failed() {
+            tracing::error!(error = %e, failures = r.failures, failing_for = ?r.failing_for, retry_in = ?wait,
                 "the bucket did not take an upload; segments wait on local disk and ingest goes on (up to storage.upload_backlog_max_bytes)");
         }
-        let wait = f.backoff;
-        f.backoff = (f.backoff * 2).min(MAX_RETRY);
+        self.backoff = (self.backoff * 2).min(MAX_RETRY);
         wait
     }
 
@@ -311,8 +300,9 @@ impl Uploader {
         if let Some(m) = &self.remote.metrics {
             m.up.set(1);
         }
-        if let Some(f) = self.failing.take() {
-            tracing::warn!(after = ?f.since.elapsed(), failures = f.failures, "uploads to the bucket work again");
+        self.backoff = FIRST_RETRY;
+        if let Some(r) = self.failures.recovered() {
+            tracing::warn!(after = ?r.failing_for, failures = r.failures, "uploads to the bucket work again");
         }
     }
 }

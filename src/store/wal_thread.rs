@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::failures::Failures;
 use super::pipeline::{Ack, Reserved};
 use super::wal::{self, WalError, WalWriter};
 use super::{MemBatch, Store, StoreError};
@@ -46,32 +47,6 @@ struct Group {
     _permits: Vec<Reserved>,
 }
 
-/// Logs the first of a run of failures, then at most once per [`LOG_EVERY`] with a count.
-#[derive(Default)]
-struct Quiet {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Quiet {
-    /// `Some(failures not logged since the last line)` when this one is to be logged.
-    fn due(&mut self) -> Option<u64> {
-        if self.last.is_some_and(|t| t.elapsed() < LOG_EVERY) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(Instant::now());
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
-/// Since when WAL writes fail, and how often.
-struct Failing {
-    since: Instant,
-    failures: u64,
-    log: Quiet,
-}
-
 pub(super) struct WalThread {
     store: Store,
     dir: PathBuf,
@@ -91,8 +66,9 @@ pub(super) struct WalThread {
     held: Vec<Group>,
     /// True while `held` is not empty: stream listeners wait before taking more.
     paused: watch::Sender<bool>,
-    failing: Option<Failing>,
-    rotate_log: Quiet,
+    failures: Failures,
+    /// Failed rotations (logged; writing goes on in the current generation).
+    rotate_failures: Failures,
 }
 
 impl WalThread {
@@ -128,8 +104,8 @@ impl WalThread {
             tap,
             held: Vec::new(),
             paused,
-            failing: None,
-            rotate_log: Quiet::default(),
+            failures: Failures::new(LOG_EVERY),
+            rotate_failures: Failures::new(LOG_EVERY),
         };
         thread.set_writable(thread.writer.is_some());
         Ok(thread)
@@ -312,8 +288,8 @@ impl WalThread {
             if let Some(m) = self.store.metrics() {
                 m.storage_errors.with_label_values(&["wal_create"]).inc();
             }
-            if let Some(repeated) = self.rotate_log.due() {
-                tracing::error!(error = %e, generation = self.generation, repeated,
+            if let Some(r) = self.rotate_failures.failed() {
+                tracing::error!(error = %e, generation = self.generation, repeated = r.repeated,
                     "failed to start a new WAL generation; writing on in the current one, which is flushed to Parquet once a new one starts");
             }
         }
@@ -324,13 +300,8 @@ impl WalThread {
         if let Some(m) = self.store.metrics() {
             m.storage_errors.with_label_values(&["wal"]).inc();
         }
-        let f = self.failing.get_or_insert_with(|| Failing {
-            since: Instant::now(),
-            failures: 0,
-            log: Quiet::default(),
-        });
-        f.failures += 1;
-        if let Some(repeated) = f.log.due() {
+        if let Some(r) = self.failures.failed() {
+            let repeated = r.repeated;
             let waiting: usize = self.held.iter().map(|g| g.batch.num_rows()).sum();
             tracing::error!(error = %e, refused_events = refused, waiting_events = waiting, repeated,
                 "WAL write refused: HTTP senders get 503 and send again; events stream listeners read wait \
@@ -340,8 +311,8 @@ impl WalThread {
     }
 
     fn recovered(&mut self) {
-        if let Some(f) = self.failing.take() {
-            tracing::warn!(after = ?f.since.elapsed(), failed_writes = f.failures, "WAL writes succeed again");
+        if let Some(r) = self.failures.recovered() {
+            tracing::warn!(after = ?r.failing_for, failed_writes = r.failures, "WAL writes succeed again");
         }
         self.set_writable(true);
     }
