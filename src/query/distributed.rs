@@ -29,7 +29,7 @@ use datafusion::logical_expr::{LogicalPlan, TableScan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::ObjectStore;
 
-use super::{CATALOG, QueryError, SCHEMA};
+use super::{CATALOG, QueryError, SCHEMA, wire_schema};
 use crate::batch::{self, col as column};
 use crate::config::{Config, StorageUrl};
 use crate::store::{Bucket, Store};
@@ -92,13 +92,19 @@ impl Distributed {
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
             .with_file_sort_order(vec![vec![col(column::TIMESTAMP).sort(true, false)]]);
+        // Without dictionary columns: Ballista moves the partitions of an ordered exchange (any
+        // ORDER BY) between executors over Arrow Flight, whose encoder sends dictionaries as
+        // their values while the next stage's plan still expects dictionaries, and the merge
+        // fails on the type. With the types results have on the wire anyway, every exchange
+        // carries exactly what the plan says and clients see the single node's schema.
+        let schema = wire_schema(&batch::schema());
         let table: Arc<dyn datafusion::catalog::TableProvider> = match files.is_empty() {
             // No segment yet: an empty table of the same schema.
-            true => Arc::new(datafusion::datasource::empty::EmptyTable::new(batch::schema())),
+            true => Arc::new(datafusion::datasource::empty::EmptyTable::new(schema)),
             false => Arc::new(ListingTable::try_new(
                 ListingTableConfig::new_with_multi_paths(files)
                     .with_listing_options(options)
-                    .with_schema(batch::schema()),
+                    .with_schema(schema),
             )?),
         };
         ctx.register_table("logs", table)?;
