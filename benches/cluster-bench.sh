@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The six queries of benches/query-bench.sh with segments in a bucket (s3s-fs on loopback):
-#   1. on the ingest node that wrote them (local copies: warm cache),
-#   2. on a query node with an empty cache (first runs: cold; then warm),
-#   3. on a query node handing them to a Ballista scheduler with two executors (all processes
+# The same events loaded by TLS into a node on local disk and into a node writing to a bucket
+# (s3s-fs on loopback), alternating chunk by chunk: ingest rates side by side. Then the six
+# queries of benches/query-bench.sh, each with its ratio to the local-disk node:
+#   1. on the local-disk node (the reference),
+#   2. on the ingest node that wrote the bucket (its own local copies),
+#   3. on a query node with an empty cache (first runs: cold; then warm),
+#   4. on a query node handing them to a Ballista scheduler with two executors (all processes
 #      of this binary, on this machine), plus a query matching nothing (planning and dispatch).
 #
 #   benches/cluster-bench.sh [MILLIONS]     (default 100)
@@ -41,8 +44,12 @@ node() {
       printf '[[stream]]\nname = "syslog"\naddress = "127.0.0.1:0"\n[[http]]\nname = "http"\naddress = "127.0.0.1:0"\n'
     fi
     printf '[admin]\naddress = "127.0.0.1:0"\n[flight]\naddress = "127.0.0.1:0"\n'
-    printf '[storage]\nurl = "s3://bench/site"\nflush_interval = "5s"\nretention_max_age = "3650days"\ncache_max_bytes = "64GiB"\n'
-    printf '[cluster]\nnode_id = "%s"\nrole = "%s"\n%s' "$name" "$role" "$extra"
+    printf '[storage]\nflush_interval = "5s"\nretention_max_age = "3650days"\n'
+    if [ "$role" != local ]; then
+      printf 'url = "s3://bench/site"\ncache_max_bytes = "64GiB"\n'
+      printf '[cluster]\nnode_id = "%s"\nrole = "%s"\n' "$name" "$role"
+    fi
+    printf '%s' "$extra"
   } >"$dir/logwarden.toml"
   "$bin/logwarden" serve --config "$dir/logwarden.toml" 2>"$dir/daemon.log" &
   pids+=($!)
@@ -55,38 +62,53 @@ queries() {
   "$venv/bin/python" benches/flight_queries.py --uri "grpc+tls://localhost:$(addr "$n" flight | sed 's/.*://')" \
     --ca "$work/$n/data/tls/ca.pem" --token "$(cat "$work/$n/data/flight.token")" --segments /nonexistent --no-duckdb "$@"
 }
+# load NODE EVENTS SEED: TLS ingest until durable; prints and records the events/s.
+load() {
+  "$bin/logwarden-loadgen" --target "$(addr "$1" syslog)" --ca "$work/$1/data/tls/ca.pem" \
+    --admin "$(addr "$1" admin)" --events "$2" --connections 8 --seed "$3" | grep -E "durable" |
+    tee -a "$work/$1.rates"
+}
+# mean NODE: the mean of the events/s of its loads.
+mean() { sed -n 's|.*: \([0-9]*\) events/s.*|\1|p' "$work/$1.rates" | awk '{s += $1} END {printf "%.0f", s / NR}'; }
 
+node local local ""
 node ingest both ""
 wanted=$((millions * 1000000))
-echo "loading $millions M events through TLS ingest into a node writing to the bucket"
+echo "loading $millions M events through TLS ingest into a local-disk node and a bucket node, alternating"
 chunk=10000000
 for ((done = 0, seed = 1; done < wanted; done += chunk, seed++)); do
   n=$((wanted - done < chunk ? wanted - done : chunk))
-  "$bin/logwarden-loadgen" --target "$(addr ingest syslog)" --ca "$work/ingest/data/tls/ca.pem" \
-    --admin "$(addr ingest admin)" --events "$n" --connections 8 --seed "$seed" | grep -E "durable"
+  printf 'local disk: '; load local "$n" "$seed"
+  printf 'bucket:     '; load ingest "$n" "$seed"
 done
-echo "waiting until every event is in an uploaded segment"
+echo "ingest, mean events/s: local disk $(mean local), bucket $(mean ingest)" \
+  "($(awk -v b="$(mean ingest)" -v l="$(mean local)" 'BEGIN {printf "%.1f", 100 * b / l}')% of local disk)"
+echo "waiting until every event is in a segment (and, for the bucket node, uploaded)"
 for _ in $(seq 2400); do
   rows=$(metric ingest logwarden_storage_rows)
+  local_rows=$(metric local logwarden_storage_rows)
   backlog=$(metric ingest logwarden_upload_backlog_segments)
-  [ "${rows%.*}" -ge "$wanted" ] 2>/dev/null && [ "${backlog%.*}" = 0 ] && break
+  [ "${rows%.*}" -ge "$wanted" ] 2>/dev/null && [ "${local_rows%.*}" -ge "$wanted" ] 2>/dev/null &&
+    [ "${backlog%.*}" = 0 ] && break
   sleep 0.5
 done
 echo "bucket: $(metric ingest logwarden_storage_bytes) bytes in $(metric ingest logwarden_storage_segments) segments"
 
+echo "== local-disk node (the reference for the ratios)"
+queries local --small --save "$work/local.json"
 echo "== ingest node, local copies (warm cache)"
-queries ingest --small
+queries ingest --small --against "$work/local.json"
 
 node query query ""
 echo "== query node, empty cache (first runs read the bucket)"
-queries query --cold
+queries query --cold --against "$work/local.json"
 echo "waiting for the query node's cache to fill"
 for _ in $(seq 1200); do
   [ "$(metric query logwarden_segment_cache_bytes)" = "$(metric ingest logwarden_storage_bytes)" ] && break
   sleep 0.5
 done
 echo "== query node, warm cache"
-queries query --small
+queries query --small --against "$work/local.json"
 
 sched=$(free_port)
 "$bin/logwarden" scheduler --config "$work/ingest/logwarden.toml" --bind "127.0.0.1:$sched" 2>"$work/scheduler.log" &
@@ -100,4 +122,4 @@ for i in 1 2; do
 done
 node ballista query "$(printf '[query]\nengine = "ballista"\nscheduler = "df://127.0.0.1:%s"\n' "$sched")"
 echo "== Ballista: scheduler + 2 executors (1 task each) on this machine"
-queries ballista --small --runs 3
+queries ballista --small --runs 3 --against "$work/local.json"

@@ -7,6 +7,7 @@ including fetching the whole result as Arrow.
 
 import argparse
 import glob
+import json
 import statistics
 import time
 import warnings
@@ -57,6 +58,8 @@ def main():
     p.add_argument("--no-duckdb", action="store_true")
     p.add_argument("--cold", action="store_true", help="time each query's first run only (cold caches)")
     p.add_argument("--small", action="store_true", help="add a query that matches nothing (overhead)")
+    p.add_argument("--save", help="write the times (ms) to this JSON file")
+    p.add_argument("--against", help="a --save file: add a column with the ratio to its times")
     a = p.parse_args()
 
     conn = flight_sql.connect(
@@ -94,13 +97,25 @@ def main():
         cur.execute("SELECT count(*) FROM logs")
         total = cur.fetchone()[0]
         print(f"events: {total:,}  runs per query: {a.runs} (median, result fetched as Arrow)")
-    print(f"{'query':26s} {'logwarden':>11s} {'goal':>8s} {'duckdb':>10s} {'rows':>6s}")
+    ref = json.load(open(a.against)) if a.against else {}
+    third = "duckdb" if duck else ("ratio" if ref else "")
+    print(f"{'query':26s} {'logwarden':>11s} {'goal':>8s} {third:>10s} {'rows':>6s}")
+    saved = {}
     for name, sql, goal in queries:
         t_lw, rows = median_time(lw(sql), a.runs, a.cold)
-        t_dk = median_time(dk(sql), a.runs)[0] if duck else float("nan")
+        saved[name] = t_lw * 1000
         flag = "" if t_lw <= goal else "  over goal"
-        slower = "" if not duck or t_lw <= t_dk else "  slower than duckdb"
-        print(f"{name:26s} {t_lw * 1000:9.1f}ms {goal * 1000:6.0f}ms {t_dk * 1000:8.1f}ms {rows:6d}{flag}{slower}")
+        if duck:
+            t_dk = median_time(dk(sql), a.runs)[0]
+            col = f"{t_dk * 1000:8.1f}ms"
+            flag += "" if t_lw <= t_dk else "  slower than duckdb"
+        elif name in ref:
+            col = f"{t_lw * 1000 / ref[name]:9.2f}x"
+        else:
+            col = f"{'':>10s}"
+        print(f"{name:26s} {t_lw * 1000:9.1f}ms {goal * 1000:6.0f}ms {col} {rows:6d}{flag}")
+    if a.save:
+        json.dump(saved, open(a.save, "w"))
 
 
 if __name__ == "__main__":
