@@ -394,13 +394,18 @@ pub async fn run(
         tracing::warn!("connections did not drain before the shutdown deadline; closing them");
     }
     // Whatever the connections handed over is made durable before the front ends close.
-    if tokio::time::timeout_at(deadline, pipeline.join()).await.is_err() {
-        tracing::error!(
-            "storage did not finish before the shutdown deadline; unfinished batches will not be durable"
-        );
-    } else {
-        tracing::info!("all received events are durable");
-    }
+    let lease = match tokio::time::timeout_at(deadline, pipeline.join()).await {
+        Err(_) => {
+            tracing::error!(
+                "storage did not finish before the shutdown deadline; unfinished batches will not be durable"
+            );
+            None
+        }
+        Ok(lease) => {
+            tracing::info!("all received events are durable");
+            Some(lease)
+        }
+    };
     if let Some(t) = trust_task {
         let _ = t.await;
     }
@@ -413,6 +418,10 @@ pub async fn run(
     }
     if let Some(t) = publish_task {
         let _ = tokio::time::timeout_at(deadline, t).await;
+    }
+    // The lease goes last: the final alerts and templates are written while it is held.
+    if let Some(lease) = lease {
+        let _ = tokio::time::timeout_at(deadline, lease.release()).await;
     }
     peers_cancel.cancel();
     if let Some(t) = peers_task {

@@ -42,6 +42,10 @@ pub enum BucketError {
     Setup { url: String, source: object_store::Error },
     #[error("failed to read {path} to upload it as {object}: {source}")]
     Local { path: std::path::PathBuf, object: String, source: std::io::Error },
+    #[error("this node's {name} is {bytes} bytes, more than the {max} other nodes read: not published")]
+    TooLarge { name: String, bytes: u64, max: u64 },
+    #[error("failed to write {path}, the local copy of {object}: {source}")]
+    Copy { path: std::path::PathBuf, object: String, source: std::io::Error },
     #[error("manifest {object} is corrupt: {source}")]
     CorruptManifest { object: String, source: serde_json::Error },
     #[error("{key}: {reason}")]
@@ -280,9 +284,9 @@ impl Bucket {
         };
         let manifest: Manifest = serde_json::from_slice(&bytes)
             .map_err(|source| BucketError::CorruptManifest { object: self.object_url(&key), source })?;
-        if let Some(bad) = manifest.bad_file_name() {
+        if let Some(problem) = manifest.implausible() {
             return Err(BucketError::Untrusted(format!(
-                "manifest {} names a segment file {bad:?} this program never writes: refusing it",
+                "manifest {} {problem}: refusing it",
                 self.object_url(&key)
             )));
         }
@@ -350,10 +354,39 @@ impl Bucket {
         }
     }
 
-    /// Download `key` whole.
-    pub async fn download(&self, key: &Path) -> Result<Bytes, BucketError> {
+    /// Copy `key` into the new file `to` (synced), which must come out `bytes` long, the size a
+    /// manifest gives: an object of another size is refused before its body is read, and the
+    /// body goes to the file as it arrives, never whole into memory.
+    pub async fn download_to(&self, key: &Path, bytes: u64, to: &FsPath) -> Result<(), BucketError> {
+        use futures::StreamExt;
+        use tokio::io::AsyncWriteExt;
         let r = self.store.get(key).await.map_err(|e| self.failed("download", key, e))?;
-        r.bytes().await.map_err(|e| self.failed("download", key, e))
+        let untrusted = |size: u64| {
+            BucketError::Untrusted(format!(
+                "{} is {size} bytes, not the {bytes} its manifest says: left unread",
+                self.object_url(key)
+            ))
+        };
+        if r.meta.size != bytes {
+            return Err(untrusted(r.meta.size));
+        }
+        let copy =
+            |source| BucketError::Copy { path: to.to_path_buf(), object: self.object_url(key), source };
+        let mut file = tokio::fs::File::create(to).await.map_err(copy)?;
+        let mut body = r.into_stream();
+        let mut got = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| self.failed("download", key, e))?;
+            got += chunk.len() as u64;
+            if got > bytes {
+                return Err(untrusted(got));
+            }
+            file.write_all(&chunk).await.map_err(copy)?;
+        }
+        if got != bytes {
+            return Err(untrusted(got));
+        }
+        file.sync_all().await.map_err(copy)
     }
 
     /// Delete `key`; deleting an object that is already gone succeeds.

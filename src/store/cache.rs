@@ -4,8 +4,9 @@
 //! ordinary entry. A query that needs a segment with no local copy reads it from the bucket
 //! and asks for a copy, which a background task downloads (two at a time) when it fits.
 //! Entries leave least recently used first once the copies exceed `storage.cache_max_bytes`,
-//! but never one a query used within [`IN_USE`]: a plan names local files when it is made and
-//! opens them later, so a copy is kept well past the query time limit of its last reader.
+//! but never one a query used within [`IN_USE`] (or the node's query time limit and then some,
+//! if longer): a plan names local files when it is made and opens them later, so a copy is
+//! kept past the time limit of its last reader.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use tokio::sync::Semaphore;
 use super::bucket::Bucket;
 use crate::metrics::BucketMetrics;
 
-/// A copy read by a query this recently is not evicted.
+/// A copy read by a query this recently is not evicted (at least).
 pub const IN_USE: Duration = Duration::from_secs(15 * 60);
 /// Downloads in flight at once.
 const DOWNLOADS: usize = 2;
@@ -40,6 +41,8 @@ struct Copies {
 pub struct SegmentCache {
     dir: PathBuf,
     max_bytes: u64,
+    /// A copy read this recently is not evicted.
+    in_use: Duration,
     copies: Mutex<Copies>,
     downloads: Arc<Semaphore>,
     metrics: Option<BucketMetrics>,
@@ -53,10 +56,18 @@ impl SegmentCache {
         SegmentCache {
             dir,
             max_bytes,
+            in_use: IN_USE,
             copies: Mutex::new(Copies::default()),
             downloads: Arc::new(Semaphore::new(DOWNLOADS)),
             metrics,
         }
+    }
+
+    /// Keep copies read within `held` (when longer than [`IN_USE`]): a query may open the files
+    /// its plan names until its time limit.
+    pub fn kept_in_use_for(mut self, held: Duration) -> SegmentCache {
+        self.in_use = self.in_use.max(held);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Copies> {
@@ -103,7 +114,7 @@ impl SegmentCache {
                 .entries
                 .iter()
                 .filter(|(k, e)| {
-                    k.starts_with(prefix) && !named.contains(*k) && e.last_used.elapsed() >= IN_USE
+                    k.starts_with(prefix) && !named.contains(*k) && e.last_used.elapsed() >= self.in_use
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
@@ -199,14 +210,23 @@ impl SegmentCache {
         if !self.make_room(bytes) {
             return Ok(());
         }
-        let body = bucket.download(key).await?;
-        let (dir, name) = (self.dir.clone(), file.to_owned());
-        let len = body.len() as u64;
-        tokio::task::spawn_blocking(move || write_copy(&dir, &name, &body)).await??;
-        if let Some(m) = &self.metrics {
-            m.cache_filled_bytes.inc_by(len);
+        let path = self.dir.join(file);
+        let tmp = self.dir.join(format!("{file}.download"));
+        if let Some(parent) = tmp.parent() {
+            tokio::fs::create_dir_all(parent).await?;
         }
-        self.insert(file, len, false);
+        let copied = match bucket.download_to(key, bytes, &tmp).await {
+            Ok(()) => tokio::fs::rename(&tmp, &path).await.map_err(anyhow::Error::from),
+            Err(e) => Err(e.into()),
+        };
+        if copied.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        copied?;
+        if let Some(m) = &self.metrics {
+            m.cache_filled_bytes.inc_by(bytes);
+        }
+        self.insert(file, bytes, false);
         Ok(())
     }
 
@@ -228,7 +248,7 @@ impl SegmentCache {
                 let mut victims: Vec<(Instant, String, u64)> = c
                     .entries
                     .iter()
-                    .filter(|(_, e)| !e.pinned && e.last_used.elapsed() >= IN_USE)
+                    .filter(|(_, e)| !e.pinned && e.last_used.elapsed() >= self.in_use)
                     .map(|(f, e)| (e.last_used, f.clone(), e.bytes))
                     .collect();
                 victims.sort();
@@ -275,21 +295,4 @@ impl SegmentCache {
 fn is_relative_below(key: &str) -> bool {
     let path = Path::new(key);
     !key.is_empty() && path.components().all(|c| matches!(c, std::path::Component::Normal(_)))
-}
-
-/// Write a downloaded copy under a temporary name, fsync it and rename it into place, so a
-/// reader never sees a partial file and a crash never leaves a short one under the real name.
-fn write_copy(dir: &Path, file: &str, body: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = dir.join(format!("{file}.download"));
-    if let Some(parent) = tmp.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let written = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(body).and_then(|()| f.sync_all()))
-        .and_then(|()| std::fs::rename(&tmp, dir.join(file)));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
 }

@@ -90,10 +90,22 @@ impl Manifest {
         super::write_atomic(&path, &bytes).map_err(|source| ManifestError::Io { op: "replace", path, source })
     }
 
-    /// The first segment file name that is not one this program writes (a manifest from the
-    /// bucket is another program's word until checked: its names become local paths).
-    pub fn bad_file_name(&self) -> Option<&str> {
-        self.segments.iter().map(|s| s.file.as_str()).find(|f| !super::segment::is_file_name(f))
+    /// What makes this manifest one logwarden never writes, if anything: a segment file name
+    /// that is not one of its own (a manifest from the bucket is another program's word until
+    /// checked: its names become local paths and its sizes downloads), an empty segment, or a
+    /// time range that ends before it starts (it would match every query's time filter).
+    pub fn implausible(&self) -> Option<String> {
+        self.segments.iter().find_map(|s| {
+            if !super::segment::is_file_name(&s.file) {
+                Some(format!("names a segment file {:?} logwarden never writes", s.file))
+            } else if s.bytes == 0 || s.rows == 0 {
+                Some(format!("gives segment {} no rows or no bytes", s.file))
+            } else if s.min_ts > s.max_ts {
+                Some(format!("gives segment {} a time range that ends before it starts", s.file))
+            } else {
+                None
+            }
+        })
     }
 
     pub fn total_bytes(&self) -> u64 {

@@ -26,7 +26,7 @@ pub async fn migrate_to_bucket(data_dir: &Path, setup: BucketSetup) -> Result<Mi
     let location = setup.bucket.location();
     let mut manifest = Manifest::load(data_dir)?;
     // Tied already: moved before, maybe not to the end; finish the uploads.
-    if !super::tied_to(&manifest, &location, data_dir)? {
+    if !super::remote::tied_to(&manifest, &location, data_dir)? {
         if setup.remote_manifest.as_ref().is_some_and(|m| !m.segments.is_empty()) {
             return Err(StoreError::BucketNotEmpty {
                 dir: data_dir.to_path_buf(),

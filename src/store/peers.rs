@@ -62,8 +62,8 @@ pub fn cache_key(node: &str, file: &str) -> String {
 
 /// A manifest larger than this is not read (one of 100 000 segments is about 25 MB).
 const MAX_MANIFEST_BYTES: u64 = 64 << 20;
-/// Nor alerts or templates larger than this.
-const MAX_FILE_BYTES: u64 = 16 << 20;
+/// Nor alerts or templates larger than this (nor does a node publish larger ones).
+pub(super) const MAX_FILE_BYTES: u64 = 64 << 20;
 
 /// Read the other nodes' manifests and files once, and install what was read. Fails only
 /// when the nodes cannot be listed; a node whose objects cannot be read (refused, too large,
@@ -124,11 +124,8 @@ async fn read_node(
         Fetched::Changed { body, etag } => {
             let parsed = serde_json::from_slice::<Manifest>(&body)
                 .map_err(|e| format!("{} is not a manifest: {e}", bucket.object_url(&key)))
-                .and_then(|m| match m.bad_file_name() {
-                    Some(bad) => Err(format!(
-                        "{} names a segment file {bad:?} logwarden never writes",
-                        bucket.object_url(&key)
-                    )),
+                .and_then(|m| match m.implausible() {
+                    Some(problem) => Err(format!("{} {problem}", bucket.object_url(&key))),
                     None => Ok(m),
                 });
             match parsed {
@@ -151,16 +148,24 @@ async fn read_node(
     for name in SHARED_FILES {
         let known = prev.and_then(|p| p.files.get(name));
         let key = bucket.peer_key(node, name);
-        match bucket.fetch_if_changed(&key, known.and_then(|(_, e)| e.as_deref()), MAX_FILE_BYTES).await? {
-            Fetched::Changed { body, etag } => {
+        // Each file on its own: one that cannot be read keeps its last version, and never holds
+        // back the node's segments.
+        match bucket.fetch_if_changed(&key, known.and_then(|(_, e)| e.as_deref()), MAX_FILE_BYTES).await {
+            Ok(Fetched::Changed { body, etag }) => {
                 files.insert(name, (body, etag));
             }
-            Fetched::Unchanged => {
+            Ok(Fetched::Unchanged) => {
                 if let Some(k) = known {
                     files.insert(name, k.clone());
                 }
             }
-            Fetched::Missing => {}
+            Ok(Fetched::Missing) => {}
+            Err(e) => {
+                problems.push(e.to_string());
+                if let Some(k) = known {
+                    files.insert(name, k.clone());
+                }
+            }
         }
     }
     Ok(Some(PeerNode { node: node.to_owned(), segments, manifest_etag, files }))

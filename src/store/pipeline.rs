@@ -223,7 +223,9 @@ impl Pipeline {
 
     /// Wait until everything appended so far is durable and the threads have stopped. Callers
     /// drop every `Appender` first; that is what lets the batcher see the end of its input.
-    pub async fn join(self) {
+    /// With a bucket the node's lease is still held: the caller releases it after the last
+    /// objects it writes (or drops it, which gives it up in the background).
+    pub async fn join(self) -> HeldLease {
         let _ = self.batcher.await;
         let _ = tokio::task::spawn_blocking(move || {
             let _ = self.wal_thread.join();
@@ -236,9 +238,27 @@ impl Pipeline {
                 tracing::warn!("segments still waiting for the bucket are uploaded at the next start");
             }
         }
-        if let Some((task, stop)) = self.lease {
+        HeldLease(self.lease)
+    }
+}
+
+/// The node's lease after [`Pipeline::join`], renewed until released.
+pub struct HeldLease(Option<(tokio::task::JoinHandle<()>, tokio_util::sync::CancellationToken)>);
+
+impl HeldLease {
+    /// Give the lease up and wait (boundedly) until the bucket has it.
+    pub async fn release(mut self) {
+        if let Some((task, stop)) = self.0.take() {
             stop.cancel();
             let _ = tokio::time::timeout(LAST_UPLOADS, task).await;
+        }
+    }
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        if let Some((_, stop)) = self.0.take() {
+            stop.cancel();
         }
     }
 }

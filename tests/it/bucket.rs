@@ -901,13 +901,18 @@ fn put_object(s3: &S3Server, key: &str, body: &[u8]) {
     std::fs::write(p, body).unwrap();
 }
 
-/// A manifest naming `files` (name, bytes), each over every time.
+/// A manifest naming `files` (name, bytes), each of one row over every time.
 fn manifest_naming(files: &[(&str, u64)]) -> Vec<u8> {
+    manifest_of_rows(files, 1)
+}
+
+/// A manifest naming `files` (name, bytes), each of `rows` rows over every time.
+fn manifest_of_rows(files: &[(&str, u64)], rows: u64) -> Vec<u8> {
     let segments: Vec<serde_json::Value> = files
         .iter()
         .enumerate()
         .map(|(i, (f, bytes))| {
-            serde_json::json!({"id": i + 1, "file": f, "rows": 1, "bytes": bytes,
+            serde_json::json!({"id": i + 1, "file": f, "rows": rows, "bytes": bytes,
                 "min_ts": 0, "max_ts": i64::MAX / 2, "max_received_at": 0})
         })
         .collect();
@@ -950,6 +955,44 @@ async fn a_hostile_peer_manifest_reaches_no_file_outside_the_cache() {
     assert!(!outside.exists(), "a peer wrote outside the cache");
     assert!(canary.exists(), "a peer's manifest deleted a file outside the cache");
     assert_eq!(server_count(&a), 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_file_too_large_holds_back_nothing_and_a_lying_size_is_never_downloaded() {
+    let s3 = S3Server::start();
+    s3.create_bucket("logs");
+    let a = start_node(&s3, "a", "", "");
+    send(&a, "own", 0, 2, 10).await;
+    wait_uploaded(&a);
+    let own = s3.keys("logs", "site-a/nodes/a/segments/");
+    let segment = std::fs::read(s3.object_path("logs", &own[0])).unwrap();
+    let file = "0000000000000001.parquet";
+
+    // A peer whose templates.json is over the size nodes read: its segments still count.
+    put_object(&s3, &format!("site-a/nodes/big/segments/{file}"), &segment);
+    put_object(&s3, "site-a/nodes/big/templates.json", &vec![b' '; (64 << 20) + 1]);
+    put_object(&s3, "site-a/nodes/big/manifest.json", &manifest_of_rows(&[(file, segment.len() as u64)], 20));
+    wait_until(Duration::from_secs(30), "the peer's segment in queries", || server_count(&a) == 40);
+    wait_until(Duration::from_secs(30), "the oversized file reported", || {
+        a.log_text().contains("big/templates.json")
+    });
+
+    // A peer whose manifest says a segment is 100 bytes: the object is larger, and no copy of
+    // it is made (nor read whole into memory); the query fails with the object's name.
+    put_object(&s3, &format!("site-a/nodes/liar/segments/{file}"), &segment);
+    put_object(&s3, "site-a/nodes/liar/manifest.json", &manifest_of_rows(&[(file, 100)], 20));
+    wait_until(Duration::from_secs(30), "the lying size refused", || {
+        let url = format!("https://localhost:{}", a.addr("flight").port());
+        let _ = Command::new(BIN)
+            .args(["query", "--config"])
+            .arg(&a.config)
+            .args(["--server", &url, "SELECT count(*) FROM logs"])
+            .output();
+        a.log_text().contains("not the 100 its manifest says")
+    });
+    let copy = a.dir.path().join("data/segments/peers/liar").join(file);
+    assert!(!copy.exists(), "a copy of an object whose size the manifest misstates");
+    assert!(a.metric("logwarden_bucket_errors_total{op=\"cache_fill\"}") >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

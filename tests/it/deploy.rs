@@ -207,6 +207,8 @@ fn kubernetes_object_storage_manifests_pass_kubernetes_schemas() {
             "deployment/logwarden-scheduler",
             "deployment/logwarden-executor",
             "service/logwarden-scheduler",
+            "networkpolicy/logwarden-scheduler",
+            "networkpolicy/logwarden-executor",
         ],
     );
     // Ingest nodes keep their node id (the pod's stable host name) and their volume; query
@@ -214,6 +216,10 @@ fn kubernetes_object_storage_manifests_pass_kubernetes_schemas() {
     let manifest = std::fs::read_to_string(deploy().join("kubernetes-bucket/logwarden.yaml")).unwrap();
     assert!(manifest.contains("role = \"ingest\"") && manifest.contains("role = \"query\""));
     assert!(!manifest.contains("node_id"), "a fixed node_id would be shared by every replica");
+    // Only the ingest nodes hold credentials that write; the rest (query nodes, Ballista's
+    // processes, which authenticate no one) read.
+    assert_eq!(manifest.matches("secretRef: {name: logwarden-s3}").count(), 1, "{manifest}");
+    assert_eq!(manifest.matches("secretRef: {name: logwarden-s3-read}").count(), 3, "{manifest}");
 }
 
 #[test]
