@@ -289,7 +289,7 @@ impl Metrics {
             flight_queries: counter_vec(
                 reg,
                 "flight_queries_total",
-                "Flight SQL queries by outcome (ok, invalid, denied, unauthenticated, resource_exhausted, timeout, cancelled, error).",
+                "Flight SQL queries by outcome (ok, invalid, denied, unauthenticated, resource_exhausted, timeout, unavailable, cancelled, error).",
                 &["status"],
             )?,
             flight_query_seconds: histogram(

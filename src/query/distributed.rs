@@ -12,6 +12,10 @@
 //!
 //! A distributed query sees the segments in the bucket: events this node has not yet uploaded
 //! (and those of other nodes not yet flushed) are left out.
+//!
+//! A job whose result stops being read before its end (the client went away, the query's time
+//! limit passed) is cancelled on the scheduler, which stops its tasks on the executors: an
+//! abandoned query does not keep the cluster busy.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,8 +30,12 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::col;
 use datafusion::logical_expr::{LogicalPlan, TableScan};
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use object_store::ObjectStore;
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::error::DataFusionError;
 
 use super::{CATALOG, QueryError, SCHEMA, wire_schema};
 use crate::batch::{self, col as column};
@@ -48,7 +56,6 @@ impl Distributed {
 
     /// Whether `plan` can run on the cluster: it reads `logs` and nothing else.
     pub fn takes(plan: &LogicalPlan) -> bool {
-        use datafusion::common::tree_node::TreeNodeRecursion;
         let mut logs = false;
         let mut other = false;
         let _ = plan.apply_with_subqueries(|node| {
@@ -73,10 +80,16 @@ impl Distributed {
                     .into(),
             )));
         };
+        let scheduler = Scheduler { url: scheduler_url(&self.scheduler)?, shown: self.scheduler.clone() };
         let config = SessionConfig::new_with_ballista()
             .with_target_partitions(target_partitions)
             .with_information_schema(false)
-            .with_default_catalog_and_schema(CATALOG, SCHEMA);
+            .with_default_catalog_and_schema(CATALOG, SCHEMA)
+            .with_extension(Arc::new(scheduler.clone()))
+            // The client polls the job (every 50 ms) rather than waiting for pushed status: it
+            // learns the job's id as the scheduler accepts it, so an abandoned query can be
+            // cancelled at any point (pushed status names the job only once it is planned).
+            .set_bool(ballista_core::config::BALLISTA_CLIENT_PULL, true);
         let runtime = RuntimeEnvBuilder::new().build_arc()?;
         runtime.register_object_store(ObjectStoreUrl::parse(&url)?.as_ref(), client);
         let state = SessionStateBuilder::new()
@@ -113,10 +126,106 @@ impl Distributed {
         let state = ctx.state();
         let config = state.config().clone().with_create_default_catalog_and_schema(false);
         let state = SessionStateBuilder::new_from_existing(state).with_config(config).build();
-        let state = state.upgrade_for_ballista(scheduler_url(&self.scheduler)?)?;
+        let state = state.upgrade_for_ballista(scheduler.url)?;
         Ok(SessionContext::new_with_state(state))
     }
 }
+
+/// The scheduler a distributed session hands its plans to, kept in the session's config so
+/// that whoever runs the plan can reach the scheduler about its job.
+#[derive(Debug, Clone)]
+struct Scheduler {
+    /// `http://HOST:PORT`, what the gRPC client connects to.
+    url: String,
+    /// `df://HOST:PORT`, as configured (for messages).
+    shown: String,
+}
+
+/// A query running on the Ballista cluster: cancelled on the scheduler when dropped before its
+/// result was read to the end, and the one place the cluster's failures are put into words.
+pub struct Job {
+    plan: Arc<dyn ExecutionPlan>,
+    scheduler: Scheduler,
+    ended: bool,
+}
+
+type Exec = ballista_core::execution_plans::DistributedQueryExec<datafusion_proto::protobuf::LogicalPlanNode>;
+
+impl Job {
+    /// The job `plan` runs, when `df` was planned for the cluster.
+    pub fn of(df: &DataFrame, plan: &Arc<dyn ExecutionPlan>) -> Option<Job> {
+        let scheduler = df.task_ctx().session_config().get_extension::<Scheduler>()?;
+        Some(Job { plan: plan.clone(), scheduler: scheduler.as_ref().clone(), ended: false })
+    }
+
+    /// The result was read to its end, or the job failed: nothing is left to cancel.
+    pub fn ended(&mut self) {
+        self.ended = true;
+    }
+
+    /// `e` as the client sees it. A job that failed on the cluster (a missing segment object, a
+    /// query error) keeps its message; a scheduler that cannot be reached or answers wrongly is
+    /// "unavailable", with the transport's details in the daemon's log rather than the client's.
+    pub fn failure(&self, e: DataFusionError) -> DataFusionError {
+        let text = e.strip_backtrace();
+        if text.contains("Job ") && text.contains(" failed: ") {
+            return e;
+        }
+        tracing::warn!(scheduler = %self.scheduler.shown, error = %text, "the Ballista scheduler did not run a query");
+        DataFusionError::External(Box::new(QueryError::Unavailable(format!(
+            "the query cluster (scheduler {}) is unavailable; retry later",
+            self.scheduler.shown
+        ))))
+    }
+
+    fn id(&self) -> Option<String> {
+        let mut id = None;
+        let _ = self.plan.apply(|node| {
+            if let Some(exec) = node.downcast_ref::<Exec>() {
+                id = exec.job_id().map(String::from);
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        id
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        // Not yet accepted by the scheduler: there is no job to cancel, and the submission,
+        // dropped with the stream, does not complete.
+        let Some(id) = self.id() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(cancel(self.scheduler.clone(), id));
+    }
+}
+
+/// Ask the scheduler to cancel job `id` (it stops the job's tasks on the executors).
+async fn cancel(scheduler: Scheduler, id: String) {
+    use ballista_core::serde::protobuf::CancelJobParams;
+    use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
+    let asked = tokio::time::timeout(CANCEL_TIMEOUT, async {
+        let mut client =
+            SchedulerGrpcClient::connect(scheduler.url.clone()).await.map_err(|e| e.to_string())?;
+        let answer = client.cancel_job(CancelJobParams { job_id: id.clone() }).await;
+        answer.map(|a| a.into_inner().cancelled).map_err(|s| s.message().to_owned())
+    })
+    .await;
+    match asked {
+        Ok(Ok(cancelled)) => tracing::info!(job = %id, cancelled, "abandoned distributed query cancelled"),
+        Ok(Err(e)) => tracing::warn!(job = %id, scheduler = %scheduler.shown, error = %e,
+            "could not cancel an abandoned distributed query"),
+        Err(_) => tracing::warn!(job = %id, scheduler = %scheduler.shown,
+            "could not cancel an abandoned distributed query: the scheduler did not answer"),
+    }
+}
+
+/// How long a cancellation may wait on the scheduler.
+const CANCEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `df://HOST:PORT` as the `http://HOST:PORT` Ballista's client connects to.
 fn scheduler_url(df: &str) -> Result<String, QueryError> {

@@ -17,6 +17,7 @@ use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::execute_stream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
@@ -56,6 +57,10 @@ pub enum QueryError {
     Timeout(Duration),
     #[error("failed to format results: {0}")]
     Format(#[from] arrow::error::ArrowError),
+    /// Something the query needs is out of reach for now (the Ballista scheduler); retrying
+    /// later may work.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// The catalog and schema every table is registered in (`logwarden.public`).
@@ -334,19 +339,42 @@ pub async fn execute_limited(
     limits: QueryLimits,
     deadline: tokio::time::Instant,
 ) -> Result<SendableRecordBatchStream, QueryError> {
-    let stream = tokio::time::timeout_at(deadline, df.execute_stream())
+    let started = async {
+        let task = Arc::new(df.task_ctx());
+        let plan = df.clone().create_physical_plan().await?;
+        // On the cluster: the job is cancelled if the stream is dropped before its end.
+        let job = distributed::Job::of(&df, &plan);
+        Ok::<_, DataFusionError>((execute_stream(plan, task)?, job))
+    };
+    let (stream, job) = tokio::time::timeout_at(deadline, started)
         .await
         .map_err(|_| QueryError::Timeout(limits.timeout))??;
     let schema = stream.schema();
     let mut rows = 0u64;
-    let limited = futures::stream::unfold((stream, false), move |(mut stream, done)| async move {
+    let state = (stream, job, false);
+    let limited = futures::stream::unfold(state, move |(mut stream, mut job, done)| async move {
         if done {
             return None;
         }
         match tokio::time::timeout_at(deadline, stream.next()).await {
-            Err(_) => Some((Err(limit_error(QueryError::Timeout(limits.timeout))), (stream, true))),
-            Ok(None) => None,
-            Ok(Some(item)) => Some((item, (stream, false))),
+            Err(_) => Some((Err(limit_error(QueryError::Timeout(limits.timeout))), (stream, job, true))),
+            Ok(None) => {
+                if let Some(job) = &mut job {
+                    job.ended();
+                }
+                None
+            }
+            Ok(Some(Err(e))) => {
+                let e = match &mut job {
+                    Some(job) => {
+                        job.ended();
+                        job.failure(e)
+                    }
+                    None => e,
+                };
+                Some((Err(e), (stream, job, false)))
+            }
+            Ok(Some(item)) => Some((item, (stream, job, false))),
         }
     })
     .map(move |item| {

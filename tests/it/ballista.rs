@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::bucket::{S3Server, SECRET_KEY, server_query, start_node, wait_uploaded};
+use crate::bucket::{S3Server, SECRET_KEY, server_query, server_query_result, start_node, wait_uploaded};
 use crate::daemon::{BIN, Daemon, wait_until};
 
 /// The queries of benches/flight_queries.py.
@@ -152,4 +152,43 @@ async fn a_scheduler_and_two_executors_give_the_single_node_results() {
     let jobs = scheduler.log_text().matches("Job finished successfully").count();
     assert!(jobs > QUERIES.len() + sorts.len(), "{jobs} jobs:\n{}", scheduler.log_text());
     assert!(q.log_text().contains("run on the Ballista cluster"), "{}", q.log_text());
+
+    // A query abandoned at its time limit is cancelled on the cluster: the node asks the
+    // scheduler, which tells the executors running its tasks to abort them. (A task stops at
+    // its next yield: this join's tasks compare all of one side per batch of the other, so
+    // here that takes a while; a scan stops within a batch.)
+    let q2 = start_node(
+        &s3,
+        "q2",
+        "role = \"query\"\n",
+        &format!(
+            "[query]\nengine = \"ballista\"\nscheduler = \"df://127.0.0.1:{sched}\"\n[flight.limits]\ntimeout = \"4s\"\n"
+        ),
+    );
+    let endless = "SELECT count(*) AS n FROM logs a, logs b WHERE a.message < b.message";
+    let refused = server_query_result(&q2, endless).expect_err("the join ended within its time limit");
+    assert!(refused.contains("time limit"), "{refused}");
+    let mut job = String::new();
+    wait_until(Duration::from_secs(30), "the node to cancel the job", || {
+        let log = q2.log_text();
+        let Some(line) = log.lines().find(|l| l.contains("abandoned distributed query cancelled")) else {
+            return false;
+        };
+        assert!(line.contains("cancelled=true"), "{line}");
+        job = line.split("job=").nth(1).unwrap_or("").split_whitespace().next().unwrap_or("").to_owned();
+        true
+    });
+    assert!(scheduler.log_text().contains(&format!("Job cancelled: [{job}]")), "{}", scheduler.log_text());
+    let told = executors.iter().any(|e| e.log_text().contains(&format!("job_id: \"{job}\"")));
+    assert!(told, "no executor was told to cancel {job}");
+
+    // A scheduler that is gone: the query fails as unavailable, naming it, and nothing of the
+    // transport's internals reaches the client.
+    drop(scheduler);
+    let refused = server_query_result(&q2, QUERIES[0]).expect_err("a query without its scheduler");
+    assert!(
+        refused.contains(&format!("query cluster (scheduler df://127.0.0.1:{sched}) is unavailable")),
+        "{refused}"
+    );
+    assert!(!refused.contains("tonic") && !refused.contains("Status {"), "{refused}");
 }

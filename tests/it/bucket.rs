@@ -164,7 +164,11 @@ fn node_config(node: &str, cluster: &str, extra: &str) -> String {
             storage.push_str(&format!("{key} = {value}\n"));
         }
     }
-    format!("{storage}{extra}[cluster]\nnode_id = \"{node}\"\nrefresh_interval = \"1s\"\n{cluster}")
+    let refresh = match cluster.contains("refresh_interval") {
+        true => "",
+        false => "refresh_interval = \"1s\"\n",
+    };
+    format!("{storage}{extra}[cluster]\nnode_id = \"{node}\"\n{refresh}{cluster}")
 }
 
 fn start_on(s3: &S3Server, extra: &str) -> Daemon {
@@ -179,6 +183,12 @@ pub fn start_node(s3: &S3Server, node: &str, cluster: &str, extra: &str) -> Daem
 
 /// `sql` through the daemon's Flight SQL endpoint (`logwarden query --server`).
 pub fn server_query(d: &Daemon, sql: &str) -> Vec<serde_json::Value> {
+    server_query_result(d, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// `sql` through the daemon's Flight SQL endpoint: its rows, or what the command printed on
+/// failure.
+pub fn server_query_result(d: &Daemon, sql: &str) -> Result<Vec<serde_json::Value>, String> {
     let url = format!("https://localhost:{}", d.addr("flight").port());
     let out = Command::new(BIN)
         .args(["query", "--config"])
@@ -186,12 +196,14 @@ pub fn server_query(d: &Daemon, sql: &str) -> Vec<serde_json::Value> {
         .args(["--server", &url, "--format", "json", sql])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout)
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+        .collect())
 }
 
 fn server_count(d: &Daemon) -> i64 {
@@ -871,6 +883,27 @@ async fn nodes_on_one_bucket_answer_for_all_and_a_later_query_node_sees_all_hist
         .map(|r| r["node"].as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(nodes, ["a", "b"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_raised_just_before_a_stop_are_published_before_the_lease_goes() {
+    let s3 = S3Server::start();
+    s3.create_bucket("logs");
+    // Published at start and then only at the stop: the hour never passes in this test.
+    let mut a = start_node(&s3, "a", "refresh_interval = \"1h\"\n", ANY_EVENT_RULE);
+    let published = s3.object_path("logs", "site-a/nodes/a/alerts.json");
+    wait_until(Duration::from_secs(30), "the first publish", || published.exists());
+    send(&a, "late", 0, 1, 5).await;
+    wait_until(Duration::from_secs(30), "the alert", || {
+        !server_query(&a, "SELECT rule FROM alerts WHERE rule = 'any_event'").is_empty()
+    });
+    let before = std::fs::read_to_string(&published).unwrap();
+    assert!(!before.contains("any_event"), "published before the stop: {before}");
+    assert!(a.terminate(Duration::from_secs(60)).success());
+    let after = std::fs::read_to_string(&published).unwrap();
+    assert!(after.contains("any_event"), "the stop did not publish the alert: {after}");
+    // And the lease was given up after it: the node starts again at once.
+    let _ = start_node(&s3, "a", "", "");
 }
 
 #[test]

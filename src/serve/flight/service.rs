@@ -121,6 +121,7 @@ fn status_for(e: &QueryError, limits: &QueryLimits) -> (Status, &'static str) {
         QueryError::Timeout(_) => (Status::deadline_exceeded(e.to_string()), "timeout"),
         QueryError::Limit(m) => (Status::resource_exhausted(m.clone()), "resource_exhausted"),
         QueryError::Format(a) => (Status::internal(a.to_string()), "error"),
+        QueryError::Unavailable(m) => (Status::unavailable(m.clone()), "unavailable"),
         QueryError::Sql(df) => status_for_df(df, limits),
     }
 }
@@ -370,6 +371,7 @@ fn outcome_of(s: &Status) -> &'static str {
         tonic::Code::PermissionDenied => "denied",
         tonic::Code::ResourceExhausted => "resource_exhausted",
         tonic::Code::DeadlineExceeded => "timeout",
+        tonic::Code::Unavailable => "unavailable",
         _ => "error",
     }
 }
