@@ -8,7 +8,7 @@
 #   4. on a query node handing them to a Ballista scheduler with two executors (all processes
 #      of this binary, on this machine), plus a query matching nothing (planning and dispatch).
 #
-#   benches/cluster-bench.sh [MILLIONS]     (default 100)
+#   benches/cluster-bench.sh [MILLIONS]     (default 100; RUNS=N times each warm query, default 5)
 #
 # Needs the release build, s3s-fs and the ADBC venv (scripts/install-test-deps).
 set -euo pipefail
@@ -60,7 +60,7 @@ metric() { curl -s "http://$(addr "$1" admin)/metrics" | awk -v m="$2" '$1 == m 
 queries() {
   local n="$1"; shift
   "$venv/bin/python" benches/flight_queries.py --uri "grpc+tls://localhost:$(addr "$n" flight | sed 's/.*://')" \
-    --ca "$work/$n/data/tls/ca.pem" --token "$(cat "$work/$n/data/flight.token")" --segments /nonexistent --no-duckdb "$@"
+    --ca "$work/$n/data/tls/ca.pem" --token "$(cat "$work/$n/data/flight.token")" --segments /nonexistent --no-duckdb --runs "${RUNS:-5}" "$@"
 }
 # load NODE EVENTS SEED: TLS ingest until durable; prints and records the events/s.
 load() {

@@ -393,6 +393,8 @@ pub async fn run(
     if tokio::time::timeout_at(deadline, connections.wait()).await.is_err() {
         tracing::warn!("connections did not drain before the shutdown deadline; closing them");
     }
+    // Distributed queries the Flight SQL server dropped: their jobs are cancelled on the cluster.
+    crate::query::distributed::cancellations_sent(deadline).await;
     // Whatever the connections handed over is made durable before the front ends close.
     let lease = match tokio::time::timeout_at(deadline, pipeline.join()).await {
         Err(_) => {

@@ -14,8 +14,8 @@
 //! (and those of other nodes not yet flushed) are left out.
 //!
 //! A job whose result stops being read before its end (the client went away, the query's time
-//! limit passed) is cancelled on the scheduler, which stops its tasks on the executors: an
-//! abandoned query does not keep the cluster busy.
+//! limit passed, the daemon stops) is cancelled on the scheduler, which tells the executors to
+//! abort its tasks (each stops at its next yield between batches).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -158,24 +158,35 @@ impl Job {
         Some(Job { plan: plan.clone(), scheduler: scheduler.as_ref().clone(), ended: false })
     }
 
-    /// The result was read to its end, or the job failed: nothing is left to cancel.
+    /// The result was read to its end: nothing is left to cancel.
     pub fn ended(&mut self) {
         self.ended = true;
     }
 
-    /// `e` as the client sees it. A job that failed on the cluster (a missing segment object, a
-    /// query error) keeps its message; a scheduler that cannot be reached or answers wrongly is
-    /// "unavailable", with the transport's details in the daemon's log rather than the client's.
-    pub fn failure(&self, e: DataFusionError) -> DataFusionError {
+    /// A failed item of the job's stream, as the client sees it. A job that failed on the
+    /// cluster for a reason of the query's (a missing segment object, a cast that fails) keeps
+    /// its message and has ended. Anything else (the scheduler unreachable or not answering,
+    /// the cluster's own transport failing, the scheduler refusing the plan) is told without
+    /// the cluster's addresses or internals, which go to the daemon's log; a job that may still
+    /// run is left to be cancelled when the stream is dropped.
+    pub fn failure(&mut self, e: DataFusionError) -> DataFusionError {
         let text = e.strip_backtrace();
-        if text.contains("Job ") && text.contains(" failed: ") {
-            return e;
+        let failed_job = self.id().is_some_and(|id| text.contains(&format!("Job {id} failed: ")));
+        let transport = TRANSPORT_SIGNS.iter().any(|sign| text.contains(sign));
+        if failed_job {
+            self.ended = true;
+            if !transport {
+                return e;
+            }
         }
-        tracing::warn!(scheduler = %self.scheduler.shown, error = %text, "the Ballista scheduler did not run a query");
-        DataFusionError::External(Box::new(QueryError::Unavailable(format!(
-            "the query cluster (scheduler {}) is unavailable; retry later",
-            self.scheduler.shown
-        ))))
+        tracing::warn!(scheduler = %self.scheduler.shown, error = %text, "a distributed query failed on the cluster's side");
+        let told = match text.contains("Fail to execute query due to") {
+            true => {
+                QueryError::Cluster("the query cluster refused the query; the daemon's log says why".into())
+            }
+            false => QueryError::Unavailable("the query cluster is unavailable; retry later".into()),
+        };
+        DataFusionError::External(Box::new(told))
     }
 
     fn id(&self) -> Option<String> {
@@ -191,41 +202,73 @@ impl Job {
     }
 }
 
+/// What a failure of the cluster's transport looks like in Ballista's error texts (tonic's
+/// status and transport errors, formatted with `{:?}`).
+const TRANSPORT_SIGNS: [&str; 5] =
+    ["Status {", "transport error", "tcp connect error", "Connection refused", "FetchFailed"];
+
 impl Drop for Job {
     fn drop(&mut self) {
         if self.ended {
             return;
         }
-        // Not yet accepted by the scheduler: there is no job to cancel, and the submission,
-        // dropped with the stream, does not complete.
+        // No id yet: the submission was still on its way. If the scheduler had already queued
+        // the job when the stream was dropped, nothing here can name it, and it runs to its end.
         let Some(id) = self.id() else { return };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        runtime.spawn(cancel(self.scheduler.clone(), id));
+        // A bounded number at once: clients that submit and walk away in a loop, against a
+        // scheduler that does not answer, cannot pile up connections here.
+        let Ok(slot) = CANCEL_SLOTS.try_acquire() else {
+            tracing::warn!(job = %id, "too many cancellations under way: this distributed query's job runs to its end");
+            return;
+        };
+        let scheduler = self.scheduler.clone();
+        runtime.spawn(CANCELS.track_future(async move {
+            cancel(scheduler, id).await;
+            drop(slot);
+        }));
     }
 }
 
-/// Ask the scheduler to cancel job `id` (it stops the job's tasks on the executors).
+/// Cancellations of abandoned jobs under way, awaited at shutdown (see [`cancellations_sent`]).
+static CANCELS: std::sync::LazyLock<tokio_util::task::TaskTracker> =
+    std::sync::LazyLock::new(tokio_util::task::TaskTracker::new);
+static CANCEL_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(16);
+
+/// Wait (until `deadline`) for the cancellations under way: at shutdown, after the Flight SQL
+/// server has dropped its queries, so their jobs do not outlive the daemon on the cluster.
+pub async fn cancellations_sent(deadline: tokio::time::Instant) {
+    CANCELS.close();
+    let _ = tokio::time::timeout_at(deadline, CANCELS.wait()).await;
+}
+
+/// Ask the scheduler to cancel job `id` (it tells the executors to abort the job's tasks).
 async fn cancel(scheduler: Scheduler, id: String) {
     use ballista_core::serde::protobuf::CancelJobParams;
     use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
     let asked = tokio::time::timeout(CANCEL_TIMEOUT, async {
-        let mut client =
-            SchedulerGrpcClient::connect(scheduler.url.clone()).await.map_err(|e| e.to_string())?;
-        let answer = client.cancel_job(CancelJobParams { job_id: id.clone() }).await;
-        answer.map(|a| a.into_inner().cancelled).map_err(|s| s.message().to_owned())
+        let endpoint = tonic::transport::Endpoint::from_shared(scheduler.url.clone())
+            .map_err(|e| e.to_string())?
+            .connect_timeout(CANCEL_TIMEOUT);
+        let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+        let answer =
+            SchedulerGrpcClient::new(channel).cancel_job(CancelJobParams { job_id: id.clone() }).await;
+        answer.map(|_| ()).map_err(|s| s.message().to_owned())
     })
     .await;
     match asked {
-        Ok(Ok(cancelled)) => tracing::info!(job = %id, cancelled, "abandoned distributed query cancelled"),
+        Ok(Ok(())) => {
+            tracing::info!(job = %id, "distributed query cancelled on the cluster (its result was not read to the end)")
+        }
         Ok(Err(e)) => tracing::warn!(job = %id, scheduler = %scheduler.shown, error = %e,
-            "could not cancel an abandoned distributed query"),
+            "could not cancel a distributed query whose result was not read to the end"),
         Err(_) => tracing::warn!(job = %id, scheduler = %scheduler.shown,
-            "could not cancel an abandoned distributed query: the scheduler did not answer"),
+            "could not cancel a distributed query whose result was not read to the end: the scheduler did not answer"),
     }
 }
 
 /// How long a cancellation may wait on the scheduler.
-const CANCEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const CANCEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `df://HOST:PORT` as the `http://HOST:PORT` Ballista's client connects to.
 fn scheduler_url(df: &str) -> Result<String, QueryError> {

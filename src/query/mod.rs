@@ -61,6 +61,9 @@ pub enum QueryError {
     /// later may work.
     #[error("{0}")]
     Unavailable(String),
+    /// The query cluster refused or failed the query for a reason of its own.
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// The catalog and schema every table is registered in (`logwarden.public`).
@@ -366,10 +369,7 @@ pub async fn execute_limited(
             }
             Ok(Some(Err(e))) => {
                 let e = match &mut job {
-                    Some(job) => {
-                        job.ended();
-                        job.failure(e)
-                    }
+                    Some(job) => job.failure(e),
                     None => e,
                 };
                 Some((Err(e), (stream, job, false)))

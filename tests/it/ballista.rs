@@ -171,24 +171,26 @@ async fn a_scheduler_and_two_executors_give_the_single_node_results() {
     let mut job = String::new();
     wait_until(Duration::from_secs(30), "the node to cancel the job", || {
         let log = q2.log_text();
-        let Some(line) = log.lines().find(|l| l.contains("abandoned distributed query cancelled")) else {
+        let Some(line) = log.lines().find(|l| l.contains("distributed query cancelled on the cluster"))
+        else {
             return false;
         };
-        assert!(line.contains("cancelled=true"), "{line}");
         job = line.split("job=").nth(1).unwrap_or("").split_whitespace().next().unwrap_or("").to_owned();
         true
     });
-    assert!(scheduler.log_text().contains(&format!("Job cancelled: [{job}]")), "{}", scheduler.log_text());
-    let told = executors.iter().any(|e| e.log_text().contains(&format!("job_id: \"{job}\"")));
-    assert!(told, "no executor was told to cancel {job}");
+    // The scheduler answers the node and tells the executors in its own time.
+    wait_until(Duration::from_secs(30), "the scheduler to cancel the job", || {
+        scheduler.log_text().contains(&format!("Job cancelled: [{job}]"))
+    });
+    wait_until(Duration::from_secs(30), "an executor to be told", || {
+        executors.iter().any(|e| e.log_text().contains(&format!("job_id: \"{job}\"")))
+    });
 
-    // A scheduler that is gone: the query fails as unavailable, naming it, and nothing of the
-    // transport's internals reaches the client.
+    // A scheduler that is gone: the query fails as unavailable, and nothing of the transport's
+    // internals or the cluster's addresses reaches the client.
     drop(scheduler);
     let refused = server_query_result(&q2, QUERIES[0]).expect_err("a query without its scheduler");
-    assert!(
-        refused.contains(&format!("query cluster (scheduler df://127.0.0.1:{sched}) is unavailable")),
-        "{refused}"
-    );
-    assert!(!refused.contains("tonic") && !refused.contains("Status {"), "{refused}");
+    assert!(refused.contains("the query cluster is unavailable"), "{refused}");
+    let leaked = ["tonic", "Status {", &sched.to_string()];
+    assert!(!leaked.iter().any(|l| refused.contains(l)), "{refused}");
 }

@@ -122,6 +122,7 @@ fn status_for(e: &QueryError, limits: &QueryLimits) -> (Status, &'static str) {
         QueryError::Limit(m) => (Status::resource_exhausted(m.clone()), "resource_exhausted"),
         QueryError::Format(a) => (Status::internal(a.to_string()), "error"),
         QueryError::Unavailable(m) => (Status::unavailable(m.clone()), "unavailable"),
+        QueryError::Cluster(m) => (Status::internal(m.clone()), "error"),
         QueryError::Sql(df) => status_for_df(df, limits),
     }
 }
