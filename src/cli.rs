@@ -145,6 +145,11 @@ pub enum Command {
         /// Print only this part.
         #[arg(long, value_enum)]
         only: Option<TemplatesPart>,
+        /// Say for each line why it got its template: which template it matched or joined
+        /// (and which positions became `<*>`), or why it started one (the closest template
+        /// differs in a plain word, or agrees in too few positions).
+        #[arg(long)]
+        explain: bool,
     },
 }
 
@@ -238,7 +243,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Auth(cmd) => auth(cmd),
         Command::Storage(StorageCommand::Migrate { config }) => migrate(&config),
-        Command::Templates { file, only } => templates(&file, only),
+        Command::Templates { file, only, explain } => templates(&file, only, explain),
         Command::Pkcs11(Pkcs11Command::List { module, pin_file, pin_env }) => {
             use crate::tls::pkcs11::PinSource;
             let pin = pin_file.map(PinSource::File).or(pin_env.map(PinSource::Env));
@@ -390,7 +395,7 @@ async fn remote_query(
     Ok(client::query(&mut c, sql).await?)
 }
 
-fn templates(file: &std::path::Path, only: Option<TemplatesPart>) -> anyhow::Result<()> {
+fn templates(file: &std::path::Path, only: Option<TemplatesPart>, explain: bool) -> anyhow::Result<()> {
     use std::io::{BufRead, Write};
 
     use crate::detect::templates::Miner;
@@ -402,15 +407,22 @@ fn templates(file: &std::path::Path, only: Option<TemplatesPart>) -> anyhow::Res
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut miner = Miner::default();
-    if only != Some(TemplatesPart::Templates) {
-        writeln!(out, "line\ttemplate_id")?;
+    let lines = only != Some(TemplatesPart::Templates);
+    match (lines, explain) {
+        (true, true) => writeln!(out, "line\ttemplate_id\twhy")?,
+        (true, false) => writeln!(out, "line\ttemplate_id")?,
+        (false, _) => {}
     }
     for (n, line) in input.split(b'\n').enumerate() {
         let line = line.with_context(|| format!("failed to read {}", file.display()))?;
         let text = String::from_utf8_lossy(&line);
-        let id = miner.add(text.trim_end_matches('\r'), 0).id();
-        if only != Some(TemplatesPart::Templates) {
-            writeln!(out, "{}\t{id}", n + 1)?;
+        let text = text.trim_end_matches('\r');
+        let why = (lines && explain).then(|| miner.explain(text));
+        let id = miner.add(text, 0).id();
+        match why {
+            Some(why) => writeln!(out, "{}\t{id}\t{why}", n + 1)?,
+            None if lines => writeln!(out, "{}\t{id}", n + 1)?,
+            None => {}
         }
     }
     if only != Some(TemplatesPart::Lines) {

@@ -45,11 +45,20 @@ pub struct MinerConfig {
     pub max_children: usize,
     /// Templates at most; beyond it, messages that match none get [`OVERFLOW`].
     pub max_templates: usize,
+    /// A message that differs from a template in a plain word (letters only) never joins it:
+    /// `bytes` / `values` or `Begin` / `End` make two statements.
+    pub words_split: bool,
 }
 
 impl Default for MinerConfig {
     fn default() -> Self {
-        MinerConfig { depth: 4, similarity: 0.6, max_children: 100, max_templates: 100_000 }
+        MinerConfig {
+            depth: 4,
+            similarity: 0.6,
+            max_children: 100,
+            max_templates: 100_000,
+            words_split: true,
+        }
     }
 }
 
@@ -241,7 +250,7 @@ impl Miner {
 
         let mut best: Option<(usize, f64, usize)> = None;
         for &i in &node.templates {
-            if let Some((sim, params)) = similarity(&self.slots[i], info)
+            if let Some((sim, params)) = similarity(&self.slots[i], info, self.cfg.words_split)
                 && best.is_none_or(|(_, s, p)| sim > s || (sim == s && params > p))
             {
                 best = Some((i, sim, params));
@@ -298,6 +307,165 @@ impl Miner {
     }
 }
 
+/// Why a message gets the template it gets, as [`Miner::explain`] tells it before the miner
+/// learns from the message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Explanation {
+    /// Every position agrees with template `id` (a `<*>` agrees with anything).
+    Matches { id: TemplateId },
+    /// Joins template `id`: `similarity` of the positions agree, at least the threshold, and
+    /// no plain word differs; the positions in `generalized` (0-based, with the template's
+    /// token and the message's) become `<*>`.
+    Joins { id: TemplateId, similarity: f64, threshold: f64, generalized: Vec<(usize, String, String)> },
+    /// Starts a template: no template has this many tokens and these leading words.
+    NoCandidate { tokens: usize },
+    /// Starts a template: the closest candidate, `id`, differs in the plain word at `position`
+    /// (the template's word, the message's), and two words make two statements.
+    WordDiffers { id: TemplateId, position: usize, template: String, message: String },
+    /// Starts a template: the closest candidate, `id`, agrees in too few positions.
+    TooDifferent { id: TemplateId, similarity: f64, threshold: f64 },
+    /// The template table is full.
+    Overflow,
+}
+
+impl std::fmt::Display for Explanation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Explanation::Matches { id } => write!(f, "matches template {id} in every position"),
+            Explanation::Joins { id, similarity, threshold, generalized } => {
+                write!(
+                    f,
+                    "joins template {id}: {similarity:.2} of positions agree (threshold {threshold:.2})"
+                )?;
+                for (pos, was, now) in generalized {
+                    write!(f, "; token {} {was:?} vs {now:?} becomes <*>", pos + 1)?;
+                }
+                Ok(())
+            }
+            Explanation::NoCandidate { tokens } => {
+                write!(f, "new template: none has {tokens} tokens and the same leading words")
+            }
+            Explanation::WordDiffers { id, position, template, message } => write!(
+                f,
+                "new template: closest is {id}, but token {} is the word {message:?} where it has {template:?} (different words, different statements)",
+                position + 1
+            ),
+            Explanation::TooDifferent { id, similarity, threshold } => write!(
+                f,
+                "new template: closest is {id}, but only {similarity:.2} of positions agree (threshold {threshold:.2})"
+            ),
+            Explanation::Overflow => write!(f, "no template: the template table is full (max_templates)"),
+        }
+    }
+}
+
+impl Miner {
+    /// Why [`Miner::add`] would give `message` the template it would, without learning from it.
+    pub fn explain(&self, message: &str) -> Explanation {
+        let mut tokens = Tokens::default();
+        tokens.fill(message, &self.hasher);
+        let info = tokens.info();
+        let Some(node) = find_leaf(&self.by_length, &self.cfg, self.wildcard_hash, info) else {
+            return self.new_one(Explanation::NoCandidate { tokens: info.len() });
+        };
+        let mut best: Option<(usize, f64, usize)> = None;
+        // The candidate agreeing in most positions, the plain-word rule aside, and whether
+        // that rule refuses it.
+        let mut closest: Option<(usize, f64, bool)> = None;
+        for &i in &node.templates {
+            let allowed = similarity(&self.slots[i], info, self.cfg.words_split);
+            if let Some((sim, params)) = allowed
+                && best.is_none_or(|(_, s, p)| sim > s || (sim == s && params > p))
+            {
+                best = Some((i, sim, params));
+            }
+            let (share, _) = similarity(&self.slots[i], info, false).unwrap_or((0.0, 0));
+            if closest.is_none_or(|(_, s, _)| share > s) {
+                closest = Some((i, share, allowed.is_none()));
+            }
+        }
+        let text = mask::masked(message);
+        match best {
+            Some((i, sim, _)) if sim >= self.cfg.similarity => {
+                let id = self.templates[i].id;
+                let generalized: Vec<(usize, String, String)> = self.slots[i]
+                    .iter()
+                    .zip(info)
+                    .enumerate()
+                    .filter(|(_, (slot, t))| !slot.wildcard && slot.hash != t.hash)
+                    .map(|(pos, _)| {
+                        let was =
+                            self.templates[i].tokens.get(pos).map(|t| t.to_string()).unwrap_or_default();
+                        let now = text.get(pos).map(|t| t.to_string()).unwrap_or_default();
+                        (pos, was, now)
+                    })
+                    .collect();
+                match generalized.is_empty() {
+                    true => Explanation::Matches { id },
+                    false => Explanation::Joins {
+                        id,
+                        similarity: sim,
+                        threshold: self.cfg.similarity,
+                        generalized,
+                    },
+                }
+            }
+            _ => match closest {
+                Some((i, _, true)) => {
+                    let position = self.slots[i]
+                        .iter()
+                        .zip(info)
+                        .position(|(slot, t)| !slot.wildcard && slot.hash != t.hash && slot.word && t.is_word)
+                        .unwrap_or(0);
+                    let token =
+                        |tokens: &[Box<str>]| tokens.get(position).map(|t| t.to_string()).unwrap_or_default();
+                    self.new_one(Explanation::WordDiffers {
+                        id: self.templates[i].id,
+                        position,
+                        template: token(&self.templates[i].tokens),
+                        message: token(&text),
+                    })
+                }
+                Some((i, sim, false)) => self.new_one(Explanation::TooDifferent {
+                    id: self.templates[i].id,
+                    similarity: sim,
+                    threshold: self.cfg.similarity,
+                }),
+                None => self.new_one(Explanation::NoCandidate { tokens: info.len() }),
+            },
+        }
+    }
+
+    /// `why`, unless no new template can be made.
+    fn new_one(&self, why: Explanation) -> Explanation {
+        match self.templates.len() >= self.cfg.max_templates {
+            true => Explanation::Overflow,
+            false => why,
+        }
+    }
+}
+
+/// The leaf [`leaf`] would give these tokens, if it exists, without making it.
+fn find_leaf<'a>(
+    by_length: &'a HashMap<usize, Node, RandomState>,
+    cfg: &MinerConfig,
+    wildcard: u64,
+    info: &[TokenInfo],
+) -> Option<&'a Node> {
+    let mut node = by_length.get(&info.len())?;
+    for t in info.iter().take(cfg.depth.saturating_sub(2)) {
+        let key = if t.is_value { wildcard } else { t.hash };
+        node = match node.children.get(&key) {
+            Some(child) => child,
+            None if key != wildcard && node.children.len() >= cfg.max_children => {
+                node.children.get(&wildcard)?
+            }
+            None => return None,
+        };
+    }
+    Some(node)
+}
+
 /// The leaf for a message of these tokens: by token count, then by the leading tokens (a value
 /// goes down the `<*>` branch, as does any new token once a node is full).
 fn leaf<'a>(
@@ -336,7 +504,7 @@ fn matches_exactly(template: &[Slot], tokens: &[TokenInfo]) -> bool {
 
 /// Share of agreeing positions and the number of `<*>` in the template, or `None` when a
 /// plain word differs.
-fn similarity(template: &[Slot], tokens: &[TokenInfo]) -> Option<(f64, usize)> {
+fn similarity(template: &[Slot], tokens: &[TokenInfo], words_split: bool) -> Option<(f64, usize)> {
     let (mut agree, mut params) = (0usize, 0usize);
     for (slot, token) in template.iter().zip(tokens) {
         if slot.wildcard {
@@ -344,7 +512,7 @@ fn similarity(template: &[Slot], tokens: &[TokenInfo]) -> Option<(f64, usize)> {
             agree += 1;
         } else if slot.hash == token.hash {
             agree += 1;
-        } else if slot.word && token.is_word {
+        } else if words_split && slot.word && token.is_word {
             return None;
         }
     }
@@ -391,6 +559,69 @@ mod tests {
         assert_eq!(t.pattern(), "Block <*> stored as bytes in memory (estimated size <*>, free <*>)");
         assert_eq!((t.count, t.first_seen, t.last_seen), (2, 1, 2));
         assert!(t.example.starts_with("Block broadcast_1"));
+    }
+
+    #[test]
+    fn explanations_say_why_a_line_joined_or_split() {
+        let mut m = Miner::default();
+        let first = "Block broadcast_1 stored as bytes in memory (estimated size 32.5 KB, free 317.5 MB)";
+        assert_eq!(m.explain(first), Explanation::NoCandidate { tokens: 12 });
+        m.add(first, 0);
+        assert_eq!(m.explain(first), Explanation::Matches { id: 1 });
+        let Explanation::Joins { id: 1, generalized, .. } =
+            m.explain("Block rdd_2_3 stored as bytes in memory (estimated size 8 B, free 317.4 MB)")
+        else {
+            panic!("a new value should join template 1");
+        };
+        assert_eq!(generalized.iter().map(|(p, _, _)| *p).collect::<Vec<_>>(), [1]);
+        assert_eq!(generalized[0].1, "broadcast_<*>");
+        let split =
+            m.explain("Block broadcast_4 stored as values in memory (estimated size 1.2 KB, free 300 MB)");
+        assert_eq!(
+            split,
+            Explanation::WordDiffers {
+                id: 1,
+                position: 4,
+                template: "bytes".into(),
+                message: "values".into()
+            }
+        );
+        assert!(
+            split.to_string().contains("token 5 is the word \"values\" where it has \"bytes\""),
+            "{split}"
+        );
+        m.add("open now a b c d e", 0);
+        let far = m.explain("open now 1 b 2 d 3");
+        assert!(matches!(far, Explanation::TooDifferent { id: 2, .. }), "{far:?}");
+    }
+
+    #[test]
+    fn explanations_agree_with_what_add_does() {
+        let lines = [
+            "open session for alice@example port 22",
+            "open session for bob@example port 23",
+            "close session for bob@example port 23",
+            "open session for carol@example port 25",
+            "connection from 10.0.0.1 closed",
+            "connection from 10.0.0.2 closed",
+            "connection to 10.0.0.2 closed",
+        ];
+        let mut m = Miner::default();
+        for line in lines {
+            let why = m.explain(line);
+            match (m.add(line, 0), &why) {
+                (
+                    Match::New(_),
+                    Explanation::NoCandidate { .. }
+                    | Explanation::WordDiffers { .. }
+                    | Explanation::TooDifferent { .. },
+                ) => {}
+                (Match::Known(id), Explanation::Matches { id: e } | Explanation::Joins { id: e, .. }) => {
+                    assert_eq!(id, *e, "{line}")
+                }
+                (got, _) => panic!("{line}: add gave {got:?}, explain said {why:?}"),
+            }
+        }
     }
 
     #[test]
