@@ -153,22 +153,24 @@ fn bucket_config(extra: &str) -> String {
 
 /// [`bucket_config`] for node `node`, with more `[cluster]` keys (`role`).
 fn node_config(node: &str, cluster: &str, extra: &str) -> String {
-    let defaults = [
-        ("flush_interval", "\"300ms\""),
-        ("flush_bytes", "\"2MiB\""),
-        ("upload_backlog_max_bytes", "\"64MiB\""),
-    ];
-    let mut storage = String::from("[storage]\nurl = \"s3://logs/site-a\"\n");
-    for (key, value) in defaults {
-        if !extra.lines().any(|l| l.split('=').next().is_some_and(|k| k.trim() == key)) {
-            storage.push_str(&format!("{key} = {value}\n"));
-        }
-    }
-    let refresh = match cluster.contains("refresh_interval") {
-        true => "",
-        false => "refresh_interval = \"1s\"\n",
-    };
-    format!("{storage}{extra}[cluster]\nnode_id = \"{node}\"\n{refresh}{cluster}")
+    let storage = defaults(
+        &[
+            ("flush_interval", "\"300ms\""),
+            ("flush_bytes", "\"2MiB\""),
+            ("upload_backlog_max_bytes", "\"64MiB\""),
+        ],
+        extra,
+    );
+    let refresh = defaults(&[("refresh_interval", "\"1s\"")], cluster);
+    format!(
+        "[storage]\nurl = \"s3://logs/site-a\"\n{storage}{extra}[cluster]\nnode_id = \"{node}\"\n{refresh}{cluster}"
+    )
+}
+
+/// `key = value` lines for the `defaults` that `given` does not set itself.
+fn defaults(defaults: &[(&str, &str)], given: &str) -> String {
+    let sets = |key: &str| given.lines().any(|l| l.split('=').next().is_some_and(|k| k.trim() == key));
+    defaults.iter().filter(|(key, _)| !sets(key)).map(|(key, value)| format!("{key} = {value}\n")).collect()
 }
 
 fn start_on(s3: &S3Server, extra: &str) -> Daemon {

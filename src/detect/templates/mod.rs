@@ -248,14 +248,7 @@ impl Miner {
         }
         let node = leaf(&mut self.by_length, &self.cfg, wildcard, info);
 
-        let mut best: Option<(usize, f64, usize)> = None;
-        for &i in &node.templates {
-            if let Some((sim, params)) = similarity(&self.slots[i], info, self.cfg.words_split)
-                && best.is_none_or(|(_, s, p)| sim > s || (sim == s && params > p))
-            {
-                best = Some((i, sim, params));
-            }
-        }
+        let best = best_candidate(&self.slots, &node.templates, info, self.cfg.words_split);
         if let Some((i, sim, _)) = best
             && sim >= self.cfg.similarity
         {
@@ -368,72 +361,47 @@ impl Miner {
         let Some(node) = find_leaf(&self.by_length, &self.cfg, self.wildcard_hash, info) else {
             return self.new_one(Explanation::NoCandidate { tokens: info.len() });
         };
-        let mut best: Option<(usize, f64, usize)> = None;
-        // The candidate agreeing in most positions, the plain-word rule aside, and whether
-        // that rule refuses it.
-        let mut closest: Option<(usize, f64, bool)> = None;
-        for &i in &node.templates {
-            let allowed = similarity(&self.slots[i], info, self.cfg.words_split);
-            if let Some((sim, params)) = allowed
-                && best.is_none_or(|(_, s, p)| sim > s || (sim == s && params > p))
-            {
-                best = Some((i, sim, params));
-            }
-            let (share, _) = similarity(&self.slots[i], info, false).unwrap_or((0.0, 0));
-            if closest.is_none_or(|(_, s, _)| share > s) {
-                closest = Some((i, share, allowed.is_none()));
-            }
-        }
+        let best = best_candidate(&self.slots, &node.templates, info, self.cfg.words_split);
         let text = mask::masked(message);
-        match best {
-            Some((i, sim, _)) if sim >= self.cfg.similarity => {
-                let id = self.templates[i].id;
-                let generalized: Vec<(usize, String, String)> = self.slots[i]
-                    .iter()
-                    .zip(info)
-                    .enumerate()
-                    .filter(|(_, (slot, t))| !slot.wildcard && slot.hash != t.hash)
-                    .map(|(pos, _)| {
-                        let was =
-                            self.templates[i].tokens.get(pos).map(|t| t.to_string()).unwrap_or_default();
-                        let now = text.get(pos).map(|t| t.to_string()).unwrap_or_default();
-                        (pos, was, now)
-                    })
-                    .collect();
-                match generalized.is_empty() {
-                    true => Explanation::Matches { id },
-                    false => Explanation::Joins {
-                        id,
-                        similarity: sim,
-                        threshold: self.cfg.similarity,
-                        generalized,
-                    },
+        let token_at =
+            |tokens: &[Box<str>], pos: usize| tokens.get(pos).map(|t| t.to_string()).unwrap_or_default();
+        if let Some((i, sim, _)) = best
+            && sim >= self.cfg.similarity
+        {
+            let id = self.templates[i].id;
+            let generalized: Vec<(usize, String, String)> = self.slots[i]
+                .iter()
+                .zip(info)
+                .enumerate()
+                .filter(|(_, (slot, t))| !slot.wildcard && slot.hash != t.hash)
+                .map(|(pos, _)| (pos, token_at(&self.templates[i].tokens, pos), token_at(&text, pos)))
+                .collect();
+            return match generalized.is_empty() {
+                true => Explanation::Matches { id },
+                false => {
+                    Explanation::Joins { id, similarity: sim, threshold: self.cfg.similarity, generalized }
                 }
-            }
-            _ => match closest {
-                Some((i, _, true)) => {
-                    let position = self.slots[i]
-                        .iter()
-                        .zip(info)
-                        .position(|(slot, t)| !slot.wildcard && slot.hash != t.hash && slot.word && t.is_word)
-                        .unwrap_or(0);
-                    let token =
-                        |tokens: &[Box<str>]| tokens.get(position).map(|t| t.to_string()).unwrap_or_default();
-                    self.new_one(Explanation::WordDiffers {
-                        id: self.templates[i].id,
-                        position,
-                        template: token(&self.templates[i].tokens),
-                        message: token(&text),
-                    })
-                }
-                Some((i, sim, false)) => self.new_one(Explanation::TooDifferent {
-                    id: self.templates[i].id,
-                    similarity: sim,
-                    threshold: self.cfg.similarity,
-                }),
-                None => self.new_one(Explanation::NoCandidate { tokens: info.len() }),
-            },
+            };
         }
+        // The candidate agreeing in most positions, the plain-word rule aside: what kept the
+        // message from it.
+        let share = |i: usize| similarity(&self.slots[i], info, false).map_or(0.0, |(s, _)| s);
+        let closest = node.templates.iter().copied().max_by(|&a, &b| share(a).total_cmp(&share(b)));
+        let Some(i) = closest else {
+            return self.new_one(Explanation::NoCandidate { tokens: info.len() });
+        };
+        let id = self.templates[i].id;
+        self.new_one(match similarity(&self.slots[i], info, self.cfg.words_split) {
+            Err(position) => Explanation::WordDiffers {
+                id,
+                position,
+                template: token_at(&self.templates[i].tokens, position),
+                message: token_at(&text, position),
+            },
+            Ok((similarity, _)) => {
+                Explanation::TooDifferent { id, similarity, threshold: self.cfg.similarity }
+            }
+        })
     }
 
     /// `why`, unless no new template can be made.
@@ -454,14 +422,7 @@ fn find_leaf<'a>(
 ) -> Option<&'a Node> {
     let mut node = by_length.get(&info.len())?;
     for t in info.iter().take(cfg.depth.saturating_sub(2)) {
-        let key = if t.is_value { wildcard } else { t.hash };
-        node = match node.children.get(&key) {
-            Some(child) => child,
-            None if key != wildcard && node.children.len() >= cfg.max_children => {
-                node.children.get(&wildcard)?
-            }
-            None => return None,
-        };
+        node = node.children.get(&branch(node, t, cfg, wildcard))?;
     }
     Some(node)
 }
@@ -476,13 +437,20 @@ fn leaf<'a>(
 ) -> &'a mut Node {
     let mut node = by_length.entry(info.len()).or_default();
     for t in info.iter().take(cfg.depth.saturating_sub(2)) {
-        let mut key = if t.is_value { wildcard } else { t.hash };
-        if key != wildcard && !node.children.contains_key(&key) && node.children.len() >= cfg.max_children {
-            key = wildcard;
-        }
+        let key = branch(node, t, cfg, wildcard);
         node = node.children.entry(key).or_default();
     }
     node
+}
+
+/// The child of `node` that token `t` goes down: its own, or the `<*>` branch for a value or
+/// for a new token once `node` is full.
+fn branch(node: &Node, t: &TokenInfo, cfg: &MinerConfig, wildcard: u64) -> u64 {
+    let key = if t.is_value { wildcard } else { t.hash };
+    match key != wildcard && !node.children.contains_key(&key) && node.children.len() >= cfg.max_children {
+        true => wildcard,
+        false => key,
+    }
 }
 
 /// Longest example kept per template.
@@ -502,21 +470,40 @@ fn matches_exactly(template: &[Slot], tokens: &[TokenInfo]) -> bool {
     template.len() == tokens.len() && template.iter().zip(tokens).all(|(s, t)| s.wildcard || s.hash == t.hash)
 }
 
-/// Share of agreeing positions and the number of `<*>` in the template, or `None` when a
-/// plain word differs.
-fn similarity(template: &[Slot], tokens: &[TokenInfo], words_split: bool) -> Option<(f64, usize)> {
+/// Share of agreeing positions and the number of `<*>` in the template, or the position of
+/// the first plain word that differs (with `words_split`).
+fn similarity(template: &[Slot], tokens: &[TokenInfo], words_split: bool) -> Result<(f64, usize), usize> {
     let (mut agree, mut params) = (0usize, 0usize);
-    for (slot, token) in template.iter().zip(tokens) {
+    for (pos, (slot, token)) in template.iter().zip(tokens).enumerate() {
         if slot.wildcard {
             params += 1;
             agree += 1;
         } else if slot.hash == token.hash {
             agree += 1;
         } else if words_split && slot.word && token.is_word {
-            return None;
+            return Err(pos);
         }
     }
-    Some((agree as f64 / tokens.len().max(1) as f64, params))
+    Ok((agree as f64 / tokens.len().max(1) as f64, params))
+}
+
+/// The candidate template `tokens` would join: the most similar, the one with more `<*>` among
+/// equals. Its index, similarity and number of `<*>`.
+fn best_candidate(
+    slots: &[Vec<Slot>],
+    candidates: &[usize],
+    tokens: &[TokenInfo],
+    words_split: bool,
+) -> Option<(usize, f64, usize)> {
+    let mut best: Option<(usize, f64, usize)> = None;
+    for &i in candidates {
+        if let Ok((sim, params)) = similarity(&slots[i], tokens, words_split)
+            && best.is_none_or(|(_, s, p)| sim > s || (sim == s && params > p))
+        {
+            best = Some((i, sim, params));
+        }
+    }
+    best
 }
 
 /// Grouping accuracy, the measure used on Loghub: a message counts as correct when the set of
