@@ -137,7 +137,8 @@ pub enum Command {
         work_dir: Option<PathBuf>,
     },
     /// Mine log templates from a file, one message per line (`-` reads stdin), the way the
-    /// daemon does online; prints `line<TAB>template_id` for each line, then
+    /// daemon does online; prints `line<TAB>template_id` for each line (the template it ended up
+    /// in, once templates found to be one statement merged), then
     /// `template_id<TAB>count<TAB>pattern` for each template.
     Templates {
         /// The log file; `-` for stdin.
@@ -145,9 +146,10 @@ pub enum Command {
         /// Print only this part.
         #[arg(long, value_enum)]
         only: Option<TemplatesPart>,
-        /// Say for each line why it got its template: which template it matched or joined
-        /// (and which positions became `<*>`), or why it started one (the closest template
-        /// differs in a plain word, or agrees in too few positions).
+        /// Say for each line why it got its template when it came: which template it matched
+        /// or joined (and which positions became `<*>`), which templates it showed to differ
+        /// only in a word that is a value (they merge), or why it started one (the closest
+        /// template differs in a plain word, or agrees in too few positions).
         #[arg(long)]
         explain: bool,
     },
@@ -398,7 +400,7 @@ async fn remote_query(
 fn templates(file: &std::path::Path, only: Option<TemplatesPart>, explain: bool) -> anyhow::Result<()> {
     use std::io::{BufRead, Write};
 
-    use crate::detect::templates::Miner;
+    use crate::detect::templates::{Explanation, Miner, TemplateId};
     let input: Box<dyn BufRead> = if file.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
@@ -413,16 +415,24 @@ fn templates(file: &std::path::Path, only: Option<TemplatesPart>, explain: bool)
         (true, false) => writeln!(out, "line\ttemplate_id")?,
         (false, _) => {}
     }
-    for (n, line) in input.split(b'\n').enumerate() {
+    // Each line's template and, with --explain, why; printed once the whole input is read, with
+    // the id of the template each line ended up in (a template may merge into another later).
+    let mut given: Vec<(TemplateId, Option<Explanation>)> = Vec::new();
+    for line in input.split(b'\n') {
         let line = line.with_context(|| format!("failed to read {}", file.display()))?;
         let text = String::from_utf8_lossy(&line);
         let text = text.trim_end_matches('\r');
         let why = (lines && explain).then(|| miner.explain(text));
         let id = miner.add(text, 0).id();
+        if lines {
+            given.push((id, why));
+        }
+    }
+    for (n, (id, why)) in given.into_iter().enumerate() {
+        let id = miner.canonical(id);
         match why {
             Some(why) => writeln!(out, "{}\t{id}\t{why}", n + 1)?,
-            None if lines => writeln!(out, "{}\t{id}", n + 1)?,
-            None => {}
+            None => writeln!(out, "{}\t{id}", n + 1)?,
         }
     }
     if only != Some(TemplatesPart::Lines) {
@@ -430,7 +440,7 @@ fn templates(file: &std::path::Path, only: Option<TemplatesPart>, explain: bool)
             writeln!(out)?;
         }
         writeln!(out, "template_id\tcount\tpattern")?;
-        for t in miner.templates() {
+        for t in miner.templates().iter().filter(|t| t.merged_into.is_none()) {
             writeln!(out, "{}\t{}\t{}", t.id, t.count, t.pattern())?;
         }
     }

@@ -209,7 +209,7 @@ impl Metrics {
             templates: gauge(
                 reg,
                 "templates",
-                "Log templates known to the miner (rows of the templates table).",
+                "Log templates messages are given (rows of the templates table not merged into another).",
             )?,
             templates_created: counter(
                 reg,

@@ -364,7 +364,8 @@ impl Detectors {
             counts.insert(format!("template_id={id}"), Some(events));
             let severity = row.get("severity").and_then(|v| v.parse::<u8>().ok());
             let Some(t) = self.templates.as_ref().and_then(|s| s.get(id)) else { continue };
-            let first_here = (out.start..out.end).contains(&t.first_seen);
+            // A template merged since into an older one is a variant of a known statement.
+            let first_here = (out.start..out.end).contains(&t.first_seen) && t.merged_into.is_none();
             if warm && first_here && severity.is_some_and(|s| s <= 4) {
                 let host = row.get("host").cloned().unwrap_or_default();
                 let app = row.get("app").cloned().unwrap_or_default();

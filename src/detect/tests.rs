@@ -243,6 +243,24 @@ fn a_new_error_template_fires_once_a_new_info_template_does_not() {
 }
 
 #[test]
+fn variants_of_a_known_statement_are_not_new() {
+    let mut s = Scenario::new(Vec::new());
+    let mut known = steady();
+    known.push(("gw", "sshd", 4, "Invalid user admin from 203.0.113.9 port 22", 1));
+    for _ in 0..9 {
+        s.step(&known);
+    }
+    // A second user makes a template of its own; a third shows the word is a value, and the
+    // two merge: the second was a variant of the known statement, never a new one.
+    let mut e = known.clone();
+    e.push(("gw", "sshd", 4, "Invalid user guest from 203.0.113.9 port 22", 1));
+    e.push(("gw", "sshd", 4, "Invalid user oracle from 203.0.113.9 port 22", 1));
+    s.step(&e);
+    let firing = s.step(&known);
+    assert!(!firing.iter().any(|f| f.starts_with("new_log_template")), "{firing:?}");
+}
+
+#[test]
 fn nothing_is_new_during_the_warm_up() {
     let mut s = Scenario::new(Vec::new());
     let mut e = steady();

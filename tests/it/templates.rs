@@ -45,6 +45,30 @@ fn a_file_is_mined_into_line_ids_and_a_template_list() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot open /nonexistent/x.log"));
 }
 
+/// A word that varies at one place is a value: the lines of templates merged since print the
+/// template they ended up in, and the list has only the live one.
+#[test]
+fn lines_get_the_template_they_end_up_in() {
+    let log = "Invalid user admin from 10.0.0.1 port 22\n\
+               Invalid user guest from 10.0.0.2 port 22\n\
+               Invalid user oracle from 10.0.0.3 port 22\n\
+               Invalid user guest from 10.0.0.4 port 22\n";
+    let mut child = Command::new(BIN)
+        .args(["templates", "--explain", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(log.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (lines, templates) = text.split_once("\n\n").unwrap();
+    let ids: Vec<&str> = lines.lines().skip(1).map(|l| l.split('\t').nth(1).unwrap()).collect();
+    assert_eq!(ids, ["1", "1", "1", "1"], "{text}");
+    assert!(lines.contains("templates 1, 2 and this line differ only in the word at token 3"), "{text}");
+    assert_eq!(templates, "template_id\tcount\tpattern\n1\t4\tInvalid user <*> from <*> port <*>\n");
+}
+
 /// The daemon mines what arrives: every event in `logs` carries its `template_id`, the
 /// `templates` table lists the patterns (live over Flight SQL, saved for `logwarden query`),
 /// and ids stay the same after a restart.
@@ -101,4 +125,46 @@ async fn events_carry_template_ids_that_survive_a_restart() {
     let saved = d.query("SELECT id, pattern FROM templates ORDER BY id");
     assert_eq!(saved.len(), 2, "{saved:?}");
     assert_eq!(saved[1]["pattern"], "disk <*> is <*>% full");
+}
+
+/// Templates found to be one statement merge in the daemon: events keep the id they were given,
+/// the `templates` table names the template that took its place, and `logwarden_templates`
+/// counts live templates.
+#[tokio::test(flavor = "multi_thread")]
+async fn merged_templates_name_the_template_that_took_their_place() {
+    use tokio::io::AsyncWriteExt;
+
+    use crate::client::{connect_tls, octet};
+    use crate::daemon::{Daemon, wait_until};
+
+    let mut d = Daemon::start();
+    let mut s = connect_tls(d.addr("syslog"), &d.ca_file()).await;
+    let users = ["admin", "guest", "oracle", "tomcat", "git"];
+    for i in 0..25 {
+        let line = format!(
+            "<38>1 - gw sshd - - - Invalid user {} from 198.51.100.{i} port {}",
+            users[i % users.len()],
+            40000 + i
+        );
+        s.write_all(&octet(&line)).await.unwrap();
+    }
+    s.shutdown().await.unwrap();
+    wait_until(std::time::Duration::from_secs(30), "25 events", || d.count("") == 25);
+    wait_until(std::time::Duration::from_secs(30), "one live template", || {
+        d.metric("logwarden_templates") == 1.0
+    });
+    assert_eq!(d.metric("logwarden_templates_created_total"), 2.0, "admin, then guest; oracle merged them");
+    assert!(d.terminate(std::time::Duration::from_secs(20)).success());
+    let templates = d.query("SELECT id, pattern, count, merged_into FROM templates ORDER BY id");
+    assert_eq!(templates.len(), 2, "{templates:?}");
+    assert_eq!(templates[0]["pattern"], "Invalid user <*> from <*> port <*>");
+    assert_eq!(templates[0]["count"], 25);
+    assert!(templates[0]["merged_into"].is_null(), "{templates:?}");
+    assert_eq!(templates[1]["merged_into"], 1, "{templates:?}");
+    let grouped = d.query(
+        "SELECT coalesce(t.merged_into, t.id) AS template, count(*) AS n FROM logs l \
+         JOIN templates t ON l.template_id = t.id GROUP BY 1",
+    );
+    assert_eq!(grouped.len(), 1, "{grouped:?}");
+    assert_eq!(grouped[0]["n"], 25);
 }

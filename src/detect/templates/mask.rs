@@ -1,17 +1,22 @@
 //! A message → the tokens the template miner compares: split on whitespace, with what varies
 //! between two occurrences of the same statement replaced by `<*>`.
 //!
-//! One set of rules for every source (operators cannot tune per source):
+//! One set of rules for every source (operators cannot tune per source), each by the shape of a
+//! token; [`MaskRules`] turns them off one by one for measuring:
 //! - an alphanumeric word that holds a digit is a value: `blk_-4213`, `10.0.0.1:50010`,
 //!   `0x7fed806e`, `6.1.7601.23505`, `attempt_1445_m_0001` keep their letters-only words and
 //!   lose the rest (`blk_<*>`, `<*>`, `<*>`, `<*>`, `attempt_<*>_m_<*>`); values joined by
 //!   `.:-_/` become one `<*>`, and a sign before a value is part of it;
+//! - a dotted name is a value: `chrome.exe`, `man-db.service`, `org.acme.Main` (`names`);
+//! - the value of a `key=value` field is a value, whatever it looks like, quoted with spaces
+//!   included: `user=alice`, `msg="shim disconnected"` (`fields`);
 //! - a run of identical masked tokens is one token, so a list of any length (`@0x.. @0x..`)
-//!   has one shape;
-//! - a unit after a value (`12 ms`, `3.5 KB`) is part of the value.
+//!   has one shape (`runs`);
+//! - a unit after a value (`12 ms`, `3.5 KB`) is part of the value (`units`).
 //!
-//! Tokens without a digit are kept as they are: whether a word is a variable is decided later,
-//! by the miner, when two messages differ there.
+//! Other tokens are kept as they are: whether a word is a variable is decided later, by the
+//! miner, from how it varies. A token says whether it is a plain word (letters and word
+//! punctuation) and whether it is a code (capitals and `_`: `RUNNING`, `GET`).
 
 use std::hash::BuildHasher;
 
@@ -23,6 +28,28 @@ fn joins(b: u8) -> bool {
     matches!(b, b'.' | b':' | b'-' | b'_' | b'/')
 }
 
+/// Which shapes besides digits make a value. Each can be turned off to measure what it is worth
+/// (`cargo bench --bench templates`); the daemon runs with all on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaskRules {
+    /// A dotted name is a value: `chrome.exe`, `mail.example.org`, `org.acme.Main`,
+    /// `nginx.service` (letters or digits on both sides of each inner dot).
+    pub names: bool,
+    /// The value of a `key=value` field is a value, whatever its shape: `user=alice`,
+    /// `state=running`, `(uid=0)`.
+    pub fields: bool,
+    /// A run of the same masked token is one token: a list of any length has one shape.
+    pub runs: bool,
+    /// A unit after a value is part of it: `12 ms`, `3.5 KB`.
+    pub units: bool,
+}
+
+impl Default for MaskRules {
+    fn default() -> Self {
+        MaskRules { names: true, fields: true, runs: true, units: true }
+    }
+}
+
 /// What the miner needs to know of a token besides its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenInfo {
@@ -32,6 +59,9 @@ pub struct TokenInfo {
     pub is_value: bool,
     /// Letters and word punctuation only: two such tokens that differ make two templates.
     pub is_word: bool,
+    /// A word in capitals (`RUNNING`, `GET`, `FAILED`): a code, which names a state or a
+    /// kind of event rather than someone or something.
+    pub is_code: bool,
 }
 
 /// The masked tokens of one or more messages, as hashes: a batch is masked before the miner's
@@ -43,12 +73,17 @@ pub struct TokenInfo {
 /// than masking again. Reuse one per thread, with one hasher.
 #[derive(Debug, Default)]
 pub struct Tokens {
+    rules: MaskRules,
     info: Vec<TokenInfo>,
     scratch: Scratch,
     cache: Cache,
 }
 
 impl Tokens {
+    pub fn new(rules: MaskRules) -> Self {
+        Tokens { rules, ..Tokens::default() }
+    }
+
     pub fn len(&self) -> usize {
         self.info.len()
     }
@@ -75,16 +110,19 @@ impl Tokens {
     pub fn append(&mut self, message: &str, hasher: &impl BuildHasher) -> std::ops::Range<usize> {
         let first = self.info.len();
         let info = &mut self.info;
-        scan(message.as_bytes(), hasher, &mut self.scratch, Some(&mut self.cache), &mut |t, _| info.push(t));
+        let rules = self.rules;
+        scan(message.as_bytes(), rules, hasher, &mut self.scratch, Some(&mut self.cache), &mut |t, _| {
+            info.push(t)
+        });
         first..self.info.len()
     }
 }
 
 /// The masked tokens of `message` as text, the same as [`Tokens::append`] hashes.
-pub fn masked(message: &str) -> Vec<Box<str>> {
+pub fn masked(message: &str, rules: MaskRules) -> Vec<Box<str>> {
     let mut out = Vec::new();
     let hasher = foldhash::fast::FixedState::default();
-    scan(message.as_bytes(), &hasher, &mut Scratch::default(), None, &mut |_, text| {
+    scan(message.as_bytes(), rules, &hasher, &mut Scratch::default(), None, &mut |_, text| {
         out.push(String::from_utf8_lossy(text).into())
     });
     out
@@ -142,6 +180,7 @@ struct Pending {
 /// rewritten (into the scratch buffer), the others are hashed as slices of `b`.
 fn scan(
     b: &[u8],
+    rules: MaskRules,
     hasher: &impl BuildHasher,
     s: &mut Scratch,
     mut cache: Option<&mut Cache>,
@@ -151,8 +190,9 @@ fn scan(
     let mut pending: Option<Pending> = None;
     // Hash of the last token, emitted or pending: a run of the same masked token is one token.
     let mut last: Option<u64> = None;
+    let mut quotes = Quotes::default();
     let flush = |p: Pending, s: &Scratch, emit: &mut dyn FnMut(TokenInfo, &[u8])| {
-        let info = TokenInfo { hash: p.hash, is_value: true, is_word: false };
+        let info = TokenInfo { hash: p.hash, is_value: true, is_word: false, is_code: false };
         emit(info, if p.in_prev { &s.prev } else { &[] });
     };
     let mut i = 0;
@@ -174,8 +214,16 @@ fn scan(
             all &= c;
             i += 1;
         }
+        if any & FIELD != 0
+            && rules.fields
+            && let Some(end) = quoted_field_end(b, start, i, &mut quotes)
+        {
+            // `msg="cleaning up dead shim"`: one field, one value, however many words.
+            i = end;
+            all = 0;
+        }
         let raw = &b[start..i];
-        if any & DIGIT != 0 {
+        if any & DIGIT != 0 || (any & (DOT | FIELD) != 0 && has_value_shape(raw, any, rules)) {
             // A number, address or time (digits and separators only) seldom recurs verbatim:
             // masking it is cheaper than a cache lookup that would miss, and keeping it out
             // leaves the cache to the tokens that do recur.
@@ -186,17 +234,17 @@ fn scan(
                     if slot.used && slot.raw == key {
                         (slot.masked, slot.ends_with_wildcard, false)
                     } else {
-                        let (hash, ends) = mask_into(raw, &mut s.cur, hasher);
+                        let (hash, ends) = mask_into(raw, rules, any, &mut s.cur, hasher);
                         *slot = CacheSlot { raw: key, masked: hash, ends_with_wildcard: ends, used: true };
                         (hash, ends, true)
                     }
                 }
                 _ => {
-                    let (hash, ends) = mask_into(raw, &mut s.cur, hasher);
+                    let (hash, ends) = mask_into(raw, rules, any, &mut s.cur, hasher);
                     (hash, ends, true)
                 }
             };
-            if last == Some(hash) {
+            if rules.runs && last == Some(hash) {
                 continue;
             }
             if let Some(p) = pending.take() {
@@ -213,12 +261,13 @@ fn scan(
         // A unit (with trailing punctuation) after a value belongs to it.
         if let Some(p) = &mut pending
             && p.ends_with_wildcard
+            && rules.units
         {
             let bare = trim_unit_punctuation(raw);
             if is_unit(bare) {
                 if !p.in_prev {
                     s.prev.clear();
-                    mask_value(&b[p.raw.0..p.raw.1], &mut s.prev);
+                    mask_value(&b[p.raw.0..p.raw.1], rules, DOT | FIELD, &mut s.prev);
                     p.in_prev = true;
                 }
                 s.prev.extend_from_slice(&raw[bare.len()..]);
@@ -234,7 +283,11 @@ fn scan(
         }
         let hash = hasher.hash_one(raw);
         emit(
-            TokenInfo { hash, is_value: false, is_word: raw[0].is_ascii_alphabetic() && all & WORD != 0 },
+            {
+                let is_code = any & LOWER == 0 && raw[0].is_ascii_uppercase() && is_code(raw);
+                let is_word = is_code || (raw[0].is_ascii_alphabetic() && all & WORD != 0);
+                TokenInfo { hash, is_value: false, is_word, is_code }
+            },
             raw,
         );
         emitted += 1;
@@ -246,9 +299,15 @@ fn scan(
 }
 
 /// Mask `raw` into `out` (cleared first); the masked text's hash and whether it ends in `<*>`.
-fn mask_into(raw: &[u8], out: &mut Vec<u8>, hasher: &impl BuildHasher) -> (u64, bool) {
+fn mask_into(
+    raw: &[u8],
+    rules: MaskRules,
+    any: u8,
+    out: &mut Vec<u8>,
+    hasher: &impl BuildHasher,
+) -> (u64, bool) {
     out.clear();
-    mask_value(raw, out);
+    mask_value(raw, rules, any, out);
     (hasher.hash_one(&out[..]), out.ends_with(WILDCARD.as_bytes()))
 }
 
@@ -275,6 +334,12 @@ const RUN: u8 = 4;
 const SPACE: u8 = 8;
 /// A byte of a number, address or time: ASCII digits and the separators values join through.
 const NUMBER: u8 = 16;
+/// `.`: a token holding one may be a dotted name ([`has_value_shape`]).
+const DOT: u8 = 32;
+/// Lower-case ASCII letters (a word without any is a code).
+const LOWER: u8 = 64;
+/// `=` and `"`: a token holding one may be a field, or open a quoted one.
+const FIELD: u8 = 128;
 static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut i = 0;
@@ -282,10 +347,16 @@ static CLASS: [u8; 256] = {
         let c = i as u8;
         t[i] = if c.is_ascii_digit() {
             DIGIT | RUN | NUMBER
+        } else if c.is_ascii_lowercase() {
+            WORD | RUN | LOWER
         } else if c.is_ascii_alphabetic() {
             WORD | RUN
-        } else if matches!(c, b'.' | b':') {
+        } else if c == b'.' {
+            WORD | NUMBER | DOT
+        } else if c == b':' {
             WORD | NUMBER
+        } else if matches!(c, b'=' | b'"') {
+            FIELD
         } else if matches!(c, b'-' | b'_' | b'/') {
             NUMBER
         } else if matches!(c, b'\'' | b',' | b';' | b'(' | b')' | b'[' | b']') {
@@ -304,6 +375,102 @@ static CLASS: [u8; 256] = {
 
 fn class(b: u8) -> u8 {
     CLASS[b as usize]
+}
+
+fn is_run(b: u8) -> bool {
+    class(b) & RUN != 0
+}
+
+/// Whether `token`, which holds no digit and the byte classes `any`, is or holds a value by
+/// `rules`: a dotted name, or a `key=value` field.
+fn has_value_shape(token: &[u8], any: u8, rules: MaskRules) -> bool {
+    (rules.fields && any & FIELD != 0 && field_value(token).is_some())
+        || (rules.names && any & DOT != 0 && has_dotted_name(token))
+}
+
+/// Longest quoted field value followed across spaces ([`quoted_field_end`]).
+const MAX_QUOTED: usize = 512;
+
+/// What one message's search for closing quotes has found so far, so that tokens which open a
+/// quote and never close it cost one pass over the message between them, not one each.
+#[derive(Default)]
+struct Quotes {
+    /// Searched from `from` up to `to`: the first `"` there is at `found`.
+    from: usize,
+    to: usize,
+    found: Option<usize>,
+}
+
+impl Quotes {
+    /// The first `"` in `b[at..limit]`.
+    fn first(&mut self, b: &[u8], at: usize, limit: usize) -> Option<usize> {
+        if at >= self.from {
+            match self.found {
+                Some(q) if q >= at => return (q < limit).then_some(q),
+                None if self.to >= limit => return None,
+                _ => {}
+            }
+        }
+        let start = if at >= self.from && self.found.is_none() { at.max(self.to) } else { at };
+        let found = b[start..limit].iter().position(|&c| c == b'"').map(|q| start + q);
+        *self = Quotes { from: at, to: limit, found };
+        found
+    }
+}
+
+/// When `b[start..end]` opens a quoted field value it does not close (`msg="cleaning`), the end
+/// of the token that closes it (`shim"` or `shim",`), if within [`MAX_QUOTED`] bytes.
+fn quoted_field_end(b: &[u8], start: usize, end: usize, quotes: &mut Quotes) -> Option<usize> {
+    let token = &b[start..end];
+    let eq = token.windows(2).position(|w| w == b"=\"")?;
+    if eq == 0 || !is_run(token[eq - 1]) || token[eq + 2..].contains(&b'"') {
+        return None;
+    }
+    let close = quotes.first(b, end, b.len().min(end + MAX_QUOTED))?;
+    let after = close + b[close..].iter().position(|&c| class(c) & SPACE != 0).unwrap_or(b.len() - close);
+    Some(after)
+}
+
+/// Where the value of a `key=value` field is in `token`: after the first `=` that follows a
+/// letter or digit, up to the closing punctuation at its end; `None` if that is empty.
+fn field_value(token: &[u8]) -> Option<(usize, usize)> {
+    let eq = token.iter().position(|&c| c == b'=')?;
+    if eq == 0 || !is_run(token[eq - 1]) {
+        return None;
+    }
+    let value = trim_closing(&token[eq + 1..]);
+    (!value.is_empty()).then_some((eq + 1, eq + 1 + value.len()))
+}
+
+fn trim_closing(mut t: &[u8]) -> &[u8] {
+    while let [rest @ .., b',' | b';' | b')' | b']' | b'}' | b'.'] = t {
+        t = rest;
+    }
+    t
+}
+
+/// Whether `token` holds a dotted name: a `.` with a letter or digit on each side.
+fn has_dotted_name(token: &[u8]) -> bool {
+    token.windows(3).any(|w| w[1] == b'.' && is_run(w[0]) && is_run(w[2]))
+}
+
+/// Where the name whose first run of letters and digits ends at `i` ends, if it goes on
+/// through single `.-_@` and holds an inner dot: `chrome.exe`, `man-db.service`,
+/// `user@1000.service`.
+fn dotted_name_end(token: &[u8], mut i: usize) -> Option<usize> {
+    let mut dotted = false;
+    loop {
+        match token.get(i..i + 2) {
+            Some([sep @ (b'.' | b'-' | b'_' | b'@'), next]) if is_run(*next) => {
+                dotted |= *sep == b'.';
+                i += 1;
+                while i < token.len() && is_run(token[i]) {
+                    i += 1;
+                }
+            }
+            _ => return dotted.then_some(i),
+        }
+    }
 }
 
 fn is_unit(s: &[u8]) -> bool {
@@ -330,7 +497,19 @@ fn is_unit(s: &[u8]) -> bool {
 /// A stored template token described as [`Tokens::fill`] would have (for restoring a miner).
 pub fn describe(token: &str, hasher: &impl BuildHasher) -> TokenInfo {
     let is_value = token.contains(WILDCARD);
-    TokenInfo { hash: hasher.hash_one(token.as_bytes()), is_value, is_word: !is_value && is_word(token) }
+    let is_code = !is_value && is_code(token.as_bytes());
+    let is_word = is_code || (!is_value && is_word(token));
+    TokenInfo { hash: hasher.hash_one(token.as_bytes()), is_value, is_word, is_code }
+}
+
+/// A code: capitals and `_` (and the punctuation words carry), at least two letters, such as
+/// `RUNNING`, `GET`, `SUCCESS_CONTAINER_CLEANUP,`.
+fn is_code(token: &[u8]) -> bool {
+    token.first().is_some_and(u8::is_ascii_uppercase)
+        && token.iter().filter(|c| c.is_ascii_uppercase()).count() > 1
+        && token.iter().all(|&c| {
+            c.is_ascii_uppercase() || c == b'_' || (class(c) & WORD != 0 && !c.is_ascii_alphabetic())
+        })
 }
 
 /// Letters and the punctuation words carry (`bytes`, `End.`, `(null)`).
@@ -342,9 +521,19 @@ pub fn is_word(token: &str) -> bool {
 /// Append `token`, which holds a digit, masked to `out`: each run of letters and digits that
 /// holds a digit becomes `<*>`, other runs and punctuation are kept; values joined by a single
 /// separator (`10.0.0.1:80`) become one `<*>`, and a sign right before a value is the value's.
-fn mask_value(token: &[u8], out: &mut Vec<u8>) {
+fn mask_value(token: &[u8], rules: MaskRules, any: u8, out: &mut Vec<u8>) {
     out.reserve(token.len() + WILDCARD.len());
+    if rules.fields
+        && any & FIELD != 0
+        && let Some((start, end)) = field_value(token)
+    {
+        out.extend_from_slice(&token[..start]);
+        out.extend_from_slice(WILDCARD.as_bytes());
+        out.extend_from_slice(&token[end..]);
+        return;
+    }
     let base = out.len();
+    let names = rules.names && any & DOT != 0;
     // The last thing written is a `<*>`, possibly followed by one joining separator (at that
     // offset in `out`).
     let mut after_value = false;
@@ -369,13 +558,14 @@ fn mask_value(token: &[u8], out: &mut Vec<u8>) {
             continue;
         }
         let mut any = 0;
-        while i < n {
-            let c = class(token[i]);
-            if c & RUN == 0 {
-                break;
-            }
-            any |= c;
+        while i < n && is_run(token[i]) {
+            any |= class(token[i]);
             i += 1;
+        }
+        // A dotted name is one value, through its inner `-_@` too: `man-db.service`.
+        if names && let Some(end) = dotted_name_end(token, i) {
+            any = DIGIT;
+            i = end;
         }
         if any & DIGIT == 0 {
             out.extend_from_slice(&token[start..i]);
@@ -407,7 +597,8 @@ mod tests {
     use super::*;
 
     fn masked(msg: &str) -> Vec<String> {
-        let text: Vec<String> = super::masked(msg).into_iter().map(String::from).collect();
+        let text: Vec<String> =
+            super::masked(msg, MaskRules::default()).into_iter().map(String::from).collect();
         // The hashes are those of the text.
         let h = foldhash::fast::RandomState::default();
         let mut t = Tokens::default();
@@ -477,9 +668,85 @@ mod tests {
         for msg in messages.iter().chain(&messages) {
             let r = t.append(msg, &h);
             let got: Vec<u64> = t.info()[r].iter().map(|i| i.hash).collect();
-            let want: Vec<u64> = super::masked(msg).iter().map(|s| h.hash_one(s.as_bytes())).collect();
+            let want: Vec<u64> =
+                super::masked(msg, MaskRules::default()).iter().map(|s| h.hash_one(s.as_bytes())).collect();
             assert_eq!(got, want, "{msg}");
         }
+    }
+
+    #[test]
+    fn dotted_names_are_values() {
+        assert_eq!(
+            masked("chrome.exe - proxy.example.org:5070 close, 1190 bytes sent"),
+            ["<*>", "-", "<*>", "close,", "<*>", "sent"]
+        );
+        assert_eq!(masked("man-db.service: Succeeded."), ["<*>:", "Succeeded."]);
+        assert_eq!(masked("Started user@1000.service."), ["Started", "<*>."]);
+        assert_eq!(masked("5 (n.leader), at java.lang.Thread.run"), ["<*>", "(<*>),", "at", "<*>"]);
+        // A dot that ends a sentence or stands alone joins nothing.
+        assert_eq!(masked("End. of ... story."), ["End.", "of", "...", "story."]);
+    }
+
+    #[test]
+    fn field_values_are_values_quoted_or_not() {
+        assert_eq!(
+            masked("status=ok pod=api (uid=0) logname= tty=ssh a==b"),
+            ["status=<*>", "pod=<*>", "(uid=<*>)", "logname=", "tty=<*>", "a=<*>"]
+        );
+        assert_eq!(
+            masked(r#"level=info msg="cleaning up dead shim" container=ab namespace=moby"#),
+            ["level=<*>", "msg=<*>", "container=<*>", "namespace=<*>"]
+        );
+        assert_eq!(masked(r#"tag="View Lock", name=x"#), ["tag=<*>,", "name=<*>"]);
+        // A quote never closed is not followed: the rest of the message keeps its words.
+        assert_eq!(masked(r#"msg="never closed here"#), ["msg=<*>", "closed", "here"]);
+        // `=` with nothing before it is not a field.
+        assert_eq!(masked("== done"), ["==", "done"]);
+    }
+
+    #[test]
+    fn unclosed_quotes_cost_one_pass() {
+        // Each `k="` searches on for its closing quote; what one found is not searched again.
+        let mut q = Quotes::default();
+        let b = b"a=\"x b=\"y c d \" e";
+        assert_eq!(q.first(b, 4, b.len()), Some(7));
+        assert_eq!(q.first(b, 8, b.len()), Some(14));
+        assert_eq!(q.first(b, 9, b.len()), Some(14));
+        assert_eq!(q.first(b, 9, 12), None);
+        assert_eq!(q.first(b, 15, b.len()), None);
+        assert_eq!(q.first(b, 16, b.len()), None);
+        let hostile = "k=\"x ".repeat(2000);
+        assert_eq!(masked(&hostile).len(), 1, "one token, repeated");
+        let quoted = format!("{hostile}end\"");
+        assert!(masked(&quoted).len() <= MAX_TOKENS);
+    }
+
+    #[test]
+    fn words_in_capitals_are_codes() {
+        let h = foldhash::fast::RandomState::default();
+        let mut t = Tokens::default();
+        t.fill("RUNNING SUCCESS_CONTAINER_CLEANUP, Running A GET x_Y OK.", &h);
+        let codes: Vec<(bool, bool)> = t.info().iter().map(|i| (i.is_word, i.is_code)).collect();
+        assert_eq!(
+            codes,
+            [
+                (true, true),
+                (true, true),
+                (true, false),
+                (true, false),
+                (true, true),
+                (false, false),
+                (true, true)
+            ]
+        );
+    }
+
+    #[test]
+    fn each_rule_can_be_turned_off() {
+        let none = MaskRules { names: false, fields: false, runs: false, units: false };
+        let text = |msg: &str| super::masked(msg, none).into_iter().map(String::from).collect::<Vec<_>>();
+        assert_eq!(text("chrome.exe state=ok"), ["chrome.exe", "state=ok"]);
+        assert_eq!(text("a 1 2 in 12 ms"), ["a", "<*>", "<*>", "in", "<*>", "ms"]);
     }
 
     #[test]

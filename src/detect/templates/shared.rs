@@ -76,7 +76,7 @@ impl Shared {
         };
         let miner = Miner::restore(MinerConfig::default(), templates);
         if let Some(m) = &metrics {
-            m.known.set(miner.templates().len() as i64);
+            m.known.set(miner.live() as i64);
         }
         Ok(Arc::new(Shared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -110,7 +110,7 @@ impl Shared {
         SCRATCH.with_borrow_mut(|scratch| {
             let tokens = match scratch {
                 Some((owner, tokens)) if *owner == self.id => tokens,
-                _ => &mut scratch.insert((self.id, Tokens::default())).1,
+                _ => &mut scratch.insert((self.id, self.lock().tokens())).1,
             };
             tokens.clear();
             let ranges: Vec<_> =
@@ -143,11 +143,9 @@ impl Shared {
                     id => ids.append_value(id),
                 }
             }
-            miner.templates().len()
+            miner.live()
         };
-        if let Some(m) = &self.metrics
-            && created > 0
-        {
+        if let Some(m) = &self.metrics {
             m.created.inc_by(created);
             m.known.set(known as i64);
         }

@@ -1,4 +1,6 @@
-//! The `templates` table: one row per mined template (`id` is what `logs.template_id` holds).
+//! The `templates` table: one row per mined template (`id` is what `logs.template_id` holds;
+//! events given a template that was later merged keep its id, and `merged_into` names the
+//! template that took its place: `coalesce(merged_into, id)` groups them).
 //!
 //! In the daemon it reads the live miner; `logwarden query` on a data directory reads the
 //! saved `templates.json`. With a bucket, the templates other nodes published follow, each row
@@ -54,10 +56,16 @@ pub fn schema() -> SchemaRef {
         Field::new("example", DataType::Utf8, false),
         // The node whose miner holds the template (null without a bucket).
         Field::new("node", DataType::Utf8, true),
+        // The template this one was merged into, once found to be the same statement with a
+        // word for a value: its events since then have that id (null for a live template).
+        Field::new("merged_into", DataType::UInt32, true),
     ]))
 }
 
 fn to_batch(templates: &[Template], node: Option<&str>) -> Result<RecordBatch> {
+    let mut templates = templates.to_vec();
+    super::miner::resolve_merges(&mut templates);
+    let templates = &templates[..];
     let ts = |f: fn(&Template) -> i64| {
         Arc::new(TimestampNanosecondArray::from_iter_values(templates.iter().map(f)).with_timezone("UTC"))
             as ArrayRef
@@ -70,6 +78,7 @@ fn to_batch(templates: &[Template], node: Option<&str>) -> Result<RecordBatch> {
         ts(|t| t.last_seen),
         Arc::new(StringArray::from_iter_values(templates.iter().map(|t| t.example.as_str()))),
         Arc::new(StringArray::from_iter(templates.iter().map(|_| node))),
+        Arc::new(UInt32Array::from_iter(templates.iter().map(|t| t.merged_into))),
     ];
     Ok(RecordBatch::try_new(schema(), columns)?)
 }
