@@ -397,17 +397,25 @@ impl Miner {
     /// The candidate template `tokens` would join: in the leaves of the tree they lead to, the
     /// most similar, the one with more `<*>` among equals. Its index, similarity and `<*>` count.
     fn best_candidate(&self, tokens: &[TokenInfo]) -> Option<(usize, f64, usize)> {
-        let mut best: Option<(usize, f64, usize)> = None;
         let root = self.by_length.get(&tokens.len())?;
-        for_each_leaf(root, tokens, self.levels(), &mut |leaf| {
+        let mut best: Option<(usize, f64, usize)> = None;
+        let consider = |leaf: &Node, best: &mut Option<(usize, f64, usize)>| {
             for &i in &leaf.templates {
                 if let Ok((sim, params)) = similarity(&self.slots[i], tokens, self.words(leaf))
                     && best.is_none_or(|(_, s, p)| sim > s || (sim == s && params > p))
                 {
-                    best = Some((i, sim, params));
+                    *best = Some((i, sim, params));
                 }
             }
-        });
+        };
+        // Most messages join a template on the path of their own tokens; the other leaves
+        // are looked at only when none there will do.
+        if let Some(leaf) = own_leaf(root, tokens, self.levels()) {
+            consider(leaf, &mut best);
+        }
+        if best.is_none_or(|(_, sim, _)| sim < self.cfg.similarity) {
+            for_each_leaf(root, tokens, self.levels(), &mut |leaf| consider(leaf, &mut best));
+        }
         best
     }
 
@@ -747,6 +755,16 @@ fn for_each_leaf<'a>(node: &'a Node, tokens: &[impl Token], levels: usize, f: &m
     if let Some(child) = &node.wildcard {
         for_each_leaf(child, rest, levels - 1, f);
     }
+}
+
+/// The leaf of the path a message's tokens take first: a token's own child where there is
+/// one, else the `<*>` child.
+fn own_leaf<'a>(mut node: &'a Node, tokens: &[impl Token], levels: usize) -> Option<&'a Node> {
+    for t in tokens.iter().take(levels) {
+        let own = (!t.is_value()).then(|| node.children.get(&t.hash())).flatten();
+        node = own.or(node.wildcard.as_deref())?;
+    }
+    Some(node)
 }
 
 /// [`for_each_leaf`] for a template's tokens: under a `<*>`, every child (the templates it
