@@ -440,8 +440,13 @@ fn templates(file: &std::path::Path, only: Option<TemplatesPart>, explain: bool)
             writeln!(out)?;
         }
         writeln!(out, "template_id\tcount\tpattern")?;
+        // A template's count takes in those of the templates merged into it.
+        let mut counts = vec![0u64; miner.templates().len() + 1];
+        for t in miner.templates() {
+            counts[miner.canonical(t.id) as usize] += t.count;
+        }
         for t in miner.templates().iter().filter(|t| t.merged_into.is_none()) {
-            writeln!(out, "{}\t{}\t{}", t.id, t.count, t.pattern())?;
+            writeln!(out, "{}\t{}\t{}", t.id, counts[t.id as usize], t.pattern())?;
         }
     }
     out.flush()?;

@@ -223,6 +223,24 @@ fn scan(
             all = 0;
         }
         let raw = &b[start..i];
+        if raw.len() > MAX_TOKEN_BYTES
+            && !(rules.fields && any & FIELD != 0 && field_value(raw).is_some_and(|(at, _)| at <= 64))
+        {
+            // Data, whatever its shape: a template never holds a sender's kilobytes.
+            let hash = hasher.hash_one(WILDCARD.as_bytes());
+            if rules.runs && last == Some(hash) {
+                continue;
+            }
+            if let Some(p) = pending.take() {
+                flush(p, s, emit);
+                emitted += 1;
+            }
+            s.prev.clear();
+            s.prev.extend_from_slice(WILDCARD.as_bytes());
+            pending = Some(Pending { hash, ends_with_wildcard: true, raw: (start, i), in_prev: true });
+            last = Some(hash);
+            continue;
+        }
         if any & DIGIT != 0 || (any & (DOT | FIELD) != 0 && has_value_shape(raw, any, rules)) {
             // A number, address or time (digits and separators only) seldom recurs verbatim:
             // masking it is cheaper than a cache lookup that would miss, and keeping it out
@@ -281,6 +299,17 @@ fn scan(
             flush(p, s, emit);
             emitted += 1;
         }
+        // A sender's literal `<*>` is text, not the wildcard: it is kept escaped as `<\*>`.
+        let literal =
+            all & WORD == 0 && raw.contains(&b'*') && raw.windows(3).any(|w| w == WILDCARD.as_bytes());
+        let raw = match literal {
+            true => {
+                s.cur.clear();
+                escape_wildcards(raw, &mut s.cur);
+                &s.cur[..]
+            }
+            false => raw,
+        };
         let hash = hasher.hash_one(raw);
         emit(
             {
@@ -316,6 +345,19 @@ fn trim_unit_punctuation(mut t: &[u8]) -> &[u8] {
         t = rest;
     }
     t
+}
+
+/// A token longer than this is a value, whatever its shape.
+pub const MAX_TOKEN_BYTES: usize = 128;
+
+/// `raw` into `out` with each `<*>` written `<\*>`.
+fn escape_wildcards(mut raw: &[u8], out: &mut Vec<u8>) {
+    while let Some(at) = raw.windows(3).position(|w| w == WILDCARD.as_bytes()) {
+        out.extend_from_slice(&raw[..at]);
+        out.extend_from_slice(b"<\\*>");
+        raw = &raw[at + 3..];
+    }
+    out.extend_from_slice(raw);
 }
 
 /// Tokens of a message that count for its template; the rest of a longer message is not
@@ -422,8 +464,13 @@ impl Quotes {
 /// of the token that closes it (`shim"` or `shim",`), if within [`MAX_QUOTED`] bytes.
 fn quoted_field_end(b: &[u8], start: usize, end: usize, quotes: &mut Quotes) -> Option<usize> {
     let token = &b[start..end];
-    let eq = token.windows(2).position(|w| w == b"=\"")?;
-    if eq == 0 || !is_run(token[eq - 1]) || token[eq + 2..].contains(&b'"') {
+    // The field's `=` (the first, as [`field_value`] takes it) opens the quote.
+    let eq = token.iter().position(|&c| c == b'=')?;
+    if eq == 0
+        || !is_run(token[eq - 1])
+        || token.get(eq + 1) != Some(&b'"')
+        || token[eq + 2..].contains(&b'"')
+    {
         return None;
     }
     let close = quotes.first(b, end, b.len().min(end + MAX_QUOTED))?;
@@ -454,10 +501,10 @@ fn has_dotted_name(token: &[u8]) -> bool {
     token.windows(3).any(|w| w[1] == b'.' && is_run(w[0]) && is_run(w[2]))
 }
 
-/// Where the name whose first run of letters and digits ends at `i` ends, if it goes on
-/// through single `.-_@` and holds an inner dot: `chrome.exe`, `man-db.service`,
+/// Where the name whose first run of letters and digits ends at `i` ends (it goes on through
+/// single `.-_@`), and whether it holds an inner dot: `chrome.exe`, `man-db.service`,
 /// `user@1000.service`.
-fn dotted_name_end(token: &[u8], mut i: usize) -> Option<usize> {
+fn dotted_name_end(token: &[u8], mut i: usize) -> (usize, bool) {
     let mut dotted = false;
     loop {
         match token.get(i..i + 2) {
@@ -468,7 +515,7 @@ fn dotted_name_end(token: &[u8], mut i: usize) -> Option<usize> {
                     i += 1;
                 }
             }
-            _ => return dotted.then_some(i),
+            _ => return (i, dotted),
         }
     }
 }
@@ -534,6 +581,8 @@ fn mask_value(token: &[u8], rules: MaskRules, any: u8, out: &mut Vec<u8>) {
     }
     let base = out.len();
     let names = rules.names && any & DOT != 0;
+    // Where the last name found without an inner dot ends: no run before it starts one.
+    let mut undotted_until = 0;
     // The last thing written is a `<*>`, possibly followed by one joining separator (at that
     // offset in `out`).
     let mut after_value = false;
@@ -563,9 +612,14 @@ fn mask_value(token: &[u8], rules: MaskRules, any: u8, out: &mut Vec<u8>) {
             i += 1;
         }
         // A dotted name is one value, through its inner `-_@` too: `man-db.service`.
-        if names && let Some(end) = dotted_name_end(token, i) {
-            any = DIGIT;
-            i = end;
+        if names && i >= undotted_until {
+            match dotted_name_end(token, i) {
+                (end, true) => {
+                    any = DIGIT;
+                    i = end;
+                }
+                (end, false) => undotted_until = end,
+            }
         }
         if any & DIGIT == 0 {
             out.extend_from_slice(&token[start..i]);

@@ -40,3 +40,6 @@ pub fn stamp(
         None => Ok(batch),
     }
 }
+
+#[cfg(test)]
+mod hostile;

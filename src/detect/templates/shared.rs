@@ -26,6 +26,10 @@ pub enum TemplatesError {
     Io { op: &'static str, path: String, source: std::io::Error },
     #[error("{path} is not a template file this version can read: {source}")]
     Format { path: String, source: serde_json::Error },
+    #[error(
+        "{path} is damaged: template ids must run 1, 2, 3... in order, but id {found} comes where {expected} should"
+    )]
+    Ids { path: String, found: u32, expected: u32 },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -91,9 +95,18 @@ impl Shared {
 
     /// The templates in a `templates.json` body; `origin` names it in the error.
     pub fn decode(body: &[u8], origin: &str) -> Result<Vec<Template>, TemplatesError> {
-        serde_json::from_slice::<File>(body)
+        let templates = serde_json::from_slice::<File>(body)
             .map(|f| f.templates)
-            .map_err(|source| TemplatesError::Format { path: origin.to_owned(), source })
+            .map_err(|source| TemplatesError::Format { path: origin.to_owned(), source })?;
+        // Events hold these ids: a file with one missing would have new statements take the
+        // ids of old ones.
+        for (i, t) in templates.iter().enumerate() {
+            let expected = i as u32 + 1;
+            if t.id != expected {
+                return Err(TemplatesError::Ids { path: origin.to_owned(), found: t.id, expected });
+            }
+        }
+        Ok(templates)
     }
 
     fn lock(&self) -> MutexGuard<'_, Miner> {
