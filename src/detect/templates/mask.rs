@@ -612,7 +612,8 @@ fn mask_value(token: &[u8], rules: MaskRules, any: u8, out: &mut Vec<u8>) {
             i += 1;
         }
         // A dotted name is one value, through its inner `-_@` too: `man-db.service`.
-        if names && i >= undotted_until {
+        // (A run holding a digit is a value already, and joins what follows through `.`.)
+        if names && any & DIGIT == 0 && i >= undotted_until {
             match dotted_name_end(token, i) {
                 (end, true) => {
                     any = DIGIT;
