@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::miner::resolve_merges;
+use super::miner::{resolve_merges, test_rng};
 use super::{Explanation, Match, Miner, MinerConfig, Template, TemplateId, mask};
 
 fn t(id: TemplateId, tokens: &[&str], merged_into: Option<TemplateId>) -> Template {
@@ -209,13 +209,7 @@ fn attack_merged_counts_are_counted_twice() {
 
 #[test]
 fn damaged_files_restore_sanely() {
-    let mut seed = 0x9E3779B97F4A7C15u64;
-    let mut rnd = |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
+    let mut rnd = test_rng(0x9E3779B97F4A7C15);
     for _ in 0..2000 {
         let n = 1 + rnd(12);
         let mut file: Vec<Template> = (0..n)
@@ -226,7 +220,7 @@ fn damaged_files_restore_sanely() {
                     _ => Some(rnd(16) as u32),
                 };
                 let toks = ["a", "<*>", "b", "c#"];
-                let tokens: Vec<&str> = (0..rnd(4)).map(|_| toks[rnd(4) as usize]).collect();
+                let tokens: Vec<&str> = (0..rnd(4)).map(|_| toks[rnd(4)]).collect();
                 t(id, &tokens, into)
             })
             .collect();
@@ -257,13 +251,7 @@ fn random_bytes_mask_consistently_and_never_panic() {
         "a", "Z", "1", ".", "-", "_", "/", "=", "\"", " ", "é", "ü.", "ms", "KB", "<*>", "@", ":", ",", ")",
         "x=\"", "GET",
     ];
-    let mut seed = 0xDEADBEEFCAFEu64;
-    let mut rnd = |n: usize| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed % n as u64) as usize
-    };
+    let mut rnd = test_rng(0xDEADBEEFCAFE);
     let h = foldhash::fast::RandomState::default();
     let mut tokens = mask::Tokens::default();
     let mut m = Miner::default();
