@@ -57,6 +57,8 @@ pub struct TokenInfo {
     pub hash: u64,
     /// Holds a `<*>`.
     pub is_value: bool,
+    /// Is `<*>` itself: anything agrees with it in a template.
+    pub is_wildcard: bool,
     /// Letters and word punctuation only: two such tokens that differ make two templates.
     pub is_word: bool,
     /// A word in capitals (`RUNNING`, `GET`, `FAILED`): a code, which names a state or a
@@ -148,6 +150,7 @@ struct CacheSlot {
     raw: u64,
     masked: u64,
     ends_with_wildcard: bool,
+    wildcard: bool,
     used: bool,
 }
 
@@ -166,6 +169,8 @@ impl Cache {
 struct Pending {
     hash: u64,
     ends_with_wildcard: bool,
+    /// Is `<*>` itself.
+    wildcard: bool,
     /// Where it is in the message.
     raw: (usize, usize),
     /// `Scratch::prev` holds its masked text.
@@ -192,7 +197,13 @@ fn scan(
     let mut last: Option<u64> = None;
     let mut quotes = Quotes::default();
     let flush = |p: Pending, s: &Scratch, emit: &mut dyn FnMut(TokenInfo, &[u8])| {
-        let info = TokenInfo { hash: p.hash, is_value: true, is_word: false, is_code: false };
+        let info = TokenInfo {
+            hash: p.hash,
+            is_value: true,
+            is_wildcard: p.wildcard,
+            is_word: false,
+            is_code: false,
+        };
         emit(info, if p.in_prev { &s.prev } else { &[] });
     };
     let mut i = 0;
@@ -237,7 +248,13 @@ fn scan(
             }
             s.prev.clear();
             s.prev.extend_from_slice(WILDCARD.as_bytes());
-            pending = Some(Pending { hash, ends_with_wildcard: true, raw: (start, i), in_prev: true });
+            pending = Some(Pending {
+                hash,
+                ends_with_wildcard: true,
+                wildcard: true,
+                raw: (start, i),
+                in_prev: true,
+            });
             last = Some(hash);
             continue;
         }
@@ -245,21 +262,27 @@ fn scan(
             // A number, address or time (digits and separators only) seldom recurs verbatim:
             // masking it is cheaper than a cache lookup that would miss, and keeping it out
             // leaves the cache to the tokens that do recur.
-            let (hash, ends_with_wildcard, in_cur) = match cache.as_deref_mut() {
+            let (hash, ends_with_wildcard, wildcard, in_cur) = match cache.as_deref_mut() {
                 Some(cache) if all & NUMBER == 0 => {
                     let key = hasher.hash_one(raw);
                     let slot = cache.slot(key);
                     if slot.used && slot.raw == key {
-                        (slot.masked, slot.ends_with_wildcard, false)
+                        (slot.masked, slot.ends_with_wildcard, slot.wildcard, false)
                     } else {
-                        let (hash, ends) = mask_into(raw, rules, any, &mut s.cur, hasher);
-                        *slot = CacheSlot { raw: key, masked: hash, ends_with_wildcard: ends, used: true };
-                        (hash, ends, true)
+                        let (hash, ends, wildcard) = mask_into(raw, rules, any, &mut s.cur, hasher);
+                        *slot = CacheSlot {
+                            raw: key,
+                            masked: hash,
+                            ends_with_wildcard: ends,
+                            wildcard,
+                            used: true,
+                        };
+                        (hash, ends, wildcard, true)
                     }
                 }
                 _ => {
-                    let (hash, ends) = mask_into(raw, rules, any, &mut s.cur, hasher);
-                    (hash, ends, true)
+                    let (hash, ends, wildcard) = mask_into(raw, rules, any, &mut s.cur, hasher);
+                    (hash, ends, wildcard, true)
                 }
             };
             if rules.runs && last == Some(hash) {
@@ -272,7 +295,7 @@ fn scan(
             if in_cur {
                 std::mem::swap(&mut s.cur, &mut s.prev);
             }
-            pending = Some(Pending { hash, ends_with_wildcard, raw: (start, i), in_prev: in_cur });
+            pending = Some(Pending { hash, ends_with_wildcard, wildcard, raw: (start, i), in_prev: in_cur });
             last = Some(hash);
             continue;
         }
@@ -291,6 +314,7 @@ fn scan(
                 s.prev.extend_from_slice(&raw[bare.len()..]);
                 p.hash = hasher.hash_one(&s.prev[..]);
                 p.ends_with_wildcard = s.prev.ends_with(WILDCARD.as_bytes());
+                p.wildcard = s.prev == WILDCARD.as_bytes();
                 last = Some(p.hash);
                 continue;
             }
@@ -315,7 +339,7 @@ fn scan(
             {
                 let is_code = any & LOWER == 0 && raw[0].is_ascii_uppercase() && is_code(raw);
                 let is_word = is_code || (raw[0].is_ascii_alphabetic() && all & WORD != 0);
-                TokenInfo { hash, is_value: false, is_word, is_code }
+                TokenInfo { hash, is_value: false, is_wildcard: false, is_word, is_code }
             },
             raw,
         );
@@ -327,17 +351,18 @@ fn scan(
     }
 }
 
-/// Mask `raw` into `out` (cleared first); the masked text's hash and whether it ends in `<*>`.
+/// Mask `raw` into `out` (cleared first); the masked text's hash, whether it ends in `<*>`, and
+/// whether it is `<*>`.
 fn mask_into(
     raw: &[u8],
     rules: MaskRules,
     any: u8,
     out: &mut Vec<u8>,
     hasher: &impl BuildHasher,
-) -> (u64, bool) {
+) -> (u64, bool, bool) {
     out.clear();
     mask_value(raw, rules, any, out);
-    (hasher.hash_one(&out[..]), out.ends_with(WILDCARD.as_bytes()))
+    (hasher.hash_one(&out[..]), out.ends_with(WILDCARD.as_bytes()), out == WILDCARD.as_bytes())
 }
 
 fn trim_unit_punctuation(mut t: &[u8]) -> &[u8] {
@@ -546,7 +571,8 @@ pub fn describe(token: &str, hasher: &impl BuildHasher) -> TokenInfo {
     let is_value = token.contains(WILDCARD);
     let is_code = !is_value && is_code(token.as_bytes());
     let is_word = is_code || (!is_value && is_word(token));
-    TokenInfo { hash: hasher.hash_one(token.as_bytes()), is_value, is_word, is_code }
+    let is_wildcard = token == WILDCARD;
+    TokenInfo { hash: hasher.hash_one(token.as_bytes()), is_value, is_wildcard, is_word, is_code }
 }
 
 /// A code: capitals and `_` (and the punctuation words carry), at least two letters, such as

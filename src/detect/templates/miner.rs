@@ -96,69 +96,9 @@ impl Match {
     }
 }
 
-/// A template position as compared: by the hash of its token.
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    hash: u64,
-    /// The token is `<*>`: anything agrees with it.
-    wildcard: bool,
-    /// The token holds a `<*>` (it goes down the `<*>` branch of the tree).
-    value: bool,
-    /// The token is a plain word.
-    word: bool,
-    /// ...in capitals.
-    code: bool,
-}
-
-impl Slot {
-    fn of(t: &TokenInfo, wildcard: u64) -> Slot {
-        Slot {
-            hash: t.hash,
-            wildcard: t.hash == wildcard,
-            value: t.is_value,
-            word: t.is_word,
-            code: t.is_code,
-        }
-    }
-
-    fn wildcard(wildcard: u64) -> Slot {
-        Slot { hash: wildcard, wildcard: true, value: true, word: false, code: false }
-    }
-
-    fn info(&self) -> TokenInfo {
-        TokenInfo { hash: self.hash, is_value: self.value, is_word: self.word, is_code: self.code }
-    }
-}
-
-/// What the tree and the comparisons read of a token: a message's or a template's.
-trait Token {
-    fn hash(&self) -> u64;
-    fn is_value(&self) -> bool;
-    fn is_word(&self) -> bool;
-}
-
-impl Token for TokenInfo {
-    fn hash(&self) -> u64 {
-        self.hash
-    }
-    fn is_value(&self) -> bool {
-        self.is_value
-    }
-    fn is_word(&self) -> bool {
-        self.is_word
-    }
-}
-
-impl Token for Slot {
-    fn hash(&self) -> u64 {
-        self.hash
-    }
-    fn is_value(&self) -> bool {
-        self.value
-    }
-    fn is_word(&self) -> bool {
-        self.word
-    }
+/// The `<*>` token, for a template position that takes anything.
+fn wildcard_token(hash: u64) -> TokenInfo {
+    TokenInfo { hash, is_value: true, is_wildcard: true, is_word: false, is_code: false }
 }
 
 #[derive(Debug, Default)]
@@ -181,7 +121,7 @@ pub struct Miner {
     templates: Vec<Template>,
     /// Each template's positions, compared as hashes (parallel to `templates`; empty for a
     /// template merged into another).
-    slots: Vec<Vec<Slot>>,
+    slots: Vec<Vec<TokenInfo>>,
     /// Keys the token hashes, per process, so that nobody can make two tokens collide.
     hasher: RandomState,
     wildcard_hash: u64,
@@ -266,10 +206,7 @@ impl Miner {
                 m.templates.push(t);
                 continue;
             }
-            let wildcard = m.wildcard_hash;
-            m.slots.push(
-                t.tokens.iter().map(|tok| Slot::of(&mask::describe(tok, &m.hasher), wildcard)).collect(),
-            );
+            m.slots.push(t.tokens.iter().map(|tok| mask::describe(tok, &m.hasher)).collect());
             m.templates.push(t);
             m.index(i);
         }
@@ -367,8 +304,7 @@ impl Miner {
                 self.generation += 1;
                 self.recent[key as usize % RECENT_SLOTS] =
                     Recent { key, generation: self.generation, index: i as u32 };
-                let wildcard = self.wildcard_hash;
-                self.slots.push(info.iter().map(|t| Slot::of(t, wildcard)).collect());
+                self.slots.push(info.to_vec());
                 let text = mask::masked(message, self.cfg.mask);
                 debug_assert!(
                     text.len() == info.len()
@@ -451,7 +387,7 @@ impl Miner {
         let leading = if constants > LEADING_CONTEXT { levels.min(tokens.len()) } else { 0 };
         let mut with_wildcard = tokens.to_vec();
         for p in (0..leading).filter(|&p| may_vary(&tokens[p])) {
-            with_wildcard[p] = TokenInfo { hash: wildcard, is_value: true, is_word: false, is_code: false };
+            with_wildcard[p] = wildcard_token(wildcard);
             for_each_leaf_under(root, &with_wildcard, levels, wildcard, &mut |leaf| {
                 for &i in &leaf.templates {
                     if leading_variant(&self.slots[i], tokens, p, &self.cfg) {
@@ -501,7 +437,7 @@ impl Miner {
     /// sweep of [`Miner::absorb`]).
     fn merge_into(&mut self, v: usize, into: usize) {
         self.unindex(v);
-        let info: Vec<TokenInfo> = std::mem::take(&mut self.slots[v]).iter().map(Slot::info).collect();
+        let info: Vec<TokenInfo> = std::mem::take(&mut self.slots[v]);
         let into_id = self.templates[into].id;
         let (first, last) = {
             let t = &mut self.templates[v];
@@ -544,12 +480,12 @@ impl Miner {
     /// The live templates other than `i` that `template` covers: `<*>` or the same token in
     /// every position. Merging them changes nothing in what `template` matches, so a sweep
     /// never cascades.
-    fn covered_by(&self, template: &[Slot], i: usize) -> Vec<usize> {
+    fn covered_by(&self, template: &[TokenInfo], i: usize) -> Vec<usize> {
         let mut found = Vec::new();
         let Some(root) = self.by_length.get(&template.len()) else { return found };
         for_each_leaf_under(root, template, self.levels(), self.wildcard_hash, &mut |leaf| {
             found.extend(leaf.templates.iter().copied().filter(|&t| {
-                t != i && template.iter().zip(&self.slots[t]).all(|(s, o)| s.wildcard || s.hash == o.hash)
+                t != i && template.iter().zip(&self.slots[t]).all(|(s, o)| s.is_wildcard || s.hash == o.hash)
             }));
         });
         found
@@ -563,7 +499,7 @@ impl Miner {
     /// `<*>` in template `i` wherever `tokens` differs from it; whether anything changed. A
     /// template that gains a `<*>` where the tree branches moves to the `<*>` branch.
     fn generalize(&mut self, i: usize, tokens: &[TokenInfo]) -> bool {
-        let differs = |(s, t): (&Slot, &TokenInfo)| !s.wildcard && s.hash != t.hash;
+        let differs = |(s, t): (&TokenInfo, &TokenInfo)| !s.is_wildcard && s.hash != t.hash;
         let Some(first) = self.slots[i].iter().zip(tokens).position(differs) else { return false };
         let moves = first < self.levels();
         if moves {
@@ -572,8 +508,8 @@ impl Miner {
         let wildcard = self.wildcard_hash;
         let t = &mut self.templates[i];
         for (pos, (slot, token)) in self.slots[i].iter_mut().zip(tokens).enumerate().skip(first) {
-            if !slot.wildcard && slot.hash != token.hash {
-                *slot = Slot::wildcard(wildcard);
+            if !slot.is_wildcard && slot.hash != token.hash {
+                *slot = wildcard_token(wildcard);
                 t.tokens[pos] = WILDCARD.into();
             }
         }
@@ -616,7 +552,7 @@ impl Miner {
 /// Call `f` on each leaf under `node` that may hold the template of a message of these tokens:
 /// at each level, the child of its token and the `<*>` child (where a template went once it
 /// had a `<*>` there).
-fn for_each_leaf<'a>(node: &'a Node, tokens: &[impl Token], levels: usize, f: &mut impl FnMut(&'a Node)) {
+fn for_each_leaf<'a>(node: &'a Node, tokens: &[TokenInfo], levels: usize, f: &mut impl FnMut(&'a Node)) {
     walk(node, tokens, levels, None, f);
 }
 
@@ -624,7 +560,7 @@ fn for_each_leaf<'a>(node: &'a Node, tokens: &[impl Token], levels: usize, f: &m
 /// may cover).
 fn for_each_leaf_under<'a>(
     node: &'a Node,
-    tokens: &[impl Token],
+    tokens: &[TokenInfo],
     levels: usize,
     wildcard: u64,
     f: &mut impl FnMut(&'a Node),
@@ -635,18 +571,18 @@ fn for_each_leaf_under<'a>(
 /// The walk of both: with `under`, a token that is that `<*>` goes down every child.
 fn walk<'a>(
     node: &'a Node,
-    tokens: &[impl Token],
+    tokens: &[TokenInfo],
     levels: usize,
     under: Option<u64>,
     f: &mut impl FnMut(&'a Node),
 ) {
     let Some((t, rest)) = tokens.split_first().filter(|_| levels > 0) else { return f(node) };
-    if under == Some(t.hash()) {
+    if under == Some(t.hash) {
         for child in node.children.values() {
             walk(child, rest, levels - 1, under, f);
         }
-    } else if !t.is_value()
-        && let Some(child) = node.children.get(&t.hash())
+    } else if !t.is_value
+        && let Some(child) = node.children.get(&t.hash)
     {
         walk(child, rest, levels - 1, under, f);
     }
@@ -657,19 +593,19 @@ fn walk<'a>(
 
 /// The leaf of the path a message's tokens take first: a token's own child where there is
 /// one, else the `<*>` child.
-fn own_leaf<'a>(mut node: &'a Node, tokens: &[impl Token], levels: usize) -> Option<&'a Node> {
+fn own_leaf<'a>(mut node: &'a Node, tokens: &[TokenInfo], levels: usize) -> Option<&'a Node> {
     for t in tokens.iter().take(levels) {
-        let own = (!t.is_value()).then(|| node.children.get(&t.hash())).flatten();
+        let own = (!t.is_value).then(|| node.children.get(&t.hash)).flatten();
         node = own.or(node.wildcard.as_deref())?;
     }
     Some(node)
 }
 
 /// [`for_each_leaf`], to change the leaves.
-fn for_each_leaf_mut(node: &mut Node, tokens: &[impl Token], levels: usize, f: &mut impl FnMut(&mut Node)) {
+fn for_each_leaf_mut(node: &mut Node, tokens: &[TokenInfo], levels: usize, f: &mut impl FnMut(&mut Node)) {
     let Some((t, rest)) = tokens.split_first().filter(|_| levels > 0) else { return f(node) };
-    if !t.is_value()
-        && let Some(child) = node.children.get_mut(&t.hash())
+    if !t.is_value
+        && let Some(child) = node.children.get_mut(&t.hash)
     {
         for_each_leaf_mut(child, rest, levels - 1, f);
     }
@@ -680,25 +616,25 @@ fn for_each_leaf_mut(node: &mut Node, tokens: &[impl Token], levels: usize, f: &
 
 /// The child of `node` that token `t` goes down: its own (by hash), or (`None`) the `<*>`
 /// branch for a value or for a new token once `node` has `max_children`.
-fn branch(node: &Node, t: &impl Token, max_children: usize) -> Option<u64> {
-    let own = !t.is_value() && (node.children.contains_key(&t.hash()) || node.children.len() < max_children);
-    own.then(|| t.hash())
+fn branch(node: &Node, t: &TokenInfo, max_children: usize) -> Option<u64> {
+    let own = !t.is_value && (node.children.contains_key(&t.hash) || node.children.len() < max_children);
+    own.then_some(t.hash)
 }
 
 /// The one plain-word position where `tokens` differs from `template`, if without it the
 /// message would join (at least `threshold` of positions agree, the word counting against).
 fn word_variant(
-    template: &[Slot],
+    template: &[TokenInfo],
     tokens: &[TokenInfo],
     cfg: &MinerConfig,
     values: &[usize],
 ) -> Option<usize> {
     let (mut agree, mut word) = (0usize, None);
     for (pos, (slot, token)) in template.iter().zip(tokens).enumerate() {
-        if slot.wildcard || slot.hash == token.hash {
+        if slot.is_wildcard || slot.hash == token.hash {
             agree += 1;
-        } else if slot.word && token.is_word && !values.contains(&pos) {
-            if word.is_some() || (cfg.codes_split && (slot.code || token.is_code)) {
+        } else if slot.is_word && token.is_word && !values.contains(&pos) {
+            if word.is_some() || (cfg.codes_split && (slot.is_code || token.is_code)) {
                 return None;
             }
             word = Some(pos);
@@ -724,15 +660,15 @@ pub fn resolve_merges(templates: &mut [Template]) {
 /// or (with `codes_split`) a code, with at least [`LEADING_CONTEXT`] other constant tokens the
 /// same: a leading token usually names the statement (`boot (command <*>)`, `wait (command
 /// <*>)`), and only a statement with enough words of its own shows it is not one.
-fn leading_variant(template: &[Slot], tokens: &[TokenInfo], p: usize, cfg: &MinerConfig) -> bool {
+fn leading_variant(template: &[TokenInfo], tokens: &[TokenInfo], p: usize, cfg: &MinerConfig) -> bool {
     let (slot, token) = (&template[p], &tokens[p]);
-    let apart = !slot.value && !token.is_value && slot.hash != token.hash;
+    let apart = !slot.is_value && !token.is_value && slot.hash != token.hash;
     let mut constants = 0;
     let same = template.iter().zip(tokens).enumerate().all(|(q, (s, t))| {
-        constants += usize::from(q != p && !s.value && s.hash == t.hash);
-        q == p || s.wildcard || s.hash == t.hash
+        constants += usize::from(q != p && !s.is_value && s.hash == t.hash);
+        q == p || s.is_wildcard || s.hash == t.hash
     });
-    apart && same && constants >= LEADING_CONTEXT && !(cfg.codes_split && (slot.code || token.is_code))
+    apart && same && constants >= LEADING_CONTEXT && !(cfg.codes_split && (slot.is_code || token.is_code))
 }
 
 /// Constant tokens that must agree besides a leading token taken for a value.
@@ -751,26 +687,27 @@ fn example(message: &str) -> String {
 }
 
 /// Whether every position of `tokens` agrees with `template` (a `<*>` agrees with anything).
-fn matches_exactly(template: &[Slot], tokens: &[TokenInfo]) -> bool {
-    template.len() == tokens.len() && template.iter().zip(tokens).all(|(s, t)| s.wildcard || s.hash == t.hash)
+fn matches_exactly(template: &[TokenInfo], tokens: &[TokenInfo]) -> bool {
+    template.len() == tokens.len()
+        && template.iter().zip(tokens).all(|(s, t)| s.is_wildcard || s.hash == t.hash)
 }
 
 /// Share of agreeing positions and the number of `<*>` in the template, or the position of
 /// the first plain word that differs, with `words` (the plain-word rule: the positions where
 /// words are values).
 fn similarity(
-    template: &[Slot],
-    tokens: &[impl Token],
+    template: &[TokenInfo],
+    tokens: &[TokenInfo],
     words: Option<&[usize]>,
 ) -> Result<(f64, usize), usize> {
     let (mut agree, mut params) = (0usize, 0usize);
     for (pos, (slot, token)) in template.iter().zip(tokens).enumerate() {
-        if slot.wildcard {
+        if slot.is_wildcard {
             params += 1;
             agree += 1;
-        } else if slot.hash == token.hash() {
+        } else if slot.hash == token.hash {
             agree += 1;
-        } else if slot.word && token.is_word() && words.is_some_and(|values| !values.contains(&pos)) {
+        } else if slot.is_word && token.is_word && words.is_some_and(|values| !values.contains(&pos)) {
             return Err(pos);
         }
     }

@@ -2,8 +2,8 @@
 //! from it (`logwarden templates --explain`), by the same rules and candidates as
 //! [`Miner::add`].
 
-use super::{Miner, Outcome, Slot, TemplateId, for_each_leaf, similarity};
-use crate::detect::templates::mask::{self, TokenInfo};
+use super::{Miner, Outcome, TemplateId, TokenInfo, for_each_leaf, similarity, wildcard_token};
+use crate::detect::templates::mask;
 
 /// Why a message gets the template it gets, as [`Miner::explain`] tells it before the miner
 /// learns from the message.
@@ -104,7 +104,7 @@ impl Miner {
                 .iter()
                 .zip(info)
                 .enumerate()
-                .filter(|(_, (slot, t))| !slot.wildcard && slot.hash != t.hash)
+                .filter(|(_, (slot, t))| !slot.is_wildcard && slot.hash != t.hash)
                 .map(|(pos, _)| (pos, token_at(&self.templates[i].tokens, pos), token_at(&text, pos)))
                 .collect();
             if generalized.is_empty() {
@@ -120,8 +120,7 @@ impl Miner {
             };
         }
         if let Outcome::Merge { variants, position } = self.outcome(info) {
-            let mut all: Vec<Vec<TokenInfo>> =
-                variants[1..].iter().map(|&v| self.slots[v].iter().map(Slot::info).collect()).collect();
+            let mut all: Vec<Vec<TokenInfo>> = variants[1..].iter().map(|&v| self.slots[v].clone()).collect();
             all.push(info.to_vec());
             let all: Vec<&[TokenInfo]> = all.iter().map(Vec::as_slice).collect();
             let ends_in = self.templates[self.ends_in(variants[0], &self.generalized(variants[0], &all))].id;
@@ -159,12 +158,12 @@ impl Miner {
     }
 
     /// Template `i`'s slots once it has taken in each of `others` (as [`Miner::generalize`]).
-    fn generalized(&self, i: usize, others: &[&[TokenInfo]]) -> Vec<Slot> {
+    fn generalized(&self, i: usize, others: &[&[TokenInfo]]) -> Vec<TokenInfo> {
         let mut slots = self.slots[i].clone();
         for tokens in others {
             for (slot, t) in slots.iter_mut().zip(*tokens) {
-                if !slot.wildcard && slot.hash != t.hash {
-                    *slot = Slot::wildcard(self.wildcard_hash);
+                if !slot.is_wildcard && slot.hash != t.hash {
+                    *slot = wildcard_token(self.wildcard_hash);
                 }
             }
         }
@@ -173,7 +172,7 @@ impl Miner {
 
     /// The template a message ends in when template `i` takes it in as `generalized` (its slots
     /// then): `i`, or an older template it then covers ([`Miner::sweep`]).
-    fn ends_in(&self, i: usize, generalized: &[Slot]) -> usize {
+    fn ends_in(&self, i: usize, generalized: &[TokenInfo]) -> usize {
         self.covered_by(generalized, i).into_iter().fold(i, usize::min)
     }
 
