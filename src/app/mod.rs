@@ -346,7 +346,18 @@ pub async fn run(
             flight_auth: flight_auth.clone(),
             alerting: detection.delivery.clone(),
         };
-        tokio::spawn(service::reload_on_hangup(what, notifier.clone(), service_state.clone(), cancel.clone()))
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "cannot handle SIGHUP; the configuration cannot be reloaded"),
+            )
+            .ok();
+        tokio::spawn(service::reload_on_hangup(
+            hup,
+            what,
+            notifier.clone(),
+            service_state.clone(),
+            cancel.clone(),
+        ))
     };
 
     // Stopped only after the pipeline has drained, so the last save has every stamped batch.
@@ -369,11 +380,14 @@ pub async fn run(
         // Only tools read it: a full disk must not keep the daemon from starting.
         tracing::warn!(error = %e, "could not write listeners.json; serving all the same");
     }
+    // Taken over before the daemon says it is ready: a stop sent right after readiness would
+    // otherwise end the process without draining.
+    let stop = stop_signals()?;
     ready.set(true);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "logwarden is ready");
     notifier.ready("ready");
 
-    wait_for_signal().await?;
+    stop.await;
     notifier.stopping();
     let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
     tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: no new connections, draining");
@@ -620,13 +634,16 @@ fn write_listeners_file(config: &Config, bound: &BTreeMap<String, SocketAddr>) -
     written.map_err(err)
 }
 
-async fn wait_for_signal() -> Result<(), AppError> {
+/// SIGTERM and SIGINT, handled from now on (no longer ending the process): the future
+/// resolves at the first.
+fn stop_signals() -> Result<impl std::future::Future<Output = ()>, AppError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(AppError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(AppError::Signal)?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("received SIGTERM"),
-        _ = int.recv() => tracing::info!("received SIGINT"),
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("received SIGTERM"),
+            _ = int.recv() => tracing::info!("received SIGINT"),
+        }
+    })
 }

@@ -182,19 +182,18 @@ pub struct Reloadable {
 /// running one stays) and the reason is logged and shown in `STATUS=`; a config whose only
 /// problems are rules applies the rest and every other rule, as `logwarden validate` would
 /// explain.
+///
+/// `hup` is SIGHUP, taken over by the caller before the daemon says it is ready: until then
+/// a SIGHUP would end the process.
 pub async fn reload_on_hangup(
+    mut hup: Option<tokio::signal::unix::Signal>,
     mut what: Reloadable,
     notifier: Notifier,
     state: Arc<ServiceState>,
     cancel: CancellationToken,
 ) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot handle SIGHUP; the configuration cannot be reloaded");
-            return;
-        }
+    let Some(hup) = hup.as_mut() else {
+        return;
     };
     loop {
         tokio::select! {
