@@ -7,7 +7,7 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-use crate::ingest::event::Format;
+use crate::ingest::event::{Format, Protocol};
 
 /// Failure to create or register a metric: a programming error (duplicate name), reported at start.
 pub type MetricsError = prometheus::Error;
@@ -130,20 +130,20 @@ impl Metrics {
             events_received: counter_vec(
                 reg,
                 "events_received_total",
-                "Events decoded and accepted, by listener and message format.",
-                &["listener", "format"],
+                "Events decoded and accepted, by listener, protocol and message format.",
+                &["listener", "protocol", "format"],
             )?,
             bytes_received: counter_vec(
                 reg,
                 "bytes_received_total",
-                "Payload bytes read from peers (after TLS, before decoding).",
-                &["listener"],
+                "Payload bytes read from peers (after TLS, before decompressing and decoding), by listener and protocol.",
+                &["listener", "protocol"],
             )?,
             decode_errors: counter_vec(
                 reg,
                 "decode_errors_total",
-                "Messages kept as raw text because they did not decode, or decoded with a defect.",
-                &["listener", "format"],
+                "Messages kept as raw text because they did not decode, decoded with a defect, or refused as malformed, by listener, protocol and format.",
+                &["listener", "protocol", "format"],
             )?,
             frames_rejected: counter_vec(
                 reg,
@@ -219,8 +219,8 @@ impl Metrics {
             http_requests: counter_vec(
                 reg,
                 "http_requests_total",
-                "HTTP ingest requests by status code.",
-                &["listener", "code"],
+                "HTTP ingest requests by protocol (none: no route matched) and status code.",
+                &["listener", "protocol", "code"],
             )?,
             batch_flush_seconds: histogram(
                 reg,
@@ -397,19 +397,32 @@ impl Metrics {
         })
     }
 
-    /// Handles for one listener, resolved once so the hot path does no label hashing.
-    pub fn listener(&self, listener: &str) -> ListenerMetrics {
-        let per_format =
-            |v: &IntCounterVec| Format::ALL.map(|f| v.with_label_values(&[listener, f.as_str()]));
+    /// Handles for one protocol on one listener, resolved once so the hot path does no label
+    /// hashing. The formats the protocol brings are exported at 0 from the start.
+    pub fn listener(&self, listener: &str, protocol: Protocol) -> ListenerMetrics {
+        let p = protocol.as_str();
+        let per_format = |v: &IntCounterVec| {
+            Format::ALL.map(|f| {
+                let cell = std::sync::OnceLock::new();
+                if protocol.formats().contains(&f) {
+                    let _ = cell.set(v.with_label_values(&[listener, p, f.as_str()]));
+                }
+                cell
+            })
+        };
         let rejected = |reason: &str| self.frames_rejected.with_label_values(&[listener, reason]);
         ListenerMetrics {
             events: per_format(&self.events_received),
             decode_errors: per_format(&self.decode_errors),
-            bytes: self.bytes_received.with_label_values(&[listener]),
+            events_vec: self.events_received.clone(),
+            decode_errors_vec: self.decode_errors.clone(),
+            bytes: self.bytes_received.with_label_values(&[listener, p]),
             rejected_oversize: rejected("oversize"),
             rejected_truncated: rejected("truncated"),
             rejected_malformed: rejected("malformed"),
             conn: self.connections(listener),
+            listener: listener.into(),
+            protocol,
         }
     }
 
@@ -459,53 +472,72 @@ impl ConnectionMetrics {
     }
 }
 
-/// A listener's instruments with labels bound.
+/// The instruments of one protocol on one listener, with labels bound.
 #[derive(Clone)]
 pub struct ListenerMetrics {
-    events: [IntCounter; 4],
-    decode_errors: [IntCounter; 4],
+    /// Per format (by [`Format::index`]): bound at creation for the protocol's own formats,
+    /// at first use for any other.
+    events: [std::sync::OnceLock<IntCounter>; Format::ALL.len()],
+    decode_errors: [std::sync::OnceLock<IntCounter>; Format::ALL.len()],
+    events_vec: IntCounterVec,
+    decode_errors_vec: IntCounterVec,
     pub bytes: IntCounter,
     pub rejected_oversize: IntCounter,
     pub rejected_truncated: IntCounter,
     pub rejected_malformed: IntCounter,
     pub conn: ConnectionMetrics,
+    listener: std::sync::Arc<str>,
+    protocol: Protocol,
 }
 
-fn index(f: Format) -> usize {
-    match f {
-        Format::Rfc5424 => 0,
-        Format::Rfc3164 => 1,
-        Format::Json => 2,
-        Format::Raw => 3,
-    }
-}
-
-/// Per-format tallies a connection accumulates over one read and records at once.
+/// Per-format tallies a connection accumulates over one read (or a request) and records at once.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FormatCounts {
-    pub events: [u64; 4],
-    pub decode_errors: [u64; 4],
+    pub events: [u64; Format::ALL.len()],
+    pub decode_errors: [u64; Format::ALL.len()],
 }
 
 impl FormatCounts {
     pub fn add(&mut self, f: Format, decode_error: bool) {
-        self.events[index(f)] += 1;
+        self.events[f.index()] += 1;
         if decode_error {
-            self.decode_errors[index(f)] += 1;
+            self.decode_errors[f.index()] += 1;
         }
+    }
+
+    /// One message of format `f` refused as malformed (counted as a decode error only).
+    pub fn refused(f: Format, n: u64) -> Self {
+        let mut c = FormatCounts::default();
+        c.decode_errors[f.index()] = n;
+        c
     }
 }
 
 impl ListenerMetrics {
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
     pub fn record(&self, counts: &FormatCounts) {
-        for i in 0..4 {
+        for f in Format::ALL {
+            let i = f.index();
             if counts.events[i] > 0 {
-                self.events[i].inc_by(counts.events[i]);
+                self.bound(&self.events[i], &self.events_vec, f).inc_by(counts.events[i]);
             }
             if counts.decode_errors[i] > 0 {
-                self.decode_errors[i].inc_by(counts.decode_errors[i]);
+                self.bound(&self.decode_errors[i], &self.decode_errors_vec, f)
+                    .inc_by(counts.decode_errors[i]);
             }
         }
+    }
+
+    fn bound<'a>(
+        &self,
+        cell: &'a std::sync::OnceLock<IntCounter>,
+        vec: &IntCounterVec,
+        f: Format,
+    ) -> &'a IntCounter {
+        cell.get_or_init(|| vec.with_label_values(&[&self.listener, self.protocol.as_str(), f.as_str()]))
     }
 }
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus::Registry;
 use tokio::net::TcpListener;
@@ -19,13 +19,16 @@ use crate::detect::templates::{Shared, TemplateMetrics};
 use crate::ingest::connection::{self, StreamSettings};
 use crate::ingest::http::HttpIngest;
 use crate::ingest::listener::{Gate, Listeners, accept_loop, bind};
+use crate::ingest::otlp::grpc::{OtlpCalls, OtlpGrpc};
 use crate::metrics::{Metrics, Pkcs11Metrics};
 use crate::query::{LiveTables, QueryEngine, QueryLimits};
 use crate::serve::admin::{self, Readiness};
 use crate::serve::flight::{Authenticator, FlightServer, FlightSql};
+use crate::serve::grpc::GrpcListener;
 use crate::serve::timeouts::Deadlines;
 use crate::store::{Pipeline, PipelineOptions, Store};
 use crate::tls::{ListenerTls, ServerTls, Tickets};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -76,6 +79,12 @@ mod service;
 use bucket::publish_shared;
 pub use bucket::segments_at;
 
+/// Calls one OTLP connection may have in progress at once (an OpenTelemetry Collector sends
+/// with 10 consumers by default).
+const OTLP_STREAMS_PER_CONNECTION: u32 = 32;
+/// HTTP/2 PING on OTLP connections, and how long an answer may take.
+const OTLP_KEEPALIVE: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(20));
+
 /// Run the daemon until SIGTERM or SIGINT. `config_file` (or the embedded defaults, without
 /// one) is reread on SIGHUP; `sockets` are
 /// the listening sockets systemd passed (socket activation).
@@ -90,8 +99,7 @@ pub async fn run(
     let cancel = CancellationToken::new();
     let connections = TaskTracker::new();
 
-    let any_tls = config.stream.iter().any(|l| l.tls)
-        || config.http.iter().any(|l| l.tls)
+    let any_tls = config.ingest_listeners().any(|(_, l)| l.tls)
         || (config.flight.enabled && config.flight.tls)
         || config.admin.tls;
     let tls = if any_tls {
@@ -194,14 +202,14 @@ pub async fn run(
     let mut binder = Binder { bound: BTreeMap::new(), sockets };
     let mut accept_tasks = Vec::new();
     // A query node opens no listeners for shippers, an ingest node no Flight SQL endpoint.
-    let (streams, https) = match role.ingests() {
-        true => (config.stream.as_slice(), config.http.as_slice()),
-        false => (&[][..], &[][..]),
+    let (streams, https, otlps) = match role.ingests() {
+        true => (config.stream.as_slice(), config.http.as_slice(), config.otlp.as_slice()),
+        false => (&[][..], &[][..], &[][..]),
     };
     for l in streams {
         let listener = binder.bind("stream listener (syslog, JSON lines)", &l.name, l.address, l.tls).await?;
         let acceptor = listener_tls(&config, tls.as_ref(), &l.common(), &[], Tickets::OnRequest)?;
-        let lm = metrics.listener(&l.name);
+        let lm = metrics.listener(&l.name, crate::ingest::event::Protocol::Syslog);
         let settings = Arc::new(StreamSettings {
             templates: templates.clone(),
             listener: l.name.clone(),
@@ -223,17 +231,19 @@ pub async fn run(
             },
         )));
     }
+    let sink = crate::ingest::sink::Sink { appender: appender.clone(), templates: templates.clone() };
     for l in https {
         let listener = binder.bind("HTTP ingest listener (POST /v1/logs)", &l.name, l.address, l.tls).await?;
         let acceptor =
             listener_tls(&config, tls.as_ref(), &l.common(), &[b"h2", b"http/1.1"], Tickets::AfterHandshake)?;
-        let lm = metrics.listener(&l.name);
+        let protocol_metrics: Vec<_> =
+            crate::ingest::http::PROTOCOLS.iter().map(|p| metrics.listener(&l.name, *p)).collect();
+        let conn_metrics = metrics.connections(&l.name);
         let ingest = Arc::new(HttpIngest {
-            templates: templates.clone(),
             listener: l.name.clone(),
             max_body_bytes: l.max_body_bytes.as_u64() as usize,
-            appender: appender.clone(),
-            listener_metrics: lm.clone(),
+            sink: sink.clone(),
+            protocol_metrics,
             metrics: metrics.clone(),
             bodies: crate::ingest::http::body_budget(
                 config.batch.max_pending_bytes.as_u64(),
@@ -246,7 +256,7 @@ pub async fn run(
             listener,
             l.common(),
             Gate { tls: acceptor, ..ingest_gate.clone() },
-            lm.conn.clone(),
+            conn_metrics,
             cancel.clone(),
             connections.clone(),
             move |io, peer| {
@@ -261,6 +271,38 @@ pub async fn run(
             },
         )));
     }
+    for l in otlps {
+        let listener =
+            binder.bind("OTLP gRPC listener (LogsService/Export)", &l.name, l.address, l.tls).await?;
+        let acceptor = listener_tls(&config, tls.as_ref(), &l.common(), &[b"h2"], Tickets::AfterHandshake)?;
+        let lm = metrics.listener(&l.name, crate::ingest::event::Protocol::Otlp);
+        let max = l.max_message_bytes.as_u64() as usize;
+        let service = LogsServiceServer::new(OtlpGrpc {
+            listener: l.name.clone(),
+            sink: sink.clone(),
+            metrics: lm.clone(),
+        })
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .max_decoding_message_size(max);
+        let deadlines = Deadlines::new(&l.name, l.header_read_timeout, l.idle_timeout, &metrics);
+        let service = crate::serve::grpc::Calls {
+            inner: service,
+            policy: OtlpCalls { listener: l.name.as_str().into(), metrics: lm.clone() },
+            refused: metrics.access_denied.with_label_values(&[&l.name]),
+            deadlines: deadlines.clone(),
+        };
+        let server = GrpcListener {
+            listener,
+            common: l.common(),
+            gate: Gate { tls: acceptor, ..ingest_gate.clone() },
+            connection_metrics: lm.conn.clone(),
+            deadlines,
+            keepalive: OTLP_KEEPALIVE,
+            max_concurrent_streams: Some(OTLP_STREAMS_PER_CONNECTION),
+            what: "OTLP",
+        };
+        accept_tasks.push(tokio::spawn(server.serve(service, cancel.clone(), connections.clone())));
+    }
     let service_state = Arc::new(service::ServiceState::default());
     let supervise_cancel = CancellationToken::new();
     let supervise_task = tokio::spawn(service::supervise(
@@ -274,6 +316,7 @@ pub async fn run(
     // The pipeline ends when every appender is gone; listeners and the supervisor hold the
     // remaining clones.
     drop(appender);
+    drop(sink);
 
     let mut flight_auth = None;
     let flight_task = if config.flight.enabled && role.queries() {

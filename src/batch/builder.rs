@@ -14,7 +14,7 @@ use arrow::array::{
 use arrow::datatypes::Int32Type;
 use arrow::error::ArrowError;
 
-use crate::ingest::event::Event;
+use crate::ingest::event::{Event, Protocol};
 
 /// Where events came from; the same for every row of a builder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,7 @@ pub struct Origin {
     pub peer: Arc<str>,
     /// TLS client identity; empty until client certificates are in use.
     pub client_id: Arc<str>,
+    pub protocol: Protocol,
 }
 
 pub struct EventBatchBuilder {
@@ -40,6 +41,8 @@ pub struct EventBatchBuilder {
     structured_data: StringBuilder,
     fields: StringBuilder,
     decode_error: StringDictionaryBuilder<Int32Type>,
+    trace_id: StringBuilder,
+    span_id: StringBuilder,
     rows: usize,
     /// Payload bytes appended, a cheap estimate of the batch's size before it is sealed.
     bytes: usize,
@@ -61,6 +64,8 @@ impl EventBatchBuilder {
             structured_data: StringBuilder::new(),
             fields: StringBuilder::new(),
             decode_error: StringDictionaryBuilder::new(),
+            trace_id: StringBuilder::new(),
+            span_id: StringBuilder::new(),
             rows: 0,
             bytes: 0,
         }
@@ -96,6 +101,8 @@ impl EventBatchBuilder {
         self.structured_data.append_option(ev.structured_data.as_deref());
         self.fields.append_option(ev.fields.as_deref());
         self.decode_error.append_option(ev.decode_error.as_deref());
+        self.trace_id.append_option(ev.trace_id.as_deref());
+        self.span_id.append_option(ev.span_id.as_deref());
         self.rows += 1;
         self.bytes += 40
             + ev.message.len()
@@ -135,6 +142,9 @@ impl EventBatchBuilder {
             Arc::new(self.decode_error.finish()),
             // Filled in by the template miner, when it runs (`detect::templates::Shared::stamp`).
             arrow::array::new_null_array(&arrow::datatypes::DataType::UInt32, n),
+            constant(self.origin.protocol.as_str()),
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
         ];
         self.rows = 0;
         self.bytes = 0;
@@ -150,8 +160,12 @@ mod tests {
 
     #[test]
     fn builds_a_batch_with_the_schema_and_constant_columns() {
-        let origin =
-            Origin { listener: "syslog".into(), peer: "127.0.0.1:5000".into(), client_id: "".into() };
+        let origin = Origin {
+            listener: "syslog".into(),
+            peer: "127.0.0.1:5000".into(),
+            client_id: "".into(),
+            protocol: Protocol::Syslog,
+        };
         let mut b = EventBatchBuilder::new(origin);
         let mut ev = Event::raw(Cow::Borrowed("hello"), "no decoder");
         b.append(&ev, 10);

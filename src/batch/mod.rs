@@ -21,6 +21,7 @@ pub mod col {
     pub const RECEIVED_AT: &str = "received_at";
     pub const MESSAGE: &str = "message";
     pub const TEMPLATE_ID: &str = "template_id";
+    pub const PROTOCOL: &str = "protocol";
 }
 
 fn ts() -> DataType {
@@ -52,6 +53,12 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         // The message's template (the `templates` table); null where mining was off, or for
         // data written before the column existed.
         Field::new(col::TEMPLATE_ID, DataType::UInt32, true),
+        // The wire protocol that brought the event (`ingest::event::Protocol`); null for data
+        // written before the column existed.
+        Field::new(col::PROTOCOL, dict(), true),
+        // The OpenTelemetry trace and span of the event, lowercase hex.
+        Field::new("trace_id", DataType::Utf8, true),
+        Field::new("span_id", DataType::Utf8, true),
     ]))
 });
 
@@ -153,8 +160,12 @@ mod tests {
 
     #[test]
     fn a_batch_from_an_older_schema_gains_null_columns() {
-        let mut b =
-            EventBatchBuilder::new(Origin { listener: "l".into(), peer: "p".into(), client_id: "".into() });
+        let mut b = EventBatchBuilder::new(Origin {
+            listener: "l".into(),
+            peer: "p".into(),
+            client_id: "".into(),
+            protocol: crate::ingest::event::Protocol::Syslog,
+        });
         b.append(&crate::ingest::event::Event::raw(std::borrow::Cow::Borrowed("m"), ""), 1);
         let current = b.finish().unwrap();
         // A batch as written before template_id existed: every column but the last.
@@ -173,6 +184,7 @@ mod tests {
                 listener: "l".into(),
                 peer: peer.into(),
                 client_id: "".into(),
+                protocol: crate::ingest::event::Protocol::Syslog,
             });
             let mut e = crate::ingest::event::Event::raw(std::borrow::Cow::Borrowed("m"), "");
             e.host = host.map(|h| std::borrow::Cow::Owned(h.to_owned()));

@@ -48,8 +48,10 @@ pub struct Config {
     pub tls: TlsConfig,
     /// TLS (or loopback-only plain TCP) listeners for syslog and JSON lines.
     pub stream: Vec<StreamListenerConfig>,
-    /// HTTPS ingest endpoints (`POST /v1/logs`).
+    /// HTTPS ingest endpoints (`POST /v1/logs`: NDJSON and OTLP).
     pub http: Vec<HttpListenerConfig>,
+    /// OTLP logs over gRPC (`LogsService/Export`).
+    pub otlp: Vec<OtlpListenerConfig>,
     pub admin: AdminConfig,
     /// Arrow Flight SQL for analysts (ADBC, JDBC, Grafana).
     pub flight: FlightConfig,
@@ -80,6 +82,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             stream: vec![StreamListenerConfig::default()],
             http: vec![HttpListenerConfig::default()],
+            otlp: vec![OtlpListenerConfig::default()],
             admin: AdminConfig::default(),
             flight: FlightConfig::default(),
             query: QueryConfig::default(),
@@ -393,6 +396,72 @@ impl HttpListenerConfig {
     }
 }
 
+/// OTLP logs over gRPC: OpenTelemetry Collectors' and SDKs' `otlp` exporters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    #[serde(default = "yes")]
+    pub tls: bool,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// `none`, `optional` or `required`: whether peers present a client certificate.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// CAs for client certificates on this listener (default: `tls.client_ca_file`).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// CRLs for this listener (default: `tls.crl_files`).
+    #[serde(default)]
+    pub crl_files: Option<Vec<PathBuf>>,
+    /// Larger export messages (after decompression) are refused (`INVALID_ARGUMENT`).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_message_bytes: ByteSize,
+    /// A connection's first call must arrive within this of its TLS handshake.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+}
+
+impl Default for OtlpListenerConfig {
+    fn default() -> Self {
+        let c = ListenerCommon::named("otlp", loopback(4317));
+        OtlpListenerConfig {
+            name: c.name,
+            address: c.address,
+            tls: c.tls,
+            max_connections: c.max_connections,
+            idle_timeout: c.idle_timeout,
+            handshake_timeout: c.handshake_timeout,
+            client_auth: c.client_auth,
+            client_ca_file: c.client_ca_file,
+            crl_files: c.crl_files,
+            max_message_bytes: default_max_body_bytes(),
+            header_read_timeout: default_header_read_timeout(),
+        }
+    }
+}
+
+impl OtlpListenerConfig {
+    pub fn common(&self) -> ListenerCommon {
+        ListenerCommon {
+            name: self.name.clone(),
+            address: self.address,
+            tls: self.tls,
+            max_connections: self.max_connections,
+            idle_timeout: self.idle_timeout,
+            handshake_timeout: self.handshake_timeout,
+            client_auth: self.client_auth,
+            client_ca_file: self.client_ca_file.clone(),
+            crl_files: self.crl_files.clone(),
+        }
+    }
+}
+
 /// `/metrics`, `/healthz`, `/readyz`: plain HTTP by default (on loopback), or HTTPS with the
 /// daemon's certificate and key (the token key too) when `tls = true`.
 #[derive(Debug, Clone, Deserialize)]
@@ -503,15 +572,21 @@ impl Config {
             crl_expired_grace: self.tls.crl_expired_grace,
         }
     }
+    /// Every listener shippers send to, with its key path (`stream[0]`, `http[1]`, `otlp[0]`).
+    pub fn ingest_listeners(&self) -> impl Iterator<Item = (String, ListenerCommon)> + '_ {
+        let stream = self.stream.iter().enumerate().map(|(i, l)| (format!("stream[{i}]"), l.common()));
+        let http = self.http.iter().enumerate().map(|(i, l)| (format!("http[{i}]"), l.common()));
+        let otlp = self.otlp.iter().enumerate().map(|(i, l)| (format!("otlp[{i}]"), l.common()));
+        stream.chain(http).chain(otlp)
+    }
+
     /// The client-certificate settings of every TLS listener, by listener name (what a reload
     /// applies to the running listeners).
     pub fn client_trusts(&self) -> std::collections::BTreeMap<String, ClientTrust> {
         let mut out = std::collections::BTreeMap::new();
         let all = self
-            .stream
-            .iter()
-            .map(|l| l.common())
-            .chain(self.http.iter().map(|l| l.common()))
+            .ingest_listeners()
+            .map(|(_, l)| l)
             .chain(self.flight.enabled.then(|| self.flight.common()))
             .chain(std::iter::once(self.admin.common()));
         for l in all.filter(|l| l.tls) {

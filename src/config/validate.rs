@@ -25,13 +25,7 @@ impl Config {
         let mut names: HashMap<String, String> = HashMap::new();
         let mut addrs: HashMap<SocketAddr, String> = HashMap::new();
 
-        let listeners = self
-            .stream
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (format!("stream[{i}]"), l.common()))
-            .chain(self.http.iter().enumerate().map(|(i, l)| (format!("http[{i}]"), l.common())));
-        for (key, l) in listeners {
+        for (key, l) in self.ingest_listeners() {
             if l.name.is_empty() || !l.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) {
                 out.push(Problem::new(
                     format!("{key}.name"),
@@ -86,6 +80,17 @@ impl Config {
             }
             if l.header_read_timeout.is_zero() {
                 out.push(Problem::new(format!("http[{i}].header_read_timeout"), "must be greater than 0"));
+            }
+        }
+        for (i, l) in self.otlp.iter().enumerate() {
+            if l.max_message_bytes.as_u64() == 0 || l.max_message_bytes.as_u64() > 1 << 30 {
+                out.push(Problem::new(
+                    format!("otlp[{i}].max_message_bytes"),
+                    "must be between 1 B and 1 GiB",
+                ));
+            }
+            if l.header_read_timeout.is_zero() {
+                out.push(Problem::new(format!("otlp[{i}].header_read_timeout"), "must be greater than 0"));
             }
         }
         if self.admin.address.port() != 0
@@ -244,12 +249,7 @@ impl Config {
                 }
             }
         };
-        let listeners: Vec<&str> = self
-            .stream
-            .iter()
-            .map(|l| l.name.as_str())
-            .chain(self.http.iter().map(|l| l.name.as_str()))
-            .collect();
+        let listeners: Vec<String> = self.ingest_listeners().map(|(_, l)| l.name).collect();
         for (g, members) in &a.groups {
             for m in members {
                 let key = format!("access.groups.{g}");
@@ -268,7 +268,7 @@ impl Config {
                 ));
             }
             for l in &r.listeners {
-                if l != "*" && !listeners.contains(&l.as_str()) {
+                if l != "*" && !listeners.contains(l) {
                     out.push(Problem::new(
                         format!("access.send[{i}].listeners"),
                         format!(

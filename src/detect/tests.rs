@@ -99,8 +99,12 @@ impl Scenario {
     /// it, and return the alerts firing once the previous window has closed, as
     /// `alertname{label=value,...}` (without the labels every alert has).
     fn step(&mut self, events: &[(&str, &str, u8, &str, usize)]) -> Vec<String> {
-        let mut b =
-            EventBatchBuilder::new(Origin { listener: "l".into(), peer: "p".into(), client_id: "".into() });
+        let mut b = EventBatchBuilder::new(Origin {
+            listener: "l".into(),
+            peer: "p".into(),
+            client_id: "".into(),
+            protocol: crate::ingest::event::Protocol::Syslog,
+        });
         let total: usize = events.iter().map(|e| e.4).sum();
         let mut i = 0;
         for (host, app, sev, msg, n) in events {

@@ -52,6 +52,7 @@ pub async fn serve(
         listener: settings.listener.as_str().into(),
         peer: peer.to_string().into(),
         client_id: from.client_id().into(),
+        protocol: metrics.protocol(),
     };
     let mut builder = EventBatchBuilder::new(origin);
     let mut framer = Framer::new(settings.max_frame_bytes);

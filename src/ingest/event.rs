@@ -14,10 +14,16 @@ pub enum Format {
     Json,
     /// Kept as raw text because no decoder accepted it (see `decode_error`).
     Raw,
+    /// An OpenTelemetry log record (OTLP).
+    Otlp,
+    /// A line kept as its sender gave it, by a protocol that carries plain text with its own
+    /// metadata beside it (a Loki entry, a Splunk HEC raw line or string event).
+    Text,
 }
 
 impl Format {
-    pub const ALL: [Format; 4] = [Format::Rfc5424, Format::Rfc3164, Format::Json, Format::Raw];
+    pub const ALL: [Format; 6] =
+        [Format::Rfc5424, Format::Rfc3164, Format::Json, Format::Raw, Format::Otlp, Format::Text];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -25,6 +31,62 @@ impl Format {
             Format::Rfc3164 => "rfc3164",
             Format::Json => "json",
             Format::Raw => "raw",
+            Format::Otlp => "otlp",
+            Format::Text => "text",
+        }
+    }
+
+    /// Position in [`Format::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The wire protocol that brought an event: the `protocol` column and the `protocol` label of
+/// the ingest metrics. A listener speaks one (stream, OTLP gRPC, RELP) or several (HTTPS,
+/// told apart by path and Content-Type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// A stream listener: octet-counted or LF-framed syslog (RFC 5425/6587), or JSON lines.
+    Syslog,
+    /// `POST /v1/logs` with newline-delimited JSON (Vector, Fluent Bit).
+    Ndjson,
+    /// OpenTelemetry logs: gRPC `LogsService/Export`, or `POST /v1/logs` in protobuf or JSON.
+    Otlp,
+    /// The Elasticsearch `_bulk` API (Filebeat, Winlogbeat, Logstash).
+    Elasticsearch,
+    /// Loki's push API (Grafana Alloy, Promtail, the Docker driver).
+    Loki,
+    /// The Splunk HTTP Event Collector.
+    SplunkHec,
+    /// The Reliable Event Logging Protocol (rsyslog `omrelp`).
+    Relp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Syslog => "syslog",
+            Protocol::Ndjson => "ndjson",
+            Protocol::Otlp => "otlp",
+            Protocol::Elasticsearch => "elasticsearch",
+            Protocol::Loki => "loki",
+            Protocol::SplunkHec => "splunk_hec",
+            Protocol::Relp => "relp",
+        }
+    }
+
+    /// The formats this protocol's events come in: their metric series are exported from the
+    /// start (at 0), any other only once it occurs.
+    pub fn formats(self) -> &'static [Format] {
+        match self {
+            Protocol::Syslog | Protocol::Relp => {
+                &[Format::Rfc5424, Format::Rfc3164, Format::Json, Format::Raw]
+            }
+            Protocol::Ndjson | Protocol::Elasticsearch => &[Format::Json],
+            Protocol::Otlp => &[Format::Otlp],
+            Protocol::Loki => &[Format::Text],
+            Protocol::SplunkHec => &[Format::Json, Format::Text],
         }
     }
 }
@@ -49,6 +111,9 @@ pub struct Event<'a> {
     pub fields: Option<String>,
     /// Why the frame was kept as raw text (or what part of it could not be decoded).
     pub decode_error: Option<Cow<'static, str>>,
+    /// The trace and span the event belongs to (OTLP), as lowercase hex.
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
 }
 
 impl<'a> Event<'a> {
@@ -67,6 +132,32 @@ impl<'a> Event<'a> {
             structured_data: None,
             fields: None,
             decode_error: Some(reason.into()),
+            trace_id: None,
+            span_id: None,
+        }
+    }
+
+    /// The event with every borrowed field copied.
+    pub fn into_owned(self) -> Event<'static> {
+        let e = self;
+        fn own(c: Option<Cow<'_, str>>) -> Option<Cow<'static, str>> {
+            c.map(|c| Cow::Owned(c.into_owned()))
+        }
+        Event {
+            format: e.format,
+            timestamp: e.timestamp,
+            severity: e.severity,
+            facility: e.facility,
+            host: own(e.host),
+            app: own(e.app),
+            procid: own(e.procid),
+            msgid: own(e.msgid),
+            message: Cow::Owned(e.message.into_owned()),
+            structured_data: e.structured_data,
+            fields: e.fields,
+            decode_error: e.decode_error,
+            trace_id: e.trace_id,
+            span_id: e.span_id,
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Everything between a peer's socket and a finished RecordBatch: listeners and their limits,
-//! framing, decoding, and the HTTP ingest endpoint.
+//! framing, decoding, and each protocol shippers speak (stream syslog and JSON lines, the HTTP
+//! protocols in `http`, OTLP over gRPC in `otlp`), with the acknowledged path they share
+//! (`sink`).
 
 pub mod connection;
 pub mod decode;
@@ -7,6 +9,8 @@ pub mod event;
 pub mod framing;
 pub mod http;
 pub mod listener;
+pub mod otlp;
+pub mod sink;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

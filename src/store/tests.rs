@@ -29,8 +29,12 @@ fn options(flush_interval: Duration) -> PipelineOptions {
 
 /// Rows whose messages are `tag 0` .. `tag n-1`.
 fn batch(tag: &str, n: usize) -> RecordBatch {
-    let mut b =
-        EventBatchBuilder::new(Origin { listener: "l".into(), peer: "p".into(), client_id: "".into() });
+    let mut b = EventBatchBuilder::new(Origin {
+        listener: "l".into(),
+        peer: "p".into(),
+        client_id: "".into(),
+        protocol: crate::ingest::event::Protocol::Syslog,
+    });
     for i in 0..n {
         let msg = format!("{tag} {i}");
         b.append(&Event::raw(Cow::Borrowed(&msg), "x"), i as i64);

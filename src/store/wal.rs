@@ -262,8 +262,12 @@ mod tests {
     use std::borrow::Cow;
 
     fn batch(n: usize) -> RecordBatch {
-        let mut b =
-            EventBatchBuilder::new(Origin { listener: "l".into(), peer: "p".into(), client_id: "".into() });
+        let mut b = EventBatchBuilder::new(Origin {
+            listener: "l".into(),
+            peer: "p".into(),
+            client_id: "".into(),
+            protocol: crate::ingest::event::Protocol::Syslog,
+        });
         for i in 0..n {
             let msg = format!("message {i}");
             b.append(&Event::raw(Cow::Borrowed(&msg), "x"), i as i64);

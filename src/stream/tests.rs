@@ -13,8 +13,12 @@ const S: i64 = 1_000_000_000;
 const T0: i64 = 1_767_225_600 * S;
 
 fn events(rows: &[(i64, &str, &str, u8, &str)]) -> RecordBatch {
-    let mut b =
-        EventBatchBuilder::new(Origin { listener: "l".into(), peer: "p".into(), client_id: "".into() });
+    let mut b = EventBatchBuilder::new(Origin {
+        listener: "l".into(),
+        peer: "p".into(),
+        client_id: "".into(),
+        protocol: crate::ingest::event::Protocol::Syslog,
+    });
     for (ts, host, app, sev, msg) in rows {
         let mut ev = Event::raw(Cow::Borrowed(*msg), "");
         ev.decode_error = None;

@@ -2,27 +2,13 @@
 //! plugin build on) against the real daemon over TLS. The checks live in
 //! tests/adbc/flight_client.py; scripts/install-test-deps installs the driver in a venv.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
 use crate::client::{connect_tls, octet, post};
-use crate::daemon::{Daemon, wait_until};
-
-fn python() -> PathBuf {
-    let venv = std::env::var_os("LOGWARDEN_VENV").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/logwarden/venv")
-    });
-    let py = venv.join("bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run scripts/install-test-deps (it creates the venv with the ADBC driver)",
-        py.display()
-    );
-    py
-}
+use crate::daemon::{Daemon, python, wait_until};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn adbc_python_client_queries_browses_and_binds_parameters() {

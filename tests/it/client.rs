@@ -118,3 +118,45 @@ pub fn octet(msg: &str) -> Vec<u8> {
     f.extend_from_slice(msg.as_bytes());
     f
 }
+
+/// One unary gRPC call made by hand over HTTP/2 and TLS: `message` framed as gRPC (flag byte
+/// `compressed`, then its length), so tests can send what no generated client would. The
+/// `grpc-status` and `grpc-message` of the answer (from its headers or its trailers).
+pub async fn grpc_call(
+    addr: SocketAddr,
+    ca: &Path,
+    path: &str,
+    message: &[u8],
+    compressed: Option<&'static str>,
+) -> (String, String) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let tls = TlsConnector::from(tls_config(ca, &[b"h2"]))
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("TLS handshake");
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.expect("h2");
+    tokio::spawn(conn);
+    let mut framed = vec![u8::from(compressed.is_some())];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    let mut req = hyper::Request::post(format!("https://localhost{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(enc) = compressed {
+        req = req.header("grpc-encoding", enc);
+    }
+    let resp =
+        send.send_request(req.body(Full::new(Bytes::from(framed))).expect("request")).await.expect("send");
+    let (parts, body) = resp.into_parts();
+    let trailers = body.collect().await.expect("body").trailers().cloned().unwrap_or_default();
+    let get = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .or(trailers.get(name))
+            .map_or(String::new(), |v| v.to_str().unwrap_or("").to_owned())
+    };
+    (get("grpc-status"), get("grpc-message"))
+}

@@ -25,6 +25,21 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
+/// The Python of the test venv (scripts/install-test-deps: the ADBC driver, the OpenTelemetry
+/// SDK, the Elasticsearch client...).
+pub fn python() -> PathBuf {
+    let venv = std::env::var_os("LOGWARDEN_VENV").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/logwarden/venv")
+    });
+    let py = venv.join("bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run scripts/install-test-deps (it creates the venv with the Python clients)",
+        py.display()
+    );
+    py
+}
+
 /// Poll `cond` until it holds; panic with `what` after `timeout`. Used instead of sleeps.
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -71,6 +86,10 @@ tls = false
 name = "http"
 address = "127.0.0.1:0"
 max_body_bytes = "1MiB"
+[[otlp]]
+name = "otlp"
+address = "127.0.0.1:0"
+max_message_bytes = "1MiB"
 "#;
 
 /// A config with every listener on port 0; `extra` is appended (TOML).

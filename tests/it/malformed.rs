@@ -69,7 +69,9 @@ async fn bad_frames_are_counted_and_do_not_disturb_other_peers() {
             && d.metric(r#"logwarden_tls_handshake_failures_total{listener="syslog",reason="protocol"}"#)
                 >= 1.0
     });
-    assert!(d.metric(r#"logwarden_decode_errors_total{format="raw",listener="syslog"}"#) >= 1.0);
+    assert!(
+        d.metric(r#"logwarden_decode_errors_total{format="raw",listener="syslog",protocol="syslog"}"#) >= 1.0
+    );
     assert!(d.log_text().contains("frame rejected"));
     assert_eq!(http_get(d.addr("admin"), "/healthz").0, 200);
 }

@@ -20,7 +20,8 @@ async fn metrics_pass_promtool_and_count_traffic() {
     s.write_all(b"{not json}\n").await.unwrap();
     s.shutdown().await.unwrap();
     wait_until(Duration::from_secs(30), "events counted", || {
-        d.metric(r#"logwarden_events_received_total{format="rfc5424",listener="syslog"}"#) >= 10.0
+        d.metric(r#"logwarden_events_received_total{format="rfc5424",listener="syslog",protocol="syslog"}"#)
+            >= 10.0
     });
     let page = d.metrics();
     for name in [

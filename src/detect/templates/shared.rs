@@ -216,8 +216,12 @@ mod tests {
     use std::borrow::Cow;
 
     fn batch(messages: &[&str]) -> RecordBatch {
-        let mut b =
-            EventBatchBuilder::new(Origin { listener: "l".into(), peer: "p".into(), client_id: "".into() });
+        let mut b = EventBatchBuilder::new(Origin {
+            listener: "l".into(),
+            peer: "p".into(),
+            client_id: "".into(),
+            protocol: crate::ingest::event::Protocol::Syslog,
+        });
         for (i, m) in messages.iter().enumerate() {
             let mut ev = Event::raw(Cow::Borrowed(*m), "");
             ev.decode_error = None;

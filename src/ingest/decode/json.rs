@@ -21,10 +21,14 @@ const PROCID_KEYS: &[&str] = &["pid", "procid"];
 /// Decodes a frame holding one JSON object; anything else is returned as [`Event::raw`] with
 /// the serde_json error as reason.
 pub fn decode_json(line: &str) -> Event<'_> {
-    let mut map: Map<String, Value> = match serde_json::from_str(line) {
-        Ok(map) => map,
-        Err(e) => return Event::raw(Cow::Borrowed(line), format!("json: {e}")),
-    };
+    match serde_json::from_str(line) {
+        Ok(map) => decode_object(map),
+        Err(e) => Event::raw(Cow::Borrowed(line), format!("json: {e}")),
+    }
+}
+
+/// An event from a JSON object already parsed: well-known keys to columns, the rest to `fields`.
+pub fn decode_object(mut map: Map<String, Value>) -> Event<'static> {
     let timestamp = take(&mut map, TIMESTAMP_KEYS, timestamp);
     let severity = take(&mut map, SEVERITY_KEYS, severity);
     let facility = take(&mut map, &["facility"], |v| small_int(&v, 23).ok_or(v));
@@ -49,6 +53,8 @@ pub fn decode_json(line: &str) -> Event<'_> {
         structured_data: None,
         fields,
         decode_error: None,
+        trace_id: None,
+        span_id: None,
     }
 }
 
@@ -98,7 +104,7 @@ fn severity(v: Value) -> Result<u8, Value> {
     level.ok_or(v)
 }
 
-fn severity_name(s: &str) -> Option<u8> {
+pub(crate) fn severity_name(s: &str) -> Option<u8> {
     const NAMES: &[(&str, u8)] = &[
         ("emerg", 0),
         ("emergency", 0),

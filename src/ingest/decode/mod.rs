@@ -33,7 +33,7 @@ pub fn decode(frame: &[u8], received_at_ns: i64) -> Event<'_> {
         Err(_) => {
             // The event cannot borrow from the repaired copy, so it is detached from it.
             let repaired = String::from_utf8_lossy(frame);
-            let mut event = into_owned(decode_str(&repaired, received_at_ns));
+            let mut event = Event::into_owned(decode_str(&repaired, received_at_ns));
             if event.decode_error.is_none() {
                 event.decode_error = Some(Cow::Borrowed("invalid UTF-8 replaced"));
             }
@@ -111,26 +111,6 @@ fn looks_like_rfc5424(b: &[u8]) -> bool {
 
 fn count_digits(b: &[u8]) -> usize {
     b.iter().take_while(|c| c.is_ascii_digit()).count()
-}
-
-fn into_owned(e: Event<'_>) -> Event<'static> {
-    fn own(c: Option<Cow<'_, str>>) -> Option<Cow<'static, str>> {
-        c.map(|c| Cow::Owned(c.into_owned()))
-    }
-    Event {
-        format: e.format,
-        timestamp: e.timestamp,
-        severity: e.severity,
-        facility: e.facility,
-        host: own(e.host),
-        app: own(e.app),
-        procid: own(e.procid),
-        msgid: own(e.msgid),
-        message: Cow::Owned(e.message.into_owned()),
-        structured_data: e.structured_data,
-        fields: e.fields,
-        decode_error: e.decode_error,
-    }
 }
 
 /// Parses `<PRI>` at the start of `b`: returns the value (0..=191) and the bytes consumed.

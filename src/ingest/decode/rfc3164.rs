@@ -81,6 +81,8 @@ pub fn decode_rfc3164(line: &str, received_at_ns: i64) -> Event<'_> {
         structured_data: None,
         fields: None,
         decode_error,
+        trace_id: None,
+        span_id: None,
     }
 }
 

@@ -85,6 +85,8 @@ fn parse(line: &str, mut pos: usize, pri: Option<u8>) -> Result<Event<'_>, &'sta
         // every message that says 1 (see ARCHITECTURE.md).
         fields: (version != 1).then(|| format!("{{\"syslog_version\":{version}}}")),
         decode_error: None,
+        trace_id: None,
+        span_id: None,
     })
 }
 

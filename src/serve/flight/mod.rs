@@ -11,5 +11,5 @@ pub mod service;
 mod signin;
 
 pub use auth::{Authenticator, Identity};
-pub use server::{FlightPeer, FlightServer};
+pub use server::FlightServer;
 pub use service::FlightSql;

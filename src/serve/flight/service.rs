@@ -38,11 +38,11 @@ use super::auth::{Authenticator, Identity};
 use super::handle::Statement;
 use super::ipc_check::IpcCheck;
 use super::metadata;
-use super::server::FlightPeer;
 use crate::access::SharedAccess;
 use crate::audit::{Audit, AuditEntry};
 use crate::metrics::Metrics;
 use crate::query::{self, QueryEngine, QueryError, QueryLimits, wire_schema};
+use crate::serve::grpc::GrpcPeer;
 
 type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
 
@@ -73,7 +73,7 @@ fn caller<T>(req: &Request<T>) -> Caller {
     Caller {
         who: id.map_or_else(|| "?".to_owned(), |i| i.name.clone()),
         auth: id.map_or("none", |i| i.method),
-        peer: req.extensions().get::<FlightPeer>().map_or_else(|| "?".to_owned(), |p| p.addr.to_string()),
+        peer: req.extensions().get::<GrpcPeer>().map_or_else(|| "?".to_owned(), |p| p.addr.to_string()),
     }
 }
 

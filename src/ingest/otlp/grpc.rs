@@ -1,0 +1,105 @@
+//! OTLP over gRPC: `opentelemetry.proto.collector.logs.v1.LogsService/Export` on its own
+//! listener (default 127.0.0.1:4317, TLS), served by the shared gRPC transport
+//! (`serve::grpc`). A call is answered only once its records are fsynced; saturation, a
+//! failing disk and shutdown are `UNAVAILABLE`, which OTLP exporters retry with backoff, and
+//! an undecodable message is `INVALID_ARGUMENT`, which they drop. gzip-compressed messages are
+//! accepted; `max_message_bytes` bounds each message after decompression.
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsService;
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+use tonic::{Request, Response, Status};
+
+use crate::batch::{EventBatchBuilder, Origin};
+use crate::ingest::event::Protocol;
+use crate::ingest::sink::{Sink, StoreFailure};
+use crate::metrics::ListenerMetrics;
+use crate::serve::grpc::GrpcPeer;
+
+pub struct OtlpGrpc {
+    pub listener: String,
+    pub sink: Sink,
+    pub metrics: ListenerMetrics,
+}
+
+#[tonic::async_trait]
+impl LogsService for OtlpGrpc {
+    async fn export(
+        &self,
+        request: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        let peer = request.extensions().get::<GrpcPeer>().cloned();
+        let (addr, client_id) =
+            peer.as_ref().map_or((String::from("?"), ""), |p| (p.addr.to_string(), p.client_id()));
+        let mut builder = EventBatchBuilder::new(Origin {
+            listener: self.listener.as_str().into(),
+            peer: addr.as_str().into(),
+            client_id: client_id.into(),
+            protocol: Protocol::Otlp,
+        });
+        let now = crate::ingest::now_ns();
+        let req = request.into_inner();
+        let decoded = super::decode_request(&req, |ev| builder.append(ev, now));
+        drop(req);
+        match self.sink.store(&mut builder).await {
+            Ok(_) => {
+                self.metrics.record(&decoded.counts);
+                Ok(Response::new(decoded.response()))
+            }
+            Err(e) => {
+                tracing::debug!(listener = %self.listener, peer = %addr, error = %e, "OTLP export not stored");
+                Err(status(&e))
+            }
+        }
+    }
+}
+
+/// A failure to store as the status OTLP exporters act on: retry (`UNAVAILABLE`) unless the
+/// batch itself could not be built.
+fn status(e: &StoreFailure) -> Status {
+    match e {
+        StoreFailure::Batch(_) => Status::internal(e.to_string()),
+        e => Status::unavailable(e.to_string()),
+    }
+}
+
+/// The OTLP listener's calls: a message tonic could not take (not protobuf, a compressed
+/// message that does not inflate, larger than `max_message_bytes`) is counted as a decode
+/// error, logged with its peer, and answered `INVALID_ARGUMENT`, which exporters drop rather
+/// than retry: tonic says `INTERNAL`, or `OUT_OF_RANGE` and `RESOURCE_EXHAUSTED` for size,
+/// and exporters retry the last two for ever.
+#[derive(Clone)]
+pub struct OtlpCalls {
+    pub listener: std::sync::Arc<str>,
+    pub metrics: ListenerMetrics,
+}
+
+impl crate::serve::grpc::CallPolicy for OtlpCalls {
+    fn answered(
+        &self,
+        mut resp: tonic::codegen::http::Response<tonic::body::Body>,
+        peer: Option<&GrpcPeer>,
+    ) -> tonic::codegen::http::Response<tonic::body::Body> {
+        let headers = resp.headers_mut();
+        let code =
+            headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok());
+        let message = headers.get("grpc-message").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let malformed = match code.map(tonic::Code::from_i32) {
+            Some(tonic::Code::Internal) => {
+                !message.starts_with("failed%20to%20build") && !message.starts_with("failed to build")
+            }
+            Some(tonic::Code::OutOfRange | tonic::Code::ResourceExhausted) => true,
+            _ => false,
+        };
+        if malformed {
+            self.metrics
+                .record(&crate::metrics::FormatCounts::refused(crate::ingest::event::Format::Otlp, 1));
+            let peer = peer.map_or_else(|| "?".to_owned(), |p| p.addr.to_string());
+            tracing::info!(listener = %self.listener, %peer, reason = %message, "OTLP export refused: malformed message");
+            headers.insert(
+                "grpc-status",
+                tonic::codegen::http::HeaderValue::from(tonic::Code::InvalidArgument as i32),
+            );
+        }
+        resp
+    }
+}
