@@ -16,6 +16,7 @@ mod disk_full;
 mod elastic;
 mod flight;
 mod ingest;
+mod loki;
 mod malformed;
 mod metrics;
 mod mtls;

@@ -6,6 +6,7 @@
 //! | `POST /v1/logs`, `application/x-protobuf`, or `application/json` whose first key is `resourceLogs` | OTLP logs | `otlp` |
 //! | `POST /v1/logs`, any other type (`application/x-ndjson`, `application/json`, none) | NDJSON | `ndjson` |
 //! | `POST /_bulk`, `POST /{index}/_bulk` (or `PUT`); `GET /`, `HEAD /` | Elasticsearch | `elastic` |
+//! | `POST /loki/api/v1/push` (snappy protobuf, or JSON) | Loki | `loki` |
 //!
 //! What they share lives here: bodies read within `max_body_bytes` and the listener's budget of
 //! bodies held at once (503 past it), `Content-Encoding: gzip` (every member of a concatenated
@@ -15,6 +16,7 @@
 //! request is stored whole or not at all.
 
 mod elastic;
+mod loki;
 mod ndjson;
 mod otlp;
 
@@ -39,7 +41,8 @@ use crate::metrics::{ListenerMetrics, Metrics};
 use crate::serve::RequestBody;
 
 /// The protocols an HTTP ingest listener speaks.
-pub const PROTOCOLS: [Protocol; 3] = [Protocol::Ndjson, Protocol::Otlp, Protocol::Elasticsearch];
+pub const PROTOCOLS: [Protocol; 4] =
+    [Protocol::Ndjson, Protocol::Otlp, Protocol::Elasticsearch, Protocol::Loki];
 
 pub struct HttpIngest {
     pub listener: String,
@@ -116,6 +119,13 @@ impl Refusal {
         self.with_retry_after(json_response(self.status, json!({ "error": self.message })))
     }
 
+    /// The message as plain text with the status (and `Retry-After`), as Loki answers.
+    fn text(&self) -> Response<Body> {
+        let mut r = Response::new(Body::new(Bytes::from(format!("{}\n", self.message))));
+        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        self.with_retry_after(r)
+    }
+
     fn with_retry_after(&self, mut r: Response<Body>) -> Response<Body> {
         *r.status_mut() = self.status;
         if let Some(s) = self.retry_after {
@@ -177,6 +187,16 @@ impl HttpIngest {
                 (Some(Protocol::Ndjson), self.ndjson(body, ndjson).await)
             }
             (_, "/v1/logs") => (None, error(StatusCode::METHOD_NOT_ALLOWED, "use POST /v1/logs")),
+            (&Method::POST, "/loki/api/v1/push") => {
+                let r = self.received(from, Protocol::Loki);
+                let json = media_type(req.headers()) == "application/json";
+                let headers = req.headers().clone();
+                let resp = match self.body(req, r.metrics).await {
+                    Ok((body, _held)) => self.loki(body, json, &headers, r).await,
+                    Err(refusal) => refusal.text(),
+                };
+                (Some(Protocol::Loki), resp)
+            }
             (&Method::GET, "/") => (Some(Protocol::Elasticsearch), elastic::root(false)),
             (&Method::HEAD, "/") => (Some(Protocol::Elasticsearch), elastic::root(true)),
             (&Method::POST | &Method::PUT, path) if bulk_index(path).is_some() => {
@@ -192,7 +212,7 @@ impl HttpIngest {
                 None,
                 error(
                     StatusCode::NOT_FOUND,
-                    "not found; logs are accepted at POST /v1/logs (NDJSON, OTLP) and POST /_bulk",
+                    "not found; logs are accepted at POST /v1/logs (NDJSON, OTLP), POST /_bulk and POST /loki/api/v1/push",
                 ),
             ),
         }
