@@ -28,6 +28,7 @@ pub struct Metrics {
     pub tls_handshake_failures: IntCounterVec,
     pub tls_handshakes: IntCounterVec,
     pub access_denied: IntCounterVec,
+    pub ingest_auth_failures: IntCounterVec,
     pub connections_revoked: IntCounterVec,
     pub audit_dropped: IntCounter,
     pub damaged_lines: IntCounterVec,
@@ -180,8 +181,14 @@ impl Metrics {
             access_denied: counter_vec(
                 reg,
                 "access_denied_total",
-                "Connections or queries refused by the [access] rules.",
+                "Connections, HTTP ingest requests or queries refused by the [access] rules.",
                 &["listener"],
+            )?,
+            ingest_auth_failures: counter_vec(
+                reg,
+                "ingest_auth_failures_total",
+                "HTTP ingest requests refused for their credentials (missing, malformed, bad_token, wrong_password, rate_limited, busy); those refused by [access] send rules count in access_denied_total.",
+                &["listener", "reason"],
             )?,
             connections_revoked: counter_vec(
                 reg,

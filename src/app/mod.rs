@@ -48,6 +48,8 @@ pub enum AppError {
     QueryNodeHoldsData { dir: String, events: String },
     #[error("failed to bind {what} on {addr}: {source}")]
     Bind { what: String, addr: SocketAddr, source: std::io::Error },
+    #[error("listener {name}: {reason}")]
+    Listener { name: String, reason: String },
     #[error("failed to write {path}: {source}")]
     Write { path: String, source: std::io::Error },
     #[error("failed to use the socket systemd passed for {what}: {source}")]
@@ -249,13 +251,25 @@ pub async fn run(
                 config.batch.max_pending_bytes.as_u64(),
                 l.max_body_bytes.as_u64(),
             ),
+            credentials: crate::ingest::http::Credentials::new(
+                &l.tokens,
+                &l.users,
+                &config.flight.auth_limits,
+            )
+            .map_err(|reason| AppError::Listener { name: l.name.clone(), reason })?,
+            access: Some(access.clone()),
+            acks: Default::default(),
         });
+        // With credentials, who sends is known per request: the send rules are checked there.
+        let per_request = !(l.tokens.is_empty() && l.users.is_empty());
         let cancel2 = cancel.clone();
         let deadlines = Deadlines::new(&l.name, l.header_read_timeout, l.idle_timeout, &metrics);
+        let gate = Gate { tls: acceptor, ..ingest_gate.clone() };
+        let gate = if per_request { Gate { access: None, ..gate } } else { gate };
         accept_tasks.push(tokio::spawn(accept_loop(
             listener,
             l.common(),
-            Gate { tls: acceptor, ..ingest_gate.clone() },
+            gate,
             conn_metrics,
             cancel.clone(),
             connections.clone(),

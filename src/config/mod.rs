@@ -351,6 +351,15 @@ pub struct HttpListenerConfig {
     /// HTTP/1.1 each next one within this of the previous answer.
     #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// Tokens shippers present in the `Authorization` header: Splunk HEC tokens (`Splunk T`),
+    /// bearer tokens, Elasticsearch API keys (`ApiKey`, the token being `id:key`); SHA-256 in
+    /// hex. The principal is `token:NAME`. With any credential here, `[access] send` rules
+    /// are checked per request (the credential's principal, else the certificate's).
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// Basic-auth users (Elasticsearch clients): argon2 hashes; the principal is `user:NAME`.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
 }
 
 fn default_max_body_bytes() -> ByteSize {
@@ -376,6 +385,8 @@ impl Default for HttpListenerConfig {
             crl_files: c.crl_files,
             max_body_bytes: default_max_body_bytes(),
             header_read_timeout: default_header_read_timeout(),
+            tokens: Vec::new(),
+            users: Vec::new(),
         }
     }
 }

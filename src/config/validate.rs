@@ -82,6 +82,9 @@ impl Config {
                 out.push(Problem::new(format!("http[{i}].header_read_timeout"), "must be greater than 0"));
             }
         }
+        for (i, l) in self.http.iter().enumerate() {
+            validate_credentials(&mut out, &format!("http[{i}]"), &l.tokens, &l.users);
+        }
         for (i, l) in self.otlp.iter().enumerate() {
             if l.max_message_bytes.as_u64() == 0 || l.max_message_bytes.as_u64() > 1 << 30 {
                 out.push(Problem::new(
@@ -432,39 +435,7 @@ impl Config {
         if f.handshake_timeout.is_zero() {
             out.push(Problem::new("flight.handshake_timeout", "must be greater than 0"));
         }
-        let mut names: HashMap<&str, String> = HashMap::new();
-        for (i, t) in f.tokens.iter().enumerate() {
-            let key = format!("flight.tokens[{i}]");
-            if t.sha256.len() != 64
-                || !t.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            {
-                out.push(Problem::new(
-                    format!("{key}.sha256"),
-                    "must be the 64 lowercase hex digits of the token's SHA-256 (logwarden auth new-token prints it); never the token itself",
-                ));
-            }
-            if let Some(other) = names.insert(&t.name, key.clone()) {
-                out.push(Problem::new(
-                    format!("{key}.name"),
-                    format!("\"{}\" is already used by {other}", t.name),
-                ));
-            }
-        }
-        for (i, u) in f.users.iter().enumerate() {
-            let key = format!("flight.users[{i}]");
-            if let Err(e) = argon2::PasswordHash::new(&u.password_hash) {
-                out.push(Problem::new(
-                    format!("{key}.password_hash"),
-                    format!("is not an argon2 PHC string ({e}); make one with logwarden auth hash-password"),
-                ));
-            }
-            if let Some(other) = names.insert(&u.name, key.clone()) {
-                out.push(Problem::new(
-                    format!("{key}.name"),
-                    format!("\"{}\" is already used by {other}", u.name),
-                ));
-            }
-        }
+        validate_credentials(out, "flight", &f.tokens, &f.users);
         let l = &f.limits;
         if l.memory.as_u64() < 1 << 20 {
             out.push(Problem::new("flight.limits.memory", "must be at least 1 MiB"));
@@ -692,5 +663,46 @@ impl Config {
             kinds.push("user");
         }
         kinds
+    }
+}
+
+/// `PREFIX.tokens` and `PREFIX.users`: digests and hashes well formed, names unique.
+fn validate_credentials(
+    out: &mut Vec<Problem>,
+    prefix: &str,
+    tokens: &[super::TokenConfig],
+    users: &[super::UserConfig],
+) {
+    let mut names: HashMap<&str, String> = HashMap::new();
+    for (i, t) in tokens.iter().enumerate() {
+        let key = format!("{prefix}.tokens[{i}]");
+        if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            out.push(Problem::new(
+                format!("{key}.sha256"),
+                "must be the 64 lowercase hex digits of the token's SHA-256 (logwarden auth new-token prints it); never the token itself",
+            ));
+        }
+        if let Some(other) = names.insert(&t.name, key.clone()) {
+            out.push(Problem::new(
+                format!("{key}.name"),
+                format!("\"{}\" is already used by {other}", t.name),
+            ));
+        }
+    }
+    for (i, u) in users.iter().enumerate() {
+        let key = format!("{prefix}.users[{i}]");
+        if let Err(e) = argon2::PasswordHash::new(&u.password_hash) {
+            out.push(Problem::new(
+                format!("{key}.password_hash"),
+                format!("is not an argon2 PHC string ({e}); make one with logwarden auth hash-password"),
+            ));
+        }
+        if let Some(other) = names.insert(&u.name, key.clone()) {
+            out.push(Problem::new(
+                format!("{key}.name"),
+                format!("\"{}\" is already used by {other}", u.name),
+            ));
+        }
     }
 }

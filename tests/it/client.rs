@@ -83,16 +83,32 @@ pub struct HttpResponse {
 pub async fn post(
     addr: SocketAddr,
     ca: PathBuf,
-    path: &'static str,
+    path: &str,
     headers: Vec<(&'static str, &'static str)>,
     body: Vec<u8>,
 ) -> HttpResponse {
-    let tls = connect_tls_alpn(addr, &ca).await;
+    request(hyper::Method::POST, addr, &ca, path, headers, body).await
+}
+
+/// GET over HTTPS/1.1.
+pub async fn get(addr: SocketAddr, ca: &Path, path: &str) -> HttpResponse {
+    request(hyper::Method::GET, addr, ca, path, vec![], Vec::new()).await
+}
+
+async fn request(
+    method: hyper::Method,
+    addr: SocketAddr,
+    ca: &Path,
+    path: &str,
+    headers: Vec<(&'static str, &'static str)>,
+    body: Vec<u8>,
+) -> HttpResponse {
+    let tls = connect_tls_alpn(addr, ca).await;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
         .await
         .expect("http handshake");
     tokio::spawn(conn);
-    let mut req = hyper::Request::post(path).header("host", "localhost");
+    let mut req = hyper::Request::builder().method(method).uri(path).header("host", "localhost");
     for (k, v) in headers {
         req = req.header(k, v);
     }

@@ -15,6 +15,7 @@ mod deploy;
 mod disk_full;
 mod elastic;
 mod flight;
+mod hec;
 mod ingest;
 mod loki;
 mod malformed;

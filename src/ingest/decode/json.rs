@@ -12,7 +12,7 @@ use super::parse_rfc3339_prefix;
 use crate::ingest::event::{Event, Format};
 
 const TIMESTAMP_KEYS: &[&str] = &["timestamp", "@timestamp", "time", "ts"];
-const SEVERITY_KEYS: &[&str] = &["level", "severity"];
+const SEVERITY_KEYS: &[&str] = &["level", "severity", "log_level"];
 const MESSAGE_KEYS: &[&str] = &["message", "msg"];
 const HOST_KEYS: &[&str] = &["host", "hostname"];
 const APP_KEYS: &[&str] = &["app", "service", "appname"];

@@ -7,6 +7,10 @@
 //! | `POST /v1/logs`, any other type (`application/x-ndjson`, `application/json`, none) | NDJSON | `ndjson` |
 //! | `POST /_bulk`, `POST /{index}/_bulk` (or `PUT`); `GET /`, `HEAD /` | Elasticsearch | `elastic` |
 //! | `POST /loki/api/v1/push` (snappy protobuf, or JSON) | Loki | `loki` |
+//! | `/services/collector[/event\|/raw\|/health\|/ack]` | Splunk HEC | `hec` |
+//!
+//! Credentials in the `Authorization` header (`credentials`) say who sends, when the listener
+//! has `tokens` or `users`; HEC always requires a token.
 //!
 //! What they share lives here: bodies read within `max_body_bytes` and the listener's budget of
 //! bodies held at once (503 past it), `Content-Encoding: gzip` (every member of a concatenated
@@ -15,10 +19,15 @@
 //! [`Sink`]: the answer is a success only once every event of the request is fsynced, and a
 //! request is stored whole or not at all.
 
+mod credentials;
 mod elastic;
+mod hec;
 mod loki;
 mod ndjson;
 mod otlp;
+
+pub use credentials::Credentials;
+use credentials::{AuthFailure, Presented};
 
 pub use ndjson::{BadLine, decode_lines};
 
@@ -54,6 +63,12 @@ pub struct HttpIngest {
     /// The request bodies this listener holds at once (being read, then until durable), in
     /// KiB: see [`body_budget`].
     pub bodies: Arc<tokio::sync::Semaphore>,
+    /// The listener's `tokens` and `users`.
+    pub credentials: Credentials,
+    /// The `[access] send` rules, checked per request when the listener has credentials.
+    pub access: Option<crate::access::SharedAccess>,
+    /// HEC indexer acknowledgement ids issued per channel.
+    pub acks: hec::Acks,
 }
 
 /// How many KiB of request bodies one HTTP listener holds at once: `batch.max_pending_bytes`,
@@ -75,6 +90,8 @@ struct Received<'a> {
     listener: &'a str,
     protocol: Protocol,
     metrics: &'a ListenerMetrics,
+    /// Who sends it (the `client_id` column): the credentials' principal or the certificate's.
+    client_id: &'a str,
     /// The receive time stamped on its events.
     now: i64,
 }
@@ -85,7 +102,7 @@ impl Received<'_> {
         EventBatchBuilder::new(Origin {
             listener: self.listener.into(),
             peer: self.from.addr.to_string().into(),
-            client_id: self.from.client_id().into(),
+            client_id: self.client_id.into(),
             protocol: self.protocol,
         })
     }
@@ -155,66 +172,172 @@ impl HttpIngest {
         resp
     }
 
-    fn received<'a>(&'a self, from: &'a Peer, protocol: Protocol) -> Received<'a> {
+    fn received<'a>(&'a self, from: &'a Peer, protocol: Protocol, client_id: &'a str) -> Received<'a> {
         let i = PROTOCOLS.iter().position(|p| *p == protocol).unwrap_or(0);
         Received {
             from,
             listener: &self.listener,
             protocol,
             metrics: &self.protocol_metrics[i],
+            client_id,
             now: super::now_ns(),
         }
     }
 
     async fn route(&self, req: Request<RequestBody>, from: &Peer) -> (Option<Protocol>, Response<Body>) {
-        match (req.method(), req.uri().path()) {
-            (&Method::POST, "/v1/logs") => {
-                let ct = media_type(req.headers());
-                if otlp::is_protobuf(&ct) {
-                    let r = self.received(from, Protocol::Otlp);
-                    return (Some(Protocol::Otlp), self.otlp(req, otlp::Encoding::Protobuf, r).await);
-                }
+        let Some(route) = Route::of(req.method(), req.uri().path(), req.headers()) else {
+            let resp = match req.uri().path() {
+                "/v1/logs" => error(StatusCode::METHOD_NOT_ALLOWED, "use POST /v1/logs"),
+                _ => error(
+                    StatusCode::NOT_FOUND,
+                    "not found; logs are accepted at POST /v1/logs (NDJSON, OTLP), POST /_bulk, POST /loki/api/v1/push and POST /services/collector",
+                ),
+            };
+            return (None, resp);
+        };
+        let protocol = route.protocol();
+        if route == Route::HecHealth {
+            return (Some(protocol), hec::health());
+        }
+        let client_id = match self.authorize(protocol, req.headers(), from).await {
+            Ok(who) => who,
+            Err(denied) => return (Some(protocol), self.unauthorized(protocol, &denied, from)),
+        };
+        let r = self.received(from, protocol, &client_id);
+        let resp = match route {
+            Route::EsRoot { head } => elastic::root(head),
+            Route::HecHealth => hec::health(),
+            Route::V1Logs { protobuf: true } => self.otlp(req, otlp::Encoding::Protobuf, r).await,
+            Route::V1Logs { protobuf: false } => {
                 // NDJSON (of any declared type) or OTLP/JSON: the body tells.
-                let ndjson = self.received(from, Protocol::Ndjson);
-                let body = match self.body(req, ndjson.metrics).await {
+                let json = media_type(req.headers()) == "application/json";
+                let body = match self.body(req, r.metrics).await {
                     Ok((body, _held)) => body,
                     Err(refusal) => return (Some(Protocol::Ndjson), refusal.json()),
                 };
-                if ct == "application/json" && otlp::is_otlp_json(&body) {
-                    let r = self.received(from, Protocol::Otlp);
+                if json && otlp::is_otlp_json(&body) {
+                    let r = self.received(from, Protocol::Otlp, &client_id);
                     return (Some(Protocol::Otlp), self.otlp_body(body, otlp::Encoding::Json, r).await);
                 }
-                (Some(Protocol::Ndjson), self.ndjson(body, ndjson).await)
+                self.ndjson(body, r).await
             }
-            (_, "/v1/logs") => (None, error(StatusCode::METHOD_NOT_ALLOWED, "use POST /v1/logs")),
-            (&Method::POST, "/loki/api/v1/push") => {
-                let r = self.received(from, Protocol::Loki);
+            Route::Loki => {
                 let json = media_type(req.headers()) == "application/json";
                 let headers = req.headers().clone();
-                let resp = match self.body(req, r.metrics).await {
+                match self.body(req, r.metrics).await {
                     Ok((body, _held)) => self.loki(body, json, &headers, r).await,
                     Err(refusal) => refusal.text(),
-                };
-                (Some(Protocol::Loki), resp)
+                }
             }
-            (&Method::GET, "/") => (Some(Protocol::Elasticsearch), elastic::root(false)),
-            (&Method::HEAD, "/") => (Some(Protocol::Elasticsearch), elastic::root(true)),
-            (&Method::POST | &Method::PUT, path) if bulk_index(path).is_some() => {
-                let index = bulk_index(path).flatten().map(str::to_owned);
-                let r = self.received(from, Protocol::Elasticsearch);
-                let resp = match self.body(req, r.metrics).await {
-                    Ok((body, _held)) => self.bulk(body, index.as_deref(), r).await,
-                    Err(refusal) => elastic::refusal(&refusal),
+            Route::Bulk { index } => match self.body(req, r.metrics).await {
+                Ok((body, _held)) => self.bulk(body, index.as_deref(), r).await,
+                Err(refusal) => elastic::refusal(&refusal),
+            },
+            route @ (Route::HecEvent { .. } | Route::HecAck) => {
+                let query = req.uri().query().map(str::to_owned);
+                let channel = match hec::channel(req.headers(), query.as_deref()) {
+                    Ok(c) => c,
+                    Err(bad) => return (Some(protocol), bad.answer()),
                 };
-                (Some(Protocol::Elasticsearch), resp)
+                match self.body(req, r.metrics).await {
+                    Ok((body, _held)) => match route {
+                        Route::HecAck => self.hec_ack(&body, channel),
+                        Route::HecEvent { raw } => self.hec(body, raw, query.as_deref(), channel, r).await,
+                        _ => hec::health(),
+                    },
+                    Err(refusal) => hec::refusal(&refusal),
+                }
             }
-            _ => (
-                None,
-                error(
-                    StatusCode::NOT_FOUND,
-                    "not found; logs are accepted at POST /v1/logs (NDJSON, OTLP), POST /_bulk and POST /loki/api/v1/push",
-                ),
-            ),
+        };
+        (Some(protocol), resp)
+    }
+
+    /// Who sends a request: the principal of the credentials in its `Authorization` header, or
+    /// without one the client certificate's ("" for none). With credentials configured on the
+    /// listener, the `[access] send` rules are checked here, per request (the accept loop left
+    /// them to it); HEC requires a token in any case.
+    async fn authorize(
+        &self,
+        protocol: Protocol,
+        headers: &HeaderMap,
+        from: &Peer,
+    ) -> Result<String, Unauthorized> {
+        let certificate = from.client_id().to_owned();
+        let presented = Presented::from_headers(headers);
+        if protocol == Protocol::SplunkHec && presented == Presented::None {
+            return Err(Unauthorized::Missing);
+        }
+        if self.credentials.is_empty() && protocol != Protocol::SplunkHec {
+            return Ok(certificate);
+        }
+        let who = match self.credentials.check(presented, from.addr).await {
+            Ok(Some(principal)) => principal,
+            Ok(None) => certificate,
+            Err(f) => return Err(Unauthorized::Failed(f)),
+        };
+        if !self.credentials.is_empty()
+            && let Some(access) = &self.access
+            && !access.load().may_send(Some(who.as_str()).filter(|w| !w.is_empty()), &self.listener)
+        {
+            return Err(Unauthorized::Denied(who));
+        }
+        Ok(who)
+    }
+
+    /// A refused request's answer in its protocol's shape, counted and logged.
+    fn unauthorized(&self, protocol: Protocol, why: &Unauthorized, from: &Peer) -> Response<Body> {
+        let (status, reason) = match why {
+            Unauthorized::Missing => (StatusCode::UNAUTHORIZED, "missing"),
+            Unauthorized::Failed(AuthFailure::Limited(_)) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Unauthorized::Failed(AuthFailure::Busy) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            Unauthorized::Failed(f) => (StatusCode::UNAUTHORIZED, f.label()),
+            Unauthorized::Denied(_) => (StatusCode::FORBIDDEN, "denied"),
+        };
+        match why {
+            Unauthorized::Denied(who) => {
+                self.metrics.access_denied.with_label_values(&[&self.listener]).inc();
+                tracing::warn!(listener = %self.listener, peer = %from.addr, principal = %who, "HTTP ingest request refused: the principal may not send to this listener ([access] send rules)");
+            }
+            _ => {
+                self.metrics.ingest_auth_failures.with_label_values(&[&self.listener, reason]).inc();
+                tracing::info!(listener = %self.listener, peer = %from.addr, reason, "HTTP ingest request refused: credentials");
+            }
+        }
+        let message = match why {
+            Unauthorized::Missing => "credentials are required".to_owned(),
+            Unauthorized::Failed(f) => f.to_string(),
+            Unauthorized::Denied(_) => "not allowed to send to this listener".to_owned(),
+        };
+        match protocol {
+            Protocol::SplunkHec => {
+                let (code, text) = match why {
+                    Unauthorized::Missing => (2, "Token is required"),
+                    Unauthorized::Failed(AuthFailure::Malformed(_)) => (3, "Invalid authorization"),
+                    Unauthorized::Failed(AuthFailure::Limited(_) | AuthFailure::Busy) => {
+                        (9, "Server is busy")
+                    }
+                    Unauthorized::Failed(_) => (4, "Invalid token"),
+                    Unauthorized::Denied(_) => (4, "Invalid token"),
+                };
+                let status = match code {
+                    2 | 3 => StatusCode::UNAUTHORIZED,
+                    9 => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::FORBIDDEN,
+                };
+                hec::fail(status, code, text)
+            }
+            Protocol::Elasticsearch => {
+                let mut r = elastic::error(status, "security_exception", &message);
+                if status == StatusCode::UNAUTHORIZED {
+                    r.headers_mut().insert(
+                        hyper::header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Basic realm=\"security\" charset=\"UTF-8\", ApiKey"),
+                    );
+                }
+                r
+            }
+            Protocol::Loki => Refusal::new(status, message).text(),
+            _ => Refusal::new(status, message).json(),
         }
     }
 
@@ -268,6 +391,71 @@ impl HttpIngest {
             Err(e @ InflateError::Gzip(_)) => Err(Refusal::new(StatusCode::BAD_REQUEST, e.to_string())),
         }
     }
+}
+
+/// What a request asks for, by method, path and Content-Type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    /// `POST /v1/logs`: OTLP protobuf, or NDJSON / OTLP JSON (the body tells).
+    V1Logs {
+        protobuf: bool,
+    },
+    Loki,
+    EsRoot {
+        head: bool,
+    },
+    Bulk {
+        index: Option<String>,
+    },
+    HecEvent {
+        raw: bool,
+    },
+    HecHealth,
+    HecAck,
+}
+
+impl Route {
+    fn of(method: &Method, path: &str, headers: &HeaderMap) -> Option<Route> {
+        let path = path.strip_suffix("/1.0").filter(|p| p.starts_with("/services/collector")).unwrap_or(path);
+        Some(match (method, path) {
+            (&Method::POST, "/v1/logs") => {
+                Route::V1Logs { protobuf: otlp::is_protobuf(&media_type(headers)) }
+            }
+            (&Method::POST, "/loki/api/v1/push") => Route::Loki,
+            (&Method::GET, "/") => Route::EsRoot { head: false },
+            (&Method::HEAD, "/") => Route::EsRoot { head: true },
+            (&Method::POST, "/services/collector" | "/services/collector/event") => {
+                Route::HecEvent { raw: false }
+            }
+            (&Method::POST, "/services/collector/raw") => Route::HecEvent { raw: true },
+            (&Method::GET, "/services/collector/health") => Route::HecHealth,
+            (&Method::POST, "/services/collector/ack") => Route::HecAck,
+            (&Method::POST | &Method::PUT, path) => {
+                Route::Bulk { index: bulk_index(path)?.map(str::to_owned) }
+            }
+            _ => return None,
+        })
+    }
+
+    fn protocol(&self) -> Protocol {
+        match self {
+            Route::V1Logs { protobuf: true } => Protocol::Otlp,
+            Route::V1Logs { protobuf: false } => Protocol::Ndjson,
+            Route::Loki => Protocol::Loki,
+            Route::EsRoot { .. } | Route::Bulk { .. } => Protocol::Elasticsearch,
+            Route::HecEvent { .. } | Route::HecHealth | Route::HecAck => Protocol::SplunkHec,
+        }
+    }
+}
+
+/// Why a request's sender was refused.
+#[derive(Debug)]
+enum Unauthorized {
+    /// HEC without a token.
+    Missing,
+    Failed(AuthFailure),
+    /// The principal may not send to this listener.
+    Denied(String),
 }
 
 /// `Some(None)` for `/_bulk`, `Some(Some(index))` for `/{index}/_bulk`, `None` for any other

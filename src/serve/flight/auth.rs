@@ -123,7 +123,7 @@ pub fn sha256_hex(secret: &str) -> String {
     sha256(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn from_hex(s: &str) -> Option<Digest32> {
+pub(crate) fn from_hex(s: &str) -> Option<Digest32> {
     let mut out = [0u8; 32];
     if s.len() != 64 {
         return None;

@@ -8,7 +8,7 @@ mod ipc_check;
 mod metadata;
 pub mod server;
 pub mod service;
-mod signin;
+pub(crate) mod signin;
 
 pub use auth::{Authenticator, Identity};
 pub use server::FlightServer;
