@@ -42,6 +42,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 mod latency;
+mod protocols;
 mod storm;
 
 #[derive(Debug, Clone, Parser)]
@@ -58,6 +59,13 @@ struct Args {
     event_bytes: usize,
     #[arg(long, value_enum, default_value = "octet")]
     framing: Framing,
+    /// The protocol to send with (see `protocols.rs`); all but syslog need a daemon started
+    /// here.
+    #[arg(long, value_enum, default_value = "syslog")]
+    protocol: protocols::Protocol,
+    /// Events per request, for the request-based protocols.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
     /// Send to a running daemon's stream listener instead of starting one.
     #[arg(long, requires = "ca")]
     target: Option<SocketAddr>,
@@ -130,6 +138,7 @@ async fn run(args: Args) -> Result<()> {
     let daemon = match args.target {
         Some(addr) => Target {
             stream: addr,
+            addrs: Default::default(),
             admin: args.admin,
             flight: None,
             ca: args.ca.clone().context("--ca is required with --target")?,
@@ -154,10 +163,29 @@ async fn run(args: Args) -> Result<()> {
     if let Some(duration) = args.handshakes {
         return handshakes(&args, &daemon, duration).await;
     }
+    let protocol = args.protocol;
+    let request_based = protocol != protocols::Protocol::Syslog;
+    if request_based && daemon.child.is_none() {
+        bail!("--protocol {protocol:?} needs a daemon started here (no --target)");
+    }
     eprint!("generating {} events of {} bytes ... ", args.events, args.event_bytes);
     let started = Instant::now();
-    let corpus = generate(&args);
-    let wire_bytes: usize = corpus.iter().map(Vec::len).sum();
+    let corpus = generate(&Args { framing: if request_based { Framing::Lf } else { args.framing }, ..args.clone() });
+    let requests: Vec<Vec<protocols::Request>> = match request_based {
+        true => corpus
+            .iter()
+            .map(|c| {
+                let lines: Vec<&str> =
+                    std::str::from_utf8(c).unwrap_or_default().lines().collect();
+                protocols::requests(protocol, &lines, args.batch)
+            })
+            .collect(),
+        false => Vec::new(),
+    };
+    let wire_bytes: usize = match request_based {
+        true => requests.iter().flatten().map(|r| r.len()).sum(),
+        false => corpus.iter().map(Vec::len).sum(),
+    };
     eprintln!("{:.1}s", started.elapsed().as_secs_f64());
 
     let durable_before = match daemon.admin {
@@ -177,7 +205,15 @@ async fn run(args: Args) -> Result<()> {
     };
     let start = Instant::now();
     let mut sends = Vec::new();
-    for chunk in corpus {
+    if request_based {
+        let addr = daemon.addrs.get(protocols::listener(protocol)).copied().context("no listener for the protocol")?;
+        let tls = client_config(&daemon.ca, &args, true)?;
+        for reqs in requests {
+            let tls = tls.clone();
+            sends.push(tokio::spawn(async move { protocols::send(protocol, addr, tls, reqs).await.map(|_| ()) }));
+        }
+    }
+    for chunk in corpus.into_iter().filter(|_| !request_based) {
         let connector = connector.clone();
         let addr = daemon.stream;
         sends.push(tokio::spawn(async move {
@@ -200,6 +236,7 @@ async fn run(args: Args) -> Result<()> {
     let sent = start.elapsed();
 
     let mut report = Report {
+        protocol,
         events: args.events,
         event_bytes: args.event_bytes,
         wire_bytes,
@@ -278,6 +315,7 @@ async fn alert_latency(args: &Args, duration: Duration) -> Result<()> {
 }
 
 struct Report {
+    protocol: protocols::Protocol,
     events: usize,
     event_bytes: usize,
     wire_bytes: usize,
@@ -296,8 +334,8 @@ impl Report {
         let mb = self.wire_bytes as f64 / 1e6;
         let rate = |d: Duration| (self.events as f64 / d.as_secs_f64(), mb / d.as_secs_f64());
         println!(
-            "events: {}  message bytes: {}  connections: {}  wire: {:.1} MB",
-            self.events, self.event_bytes, self.connections, mb
+            "protocol: {:?}  events: {}  message bytes: {}  connections: {}  wire: {:.1} MB",
+            self.protocol, self.events, self.event_bytes, self.connections, mb
         );
         let (ev, mbs) = rate(self.sent);
         println!("sent in {:.2}s: {:.0} events/s, {:.1} MB/s", self.sent.as_secs_f64(), ev, mbs);
@@ -329,6 +367,8 @@ struct Target {
     admin: Option<SocketAddr>,
     /// The Flight SQL endpoint of a daemon started here.
     flight: Option<SocketAddr>,
+    /// Every listener of a daemon started here, by name.
+    addrs: std::collections::HashMap<String, SocketAddr>,
     ca: PathBuf,
     child: Option<(Child, PathBuf, PathBuf)>,
     keep_data: bool,
@@ -353,9 +393,10 @@ impl Target {
             &config,
             format!(
                 "data_dir = \"{}\"\n[log]\nlevel = \"warn\"\n[[stream]]\nname = \"syslog\"\naddress = \"127.0.0.1:0\"\n\
-                 [[http]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n[flight]\naddress = \"127.0.0.1:0\"\n\
+                 [[http]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\n{protocols}[admin]\naddress = \"127.0.0.1:0\"\n[flight]\naddress = \"127.0.0.1:0\"\n\
                  [storage]\nflush_interval = \"5s\"\n{extra}",
-                data.display()
+                data.display(),
+                protocols = protocols::daemon_config(),
             ),
         )?;
         let log = std::fs::File::create(dir.join("daemon.log"))?;
@@ -383,6 +424,7 @@ impl Target {
         eprintln!("started {} (data in {})", bin.display(), data.display());
         Ok(Target {
             stream,
+            addrs: addrs.clone(),
             admin: Some(admin),
             flight: addrs.get("flight").copied(),
             ca: data.join("tls/ca.pem"),
