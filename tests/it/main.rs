@@ -27,6 +27,7 @@ mod pki;
 mod reload;
 mod revocation;
 mod rsyslog;
+mod syslog_ng;
 mod systemd;
 mod templates;
 mod timeouts;
