@@ -207,10 +207,18 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 
 #[derive(Debug, Subcommand)]
 pub enum AuthCommand {
-    /// Print a new random bearer token and the [[flight.tokens]] entry holding its SHA-256.
+    /// Print a new random token and the config entry holding its SHA-256: a Flight SQL bearer
+    /// token, or with --http an HTTP ingest token (Splunk HEC, bearer, Elasticsearch API key).
     NewToken {
-        /// Who the token is for (shown in query logs).
+        /// Who the token is for (shown in query logs; the principal is token:NAME).
         name: String,
+        /// An entry for `[[http]] tokens` instead of `[[flight.tokens]]`.
+        #[arg(long)]
+        http: bool,
+        /// With --http: an Elasticsearch API key with this id (the client sends `ID:TOKEN`,
+        /// which is what is hashed).
+        #[arg(long, requires = "http")]
+        api_key_id: Option<String>,
     },
     /// Read a password on stdin and print the [[flight.users]] entry with its argon2 hash.
     HashPassword {
@@ -456,14 +464,22 @@ fn templates(file: &std::path::Path, only: Option<TemplatesPart>, explain: bool)
 fn auth(cmd: AuthCommand) -> anyhow::Result<()> {
     use crate::serve::flight::auth;
     match cmd {
-        AuthCommand::NewToken { name } => {
-            let token = auth::new_token();
+        AuthCommand::NewToken { name, http, api_key_id } => {
+            let token = match &api_key_id {
+                Some(id) => format!("{id}:{}", auth::new_token()),
+                None => auth::new_token(),
+            };
             eprintln!("Give this token to {name}; it is shown only now:");
             println!("{token}");
-            eprintln!(
-                "\nAdd to the config:\n[[flight.tokens]]\nname = {name:?}\nsha256 = \"{}\"",
-                auth::sha256_hex(&token)
-            );
+            let digest = auth::sha256_hex(&token);
+            match http {
+                false => eprintln!(
+                    "\nAdd to the config:\n[[flight.tokens]]\nname = {name:?}\nsha256 = \"{digest}\""
+                ),
+                true => eprintln!(
+                    "\nAdd to the [[http]] listener's tokens:\ntokens = [{{ name = {name:?}, sha256 = \"{digest}\" }}]"
+                ),
+            }
         }
         AuthCommand::HashPassword { name } => {
             let mut password = String::new();
