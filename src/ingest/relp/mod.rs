@@ -82,12 +82,14 @@ enum End {
     Closed,
     /// The client went away (end of stream, a failed read).
     Gone,
-    Refused(Refused),
+    Refused,
     /// The client's `open` was refused (answered `500`).
-    OpenRefused(&'static str),
+    OpenRefused,
     Shutdown,
-    /// Nothing in time: no `open` (`no_request`) or no frame (`idle`).
-    TimedOut(&'static str),
+    /// No `open` within the handshake timeout.
+    NoOpen,
+    /// No complete frame for `idle_timeout`.
+    Idle,
     /// Storage refused a batch; its frames are not answered.
     Storage(StoreFailure),
     /// Answers could not be written.
@@ -145,24 +147,14 @@ pub async fn serve(
             tracing::debug!(listener = %l, %peer, problem = why, "RELP answers not written");
             false
         }
-        End::Refused(r) => {
-            match r.reason {
-                Reject::Oversize => session.metrics.rejected_oversize.inc(),
-                Reject::Truncated => session.metrics.rejected_truncated.inc(),
-                Reject::Malformed => session.metrics.rejected_malformed.inc(),
-            }
-            tracing::info!(listener = %l, %peer, reason = r.reason.as_str(), problem = r.what,
-                max_frame_bytes = settings.max_frame_bytes, "RELP frame rejected; closing the connection");
-            false
+        // Counted and logged when they happened (see `Session::refuse`).
+        End::Refused | End::OpenRefused => false,
+        End::NoOpen => {
+            settings.timeouts.no_request.inc();
+            true
         }
-        End::OpenRefused(why) => {
-            tracing::info!(listener = %l, %peer, problem = why, "RELP open refused");
-            false
-        }
-        End::TimedOut(reason) => {
-            let c =
-                if *reason == "no_request" { &settings.timeouts.no_request } else { &settings.timeouts.idle };
-            c.inc();
+        End::Idle => {
+            settings.timeouts.idle.inc();
             true
         }
         End::Storage(failure) => {
@@ -189,11 +181,11 @@ impl End {
         match self {
             End::Closed => "closed by the client",
             End::Gone => "the client went away",
-            End::Refused(_) => "a frame was refused",
-            End::OpenRefused(_) => "open refused",
+            End::Refused => "a frame was refused",
+            End::OpenRefused => "open refused",
             End::Shutdown => "shutdown",
-            End::TimedOut("no_request") => "no open in time",
-            End::TimedOut(_) => "idle",
+            End::NoOpen => "no open in time",
+            End::Idle => "idle",
             End::Storage(_) => "storage failed",
             End::WriteFailed(_) => "answers not written",
         }
@@ -286,7 +278,7 @@ impl Session<'_> {
                     Err(failure) => return End::Storage(failure),
                 },
                 read = tokio::time::timeout_at(deadline, io.read(buf.spare())), if reading => match read {
-                    Err(_) => return End::TimedOut(if self.opened { "idle" } else { "no_request" }),
+                    Err(_) => return if self.opened { End::Idle } else { End::NoOpen },
                     Ok(Ok(0)) => eof = true,
                     Ok(Ok(n)) => {
                         self.metrics.bytes.inc_by(n as u64);
@@ -311,7 +303,7 @@ impl Session<'_> {
                 Ok(Some(parsed)) => parsed,
                 Ok(None) => break,
                 Err(refused) => {
-                    self.stop = Some(End::Refused(refused));
+                    self.refuse(refused);
                     break;
                 }
             };
@@ -359,7 +351,9 @@ impl Session<'_> {
                 }
                 Err(why) => {
                     write_rsp(&mut answer, f.txnr, format!("500 {why}").as_bytes());
-                    self.stop = Some(End::OpenRefused(why));
+                    tracing::info!(listener = %self.settings.listener, peer = %self.peer, problem = why,
+                        "RELP open refused");
+                    self.stop = Some(End::OpenRefused);
                 }
             },
             b"close" => {
@@ -367,10 +361,10 @@ impl Session<'_> {
                 self.stop = Some(End::Closed);
             }
             _ => {
-                self.stop = Some(End::Refused(Refused {
+                self.refuse(Refused {
                     reason: Reject::Malformed,
                     what: "not a command a RELP client sends (open, syslog, close)",
-                }));
+                });
                 return Ok(());
             }
         }
@@ -399,6 +393,20 @@ impl Session<'_> {
             Err(failure) => return Err(End::Storage(failure)),
         }
         Ok(())
+    }
+
+    /// A frame that ends the session: counted and logged now (the answers owed before it may
+    /// never be written), and nothing more is read.
+    fn refuse(&mut self, r: Refused) {
+        match r.reason {
+            Reject::Oversize => self.metrics.rejected_oversize.inc(),
+            Reject::Truncated => self.metrics.rejected_truncated.inc(),
+            Reject::Malformed => self.metrics.rejected_malformed.inc(),
+        }
+        tracing::info!(listener = %self.settings.listener, peer = %self.peer, reason = r.reason.as_str(),
+            problem = r.what, max_frame_bytes = self.settings.max_frame_bytes,
+            "RELP frame rejected; closing the connection");
+        self.stop = Some(End::Refused);
     }
 
     /// Move the answers at the head of the queue that need nothing more to `out`.
