@@ -23,6 +23,10 @@
 //! With `--password-storm 8` eight tasks guess a Flight SQL user's password while the events
 //! are sent (see `storm.rs`), to compare ingest under a password-guessing attack with ingest
 //! without one.
+//!
+//! With `--protocol relp` the same corpus goes to the RELP listener as rsyslog's omrelp sends
+//! it: a window of 128 frames unanswered per connection, each answered once durable (see
+//! `relp.rs`); run it beside a default run to compare RELP with syslog over TLS.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -42,6 +46,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 mod latency;
+mod relp;
 mod storm;
 
 #[derive(Debug, Clone, Parser)]
@@ -58,7 +63,11 @@ struct Args {
     event_bytes: usize,
     #[arg(long, value_enum, default_value = "octet")]
     framing: Framing,
-    /// Send to a running daemon's stream listener instead of starting one.
+    /// What the events travel as: syslog over TLS to a stream listener, or RELP.
+    #[arg(long, value_enum, default_value = "syslog")]
+    protocol: Protocol,
+    /// Send to a running daemon's stream (or, with --protocol relp, RELP) listener instead of
+    /// starting one.
     #[arg(long, requires = "ca")]
     target: Option<SocketAddr>,
     /// CA file that signed the target's certificate (with --target).
@@ -106,6 +115,14 @@ struct Args {
     password_storm: Option<usize>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Protocol {
+    /// Octet-counted or LF-framed syslog over TLS (`--framing`), nothing answered.
+    Syslog,
+    /// RELP over TLS: at most 128 frames unanswered per connection, each answered once durable.
+    Relp,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Framing {
     /// RFC 5425 octet counting (`LEN SP MSG`), as rsyslog's omfwd with TCP_Framing="octet-counted".
@@ -130,6 +147,7 @@ async fn run(args: Args) -> Result<()> {
     let daemon = match args.target {
         Some(addr) => Target {
             stream: addr,
+            relp: Some(addr),
             admin: args.admin,
             flight: None,
             ca: args.ca.clone().context("--ca is required with --target")?,
@@ -156,8 +174,16 @@ async fn run(args: Args) -> Result<()> {
     }
     eprint!("generating {} events of {} bytes ... ", args.events, args.event_bytes);
     let started = Instant::now();
-    let corpus = generate(&args);
-    let wire_bytes: usize = corpus.iter().map(Vec::len).sum();
+    let (corpus, relp_frames) = match args.protocol {
+        Protocol::Syslog => (generate(&args), Vec::new()),
+        Protocol::Relp => {
+            let lines = generate(&Args { framing: Framing::Lf, ..args.clone() });
+            let frames: Vec<_> = lines.iter().map(|l| relp::encode(l)).collect();
+            (Vec::new(), frames)
+        }
+    };
+    let wire_bytes: usize =
+        corpus.iter().map(Vec::len).sum::<usize>() + relp_frames.iter().map(|(b, _)| b.len()).sum::<usize>();
     eprintln!("{:.1}s", started.elapsed().as_secs_f64());
 
     let durable_before = match daemon.admin {
@@ -177,6 +203,12 @@ async fn run(args: Args) -> Result<()> {
     };
     let start = Instant::now();
     let mut sends = Vec::new();
+    if args.protocol == Protocol::Relp {
+        let addr = daemon.relp.context("the daemon has no RELP listener")?;
+        for frames in relp_frames {
+            sends.push(tokio::spawn(relp::send(connector.clone(), addr, frames)));
+        }
+    }
     for chunk in corpus {
         let connector = connector.clone();
         let addr = daemon.stream;
@@ -200,6 +232,7 @@ async fn run(args: Args) -> Result<()> {
     let sent = start.elapsed();
 
     let mut report = Report {
+        protocol: args.protocol,
         events: args.events,
         event_bytes: args.event_bytes,
         wire_bytes,
@@ -278,6 +311,7 @@ async fn alert_latency(args: &Args, duration: Duration) -> Result<()> {
 }
 
 struct Report {
+    protocol: Protocol,
     events: usize,
     event_bytes: usize,
     wire_bytes: usize,
@@ -296,11 +330,15 @@ impl Report {
         let mb = self.wire_bytes as f64 / 1e6;
         let rate = |d: Duration| (self.events as f64 / d.as_secs_f64(), mb / d.as_secs_f64());
         println!(
-            "events: {}  message bytes: {}  connections: {}  wire: {:.1} MB",
-            self.events, self.event_bytes, self.connections, mb
+            "events: {}  message bytes: {}  connections: {}  protocol: {:?}  wire: {:.1} MB",
+            self.events, self.event_bytes, self.connections, self.protocol, mb
         );
         let (ev, mbs) = rate(self.sent);
-        println!("sent in {:.2}s: {:.0} events/s, {:.1} MB/s", self.sent.as_secs_f64(), ev, mbs);
+        let sent = match self.protocol {
+            Protocol::Syslog => "sent",
+            Protocol::Relp => "sent and answered (durable)",
+        };
+        println!("{sent} in {:.2}s: {:.0} events/s, {:.1} MB/s", self.sent.as_secs_f64(), ev, mbs);
         if let Some(d) = self.durable {
             let (ev, mbs) = rate(d);
             println!(
@@ -326,6 +364,8 @@ impl Report {
 /// The daemon under load: started here (and stopped on drop) or given by address.
 struct Target {
     stream: SocketAddr,
+    /// The RELP listener (with --target: the target itself).
+    relp: Option<SocketAddr>,
     admin: Option<SocketAddr>,
     /// The Flight SQL endpoint of a daemon started here.
     flight: Option<SocketAddr>,
@@ -353,7 +393,7 @@ impl Target {
             &config,
             format!(
                 "data_dir = \"{}\"\n[log]\nlevel = \"warn\"\n[[stream]]\nname = \"syslog\"\naddress = \"127.0.0.1:0\"\n\
-                 [[http]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n[flight]\naddress = \"127.0.0.1:0\"\n\
+                 [[http]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\n[[relp]]\nname = \"relp\"\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n[flight]\naddress = \"127.0.0.1:0\"\n\
                  [storage]\nflush_interval = \"5s\"\n{extra}",
                 data.display()
             ),
@@ -383,6 +423,7 @@ impl Target {
         eprintln!("started {} (data in {})", bin.display(), data.display());
         Ok(Target {
             stream,
+            relp: addrs.get("relp").copied(),
             admin: Some(admin),
             flight: addrs.get("flight").copied(),
             ca: data.join("tls/ca.pem"),
