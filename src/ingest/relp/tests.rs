@@ -191,6 +191,25 @@ async fn open_syslog_and_close_are_answered_in_order_once_durable() {
 }
 
 #[tokio::test]
+async fn a_message_that_does_not_decode_is_stored_raw_and_answered() {
+    let (server, mut c) = session(128);
+    c.opened().await;
+    c.send(b"2 syslog 12 \x00\xffnot syslog\n").await;
+    c.expect(2, "200 OK").await;
+    assert_eq!(server.stored().len(), 1);
+    assert_eq!(
+        server.metric(r#"logwarden_events_received_total{format="raw",listener="relp",protocol="relp"}"#),
+        1.0
+    );
+    assert_eq!(
+        server.metric(r#"logwarden_decode_errors_total{format="raw",listener="relp",protocol="relp"}"#),
+        1.0
+    );
+    drop(c);
+    server.finish().await;
+}
+
+#[tokio::test]
 async fn a_frame_split_into_single_bytes_is_taken_whole() {
     let (server, mut c) = session(128);
     let mut all = OPEN.to_vec();
