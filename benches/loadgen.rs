@@ -23,6 +23,10 @@
 //! With `--password-storm 8` eight tasks guess a Flight SQL user's password while the events
 //! are sent (see `storm.rs`), to compare ingest under a password-guessing attack with ingest
 //! without one.
+//!
+//! With `--protocol relp` the same corpus goes to the RELP listener as rsyslog's omrelp sends
+//! it: a window of 128 frames unanswered per connection, each answered once durable (see
+//! `relp.rs`); run it beside a default run to compare RELP with syslog over TLS.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -43,6 +47,7 @@ use tokio_rustls::TlsConnector;
 
 mod latency;
 mod protocols;
+mod relp;
 mod storm;
 
 #[derive(Debug, Clone, Parser)]
@@ -114,6 +119,14 @@ struct Args {
     password_storm: Option<usize>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Protocol {
+    /// Octet-counted or LF-framed syslog over TLS (`--framing`), nothing answered.
+    Syslog,
+    /// RELP over TLS: at most 128 frames unanswered per connection, each answered once durable.
+    Relp,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Framing {
     /// RFC 5425 octet counting (`LEN SP MSG`), as rsyslog's omfwd with TCP_Framing="octet-counted".
@@ -172,6 +185,11 @@ async fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     let corpus =
         generate(&Args { framing: if request_based { Framing::Lf } else { args.framing }, ..args.clone() });
+    let relp_frames: Vec<_> = match protocol {
+        protocols::Protocol::Relp => corpus.iter().map(|l| relp::encode(l)).collect(),
+        _ => Vec::new(),
+    };
+    let request_based = request_based && protocol != protocols::Protocol::Relp;
     let requests: Vec<Vec<protocols::Request>> = match request_based {
         true => corpus
             .iter()
@@ -182,9 +200,10 @@ async fn run(args: Args) -> Result<()> {
             .collect(),
         false => Vec::new(),
     };
-    let wire_bytes: usize = match request_based {
-        true => requests.iter().flatten().map(|r| r.len()).sum(),
-        false => corpus.iter().map(Vec::len).sum(),
+    let wire_bytes: usize = match protocol {
+        protocols::Protocol::Relp => relp_frames.iter().map(|(b, _)| b.len()).sum(),
+        _ if request_based => requests.iter().flatten().map(|r| r.len()).sum(),
+        _ => corpus.iter().map(Vec::len).sum(),
     };
     eprintln!("{:.1}s", started.elapsed().as_secs_f64());
 
@@ -219,7 +238,13 @@ async fn run(args: Args) -> Result<()> {
             ));
         }
     }
-    for chunk in corpus.into_iter().filter(|_| !request_based) {
+    if protocol == protocols::Protocol::Relp {
+        let addr = daemon.addrs.get("relp").copied().context("the daemon has no RELP listener")?;
+        for frames in relp_frames {
+            sends.push(tokio::spawn(relp::send(connector.clone(), addr, frames)));
+        }
+    }
+    for chunk in corpus.into_iter().filter(|_| protocol == protocols::Protocol::Syslog) {
         let connector = connector.clone();
         let addr = daemon.stream;
         sends.push(tokio::spawn(async move {
@@ -344,7 +369,11 @@ impl Report {
             self.protocol, self.events, self.event_bytes, self.connections, mb
         );
         let (ev, mbs) = rate(self.sent);
-        println!("sent in {:.2}s: {:.0} events/s, {:.1} MB/s", self.sent.as_secs_f64(), ev, mbs);
+        let sent = match self.protocol {
+            protocols::Protocol::Syslog => "sent",
+            _ => "sent and answered (durable)",
+        };
+        println!("{sent} in {:.2}s: {:.0} events/s, {:.1} MB/s", self.sent.as_secs_f64(), ev, mbs);
         if let Some(d) = self.durable {
             let (ev, mbs) = rate(d);
             println!(
@@ -399,7 +428,7 @@ impl Target {
             &config,
             format!(
                 "data_dir = \"{}\"\n[log]\nlevel = \"warn\"\n[[stream]]\nname = \"syslog\"\naddress = \"127.0.0.1:0\"\n\
-                 [[http]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\n{protocols}[admin]\naddress = \"127.0.0.1:0\"\n[flight]\naddress = \"127.0.0.1:0\"\n\
+                 [[http]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\n{protocols}[[relp]]\nname = \"relp\"\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n[flight]\naddress = \"127.0.0.1:0\"\n\
                  [storage]\nflush_interval = \"5s\"\n{extra}",
                 data.display(),
                 protocols = protocols::daemon_config(),

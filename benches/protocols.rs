@@ -40,6 +40,8 @@ pub enum Protocol {
     Bulk,
     Loki,
     Hec,
+    /// RELP over TLS (`relp.rs`): at most 128 frames unanswered per connection.
+    Relp,
 }
 
 /// The token the started daemon accepts for HEC.
@@ -72,7 +74,7 @@ fn request(protocol: Protocol, lines: &[&str]) -> Request {
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     match protocol {
-        Protocol::Syslog => unreachable!("the stream listener is sent its framed corpus"),
+        Protocol::Syslog | Protocol::Relp => unreachable!("stream protocols are sent their framed corpus"),
         Protocol::Ndjson => {
             let mut body = String::new();
             for l in lines {
@@ -243,6 +245,7 @@ pub fn listener(protocol: Protocol) -> &'static str {
     match protocol {
         Protocol::Syslog => "syslog",
         Protocol::OtlpGrpc => "otlp",
+        Protocol::Relp => "relp",
         _ => "http",
     }
 }

@@ -157,7 +157,7 @@ impl Metrics {
             connections_timed_out: counter_vec(
                 reg,
                 "connections_timed_out_total",
-                "Connections closed because they did nothing in time: no request within header_read_timeout (no_request), none in progress for idle_timeout (idle), or one in progress with no bytes moving for idle_timeout (stalled), or a request body slower than 240 bytes/s (slow_body).",
+                "Connections closed because they did nothing in time: no request within header_read_timeout (no_request), none in progress for idle_timeout (idle), or one in progress with no bytes moving for idle_timeout (stalled), or a request body slower than 240 bytes/s (slow_body). RELP: no open within handshake_timeout (no_request), no complete frame for idle_timeout (idle), answers not taken for idle_timeout (stalled).",
                 &["listener", "reason"],
             )?,
             connections_refused: counter_vec(

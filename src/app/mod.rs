@@ -20,6 +20,7 @@ use crate::ingest::connection::{self, StreamSettings};
 use crate::ingest::http::HttpIngest;
 use crate::ingest::listener::{Gate, Listeners, accept_loop, bind};
 use crate::ingest::otlp::grpc::{OtlpCalls, OtlpGrpc};
+use crate::ingest::relp::{self, RelpSettings};
 use crate::metrics::{Metrics, Pkcs11Metrics};
 use crate::query::{LiveTables, QueryEngine, QueryLimits};
 use crate::serve::admin::{self, Readiness};
@@ -204,9 +205,11 @@ pub async fn run(
     let mut binder = Binder { bound: BTreeMap::new(), sockets };
     let mut accept_tasks = Vec::new();
     // A query node opens no listeners for shippers, an ingest node no Flight SQL endpoint.
-    let (streams, https, otlps) = match role.ingests() {
-        true => (config.stream.as_slice(), config.http.as_slice(), config.otlp.as_slice()),
-        false => (&[][..], &[][..], &[][..]),
+    let (streams, https, otlps, relps) = match role.ingests() {
+        true => {
+            (config.stream.as_slice(), config.http.as_slice(), config.otlp.as_slice(), config.relp.as_slice())
+        }
+        false => (&[][..], &[][..], &[][..], &[][..]),
     };
     for l in streams {
         let listener = binder.bind("stream listener (syslog, JSON lines)", &l.name, l.address, l.tls).await?;
@@ -316,6 +319,33 @@ pub async fn run(
             what: "OTLP",
         };
         accept_tasks.push(tokio::spawn(server.serve(service, cancel.clone(), connections.clone())));
+    }
+    for l in relps {
+        let listener = binder.bind("RELP listener (rsyslog omrelp)", &l.name, l.address, l.tls).await?;
+        let acceptor = listener_tls(&config, tls.as_ref(), &l.common(), &[], Tickets::OnRequest)?;
+        let lm = metrics.listener(&l.name, crate::ingest::event::Protocol::Relp);
+        let settings = Arc::new(RelpSettings {
+            listener: l.name.clone(),
+            max_frame_bytes: l.max_frame_bytes.as_u64() as usize,
+            window: l.window,
+            idle_timeout: l.idle_timeout,
+            open_timeout: l.handshake_timeout,
+            timeouts: relp::Timeouts::new(&l.name, &metrics),
+        });
+        let (sink, lm2, cancel2) = (sink.clone(), lm.clone(), cancel.clone());
+        accept_tasks.push(tokio::spawn(accept_loop(
+            listener,
+            l.common(),
+            Gate { tls: acceptor, ..ingest_gate.clone() },
+            lm.conn.clone(),
+            cancel.clone(),
+            connections.clone(),
+            move |io, peer| {
+                let (settings, sink, lm, cancel) =
+                    (settings.clone(), sink.clone(), lm2.clone(), cancel2.clone());
+                async move { relp::serve(io, peer, &settings, sink, lm, cancel).await }
+            },
+        )));
     }
     let service_state = Arc::new(service::ServiceState::default());
     let supervise_cancel = CancellationToken::new();

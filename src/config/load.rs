@@ -230,6 +230,28 @@ mod tests {
     }
 
     #[test]
+    fn relp_listeners_are_ingest_listeners() {
+        let c = load_str("", "t.toml").unwrap();
+        assert_eq!((c.relp[0].name.as_str(), c.relp[0].address.port()), ("relp", 2514));
+        assert_eq!((c.relp[0].window, c.relp[0].max_frame_bytes.as_u64()), (128, 64 * 1024));
+        assert!(c.relp[0].tls);
+        let p = problems(
+            "[[relp]]\nname = \"syslog\"\naddress = \"0.0.0.0:2514\"\ntls = false\nwindow = 0\nmax_frame_bytes = \"10B\"\n\
+             [[access.send]]\nprincipals = [\"*\"]\nlisteners = [\"syslog\", \"nowhere\"]\n",
+        );
+        for key in ["relp[0].name", "relp[0].tls", "relp[0].window", "relp[0].max_frame_bytes"] {
+            assert!(
+                p.iter()
+                    .any(|l| l.starts_with(&format!("t.toml: {key}:")) || l.starts_with(&format!("{key}:"))),
+                "{key}: {p:?}"
+            );
+        }
+        // The [access] send rules know the listener, not a name nobody has.
+        assert!(!p.iter().any(|l| l.contains("\"syslog\" is not")), "{p:?}");
+        assert!(p.iter().any(|l| l.contains("\"nowhere\" is not")), "{p:?}");
+    }
+
+    #[test]
     fn syntax_errors_name_the_line() {
         let p = problems("[batch\nrows = 1\n");
         assert!(p[0].starts_with("line 1 column"), "{p:?}");

@@ -52,6 +52,8 @@ pub struct Config {
     pub http: Vec<HttpListenerConfig>,
     /// OTLP logs over gRPC (`LogsService/Export`).
     pub otlp: Vec<OtlpListenerConfig>,
+    /// RELP (rsyslog's `omrelp`): every message answered once it is durable.
+    pub relp: Vec<RelpListenerConfig>,
     pub admin: AdminConfig,
     /// Arrow Flight SQL for analysts (ADBC, JDBC, Grafana).
     pub flight: FlightConfig,
@@ -83,6 +85,7 @@ impl Default for Config {
             stream: vec![StreamListenerConfig::default()],
             http: vec![HttpListenerConfig::default()],
             otlp: vec![OtlpListenerConfig::default()],
+            relp: vec![RelpListenerConfig::default()],
             admin: AdminConfig::default(),
             flight: FlightConfig::default(),
             query: QueryConfig::default(),
@@ -473,6 +476,81 @@ impl OtlpListenerConfig {
     }
 }
 
+/// RELP, the Reliable Event Logging Protocol of rsyslog's `omrelp`: each message is answered
+/// once it is durable, and the client resends what was not answered after a reconnect.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelpListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    #[serde(default = "yes")]
+    pub tls: bool,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A session with no complete frame for this long is closed.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A TLS handshake, and then the session's `open`, not done within this is abandoned.
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// `none`, `optional` or `required`: whether peers present a client certificate.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// CAs for client certificates on this listener (default: `tls.client_ca_file`).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// CRLs for this listener (default: `tls.crl_files`).
+    #[serde(default)]
+    pub crl_files: Option<Vec<PathBuf>>,
+    /// A frame announcing more data than this is refused, counted in
+    /// `logwarden_frames_rejected_total`, and its connection closed.
+    #[serde(default = "default_max_frame_bytes")]
+    pub max_frame_bytes: ByteSize,
+    /// Frames read from one connection and not yet answered, at most; reading pauses there
+    /// until their answers are written.
+    #[serde(default = "default_relp_window")]
+    pub window: usize,
+}
+
+fn default_relp_window() -> usize {
+    128
+}
+
+impl Default for RelpListenerConfig {
+    fn default() -> Self {
+        let c = ListenerCommon::named("relp", loopback(2514));
+        RelpListenerConfig {
+            name: c.name,
+            address: c.address,
+            tls: c.tls,
+            max_connections: c.max_connections,
+            idle_timeout: c.idle_timeout,
+            handshake_timeout: c.handshake_timeout,
+            client_auth: c.client_auth,
+            client_ca_file: c.client_ca_file,
+            crl_files: c.crl_files,
+            max_frame_bytes: default_max_frame_bytes(),
+            window: default_relp_window(),
+        }
+    }
+}
+
+impl RelpListenerConfig {
+    pub fn common(&self) -> ListenerCommon {
+        ListenerCommon {
+            name: self.name.clone(),
+            address: self.address,
+            tls: self.tls,
+            max_connections: self.max_connections,
+            idle_timeout: self.idle_timeout,
+            handshake_timeout: self.handshake_timeout,
+            client_auth: self.client_auth,
+            client_ca_file: self.client_ca_file.clone(),
+            crl_files: self.crl_files.clone(),
+        }
+    }
+}
+
 /// `/metrics`, `/healthz`, `/readyz`: plain HTTP by default (on loopback), or HTTPS with the
 /// daemon's certificate and key (the token key too) when `tls = true`.
 #[derive(Debug, Clone, Deserialize)]
@@ -583,12 +661,14 @@ impl Config {
             crl_expired_grace: self.tls.crl_expired_grace,
         }
     }
-    /// Every listener shippers send to, with its key path (`stream[0]`, `http[1]`, `otlp[0]`).
+    /// Every listener shippers send to, with its key path (`stream[0]`, `http[1]`, `otlp[0]`,
+    /// `relp[0]`).
     pub fn ingest_listeners(&self) -> impl Iterator<Item = (String, ListenerCommon)> + '_ {
         let stream = self.stream.iter().enumerate().map(|(i, l)| (format!("stream[{i}]"), l.common()));
         let http = self.http.iter().enumerate().map(|(i, l)| (format!("http[{i}]"), l.common()));
         let otlp = self.otlp.iter().enumerate().map(|(i, l)| (format!("otlp[{i}]"), l.common()));
-        stream.chain(http).chain(otlp)
+        let relp = self.relp.iter().enumerate().map(|(i, l)| (format!("relp[{i}]"), l.common()));
+        stream.chain(http).chain(otlp).chain(relp)
     }
 
     /// The client-certificate settings of every TLS listener, by listener name (what a reload

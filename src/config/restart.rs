@@ -29,7 +29,7 @@ pub fn restart_only_changes(running: &str, new: &str) -> Vec<String> {
     let (a, b) = (parse(running), parse(new));
     let mut out: Vec<String> =
         RESTART_ONLY.iter().filter(|k| a.get(**k) != b.get(**k)).map(|k| (*k).to_owned()).collect();
-    for list in ["stream", "http", "otlp"] {
+    for list in ["stream", "http", "otlp", "relp"] {
         let (x, y) = (array(&a, list), array(&b, list));
         if x.len() != y.len() {
             out.push(list.to_owned());

@@ -10,6 +10,10 @@ use crate::query::TABLES;
 use crate::tls::Pkcs11Uri;
 use crate::tls::identity::is_edipi;
 
+/// Largest RELP window: beyond it one connection could hold more unanswered frames than any
+/// client keeps (librelp's default is 128).
+const MAX_RELP_WINDOW: usize = 65_536;
+
 impl Config {
     /// The top-level keys the config file sets (none for the embedded defaults).
     fn declared_keys(&self) -> Vec<String> {
@@ -94,6 +98,20 @@ impl Config {
             }
             if l.header_read_timeout.is_zero() {
                 out.push(Problem::new(format!("otlp[{i}].header_read_timeout"), "must be greater than 0"));
+            }
+        }
+        for (i, l) in self.relp.iter().enumerate() {
+            if l.max_frame_bytes.as_u64() < 64 || l.max_frame_bytes.as_u64() > 64 << 20 {
+                out.push(Problem::new(
+                    format!("relp[{i}].max_frame_bytes"),
+                    "must be between 64 B and 64 MiB",
+                ));
+            }
+            if l.window == 0 || l.window > MAX_RELP_WINDOW {
+                out.push(Problem::new(
+                    format!("relp[{i}].window"),
+                    format!("must be between 1 and {MAX_RELP_WINDOW}"),
+                ));
             }
         }
         if self.admin.address.port() != 0
@@ -275,7 +293,7 @@ impl Config {
                     out.push(Problem::new(
                         format!("access.send[{i}].listeners"),
                         format!(
-                            "{l:?} is not the name of a [[stream]] or [[http]] listener (they are: {})",
+                            "{l:?} is not the name of a [[stream]], [[http]], [[otlp]] or [[relp]] listener (they are: {})",
                             listeners.join(", ")
                         ),
                     ));

@@ -175,7 +175,7 @@ impl Framer {
 }
 
 /// `frame` without one trailing LF or CRLF.
-fn trim_line_end(frame: &[u8]) -> &[u8] {
+pub(crate) fn trim_line_end(frame: &[u8]) -> &[u8] {
     let frame = frame.strip_suffix(b"\n").unwrap_or(frame);
     frame.strip_suffix(b"\r").unwrap_or(frame)
 }

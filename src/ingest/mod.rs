@@ -1,7 +1,7 @@
 //! Everything between a peer's socket and a finished RecordBatch: listeners and their limits,
 //! framing, decoding, and each protocol shippers speak (stream syslog and JSON lines, the HTTP
-//! protocols in `http`, OTLP over gRPC in `otlp`), with the acknowledged path they share
-//! (`sink`).
+//! protocols in `http`, OTLP over gRPC in `otlp`, RELP in `relp`), with the acknowledged path
+//! they share (`sink`).
 
 pub mod connection;
 pub mod decode;
@@ -10,6 +10,7 @@ pub mod framing;
 pub mod http;
 pub mod listener;
 pub mod otlp;
+pub mod relp;
 pub mod sink;
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use crate::batch::EventBatchBuilder;
 use crate::detect::templates::Shared;
-use crate::store::{AppendError, Appender, StoreError};
+use arrow::array::RecordBatch;
+
+use crate::store::{AppendError, Appender, Durable, StoreError};
 
 /// Where one listener's acknowledged requests go.
 #[derive(Clone)]
@@ -49,22 +51,57 @@ impl Sink {
     /// stored. Fails at once when storage is over its memory budget (`Saturated`): a client
     /// is told to come back rather than held.
     pub async fn store(&self, builder: &mut EventBatchBuilder) -> Result<usize, StoreFailure> {
+        let Some((batch, rows)) = self.seal(builder)? else { return Ok(0) };
+        let durable = self.appender.try_append_durable(batch).map_err(append_failure)?;
+        Stored { durable, rows }.wait().await
+    }
+
+    /// Seal `builder`'s rows into a batch and hand it to storage, waiting while storage is over
+    /// its memory budget (the sender is slowed down, not refused); `None` when it holds no rows.
+    /// The batch is written without lingering: for senders that can send nothing more until
+    /// they are answered (RELP), whose next frames wait on [`Stored::wait`].
+    pub async fn submit_waiting(
+        &self,
+        builder: &mut EventBatchBuilder,
+    ) -> Result<Option<Stored>, StoreFailure> {
+        let Some((batch, rows)) = self.seal(builder)? else { return Ok(None) };
+        let durable = self.appender.append_durable(batch).await.map_err(append_failure)?;
+        Ok(Some(Stored { durable, rows }))
+    }
+
+    fn seal(&self, builder: &mut EventBatchBuilder) -> Result<Option<(RecordBatch, usize)>, StoreFailure> {
         let rows = builder.len();
         if rows == 0 {
-            return Ok(0);
+            return Ok(None);
         }
         let batch = crate::detect::templates::stamp(builder.finish()?, self.templates.as_deref())?;
-        let durable = self.appender.try_append_durable(batch).map_err(|e| match e {
-            AppendError::Saturated => StoreFailure::Saturated,
-            AppendError::Closed => StoreFailure::ShuttingDown,
-        })?;
+        Ok(Some((batch, rows)))
+    }
+}
+
+/// A batch handed to storage, not yet known to be durable.
+pub struct Stored {
+    durable: Durable,
+    rows: usize,
+}
+
+impl Stored {
+    /// Wait until the batch is durable; the number of events it holds.
+    pub async fn wait(self) -> Result<usize, StoreFailure> {
         // The WAL thread logs a failure itself, once per run of failures: a full disk must not
         // add a log line per request.
-        durable.wait().await.map_err(|e| match *e {
+        self.durable.wait().await.map_err(|e| match *e {
             StoreError::Stopped => StoreFailure::ShuttingDown,
             StoreError::Wal(crate::store::wal::WalError::UploadBacklog { .. }) => StoreFailure::Backlog,
             _ => StoreFailure::Disk,
         })?;
-        Ok(rows)
+        Ok(self.rows)
+    }
+}
+
+fn append_failure(e: AppendError) -> StoreFailure {
+    match e {
+        AppendError::Saturated => StoreFailure::Saturated,
+        AppendError::Closed => StoreFailure::ShuttingDown,
     }
 }

@@ -10,7 +10,7 @@ pub mod bucket;
 mod cache;
 mod failures;
 #[cfg(test)]
-mod faults;
+pub(crate) mod faults;
 mod flush;
 mod lease;
 mod manifest;

@@ -3,9 +3,9 @@
 //! fsyncs once (group commit), publishes the batches to queries and acknowledges them; the flush
 //! thread writes full WAL generations out as Parquet segments and applies retention.
 //!
-//! Memory is bounded by a byte budget: an appender waits for budget (stream listeners, which
-//! turns into TCP backpressure) or fails fast (HTTP, which answers 503). Budget is returned when
-//! the batch is durable. The flush queue holds one generation, so a slow disk stalls the WAL
+//! Memory is bounded by a byte budget: an appender waits for budget (stream listeners and RELP,
+//! which turns into TCP backpressure) or fails fast (HTTP, which answers 503). Budget is returned
+//! when the batch is durable. The flush queue holds one generation, so a slow disk stalls the WAL
 //! thread, then the batcher, then the listeners: nothing is dropped. A full disk is handled in
 //! `wal_thread` (failed writes cut back; HTTP refused, stream data kept) and `flush` (segment
 //! writes retried).
@@ -55,6 +55,9 @@ struct Submission {
     batch: RecordBatch,
     ack: Option<Ack>,
     reserved: Reserved,
+    /// Sealed at once rather than after `batch.linger`: its sender can send nothing more until
+    /// it is answered (a RELP client's window is full of it).
+    seal_now: bool,
 }
 
 /// What the batcher task receives: batches, and probes that prove the pipeline moves.
@@ -125,9 +128,29 @@ impl Appender {
         let permit = self.budget.clone().acquire_many_owned(n).await.map_err(|_| AppendError::Closed)?;
         let reserved = self.reserve(permit);
         self.tx
-            .send(Input::Batch(Submission { batch, ack: None, reserved }))
+            .send(Input::Batch(Submission { batch, ack: None, reserved, seal_now: false }))
             .await
             .map_err(|_| AppendError::Closed)
+    }
+
+    /// Queue a batch, waiting as [`Appender::append`] does, and get a handle that resolves once
+    /// it is durable (RELP: its frames are answered then). The batcher seals it at once instead
+    /// of lingering: a RELP client sends at most a window of frames before it waits for their
+    /// answers, so every millisecond of linger is a millisecond that window stands still; the
+    /// WAL thread still writes whatever is queued with one fsync.
+    pub async fn append_durable(&self, batch: RecordBatch) -> Result<Durable, AppendError> {
+        if self.paused.clone().wait_for(|p| !*p).await.is_err() {
+            return Err(AppendError::Closed);
+        }
+        let n = self.permits(&batch);
+        let permit = self.budget.clone().acquire_many_owned(n).await.map_err(|_| AppendError::Closed)?;
+        let reserved = self.reserve(permit);
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Input::Batch(Submission { batch, ack: Some(tx), reserved, seal_now: true }))
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        Ok(Durable(rx))
     }
 
     /// Queue a batch and get a handle that resolves once it is durable; fails at once with
@@ -140,12 +163,12 @@ impl Appender {
         })?;
         let reserved = self.reserve(permit);
         let (tx, rx) = oneshot::channel();
-        self.tx.try_send(Input::Batch(Submission { batch, ack: Some(tx), reserved })).map_err(
-            |e| match e {
+        self.tx
+            .try_send(Input::Batch(Submission { batch, ack: Some(tx), reserved, seal_now: false }))
+            .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => AppendError::Saturated,
                 mpsc::error::TrySendError::Closed(_) => AppendError::Closed,
-            },
-        )?;
+            })?;
         Ok(Durable(rx))
     }
 
@@ -286,8 +309,9 @@ async fn batch_loop(
                         deadline = tokio::time::Instant::now() + opts.batch_linger;
                     }
                     rows += s.batch.num_rows();
+                    let now = s.seal_now;
                     pending.push(s);
-                    if rows >= opts.batch_rows {
+                    if rows >= opts.batch_rows || now {
                         seal(&mut pending, &wal_tx, &store).await;
                         rows = 0;
                     }

@@ -220,3 +220,38 @@ async fn stream_listeners_wait_while_their_data_waits_for_the_disk() {
     drop(appender);
     pipeline.join().await;
 }
+
+#[tokio::test]
+async fn a_batch_whose_sender_waits_is_sealed_without_lingering() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(Duration::from_secs(3600));
+    opts.batch_rows = 1 << 20;
+    opts.batch_linger = Duration::from_secs(3600);
+    let (_store, pipeline, appender) = start(dir.path(), opts);
+    // With an hour of linger and a million rows per batch, only sealing at once answers it.
+    let durable = appender.append_durable(batch("relp", 10)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), durable.wait()).await.expect("the batch lingered").unwrap();
+    drop(appender);
+    pipeline.join().await;
+    assert_eq!(count(&stored(dir.path()), "relp"), 10);
+}
+
+#[tokio::test]
+async fn a_waiting_durable_append_waits_while_stream_data_waits_for_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("wal");
+    let (_store, pipeline, appender) = start(dir.path(), options(Duration::from_secs(3600)));
+    faults::inject(&wal, Fault::WalWrite, 1000);
+    appender.append(batch("stream", 10)).await.unwrap();
+    eventually("a write to fail", || faults::remaining(&wal, Fault::WalWrite) < 1000).await;
+    // Held, not refused: the sender is slowed down instead of told to send again.
+    let waiting =
+        tokio::time::timeout(Duration::from_millis(300), appender.append_durable(batch("relp", 10)));
+    assert!(waiting.await.is_err(), "a durable append was taken while the disk refused writes");
+    faults::clear(&wal);
+    appender.append_durable(batch("relp", 10)).await.unwrap().wait().await.unwrap();
+    drop(appender);
+    pipeline.join().await;
+    let all = stored(dir.path());
+    assert_eq!((count(&all, "stream"), count(&all, "relp")), (10, 10));
+}

@@ -127,7 +127,7 @@ row_filter = "host LIKE 'web-%' ; DROP TABLE logs"
             format!("{f}: identity.principal_from: must name at least one source"),
             format!("{f}: access.send[0].principals: names group \"nobody\""),
             format!(
-                "{f}: access.send[0].listeners: \"sylsog\" is not the name of a [[stream]] or [[http]] listener"
+                "{f}: access.send[0].listeners: \"sylsog\" is not the name of a [[stream]], [[http]], [[otlp]] or [[relp]] listener"
             ),
             format!("{f}: access.query[0].tables: \"logz\" is not a table"),
             format!("{f}: access.query[0].row_filter: is not a SQL condition"),

@@ -90,6 +90,9 @@ max_body_bytes = "1MiB"
 name = "otlp"
 address = "127.0.0.1:0"
 max_message_bytes = "1MiB"
+[[relp]]
+name = "relp"
+address = "127.0.0.1:0"
 "#;
 
 /// A config with every listener on port 0; `extra` is appended (TOML).

@@ -25,6 +25,7 @@ mod otlp;
 mod pkcs11;
 mod pki;
 mod reload;
+mod relp;
 mod revocation;
 mod rsyslog;
 mod syslog_ng;

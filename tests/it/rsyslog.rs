@@ -13,7 +13,8 @@ use crate::daemon::{Daemon, wait_until};
 const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
 const MESSAGES: usize = 50;
 
-struct Rsyslog {
+/// A running rsyslogd with a config rendered from a template in tests/fixtures; stopped on drop.
+pub struct Rsyslog {
     child: Child,
     dir: tempfile::TempDir,
 }
@@ -24,17 +25,27 @@ impl Rsyslog {
     }
 
     fn start_with(template: &str, ca_file: &Path, target_port: u16) -> Rsyslog {
+        let (ca, port) = (ca_file.display().to_string(), target_port.to_string());
+        Self::start_rendered(
+            template,
+            &[("@CA_FILE@", &ca), ("@TARGET_PORT_LF@", &port), ("@TARGET_PORT@", &port)],
+        )
+    }
+
+    /// Start rsyslogd on `template` with `@WORKDIR@` (a temporary directory), `@PORTFILE@`
+    /// (where its imtcp writes its port) and `vars` replaced.
+    pub fn start_rendered(template: &str, vars: &[(&str, &str)]) -> Rsyslog {
         assert!(
             Path::new(RSYSLOGD).exists(),
             "rsyslogd is not installed: run scripts/test, which installs it"
         );
         let dir = tempfile::tempdir().unwrap();
-        let conf = template
+        let mut conf = template
             .replace("@WORKDIR@", &dir.path().display().to_string())
-            .replace("@PORTFILE@", &dir.path().join("port").display().to_string())
-            .replace("@CA_FILE@", &ca_file.display().to_string())
-            .replace("@TARGET_PORT_LF@", &target_port.to_string())
-            .replace("@TARGET_PORT@", &target_port.to_string());
+            .replace("@PORTFILE@", &dir.path().join("port").display().to_string());
+        for (k, v) in vars {
+            conf = conf.replace(k, v);
+        }
         let conf_path = dir.path().join("rsyslog.conf");
         std::fs::write(&conf_path, conf).unwrap();
         let log = std::fs::File::create(dir.path().join("rsyslogd.out")).unwrap();
@@ -52,7 +63,8 @@ impl Rsyslog {
         Rsyslog { child, dir }
     }
 
-    fn port(&mut self) -> u16 {
+    /// The port of its imtcp input (plain TCP on loopback), once it listens.
+    pub fn port(&mut self) -> u16 {
         let file = self.dir.path().join("port");
         wait_until(Duration::from_secs(30), "rsyslog's imtcp port file", || {
             if let Ok(Some(status)) = self.child.try_wait() {
