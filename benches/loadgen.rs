@@ -170,13 +170,13 @@ async fn run(args: Args) -> Result<()> {
     }
     eprint!("generating {} events of {} bytes ... ", args.events, args.event_bytes);
     let started = Instant::now();
-    let corpus = generate(&Args { framing: if request_based { Framing::Lf } else { args.framing }, ..args.clone() });
+    let corpus =
+        generate(&Args { framing: if request_based { Framing::Lf } else { args.framing }, ..args.clone() });
     let requests: Vec<Vec<protocols::Request>> = match request_based {
         true => corpus
             .iter()
             .map(|c| {
-                let lines: Vec<&str> =
-                    std::str::from_utf8(c).unwrap_or_default().lines().collect();
+                let lines: Vec<&str> = std::str::from_utf8(c).unwrap_or_default().lines().collect();
                 protocols::requests(protocol, &lines, args.batch)
             })
             .collect(),
@@ -206,11 +206,17 @@ async fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let mut sends = Vec::new();
     if request_based {
-        let addr = daemon.addrs.get(protocols::listener(protocol)).copied().context("no listener for the protocol")?;
+        let addr = daemon
+            .addrs
+            .get(protocols::listener(protocol))
+            .copied()
+            .context("no listener for the protocol")?;
         let tls = client_config(&daemon.ca, &args, true)?;
         for reqs in requests {
             let tls = tls.clone();
-            sends.push(tokio::spawn(async move { protocols::send(protocol, addr, tls, reqs).await.map(|_| ()) }));
+            sends.push(tokio::spawn(
+                async move { protocols::send(protocol, addr, tls, reqs).await.map(|_| ()) },
+            ));
         }
     }
     for chunk in corpus.into_iter().filter(|_| !request_based) {

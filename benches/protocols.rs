@@ -69,7 +69,8 @@ fn json_line(line: &str) -> String {
 }
 
 fn request(protocol: Protocol, lines: &[&str]) -> Request {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     match protocol {
         Protocol::Syslog => unreachable!("the stream listener is sent its framed corpus"),
         Protocol::Ndjson => {
@@ -206,7 +207,9 @@ pub async fn send(
         tokio::spawn(conn);
         for r in requests {
             bytes += r.body.len();
-            let mut req = hyper::Request::post(r.path).header("host", "localhost").header("content-type", r.content_type);
+            let mut req = hyper::Request::post(r.path)
+                .header("host", "localhost")
+                .header("content-type", r.content_type);
             if protocol == Protocol::Hec {
                 req = req.header("authorization", format!("Splunk {HEC_TOKEN}"));
             }
@@ -228,8 +231,11 @@ pub async fn send(
 /// HEC token.
 pub fn daemon_config() -> String {
     use sha2::Digest;
-    let digest: String = sha2::Sha256::digest(HEC_TOKEN.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
-    format!("tokens = [{{ name = \"loadgen\", sha256 = \"{digest}\" }}]\n[[otlp]]\nname = \"otlp\"\naddress = \"127.0.0.1:0\"\n")
+    let digest: String =
+        sha2::Sha256::digest(HEC_TOKEN.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "tokens = [{{ name = \"loadgen\", sha256 = \"{digest}\" }}]\n[[otlp]]\nname = \"otlp\"\naddress = \"127.0.0.1:0\"\n"
+    )
 }
 
 /// Where a protocol is sent.
