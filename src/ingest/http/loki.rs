@@ -18,6 +18,7 @@ use prost::Message as _;
 use serde_json::{Map, Value};
 
 use super::{Body, HttpIngest, Received, Refusal};
+use crate::ingest::budget::Share;
 use crate::ingest::event::{Event, Format};
 use crate::metrics::FormatCounts;
 
@@ -85,6 +86,7 @@ impl HttpIngest {
         json: bool,
         headers: &HeaderMap,
         r: Received<'_>,
+        held: &mut Share,
     ) -> Response<Body> {
         let decoded = if json { from_json(&body) } else { from_protobuf(&body, self.max_body_bytes) };
         let streams = match decoded {
@@ -98,11 +100,15 @@ impl HttpIngest {
         let tenant = headers.get("x-scope-orgid").and_then(|v| v.to_str().ok());
         let mut builder = r.builder();
         let mut counts = FormatCounts::default();
+        // A stream's labels are copied into each of its entries' rows.
         for stream in &streams {
             for entry in &stream.entries {
                 let ev = event(stream, entry, tenant);
                 counts.add(ev.format, false);
                 builder.append(&ev, r.now);
+                if let Err(e) = held.cover(body.len() + builder.bytes()) {
+                    return Refusal::exceeded(e).text();
+                }
             }
         }
         match self.sink.store(&mut builder).await {
