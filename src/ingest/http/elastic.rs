@@ -25,7 +25,7 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde_json::{Map, Value, json};
 
-use super::{Body, HttpIngest, Received, Refusal};
+use super::{Body, HttpIngest, Received, Refusal, excerpt};
 use crate::ingest::budget::Share;
 use crate::ingest::decode::json::decode_object;
 use crate::ingest::event::Format;
@@ -265,7 +265,7 @@ fn parse(
         let Value::Object(meta) = meta else {
             return Err(Malformed {
                 line: n,
-                reason: format!("the {name} action's metadata is not an object"),
+                reason: format!("the {} action's metadata is not an object", excerpt(&name)),
             });
         };
         let index = match meta.get("_index") {
@@ -330,7 +330,10 @@ fn parse(
             other => {
                 return Err(Malformed {
                     line: n,
-                    reason: format!("unknown action [{other}]; expected index, create, delete or update"),
+                    reason: format!(
+                        "unknown action [{}]; expected index, create, delete or update",
+                        excerpt(other)
+                    ),
                 });
             }
         };
@@ -455,6 +458,13 @@ mod tests {
             let (r, _) = run(body);
             assert_eq!(r.err().map(|m| m.line), Some(line), "{body:?}");
         }
+    }
+
+    #[test]
+    fn action_names_in_errors_are_quoted_short() {
+        let body = format!("{{\"{}\\nforged line\":{{}}}}\n{{}}\n", "a".repeat(1 << 16));
+        let reason = run(&body).0.err().unwrap().reason;
+        assert!(reason.len() < 200 && !reason.contains('\n'), "{reason}");
     }
 
     #[test]

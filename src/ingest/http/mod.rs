@@ -575,6 +575,22 @@ async fn read_body(
     Err(BodyError::TooLarge)
 }
 
+/// Text from a request, for an error message and the log line that reports it: quoted and
+/// escaped (a line break in it cannot start a forged log line) and cut short (a label or key
+/// of megabytes is not written out again), `...` after the quotes when cut.
+fn excerpt(s: &str) -> String {
+    const MAX: usize = 64;
+    let mut cut = s.char_indices().nth(MAX).map_or(s, |(i, _)| &s[..i]);
+    if cut.len() == s.len() {
+        cut = s;
+    }
+    let mut out = format!("{cut:?}");
+    if cut.len() < s.len() {
+        out.push_str("...");
+    }
+    out
+}
+
 fn json_response(status: StatusCode, v: serde_json::Value) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
     *r.status_mut() = status;
@@ -595,6 +611,15 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(text).unwrap();
         gz.finish().unwrap()
+    }
+
+    #[test]
+    fn excerpts_are_escaped_and_short() {
+        assert_eq!(excerpt("job"), "\"job\"");
+        assert_eq!(excerpt("a\nFAKE log line"), "\"a\\nFAKE log line\"");
+        let long = "é".repeat(1000);
+        let e = excerpt(&long);
+        assert!(e.len() < 200 && e.ends_with("\"...") && !e.contains('\n'), "{e}");
     }
 
     #[test]
