@@ -298,6 +298,7 @@ pub async fn run(
             listener: l.name.clone(),
             sink: sink.clone(),
             metrics: lm.clone(),
+            budget: crate::ingest::budget::Budget::new(config.batch.max_pending_bytes.as_u64(), max as u64),
         })
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
         .max_decoding_message_size(max);

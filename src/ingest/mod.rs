@@ -3,6 +3,7 @@
 //! protocols in `http`, OTLP over gRPC in `otlp`, RELP in `relp`), with the acknowledged path
 //! they share (`sink`).
 
+pub mod budget;
 pub mod connection;
 pub mod decode;
 pub mod event;

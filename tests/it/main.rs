@@ -4,6 +4,7 @@
 
 mod adbc;
 mod alerting;
+mod amplification;
 mod authz;
 mod ballista;
 mod bucket;

@@ -17,6 +17,7 @@
 //! failed; the answer comes only once the stored items are fsynced. Clients treat 429 and
 //! 5xx as retry-the-request (storage saturated), other 4xx per item as drop.
 
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -24,7 +25,8 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde_json::{Map, Value, json};
 
-use super::{Body, HttpIngest, Received, Refusal};
+use super::{Body, HttpIngest, Received, Refusal, excerpt};
+use crate::ingest::budget::Share;
 use crate::ingest::decode::json::decode_object;
 use crate::ingest::event::Format;
 use crate::metrics::FormatCounts;
@@ -120,16 +122,29 @@ impl HttpIngest {
         body: Bytes,
         default_index: Option<&str>,
         r: Received<'_>,
+        held: &mut Share,
     ) -> Response<Body> {
         let started = Instant::now();
+        if let Some(index) = default_index
+            && let Err(reason) = valid_index(index)
+        {
+            return error(StatusCode::BAD_REQUEST, "invalid_index_name_exception", &reason);
+        }
         let mut builder = r.builder();
         let mut counts = FormatCounts::default();
         let ids = IdSource::new();
-        let items = match parse(&body, default_index, &ids, |map| {
+        let mut exceeded = None;
+        let parsed = parse(&body, default_index, &ids, |map| {
             let ev = with_ecs(decode_object(map));
             counts.add(ev.format, ev.decode_error.is_some());
             builder.append(&ev, r.now);
-        }) {
+            exceeded = held.cover(body.len() + builder.bytes()).err();
+            if exceeded.is_some() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        });
+        if let Some(e) = exceeded {
+            return refusal(&Refusal::exceeded(e));
+        }
+        let items = match parsed {
             Ok(items) => items,
             Err(Malformed { line, reason }) => {
                 r.metrics.record(&FormatCounts::refused(Format::Json, 1));
@@ -147,29 +162,59 @@ impl HttpIngest {
             return refusal(&Refusal::from(e));
         }
         r.metrics.record(&counts);
-        let mut seq = 0u64;
-        let items: Vec<Value> = items
-            .into_iter()
-            .map(|item| match item {
-                Item::Stored { action, index, id } => {
-                    seq += 1;
-                    json!({ action: {
-                        "_index": index, "_id": id, "_version": 1, "result": "created",
-                        "_shards": { "total": 1, "successful": 1, "failed": 0 },
-                        "_seq_no": seq - 1, "_primary_term": 1, "status": 201
-                    }})
-                }
-                Item::Failed { action, index, id, status, kind, reason } => {
-                    json!({ action: {
-                        "_index": index, "_id": id, "status": status,
-                        "error": { "type": kind, "reason": reason }
-                    }})
-                }
-            })
-            .collect();
         let took = started.elapsed().as_millis() as u64;
-        es_json(StatusCode::OK, &json!({ "took": took, "errors": failed > 0, "items": items }))
+        let mut r = Response::new(Body::new(Bytes::from(answer(took, failed > 0, items))));
+        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        product_header(&mut r);
+        r
     }
+}
+
+/// The answer to a bulk request, written item by item: a document per item would take tens
+/// of times the memory of the item's two lines of request.
+fn answer(took: u64, errors: bool, items: Vec<Item>) -> Vec<u8> {
+    let mut out = format!(r#"{{"took":{took},"errors":{errors},"items":["#).into_bytes();
+    let mut seq = 0u64;
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let item = match item {
+            Item::Stored { action, index, id } => {
+                seq += 1;
+                json!({ action: {
+                    "_index": index, "_id": id, "_version": 1, "result": "created",
+                    "_shards": { "total": 1, "successful": 1, "failed": 0 },
+                    "_seq_no": seq - 1, "_primary_term": 1, "status": 201
+                }})
+            }
+            Item::Failed { action, index, id, status, kind, reason } => {
+                json!({ action: {
+                    "_index": index, "_id": id, "status": status,
+                    "error": { "type": kind, "reason": reason }
+                }})
+            }
+        };
+        // Writing a Value to a Vec does not fail.
+        let _ = serde_json::to_writer(&mut out, &item);
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+/// Longest index name Elasticsearch takes, in bytes.
+const MAX_INDEX: usize = 255;
+
+/// Elasticsearch's bound on an index name's length (each stored document carries its index).
+fn valid_index(index: &str) -> Result<(), String> {
+    if index.len() > MAX_INDEX {
+        let head: String = index.chars().take(32).collect();
+        return Err(format!(
+            "Invalid index name [{head}...], index name is too long, ({} > {MAX_INDEX})",
+            index.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Ids for documents sent without one: 20 characters like Elasticsearch's, unique per
@@ -196,12 +241,13 @@ impl IdSource {
 }
 
 /// Walks a bulk body: each action line, and the source line after `index`, `create` and
-/// `update`; `store` gets each document to keep, with `_index` (and a given `_id`) added.
+/// `update`; `store` gets each document to keep, with `_index` (and a given `_id`) added, and
+/// may stop the walk (the items are then those before).
 fn parse(
     body: &[u8],
     default_index: Option<&str>,
     ids: &IdSource,
-    mut store: impl FnMut(Map<String, Value>),
+    mut store: impl FnMut(Map<String, Value>) -> ControlFlow<()>,
 ) -> Result<Vec<Item>, Malformed> {
     let mut items = Vec::new();
     let mut lines = body
@@ -219,7 +265,7 @@ fn parse(
         let Value::Object(meta) = meta else {
             return Err(Malformed {
                 line: n,
-                reason: format!("the {name} action's metadata is not an object"),
+                reason: format!("the {} action's metadata is not an object", excerpt(&name)),
             });
         };
         let index = match meta.get("_index") {
@@ -249,6 +295,20 @@ fn parse(
             });
             continue;
         };
+        if let Err(reason) = valid_index(&index) {
+            if name != "delete" {
+                lines.next();
+            }
+            items.push(Item::Failed {
+                action: name,
+                index: String::new(),
+                id: given_id,
+                status: 400,
+                kind: "invalid_index_name_exception",
+                reason,
+            });
+            continue;
+        }
         let action = match name.as_str() {
             "index" => "index",
             "create" => "create",
@@ -270,7 +330,10 @@ fn parse(
             other => {
                 return Err(Malformed {
                     line: n,
-                    reason: format!("unknown action [{other}]; expected index, create, delete or update"),
+                    reason: format!(
+                        "unknown action [{}]; expected index, create, delete or update",
+                        excerpt(other)
+                    ),
                 });
             }
         };
@@ -290,8 +353,11 @@ fn parse(
                     None => ids.next(),
                 };
                 doc.insert("_index".into(), Value::String(index.clone()));
-                store(doc);
+                let flow = store(doc);
                 items.push(Item::Stored { action, index, id });
+                if flow.is_break() {
+                    break;
+                }
             }
             Err(e) => items.push(Item::Failed {
                 action: action.to_owned(),
@@ -348,7 +414,10 @@ mod tests {
 
     fn run(body: &str) -> Parsed {
         let mut docs = Vec::new();
-        let r = parse(body.as_bytes(), Some("fallback"), &IdSource::new(), |d| docs.push(d));
+        let r = parse(body.as_bytes(), Some("fallback"), &IdSource::new(), |d| {
+            docs.push(d);
+            ControlFlow::Continue(())
+        });
         (r, docs)
     }
 
@@ -389,6 +458,13 @@ mod tests {
             let (r, _) = run(body);
             assert_eq!(r.err().map(|m| m.line), Some(line), "{body:?}");
         }
+    }
+
+    #[test]
+    fn action_names_in_errors_are_quoted_short() {
+        let body = format!("{{\"{}\\nforged line\":{{}}}}\n{{}}\n", "a".repeat(1 << 16));
+        let reason = run(&body).0.err().unwrap().reason;
+        assert!(reason.len() < 200 && !reason.contains('\n'), "{reason}");
     }
 
     #[test]

@@ -24,6 +24,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -32,6 +33,7 @@ use hyper::{HeaderMap, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use super::{Body, HttpIngest, Received, Refusal};
+use crate::ingest::budget::Share;
 use crate::ingest::decode::json::decode_object;
 use crate::ingest::event::{Event, Format};
 use crate::metrics::FormatCounts;
@@ -204,12 +206,13 @@ fn secs_to_ns(s: &str) -> Option<i64> {
     secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
-/// The events of an `/event` body, in order, or the first bad one.
-fn events(body: &[u8]) -> Result<Vec<Event<'static>>, BadEvent> {
-    let mut out = Vec::new();
+/// Passes the events of an `/event` body to `each`, in order, until it says to stop; how many
+/// it passed, or the first bad one (the caller then discards those passed: a body is taken
+/// whole or not at all).
+fn events(body: &[u8], mut each: impl FnMut(&Event<'_>) -> ControlFlow<()>) -> Result<usize, BadEvent> {
+    let mut number = 0;
     let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
     loop {
-        let number = out.len();
         let obj = match stream.next() {
             None => break,
             Some(Ok(Value::Object(o))) => o,
@@ -253,12 +256,15 @@ fn events(body: &[u8]) -> Result<Vec<Event<'static>>, BadEvent> {
             }
             ev.fields = Some(Value::Object(fields).to_string());
         }
-        out.push(ev);
+        number += 1;
+        if each(&ev).is_break() {
+            break;
+        }
     }
-    if out.is_empty() {
+    if number == 0 {
         return Err(BadEvent { code: 5, text: "No data", number: 0 });
     }
-    Ok(out)
+    Ok(number)
 }
 
 impl HttpIngest {
@@ -270,10 +276,24 @@ impl HttpIngest {
         query: Option<&str>,
         channel: Option<String>,
         r: Received<'_>,
+        held: &mut Share,
     ) -> Response<Body> {
-        let events = if raw { Ok(raw_events(&body, query)) } else { events(&body) };
-        let events = match events {
-            Ok(e) if !e.is_empty() => e,
+        let mut builder = r.builder();
+        let mut counts = FormatCounts::default();
+        let mut exceeded = None;
+        // What a raw request's query string says is copied into each line's row.
+        let each = |ev: &Event<'_>| {
+            counts.add(ev.format, false);
+            builder.append(ev, r.now);
+            exceeded = held.cover(body.len() + builder.bytes()).err();
+            if exceeded.is_some() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        };
+        let passed = if raw { Ok(raw_events(&body, query, each)) } else { events(&body, each) };
+        if let Some(e) = exceeded {
+            return refusal(&Refusal::exceeded(e));
+        }
+        match passed {
+            Ok(n) if n > 0 => {}
             Ok(_) => return fail(StatusCode::BAD_REQUEST, 5, "No data"),
             Err(BadEvent { code, text, number }) => {
                 r.metrics.record(&FormatCounts::refused(Format::Json, 1));
@@ -283,14 +303,7 @@ impl HttpIngest {
                     &json!({ "text": text, "code": code, "invalid-event-number": number }),
                 );
             }
-        };
-        let mut builder = r.builder();
-        let mut counts = FormatCounts::default();
-        for ev in &events {
-            counts.add(ev.format, false);
-            builder.append(ev, r.now);
         }
-        drop(events);
         if let Err(e) = self.sink.store(&mut builder).await {
             return refusal(&Refusal::from(e));
         }
@@ -322,8 +335,13 @@ impl HttpIngest {
     }
 }
 
-/// A raw body: one event per non-blank line, the query string's metadata on each.
-fn raw_events(body: &[u8], query: Option<&str>) -> Vec<Event<'static>> {
+/// A raw body: one event per non-blank line, the query string's metadata on each, passed to
+/// `each` until it says to stop; how many it passed.
+fn raw_events(
+    body: &[u8],
+    query: Option<&str>,
+    mut each: impl FnMut(&Event<'_>) -> ControlFlow<()>,
+) -> usize {
     let host = query_param(query, "host");
     let mut extra = Map::new();
     for key in ["source", "sourcetype", "index"] {
@@ -332,23 +350,46 @@ fn raw_events(body: &[u8], query: Option<&str>) -> Vec<Event<'static>> {
         }
     }
     let fields = (!extra.is_empty()).then(|| Value::Object(extra).to_string());
-    body.split(|b| *b == b'\n')
+    let mut passed = 0;
+    let lines = body
+        .split(|b| *b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-        .map(|l| {
-            let mut ev = Event::raw(Cow::Owned(String::from_utf8_lossy(l).into_owned()), "");
-            ev.format = Format::Text;
-            ev.decode_error = None;
-            ev.host = host.clone().map(Cow::Owned);
-            ev.fields = fields.clone();
-            ev
-        })
-        .collect()
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace));
+    for l in lines {
+        let mut ev = Event::raw(String::from_utf8_lossy(l), "");
+        ev.format = Format::Text;
+        ev.decode_error = None;
+        ev.host = host.as_deref().map(Cow::Borrowed);
+        ev.fields = fields.clone();
+        passed += 1;
+        if each(&ev).is_break() {
+            break;
+        }
+    }
+    passed
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn events(body: &[u8]) -> Result<Vec<Event<'static>>, BadEvent> {
+        let mut out = Vec::new();
+        super::events(body, |ev| {
+            out.push(ev.clone().into_owned());
+            ControlFlow::Continue(())
+        })?;
+        Ok(out)
+    }
+
+    fn raw_events(body: &[u8], query: Option<&str>) -> Vec<Event<'static>> {
+        let mut out = Vec::new();
+        super::raw_events(body, query, |ev| {
+            out.push(ev.clone().into_owned());
+            ControlFlow::Continue(())
+        });
+        out
+    }
 
     #[test]
     fn concatenated_events_with_and_without_newlines() {

@@ -17,7 +17,8 @@ use hyper::{HeaderMap, Response, StatusCode};
 use prost::Message as _;
 use serde_json::{Map, Value};
 
-use super::{Body, HttpIngest, Received, Refusal};
+use super::{Body, HttpIngest, Received, Refusal, excerpt};
+use crate::ingest::budget::Share;
 use crate::ingest::event::{Event, Format};
 use crate::metrics::FormatCounts;
 
@@ -85,6 +86,7 @@ impl HttpIngest {
         json: bool,
         headers: &HeaderMap,
         r: Received<'_>,
+        held: &mut Share,
     ) -> Response<Body> {
         let decoded = if json { from_json(&body) } else { from_protobuf(&body, self.max_body_bytes) };
         let streams = match decoded {
@@ -98,11 +100,15 @@ impl HttpIngest {
         let tenant = headers.get("x-scope-orgid").and_then(|v| v.to_str().ok());
         let mut builder = r.builder();
         let mut counts = FormatCounts::default();
+        // A stream's labels are copied into each of its entries' rows.
         for stream in &streams {
             for entry in &stream.entries {
                 let ev = event(stream, entry, tenant);
                 counts.add(ev.format, false);
                 builder.append(&ev, r.now);
+                if let Err(e) = held.cover(body.len() + builder.bytes()) {
+                    return Refusal::exceeded(e).text();
+                }
             }
         }
         match self.sink.store(&mut builder).await {
@@ -169,7 +175,7 @@ fn from_json(body: &[u8]) -> Result<Vec<Stream>, String> {
                 .into_iter()
                 .map(|(k, v)| match v {
                     Value::String(v) => Ok((k, v)),
-                    v => Err(format!("label {k:?} is not a string: {v}")),
+                    v => Err(format!("label {} is not a string: {}", excerpt(&k), excerpt(&v.to_string()))),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let entries = s
@@ -180,19 +186,28 @@ fn from_json(body: &[u8]) -> Result<Vec<Stream>, String> {
                     let (Some(Value::String(ts)), Some(Value::String(line))) = (v.next(), v.next()) else {
                         return Err("each value is [\"<unix ns>\", \"<line>\"(, {metadata})]".to_owned());
                     };
-                    let ns = ts
-                        .parse::<i64>()
-                        .map_err(|_| format!("timestamp {ts:?} is not nanoseconds since the epoch"))?;
+                    let ns = ts.parse::<i64>().map_err(|_| {
+                        format!("timestamp {} is not nanoseconds since the epoch", excerpt(&ts))
+                    })?;
                     let metadata = match v.next() {
                         None => Vec::new(),
                         Some(Value::Object(m)) => m
                             .into_iter()
                             .map(|(k, v)| match v {
                                 Value::String(v) => Ok((k, v)),
-                                v => Err(format!("structured metadata {k:?} is not a string: {v}")),
+                                v => Err(format!(
+                                    "structured metadata {} is not a string: {}",
+                                    excerpt(&k),
+                                    excerpt(&v.to_string())
+                                )),
                             })
                             .collect::<Result<_, _>>()?,
-                        Some(other) => return Err(format!("structured metadata is not an object: {other}")),
+                        Some(other) => {
+                            return Err(format!(
+                                "structured metadata is not an object: {}",
+                                excerpt(&other.to_string())
+                            ));
+                        }
                     };
                     if v.next().is_some() {
                         return Err("a value has more than three elements".into());
@@ -208,7 +223,7 @@ fn from_json(body: &[u8]) -> Result<Vec<Stream>, String> {
 /// `{name="value", other="with \"quotes\""}` as pairs; Prometheus' label syntax, escapes `\\`,
 /// `\"` and `\n` in values.
 fn parse_labels(s: &str) -> Result<Vec<(String, String)>, String> {
-    let bad = |why: &str| format!("labels {s:?}: {why}");
+    let bad = |why: &str| format!("labels {}: {why}", excerpt(s));
     let inner =
         s.trim().strip_prefix('{').and_then(|r| r.strip_suffix('}')).ok_or_else(|| bad("not in braces"))?;
     let mut out = Vec::new();
@@ -290,6 +305,13 @@ mod tests {
         for bad in ["job=\"x\"", "{job=x}", "{job=\"x}", "{=\"x\"}", "{a=\"1\" b=\"2\"}", "{a=\"\\q\"}"] {
             assert!(parse_labels(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn bad_labels_are_quoted_short() {
+        let hostile = format!("{{job=\"x\", {}\nlevel=error forged=\"", "a".repeat(1 << 20));
+        let e = parse_labels(&hostile).unwrap_err();
+        assert!(e.len() < 200 && !e.contains('\n'), "{}", &e[..e.len().min(300)]);
     }
 
     #[test]

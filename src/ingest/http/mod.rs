@@ -42,6 +42,7 @@ use hyper::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use serde_json::json;
 
+use super::budget::{Budget, Exceeded, Share};
 use super::event::Protocol;
 use super::listener::Peer;
 use super::sink::{Sink, StoreFailure};
@@ -60,9 +61,9 @@ pub struct HttpIngest {
     /// One per protocol of [`PROTOCOLS`], in that order.
     pub protocol_metrics: Vec<ListenerMetrics>,
     pub metrics: Metrics,
-    /// The request bodies this listener holds at once (being read, then until durable), in
-    /// KiB: see [`body_budget`].
-    pub bodies: Arc<tokio::sync::Semaphore>,
+    /// What this listener's requests hold at once: their bodies as they are read, then the
+    /// events decoded from them, until durable (see [`body_budget`]).
+    pub bodies: Budget,
     /// The listener's `tokens` and `users`.
     pub credentials: Credentials,
     /// The `[access] send` rules, checked per request when the listener has credentials.
@@ -71,14 +72,14 @@ pub struct HttpIngest {
     pub acks: hec::Acks,
 }
 
-/// How many KiB of request bodies one HTTP listener holds at once: `batch.max_pending_bytes`,
-/// and at least two of the largest bodies. Without a bound, clients that each send most of a
-/// large body and then trickle the rest could pin `max_connections` × `max_body_bytes` (and
-/// HTTP/2 multiplies that by its streams); past it a request gets 503 and a Retry-After.
-pub fn body_budget(max_pending_bytes: u64, max_body_bytes: u64) -> Arc<tokio::sync::Semaphore> {
-    let kib = max_pending_bytes.max(max_body_bytes.saturating_mul(2)).div_ceil(1024);
-    let kib = usize::try_from(kib).unwrap_or(usize::MAX).min(tokio::sync::Semaphore::MAX_PERMITS);
-    Arc::new(tokio::sync::Semaphore::new(kib))
+/// How much of request bodies, and the events decoded from them, one HTTP listener holds at
+/// once: `batch.max_pending_bytes`, and at least four of the largest bodies. Without a bound,
+/// clients that each send most of a large body and then trickle the rest could pin
+/// `max_connections` × `max_body_bytes` (and HTTP/2 multiplies that by its streams), and a
+/// small body could decode to far more than itself (`ingest::budget`); past it a request gets
+/// 503 and a Retry-After, or 413 when it alone would take more than the whole budget.
+pub fn body_budget(max_pending_bytes: u64, max_body_bytes: u64) -> Budget {
+    Budget::new(max_pending_bytes, max_body_bytes)
 }
 
 type Body = Full<Bytes>;
@@ -152,6 +153,22 @@ impl Refusal {
     }
 }
 
+impl Refusal {
+    /// A request whose events outgrew its share of the listener's budget.
+    fn exceeded(e: Exceeded) -> Self {
+        match e {
+            Exceeded::Busy => Refusal::unavailable(
+                "too many requests in progress on this listener hold its memory budget; retry later",
+                1,
+            ),
+            Exceeded::TooLarge => Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request's events take more memory than this listener holds at once (batch.max_pending_bytes); send fewer per request",
+            ),
+        }
+    }
+}
+
 impl From<StoreFailure> for Refusal {
     fn from(e: StoreFailure) -> Self {
         match e {
@@ -211,26 +228,28 @@ impl HttpIngest {
             Route::V1Logs { protobuf: false } => {
                 // NDJSON (of any declared type) or OTLP/JSON: the body tells.
                 let json = media_type(req.headers()) == "application/json";
-                let body = match self.body(req, r.metrics).await {
-                    Ok((body, _held)) => body,
+                // The share is held until the answer, like every protocol's.
+                let (body, mut held) = match self.body(req, r.metrics).await {
+                    Ok(b) => b,
                     Err(refusal) => return (Some(Protocol::Ndjson), refusal.json()),
                 };
                 if json && otlp::is_otlp_json(&body) {
                     let r = self.received(from, Protocol::Otlp, &client_id);
-                    return (Some(Protocol::Otlp), self.otlp_body(body, otlp::Encoding::Json, r).await);
+                    let resp = self.otlp_body(body, otlp::Encoding::Json, r, &mut held).await;
+                    return (Some(Protocol::Otlp), resp);
                 }
-                self.ndjson(body, r).await
+                self.ndjson(body, r, &mut held).await
             }
             Route::Loki => {
                 let json = media_type(req.headers()) == "application/json";
                 let headers = req.headers().clone();
                 match self.body(req, r.metrics).await {
-                    Ok((body, _held)) => self.loki(body, json, &headers, r).await,
+                    Ok((body, mut held)) => self.loki(body, json, &headers, r, &mut held).await,
                     Err(refusal) => refusal.text(),
                 }
             }
             Route::Bulk { index } => match self.body(req, r.metrics).await {
-                Ok((body, _held)) => self.bulk(body, index.as_deref(), r).await,
+                Ok((body, mut held)) => self.bulk(body, index.as_deref(), r, &mut held).await,
                 Err(refusal) => elastic::refusal(&refusal),
             },
             route @ (Route::HecEvent { .. } | Route::HecAck) => {
@@ -240,9 +259,11 @@ impl HttpIngest {
                     Err(bad) => return (Some(protocol), bad.answer()),
                 };
                 match self.body(req, r.metrics).await {
-                    Ok((body, _held)) => match route {
+                    Ok((body, mut held)) => match route {
                         Route::HecAck => self.hec_ack(&body, channel),
-                        Route::HecEvent { raw } => self.hec(body, raw, query.as_deref(), channel, r).await,
+                        Route::HecEvent { raw } => {
+                            self.hec(body, raw, query.as_deref(), channel, r, &mut held).await
+                        }
                         _ => hec::health(),
                     },
                     Err(refusal) => hec::refusal(&refusal),
@@ -341,13 +362,14 @@ impl HttpIngest {
         }
     }
 
-    /// The request's body, inflated, with its share of the listener's body budget (held until
-    /// dropped: keep it until the answer), and counted in `bytes_received_total`.
+    /// The request's body, inflated, with its share of the listener's budget (held until
+    /// dropped: keep it until the answer, and grow it with the events decoded), and counted in
+    /// `bytes_received_total`.
     async fn body(
         &self,
         req: Request<RequestBody>,
         metrics: &ListenerMetrics,
-    ) -> Result<(Bytes, Option<tokio::sync::OwnedSemaphorePermit>), Refusal> {
+    ) -> Result<(Bytes, Share), Refusal> {
         let limit = self.max_body_bytes;
         let too_large = || {
             Refusal::new(
@@ -386,7 +408,11 @@ impl HttpIngest {
             return Ok((body, held));
         }
         match inflate(&body, limit) {
-            Ok(out) => Ok((Bytes::from(out), held)),
+            Ok(out) => {
+                let mut held = held;
+                held.cover(out.len()).map_err(Refusal::exceeded)?;
+                Ok((Bytes::from(out), held))
+            }
             Err(InflateError::TooLarge) => Err(too_large()),
             Err(e @ InflateError::Gzip(_)) => Err(Refusal::new(StatusCode::BAD_REQUEST, e.to_string())),
         }
@@ -517,11 +543,11 @@ const DISCARD_TIME: Duration = Duration::from_secs(10);
 async fn read_body(
     mut body: RequestBody,
     limit: usize,
-    budget: &Arc<tokio::sync::Semaphore>,
-) -> Result<(Bytes, Option<tokio::sync::OwnedSemaphorePermit>), BodyError> {
+    budget: &Budget,
+) -> Result<(Bytes, Share), BodyError> {
     let declared = body.size_hint().exact().and_then(|n| usize::try_from(n).ok());
     let mut buf = Vec::new();
-    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    let mut held = budget.share();
     if declared.is_none_or(|n| n <= limit) {
         loop {
             let Some(frame) = body.frame().await else { return Ok((Bytes::from(buf), held)) };
@@ -529,16 +555,7 @@ async fn read_body(
                 if buf.len() + data.len() > limit {
                     break;
                 }
-                let need = (buf.len() + data.len()).div_ceil(1024);
-                let have = held.as_ref().map_or(0, tokio::sync::OwnedSemaphorePermit::num_permits);
-                if need > have {
-                    let more = u32::try_from(need - have).map_err(|_| BodyError::Busy)?;
-                    let p = budget.clone().try_acquire_many_owned(more).map_err(|_| BodyError::Busy)?;
-                    match &mut held {
-                        Some(h) => h.merge(p),
-                        None => held = Some(p),
-                    }
-                }
+                held.cover(buf.len() + data.len()).map_err(|_| BodyError::Busy)?;
                 buf.extend_from_slice(&data);
             }
         }
@@ -556,6 +573,22 @@ async fn read_body(
     })
     .await;
     Err(BodyError::TooLarge)
+}
+
+/// Text from a request, for an error message and the log line that reports it: quoted and
+/// escaped (a line break in it cannot start a forged log line) and cut short (a label or key
+/// of megabytes is not written out again), `...` after the quotes when cut.
+fn excerpt(s: &str) -> String {
+    const MAX: usize = 64;
+    let mut cut = s.char_indices().nth(MAX).map_or(s, |(i, _)| &s[..i]);
+    if cut.len() == s.len() {
+        cut = s;
+    }
+    let mut out = format!("{cut:?}");
+    if cut.len() < s.len() {
+        out.push_str("...");
+    }
+    out
 }
 
 fn json_response(status: StatusCode, v: serde_json::Value) -> Response<Body> {
@@ -578,6 +611,15 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(text).unwrap();
         gz.finish().unwrap()
+    }
+
+    #[test]
+    fn excerpts_are_escaped_and_short() {
+        assert_eq!(excerpt("job"), "\"job\"");
+        assert_eq!(excerpt("a\nFAKE log line"), "\"a\\nFAKE log line\"");
+        let long = "é".repeat(1000);
+        let e = excerpt(&long);
+        assert!(e.len() < 200 && e.ends_with("\"...") && !e.contains('\n'), "{e}");
     }
 
     #[test]

@@ -8,18 +8,27 @@ use hyper::{Response, StatusCode};
 use serde_json::json;
 
 use super::{Body, HttpIngest, Received, json_response};
+use crate::ingest::budget::Share;
 use crate::ingest::decode::decode;
 use crate::ingest::event::{Event, Format};
 use crate::metrics::FormatCounts;
 
 impl HttpIngest {
-    pub(super) async fn ndjson(&self, body: Bytes, r: Received<'_>) -> Response<Body> {
+    pub(super) async fn ndjson(&self, body: Bytes, r: Received<'_>, held: &mut Share) -> Response<Body> {
         let mut builder = r.builder();
         let mut counts = FormatCounts::default();
+        let mut exceeded = None;
         let decoded = decode_lines(&body, r.now, |ev| {
+            if exceeded.is_some() {
+                return;
+            }
             counts.add(ev.format, ev.decode_error.is_some());
             builder.append(ev, r.now);
+            exceeded = held.cover(body.len() + builder.bytes()).err();
         });
+        if let (Ok(()), Some(e)) = (&decoded, exceeded) {
+            return super::Refusal::exceeded(e).json();
+        }
         if let Err(BadLine { line, reason }) = decoded {
             r.metrics.record(&FormatCounts::refused(Format::Raw, 1));
             tracing::info!(listener = %self.listener, peer = %r.from.addr, line, %reason, "NDJSON request refused: bad line");

@@ -4,6 +4,8 @@
 //! `ExportLogsServiceResponse` once the records are fsynced, or a `google.rpc.Status` with 400
 //! (malformed: exporters drop it), 413, or 503 with `Retry-After` (exporters retry).
 
+use std::ops::ControlFlow;
+
 use bytes::Bytes;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
@@ -11,6 +13,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, 
 use prost::Message as _;
 
 use super::{Body, HttpIngest, Received, Refusal};
+use crate::ingest::budget::Share;
 use crate::ingest::event::Format;
 use crate::metrics::FormatCounts;
 use crate::serve::RequestBody;
@@ -50,12 +53,19 @@ impl HttpIngest {
         r: Received<'_>,
     ) -> Response<Body> {
         match self.body(req, r.metrics).await {
-            Ok((body, _held)) => self.otlp_body(body, enc, r).await,
+            Ok((body, mut held)) => self.otlp_body(body, enc, r, &mut held).await,
             Err(refusal) => answer_error(&refusal, enc),
         }
     }
 
-    pub(super) async fn otlp_body(&self, body: Bytes, enc: Encoding, r: Received<'_>) -> Response<Body> {
+    pub(super) async fn otlp_body(
+        &self,
+        body: Bytes,
+        enc: Encoding,
+        r: Received<'_>,
+        held: &mut Share,
+    ) -> Response<Body> {
+        let size = body.len();
         let req = match enc {
             Encoding::Protobuf => ExportLogsServiceRequest::decode(body).map_err(|e| e.to_string()),
             Encoding::Json => {
@@ -73,8 +83,16 @@ impl HttpIngest {
             }
         };
         let mut builder = r.builder();
-        let decoded = crate::ingest::otlp::decode_request(&req, |ev| builder.append(ev, r.now));
+        let mut exceeded = None;
+        let decoded = crate::ingest::otlp::decode_request(&req, |ev| {
+            builder.append(ev, r.now);
+            exceeded = held.cover(size + builder.bytes()).err();
+            if exceeded.is_some() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        });
         drop(req);
+        if let Some(e) = exceeded {
+            return answer_error(&Refusal::exceeded(e), enc);
+        }
         match self.sink.store(&mut builder).await {
             Ok(_) => {
                 r.metrics.record(&decoded.counts);

@@ -9,7 +9,10 @@ use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsSe
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
 use tonic::{Request, Response, Status};
 
+use std::ops::ControlFlow;
+
 use crate::batch::{EventBatchBuilder, Origin};
+use crate::ingest::budget::{Budget, Exceeded};
 use crate::ingest::event::Protocol;
 use crate::ingest::sink::{Sink, StoreFailure};
 use crate::metrics::ListenerMetrics;
@@ -19,6 +22,8 @@ pub struct OtlpGrpc {
     pub listener: String,
     pub sink: Sink,
     pub metrics: ListenerMetrics,
+    /// What the events decoded from this listener's calls hold at once, until durable.
+    pub budget: Budget,
 }
 
 #[tonic::async_trait]
@@ -38,8 +43,31 @@ impl LogsService for OtlpGrpc {
         });
         let now = crate::ingest::now_ns();
         let req = request.into_inner();
-        let decoded = super::decode_request(&req, |ev| builder.append(ev, now));
+        let mut held = self.budget.share();
+        let mut exceeded = None;
+        let decoded = super::decode_request(&req, |ev| {
+            builder.append(ev, now);
+            exceeded = held.cover(builder.bytes()).err();
+            if exceeded.is_some() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        });
         drop(req);
+        match exceeded {
+            Some(Exceeded::Busy) => {
+                return Err(Status::unavailable(
+                    "too many calls in progress on this listener hold its memory budget; retry later",
+                ));
+            }
+            // Exporters drop INVALID_ARGUMENT; the call never fits, so sending it again is futile.
+            Some(Exceeded::TooLarge) => {
+                self.metrics
+                    .record(&crate::metrics::FormatCounts::refused(crate::ingest::event::Format::Otlp, 1));
+                tracing::info!(listener = %self.listener, peer = %addr, "OTLP export refused: its records take more memory than the listener holds at once");
+                return Err(Status::invalid_argument(
+                    "the request's records take more memory than this listener holds at once (batch.max_pending_bytes); send fewer per request",
+                ));
+            }
+            None => {}
+        }
         match self.sink.store(&mut builder).await {
             Ok(_) => {
                 self.metrics.record(&decoded.counts);

@@ -25,6 +25,7 @@
 pub mod grpc;
 
 use std::borrow::Cow;
+use std::ops::ControlFlow;
 
 use base64::Engine as _;
 use opentelemetry_proto::tonic::collector::logs::v1::{
@@ -63,8 +64,14 @@ impl Decoded {
     }
 }
 
-/// Passes every log record of `req` to `each` as an event received at `now`.
-pub fn decode_request(req: &ExportLogsServiceRequest, mut each: impl FnMut(&Event<'_>)) -> Decoded {
+/// Passes every log record of `req` to `each` as an event, until `each` says to stop (a
+/// request refused whole, which need not be decoded further: what a resource or scope holds
+/// is copied into every record's event, so the events of one request can be far larger than
+/// the request).
+pub fn decode_request(
+    req: &ExportLogsServiceRequest,
+    mut each: impl FnMut(&Event<'_>) -> ControlFlow<()>,
+) -> Decoded {
     let mut out = Decoded::default();
     for rl in &req.resource_logs {
         let resource = Resource::new(rl.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]));
@@ -90,7 +97,9 @@ pub fn decode_request(req: &ExportLogsServiceRequest, mut each: impl FnMut(&Even
                     out.defective += 1;
                     out.first_defect.get_or_insert_with(|| defect.to_string());
                 }
-                each(&ev);
+                if each(&ev).is_break() {
+                    return out;
+                }
             }
         }
     }

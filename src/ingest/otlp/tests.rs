@@ -35,7 +35,10 @@ fn request(resource: Vec<KeyValue>, records: Vec<LogRecord>) -> ExportLogsServic
 /// Each event as (column values, fields) for comparison.
 fn events(req: &ExportLogsServiceRequest) -> (Vec<Event<'static>>, Decoded) {
     let mut out = Vec::new();
-    let d = decode_request(req, |ev| out.push(ev.clone().into_owned()));
+    let d = decode_request(req, |ev| {
+        out.push(ev.clone().into_owned());
+        std::ops::ControlFlow::Continue(())
+    });
     (out, d)
 }
 
