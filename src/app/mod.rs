@@ -294,18 +294,25 @@ pub async fn run(
         let acceptor = listener_tls(&config, tls.as_ref(), &l.common(), &[b"h2"], Tickets::AfterHandshake)?;
         let lm = metrics.listener(&l.name, crate::ingest::event::Protocol::Otlp);
         let max = l.max_message_bytes.as_u64() as usize;
+        // One budget for what the listener's calls hold: messages as tonic reads them, then
+        // the events decoded from them.
+        let budget = crate::ingest::budget::Budget::new(config.batch.max_pending_bytes.as_u64(), max as u64);
         let service = LogsServiceServer::new(OtlpGrpc {
             listener: l.name.clone(),
             sink: sink.clone(),
             metrics: lm.clone(),
-            budget: crate::ingest::budget::Budget::new(config.batch.max_pending_bytes.as_u64(), max as u64),
+            budget: budget.clone(),
         })
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
         .max_decoding_message_size(max);
         let deadlines = Deadlines::new(&l.name, l.header_read_timeout, l.idle_timeout, &metrics);
         let service = crate::serve::grpc::Calls {
             inner: service,
-            policy: OtlpCalls { listener: l.name.as_str().into(), metrics: lm.clone() },
+            policy: OtlpCalls {
+                listener: l.name.as_str().into(),
+                metrics: lm.clone(),
+                budget: budget.clone(),
+            },
             refused: metrics.access_denied.with_label_values(&[&l.name]),
             deadlines: deadlines.clone(),
         };

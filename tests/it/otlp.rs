@@ -163,3 +163,77 @@ async fn malformed_otlp_is_refused_and_counted() {
     assert_eq!(d.count("message = 'after the bad ones' AND listener = 'otlp'"), 1);
     assert_eq!(d.count("message LIKE 'xxxx%'"), 0);
 }
+
+/// Messages tonic is still reading count against the listener's memory budget: with 1 MiB
+/// messages and a smaller `max_pending_bytes` the budget is 4 MiB, so a fifth call holding most of a message
+/// while four others do is refused UNAVAILABLE (retry), where without the bound every call
+/// on every connection could hold `max_message_bytes`.
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_being_read_are_held_to_the_listener_budget() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    // [batch] max_pending_bytes below four messages: the budget is then four messages.
+    let d = Daemon::start_with("max_pending_bytes = \"1MiB\"\n");
+    let tcp = tokio::net::TcpStream::connect(d.addr("otlp")).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(crate::client::tls_config(&d.ca_file(), &[b"h2"]))
+        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    // A message header announcing 1000 KiB, then 900 KiB of it, and the rest never sent.
+    let mut open = Vec::new();
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(16);
+        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let mut head = vec![0u8];
+        head.extend_from_slice(&(1000u32 * 1024).to_be_bytes());
+        tx.send(Ok(Frame::data(Bytes::from(head)))).await.unwrap();
+        for _ in 0..9 {
+            tx.send(Ok(Frame::data(Bytes::from(vec![0x0a; 100 * 1024])))).await.unwrap();
+        }
+        let req = hyper::Request::post(format!("https://localhost{EXPORT}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(body)
+            .unwrap();
+        let mut send = send.clone();
+        answers.push(tokio::spawn(async move {
+            let resp = send.send_request(req).await.unwrap();
+            let (parts, body) = resp.into_parts();
+            let trailers =
+                body.collect().await.map(|c| c.trailers().cloned().unwrap_or_default()).unwrap_or_default();
+            parts
+                .headers
+                .get("grpc-status")
+                .or(trailers.get("grpc-status"))
+                .map(|v| v.to_str().unwrap().to_owned())
+        }));
+        open.push(tx);
+    }
+    // One of the five is refused at once (which one depends on the order the server reads
+    // them); the other four wait for the rest of their message.
+    let refused = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            for a in &answers {
+                if a.is_finished() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(refused.is_ok(), "no call was refused: five calls held 4.5 MiB of a 4 MiB budget");
+    let mut statuses = Vec::new();
+    for a in answers.into_iter().filter(|a| a.is_finished()) {
+        statuses.push(a.await.unwrap());
+    }
+    assert_eq!(statuses, [Some("14".to_owned())], "UNAVAILABLE for the call over the budget");
+    drop(open);
+}

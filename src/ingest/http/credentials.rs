@@ -136,7 +136,11 @@ impl Credentials {
             users.iter().map(|u| (u.name.clone(), u.password_hash.clone())).collect();
         let signin = match users.is_empty() {
             true => None,
-            false => Some(SignIn::new(limits).map_err(|e| format!("preparing password checks: {e}"))?),
+            false => Some(
+                SignIn::new(limits)
+                    .map_err(|e| format!("preparing password checks: {e}"))?
+                    .named("HTTP ingest"),
+            ),
         };
         Ok(Credentials { tokens, users, verified: Mutex::new(HashMap::new()), signin })
     }

@@ -95,13 +95,74 @@ fn status(e: &StoreFailure) -> Status {
 /// error, logged with its peer, and answered `INVALID_ARGUMENT`, which exporters drop rather
 /// than retry: tonic says `INTERNAL`, or `OUT_OF_RANGE` and `RESOURCE_EXHAUSTED` for size,
 /// and exporters retry the last two for ever.
+///
+/// Each call's message is also held to the listener's [`Budget`] while tonic reads it: up to
+/// `max_message_bytes` per call, 32 calls per connection and `max_connections` connections
+/// would otherwise be held before any of this code runs. Past the budget a call is refused
+/// `UNAVAILABLE` (the exporter retries); a message larger than the whole budget
+/// `INVALID_ARGUMENT`.
 #[derive(Clone)]
 pub struct OtlpCalls {
     pub listener: std::sync::Arc<str>,
     pub metrics: ListenerMetrics,
+    pub budget: Budget,
+}
+
+/// A call's request body counted against the listener's budget as it arrives; an error frame
+/// (the call's status) once the budget has no room.
+struct Budgeted {
+    inner: tonic::body::Body,
+    share: crate::ingest::budget::Share,
+    read: usize,
+}
+
+impl hyper::body::Body for Budgeted {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Status>>> {
+        let frame = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(Ok(f)) = &frame
+            && let Some(data) = f.data_ref()
+        {
+            let read = self.read + data.len();
+            self.read = read;
+            return std::task::Poll::Ready(Some(match self.share.cover(read) {
+                Ok(()) => frame.unwrap_or_else(|| Err(Status::internal("frame vanished"))),
+                Err(Exceeded::Busy) => Err(Status::unavailable(
+                    "too many calls in progress on this listener hold its memory budget; retry later",
+                )),
+                Err(Exceeded::TooLarge) => Err(Status::out_of_range(
+                    "the message is larger than this listener holds at once (batch.max_pending_bytes)",
+                )),
+            }));
+        }
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 impl crate::serve::grpc::CallPolicy for OtlpCalls {
+    async fn admit(
+        &self,
+        req: &mut tonic::codegen::http::Request<tonic::body::Body>,
+        _peer: Option<&GrpcPeer>,
+    ) -> Result<(), Status> {
+        let inner = std::mem::replace(req.body_mut(), tonic::body::Body::empty());
+        *req.body_mut() = tonic::body::Body::new(Budgeted { inner, share: self.budget.share(), read: 0 });
+        Ok(())
+    }
+
     fn answered(
         &self,
         mut resp: tonic::codegen::http::Response<tonic::body::Body>,

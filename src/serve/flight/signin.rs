@@ -103,6 +103,8 @@ pub struct SignIn {
     report: Option<Report>,
     /// Password checks run so far.
     checked: AtomicU64,
+    /// Whose sign-ins these are, for the log ("Flight SQL", "HTTP ingest").
+    what: &'static str,
 }
 
 /// The address failures are counted under: IPv4 as is, IPv6 by its /64 (one host usually has a
@@ -135,7 +137,14 @@ impl SignIn {
             dummy: dummy.into(),
             report: None,
             checked: AtomicU64::new(0),
+            what: "Flight SQL",
         })
+    }
+
+    /// The same checks for another front end's sign-ins (named in the log).
+    pub fn named(mut self, what: &'static str) -> SignIn {
+        self.what = what;
+        self
     }
 
     /// Count failures in `metrics` and write them to `audit`.
@@ -262,7 +271,7 @@ impl SignIn {
         // The name a rule or the audit table would give this user (`user:NAME`), though it
         // signed in as no one.
         let user = user.map(|u| format!("user:{}", printable(u)));
-        tracing::warn!(%peer, method, user = user.as_deref().unwrap_or(""), reason = why.text(), "Flight SQL sign-in refused");
+        tracing::warn!(%peer, method, user = user.as_deref().unwrap_or(""), reason = why.text(), "{} sign-in refused", self.what);
         if let Some(r) = &self.report {
             r.audit.record(AuditEntry::authentication(&peer.to_string(), user, method, why.text()));
         }
