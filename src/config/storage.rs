@@ -315,6 +315,7 @@ impl ClusterConfig {
             Role::Query => &[
                 ("stream", "a query node opens no listeners for shippers: remove [[stream]]"),
                 ("http", "a query node opens no listeners for shippers: remove [[http]]"),
+                ("otlp", "a query node opens no listeners for shippers: remove [[otlp]]"),
                 ("relp", "a query node opens no listeners for shippers: remove [[relp]]"),
                 ("rules", "rules run where events arrive, on ingest nodes: remove [[rules]] here"),
             ],
