@@ -72,6 +72,8 @@ fn check(data: &[u8], ev: &Event<'_>) {
             assert_eq!(ev.decode_error.as_deref(), note, "a JSON event with another decode error");
             check_json(&line, ev);
         }
+        // Only the protocol decoders (OTLP, Loki, HEC) make these; a frame never does.
+        Format::Otlp | Format::Text => panic!("a frame decoded as {:?}", ev.format),
     }
     if valid_utf8 && ev.format != Format::Json {
         let fields =
@@ -223,7 +225,12 @@ fn templates() -> &'static Arc<Shared> {
 }
 
 fn check_batch(ev: &Event<'_>, now: i64) {
-    let origin = Origin { listener: "fuzz".into(), peer: "127.0.0.1:1".into(), client_id: "".into() };
+    let origin = Origin {
+        listener: "fuzz".into(),
+        peer: "127.0.0.1:1".into(),
+        client_id: "".into(),
+        protocol: logwarden::ingest::event::Protocol::Syslog,
+    };
     let mut builder = EventBatchBuilder::new(origin);
     builder.append(ev, now);
     let batch = builder.finish().expect("one event makes a batch");
