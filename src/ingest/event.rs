@@ -137,6 +137,11 @@ impl<'a> Event<'a> {
         }
     }
 
+    /// An event holding a line as its sender gave it ([`Format::Text`]), nothing decoded.
+    pub fn text(message: Cow<'a, str>) -> Self {
+        Event { format: Format::Text, decode_error: None, ..Event::raw(message, "") }
+    }
+
     /// The event with every borrowed field copied.
     pub fn into_owned(self) -> Event<'static> {
         let e = self;

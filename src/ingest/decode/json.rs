@@ -28,7 +28,13 @@ pub fn decode_json(line: &str) -> Event<'_> {
 }
 
 /// An event from a JSON object already parsed: well-known keys to columns, the rest to `fields`.
-pub fn decode_object(mut map: Map<String, Value>) -> Event<'static> {
+pub fn decode_object(map: Map<String, Value>) -> Event<'static> {
+    decode_object_beside(map, Map::new())
+}
+
+/// [`decode_object`], with `beside` added to `fields` where the object has no key of the same
+/// name (a protocol's envelope keys, such as HEC's `source` and `index`).
+pub fn decode_object_beside(mut map: Map<String, Value>, beside: Map<String, Value>) -> Event<'static> {
     let timestamp = take(&mut map, TIMESTAMP_KEYS, timestamp);
     let severity = take(&mut map, SEVERITY_KEYS, severity);
     let facility = take(&mut map, &["facility"], |v| small_int(&v, 23).ok_or(v));
@@ -39,6 +45,9 @@ pub fn decode_object(mut map: Map<String, Value>) -> Event<'static> {
         Value::Number(n) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
         v => string(v),
     });
+    for (k, v) in beside {
+        map.entry(k).or_insert(v);
+    }
     let fields = (!map.is_empty()).then(|| Value::Object(map).to_string());
     Event {
         format: Format::Json,

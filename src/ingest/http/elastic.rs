@@ -17,6 +17,7 @@
 //! failed; the answer comes only once the stored items are fsynced. Clients treat 429 and
 //! 5xx as retry-the-request (storage saturated), other 4xx per item as drop.
 
+use std::borrow::Cow;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
@@ -135,7 +136,7 @@ impl HttpIngest {
         let ids = IdSource::new();
         let mut exceeded = None;
         let parsed = parse(&body, default_index, &ids, |map| {
-            let ev = with_ecs(decode_object(map));
+            let ev = decode_document(map);
             counts.add(ev.format, ev.decode_error.is_some());
             builder.append(&ev, r.now);
             exceeded = held.cover(body.len() + builder.bytes()).err();
@@ -372,37 +373,30 @@ fn parse(
     Ok(items)
 }
 
-/// The Elastic Common Schema names shippers use, for the columns the JSON decoder left empty
-/// (the objects stay in `fields` as sent): `host.name` (or `host.hostname`), `service.name`
-/// (or `process.name`, `winlog.provider_name`), `log.level`, `process.pid`.
-fn with_ecs(mut ev: crate::ingest::event::Event<'static>) -> crate::ingest::event::Event<'static> {
-    use std::borrow::Cow;
-    let Some(fields) = ev.fields.as_deref() else { return ev };
-    let Ok(fields) = serde_json::from_str::<Map<String, Value>>(fields) else { return ev };
+/// A document as an event: the JSON decoder's keys, then the Elastic Common Schema names
+/// shippers use for the columns it left empty (the objects stay in `fields` as sent):
+/// `host.name` (or `host.hostname`), `service.name` (or `process.name`,
+/// `winlog.provider_name`), `log.level`, `process.pid`. The names are looked up in the
+/// document before it is decoded, so `fields` is not parsed back.
+fn decode_document(doc: Map<String, Value>) -> crate::ingest::event::Event<'static> {
     let path = |p: &str| -> Option<&Value> {
         let mut parts = p.split('.');
-        let mut v = fields.get(parts.next()?)?;
+        let mut v = doc.get(parts.next()?)?;
         for part in parts {
             v = v.get(part)?;
         }
         Some(v)
     };
     let text = |p: &str| path(p).and_then(Value::as_str).map(str::to_owned);
-    if ev.host.is_none() {
-        ev.host = text("host.name").or_else(|| text("host.hostname")).map(Cow::Owned);
-    }
-    if ev.app.is_none() {
-        ev.app = text("service.name")
-            .or_else(|| text("process.name"))
-            .or_else(|| text("winlog.provider_name"))
-            .map(Cow::Owned);
-    }
-    if ev.severity.is_none() {
-        ev.severity = text("log.level").and_then(|l| crate::ingest::decode::json::severity_name(&l));
-    }
-    if ev.procid.is_none() {
-        ev.procid = path("process.pid").filter(|v| v.is_u64()).map(|v| Cow::Owned(v.to_string()));
-    }
+    let host = text("host.name").or_else(|| text("host.hostname"));
+    let app = text("service.name").or_else(|| text("process.name")).or_else(|| text("winlog.provider_name"));
+    let severity = text("log.level").and_then(|l| crate::ingest::decode::json::severity_name(&l));
+    let procid = path("process.pid").filter(|v| v.is_u64()).map(Value::to_string);
+    let mut ev = decode_object(doc);
+    ev.host = ev.host.or(host.map(Cow::Owned));
+    ev.app = ev.app.or(app.map(Cow::Owned));
+    ev.severity = ev.severity.or(severity);
+    ev.procid = ev.procid.or(procid.map(Cow::Owned));
     ev
 }
 
@@ -481,7 +475,7 @@ mod tests {
             r#"{"@timestamp":"2026-12-03T10:00:00Z","message":"m","host":{"name":"win-1"},"log":{"level":"warning"},"winlog":{"provider_name":"Security"},"process":{"pid":42}}"#,
         )
         .unwrap();
-        let ev = with_ecs(decode_object(doc));
+        let ev = decode_document(doc);
         assert_eq!(ev.host.as_deref(), Some("win-1"));
         assert_eq!(ev.app.as_deref(), Some("Security"));
         assert_eq!(ev.severity, Some(4));

@@ -34,7 +34,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Body, HttpIngest, Received, Refusal};
 use crate::ingest::budget::Share;
-use crate::ingest::decode::json::decode_object;
+use crate::ingest::decode::json::decode_object_beside;
 use crate::ingest::event::{Event, Format};
 use crate::metrics::FormatCounts;
 
@@ -219,7 +219,7 @@ fn events(body: &[u8], mut each: impl FnMut(&Event<'_>) -> ControlFlow<()>) -> R
             Some(_) => return Err(BadEvent { code: 6, text: "Invalid data format", number }),
         };
         let mut obj = obj;
-        let env =
+        let mut env =
             envelope(&mut obj).map_err(|()| BadEvent { code: 6, text: "Invalid data format", number })?;
         let mut ev = match obj.remove("event") {
             None | Some(Value::Null) => {
@@ -228,19 +228,10 @@ fn events(body: &[u8], mut each: impl FnMut(&Event<'_>) -> ControlFlow<()>) -> R
             Some(Value::String(s)) if s.trim().is_empty() => {
                 return Err(BadEvent { code: 13, text: "Event field cannot be blank", number });
             }
-            Some(Value::String(s)) => {
-                let mut ev = Event::raw(Cow::Owned(s), "");
-                ev.format = Format::Text;
-                ev.decode_error = None;
-                ev
-            }
-            Some(Value::Object(o)) => decode_object(o),
-            Some(other) => {
-                let mut ev = Event::raw(Cow::Owned(other.to_string()), "");
-                ev.format = Format::Text;
-                ev.decode_error = None;
-                ev
-            }
+            Some(Value::String(s)) => Event::text(Cow::Owned(s)),
+            // The event's own keys win over the envelope's.
+            Some(Value::Object(o)) => decode_object_beside(o, std::mem::take(&mut env.extra)),
+            Some(other) => Event::text(Cow::Owned(other.to_string())),
         };
         if env.time.is_some() {
             ev.timestamp = env.time;
@@ -249,12 +240,7 @@ fn events(body: &[u8], mut each: impl FnMut(&Event<'_>) -> ControlFlow<()>) -> R
             ev.host = Some(Cow::Owned(h));
         }
         if !env.extra.is_empty() {
-            let mut fields: Map<String, Value> =
-                ev.fields.as_deref().and_then(|f| serde_json::from_str(f).ok()).unwrap_or_default();
-            for (k, v) in env.extra {
-                fields.entry(k).or_insert(v);
-            }
-            ev.fields = Some(Value::Object(fields).to_string());
+            ev.fields = Some(Value::Object(env.extra).to_string());
         }
         number += 1;
         if each(&ev).is_break() {
@@ -356,9 +342,7 @@ fn raw_events(
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
         .filter(|l| !l.iter().all(u8::is_ascii_whitespace));
     for l in lines {
-        let mut ev = Event::raw(String::from_utf8_lossy(l), "");
-        ev.format = Format::Text;
-        ev.decode_error = None;
+        let mut ev = Event::text(String::from_utf8_lossy(l));
         ev.host = host.as_deref().map(Cow::Borrowed);
         ev.fields = fields.clone();
         passed += 1;

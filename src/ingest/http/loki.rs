@@ -102,8 +102,9 @@ impl HttpIngest {
         let mut counts = FormatCounts::default();
         // A stream's labels are copied into each of its entries' rows.
         for stream in &streams {
+            let columns = StreamColumns::of(stream, tenant);
             for entry in &stream.entries {
-                let ev = event(stream, entry, tenant);
+                let ev = columns.event(entry);
                 counts.add(ev.format, false);
                 builder.append(&ev, r.now);
                 if let Err(e) = held.cover(body.len() + builder.bytes()) {
@@ -261,34 +262,62 @@ fn parse_labels(s: &str) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
-fn event<'a>(stream: &'a Stream, entry: &'a Entry, tenant: Option<&str>) -> Event<'a> {
-    let label = |names: &[&str]| {
-        names.iter().find_map(|n| stream.labels.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()))
-    };
-    let mut fields: Map<String, Value> =
-        stream.labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
-    for (k, v) in &entry.metadata {
-        fields.insert(k.clone(), Value::String(v.clone()));
+/// What a stream gives each of its entries, worked out once per stream: the columns its labels
+/// fill, and `fields` (the labels and the tenant) ready made for entries without metadata.
+struct StreamColumns<'a> {
+    host: Option<&'a str>,
+    app: Option<&'a str>,
+    severity: Option<u8>,
+    fields: Map<String, Value>,
+    fields_json: Option<String>,
+    tenant: Option<&'a str>,
+}
+
+impl<'a> StreamColumns<'a> {
+    fn of(stream: &'a Stream, tenant: Option<&'a str>) -> Self {
+        let label = |names: &[&str]| {
+            names.iter().find_map(|n| stream.labels.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()))
+        };
+        let mut fields: Map<String, Value> =
+            stream.labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+        if let Some(t) = tenant {
+            fields.insert("tenant".into(), Value::String(t.to_owned()));
+        }
+        StreamColumns {
+            host: label(&["host", "hostname"]),
+            app: label(&["app", "service_name", "service", "job"]),
+            severity: label(&["level", "severity", "detected_level"])
+                .and_then(crate::ingest::decode::json::severity_name),
+            fields_json: (!fields.is_empty()).then(|| Value::Object(fields.clone()).to_string()),
+            fields,
+            tenant,
+        }
     }
-    if let Some(t) = tenant {
-        fields.insert("tenant".into(), Value::String(t.to_owned()));
-    }
-    Event {
-        format: Format::Text,
-        timestamp: (entry.ns != 0).then_some(entry.ns),
-        severity: label(&["level", "severity", "detected_level"])
-            .and_then(crate::ingest::decode::json::severity_name),
-        facility: None,
-        host: label(&["host", "hostname"]).map(Cow::Borrowed),
-        app: label(&["app", "service_name", "service", "job"]).map(Cow::Borrowed),
-        procid: None,
-        msgid: None,
-        message: Cow::Borrowed(&entry.line),
-        structured_data: None,
-        fields: (!fields.is_empty()).then(|| Value::Object(fields).to_string()),
-        decode_error: None,
-        trace_id: None,
-        span_id: None,
+
+    /// An entry's event: its line and time, the stream's columns; its structured metadata
+    /// beside the labels (over a label of the same name; the tenant over both).
+    fn event<'e>(&'e self, entry: &'e Entry) -> Event<'e> {
+        let fields = match entry.metadata.is_empty() {
+            true => self.fields_json.clone(),
+            false => {
+                let mut fields = self.fields.clone();
+                for (k, v) in &entry.metadata {
+                    fields.insert(k.clone(), Value::String(v.clone()));
+                }
+                if let Some(t) = self.tenant {
+                    fields.insert("tenant".into(), Value::String(t.to_owned()));
+                }
+                Some(Value::Object(fields).to_string())
+            }
+        };
+        Event {
+            timestamp: (entry.ns != 0).then_some(entry.ns),
+            severity: self.severity,
+            host: self.host.map(Cow::Borrowed),
+            app: self.app.map(Cow::Borrowed),
+            fields,
+            ..Event::text(Cow::Borrowed(&entry.line))
+        }
     }
 }
 
@@ -334,7 +363,8 @@ mod tests {
             "values":[["1700000000000000005","GET /x 200",{"trace":"abc"}]]}]}"#;
         let j = from_json(json).unwrap();
         for streams in [&p, &j] {
-            let ev = event(&streams[0], &streams[0].entries[0], Some("team-a"));
+            let columns = StreamColumns::of(&streams[0], Some("team-a"));
+            let ev = columns.event(&streams[0].entries[0]);
             assert_eq!(ev.timestamp, Some(1_700_000_000_000_000_005));
             assert_eq!(
                 (ev.host.as_deref(), ev.app.as_deref(), ev.severity),
