@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::decode::decode;
 use super::framing::{Framer, Reject};
 use super::listener::{Io, Peer};
-use crate::batch::{EventBatchBuilder, Origin};
+use crate::batch::EventBatchBuilder;
 use crate::detect::templates::{Shared, stamp};
 use crate::metrics::{FormatCounts, ListenerMetrics};
 use crate::store::Appender;
@@ -48,12 +48,7 @@ pub async fn serve(
     cancel: CancellationToken,
 ) {
     let peer = from.addr;
-    let origin = Origin {
-        listener: settings.listener.as_str().into(),
-        peer: peer.to_string().into(),
-        client_id: from.client_id().into(),
-        protocol: metrics.protocol(),
-    };
+    let origin = from.origin(&settings.listener, metrics.protocol());
     let mut builder = EventBatchBuilder::new(origin);
     let mut framer = Framer::new(settings.max_frame_bytes);
     let capacity = READ_CHUNK + settings.max_frame_bytes + 16;

@@ -40,6 +40,16 @@ impl Peer {
     pub fn client_id(&self) -> &str {
         self.principal.as_ref().map_or("", |p| p.name.as_str())
     }
+
+    /// Where this peer's events come from, as every row of their batches records it.
+    pub fn origin(&self, listener: &str, protocol: crate::ingest::event::Protocol) -> crate::batch::Origin {
+        crate::batch::Origin {
+            listener: listener.into(),
+            peer: self.addr.to_string().into(),
+            client_id: self.client_id().into(),
+            protocol,
+        }
+    }
 }
 
 /// How the accept loop admits a connection: the listener's TLS (`None`: plain TCP on

@@ -35,7 +35,7 @@ use super::decode::decode;
 use super::framing::{Reject, trim_line_end};
 use super::listener::{Io, Peer};
 use super::sink::{Sink, StoreFailure};
-use crate::batch::{EventBatchBuilder, Origin};
+use crate::batch::EventBatchBuilder;
 use crate::metrics::{FormatCounts, ListenerMetrics, Metrics};
 
 /// Largest read; the buffer grows to hold one read plus the largest frame.
@@ -116,12 +116,7 @@ pub async fn serve(
     cancel: CancellationToken,
 ) {
     let peer = from.addr;
-    let origin = Origin {
-        listener: settings.listener.as_str().into(),
-        peer: peer.to_string().into(),
-        client_id: from.client_id().into(),
-        protocol: metrics.protocol(),
-    };
+    let origin = from.origin(&settings.listener, metrics.protocol());
     let mut session = Session {
         settings,
         peer,
