@@ -65,6 +65,15 @@ pub struct Metrics {
     pub data_dir_free_bytes: IntGauge,
     pub data_dir_size_bytes: IntGauge,
     pub alert_latency_seconds: Histogram,
+    /// Per HTTP or OTLP gRPC listener: request memory held now, and its budget.
+    request_memory_bytes: IntGaugeVec,
+    request_memory_max_bytes: IntGaugeVec,
+}
+
+/// A listener's request memory gauges (`ingest::budget`), with labels bound.
+pub struct RequestMemoryGauges {
+    pub held: IntGauge,
+    pub max: IntGauge,
 }
 
 fn name(n: &str) -> String {
@@ -401,7 +410,27 @@ impl Metrics {
                 "From a window's close (the watermark passing its end) to its alert notifications being queued.",
                 io_buckets(),
             )?,
+            request_memory_bytes: gauge_vec(
+                reg,
+                "request_memory_bytes",
+                "Memory the requests in progress on an HTTP or OTLP gRPC listener hold: bodies being read and the events decoded from them, until durable.",
+                &["listener"],
+            )?,
+            request_memory_max_bytes: gauge_vec(
+                reg,
+                "request_memory_max_bytes",
+                "The listener's budget for request_memory_bytes; past it a request is answered 503 (UNAVAILABLE) and retried.",
+                &["listener"],
+            )?,
         })
+    }
+
+    /// The request memory gauges of one listener.
+    pub fn request_memory(&self, listener: &str) -> RequestMemoryGauges {
+        RequestMemoryGauges {
+            held: self.request_memory_bytes.with_label_values(&[listener]),
+            max: self.request_memory_max_bytes.with_label_values(&[listener]),
+        }
     }
 
     /// Handles for one protocol on one listener, resolved once so the hot path does no label

@@ -250,9 +250,10 @@ pub async fn run(
             sink: sink.clone(),
             protocol_metrics,
             metrics: metrics.clone(),
-            bodies: crate::ingest::http::body_budget(
+            bodies: crate::ingest::budget::Budget::new(
                 config.batch.max_pending_bytes.as_u64(),
                 l.max_body_bytes.as_u64(),
+                metrics.request_memory(&l.name),
             ),
             credentials: crate::ingest::http::Credentials::new(
                 &l.tokens,
@@ -296,7 +297,11 @@ pub async fn run(
         let max = l.max_message_bytes.as_u64() as usize;
         // One budget for what the listener's calls hold: messages as tonic reads them, then
         // the events decoded from them.
-        let budget = crate::ingest::budget::Budget::new(config.batch.max_pending_bytes.as_u64(), max as u64);
+        let budget = crate::ingest::budget::Budget::new(
+            config.batch.max_pending_bytes.as_u64(),
+            max as u64,
+            metrics.request_memory(&l.name),
+        );
         let service = LogsServiceServer::new(OtlpGrpc {
             listener: l.name.clone(),
             sink: sink.clone(),

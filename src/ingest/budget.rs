@@ -11,23 +11,29 @@
 
 use std::sync::Arc;
 
+use prometheus::IntGauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::metrics::RequestMemoryGauges;
 
 /// How much a listener's requests hold at once, in KiB.
 #[derive(Clone)]
 pub struct Budget {
     kib: Arc<Semaphore>,
     total: usize,
+    /// What the shares hold now, in bytes (`request_memory_bytes`).
+    held: IntGauge,
 }
 
 impl Budget {
     /// `max_pending_bytes` (the store's own memory budget), and at least four of the largest
     /// requests: room for the largest body and the events it decodes to, which are about as
     /// large again (and more with the copies of its metadata), twice over.
-    pub fn new(max_pending_bytes: u64, max_request_bytes: u64) -> Budget {
+    pub fn new(max_pending_bytes: u64, max_request_bytes: u64, gauges: RequestMemoryGauges) -> Budget {
         let kib = max_pending_bytes.max(max_request_bytes.saturating_mul(4)).div_ceil(1024);
         let total = usize::try_from(kib).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
-        Budget { kib: Arc::new(Semaphore::new(total)), total }
+        gauges.max.set(i64::try_from(total).unwrap_or(i64::MAX).saturating_mul(1024));
+        Budget { kib: Arc::new(Semaphore::new(total)), total, held: gauges.held }
     }
 
     /// A new request's share: nothing yet.
@@ -64,6 +70,7 @@ impl Share {
         }
         let more = u32::try_from(need - have).map_err(|_| Exceeded::TooLarge)?;
         let p = self.budget.kib.clone().try_acquire_many_owned(more).map_err(|_| Exceeded::Busy)?;
+        self.budget.held.add(i64::from(more) * 1024);
         match &mut self.held {
             Some(h) => h.merge(p),
             None => self.held = Some(p),
@@ -72,13 +79,30 @@ impl Share {
     }
 }
 
+impl Drop for Share {
+    fn drop(&mut self) {
+        if let Some(h) = &self.held {
+            self.budget.held.sub(h.num_permits() as i64 * 1024);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn gauges() -> RequestMemoryGauges {
+        RequestMemoryGauges {
+            held: IntGauge::new("held", "held").unwrap(),
+            max: IntGauge::new("max", "max").unwrap(),
+        }
+    }
+
     #[test]
     fn shares_grow_within_the_budget_and_give_it_back() {
-        let b = Budget::new(2 << 10, 1 << 10);
+        let g = gauges();
+        let held = g.held.clone();
+        let b = Budget::new(2 << 10, 1 << 10, g);
         let mut one = b.share();
         assert_eq!(one.cover(1), Ok(()));
         assert_eq!(one.cover(3 << 10), Ok(()));
@@ -86,7 +110,12 @@ mod tests {
         assert_eq!(two.cover(1 << 10), Ok(()));
         assert_eq!(two.cover((1 << 10) + 1), Err(Exceeded::Busy));
         assert_eq!(two.cover(5 << 10), Err(Exceeded::TooLarge));
+        assert_eq!(held.get(), 4 << 10);
         drop(one);
+        assert_eq!(held.get(), 1 << 10);
         assert_eq!(two.cover(4 << 10), Ok(()));
+        assert_eq!(held.get(), 4 << 10);
+        drop(two);
+        assert_eq!(held.get(), 0);
     }
 }

@@ -18,7 +18,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::client::{post, tls_config};
-use crate::daemon::{Daemon, http_get, wait_until};
+use crate::daemon::{Daemon, http_get, wait_until, wait_until_async};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -314,21 +314,21 @@ max_body_bytes = "256KiB"
     );
     let ca = d.ca_file();
     let door = d.addr("door");
-    // Four bodies of 255 KiB, each one byte short, hold 1020 of the 1024 KiB.
     // Four bodies of 255 KiB and a bit, sent but for their last bytes, hold 1020 of the
-    // 1024 KiB once the daemon has read them; a fifth request then finds no room.
-    let held = trickling(door, &ca, 4, 256 * 1024, 255 * 1024, Duration::from_secs(20)).await;
+    // 1024 KiB once the daemon has read them (request_memory_bytes says when); a fifth
+    // request then finds no room. A request sent before they are read would take room they
+    // need, and they would be the ones refused.
+    let held = trickling(door, &ca, 4, 256 * 1024, 255 * 1024, Duration::from_secs(60)).await;
+    assert_eq!(d.metric("logwarden_request_memory_max_bytes{listener=\"door\"}"), 1024.0 * 1024.0);
+    wait_until_async(T, "the four bodies to be read", || async {
+        d.metric("logwarden_request_memory_bytes{listener=\"door\"}") >= 1020.0 * 1024.0
+    })
+    .await;
     // Larger than the 4 KiB left, small enough to sit whole in the socket's buffers: the
     // daemon refuses it by its length and closes, and a body still being written when the
     // close lands would fail the client's send (EPIPE) before it reads the 503.
     let body = vec![b'\n'; 16 * 1024];
-    let deadline = tokio::time::Instant::now() + T;
-    let refused = loop {
-        let r = post(door, ca.clone(), "/v1/logs", vec![], body.clone()).await;
-        if r.status != 200 || tokio::time::Instant::now() > deadline {
-            break r;
-        }
-    };
+    let refused = post(door, ca.clone(), "/v1/logs", vec![], body).await;
     assert_eq!(refused.status, 503, "{}", refused.body);
     assert!(refused.body.contains("too many request bodies"), "{}", refused.body);
     drop(held);

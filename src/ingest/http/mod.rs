@@ -62,7 +62,12 @@ pub struct HttpIngest {
     pub protocol_metrics: Vec<ListenerMetrics>,
     pub metrics: Metrics,
     /// What this listener's requests hold at once: their bodies as they are read, then the
-    /// events decoded from them, until durable (see [`body_budget`]).
+    /// events decoded from them, until durable: `batch.max_pending_bytes`, and at least four
+    /// of the largest bodies. Without a bound, clients that each send most of a large body and
+    /// then trickle the rest could pin `max_connections` × `max_body_bytes` (and HTTP/2
+    /// multiplies that by its streams), and a small body could decode to far more than itself
+    /// (`ingest::budget`). Past it a request gets 503 and a Retry-After, or 413 when it alone
+    /// would take more than the whole budget.
     pub bodies: Budget,
     /// The listener's `tokens` and `users`.
     pub credentials: Credentials,
@@ -70,16 +75,6 @@ pub struct HttpIngest {
     pub access: Option<crate::access::SharedAccess>,
     /// HEC indexer acknowledgement ids issued per channel.
     pub acks: hec::Acks,
-}
-
-/// How much of request bodies, and the events decoded from them, one HTTP listener holds at
-/// once: `batch.max_pending_bytes`, and at least four of the largest bodies. Without a bound,
-/// clients that each send most of a large body and then trickle the rest could pin
-/// `max_connections` × `max_body_bytes` (and HTTP/2 multiplies that by its streams), and a
-/// small body could decode to far more than itself (`ingest::budget`); past it a request gets
-/// 503 and a Retry-After, or 413 when it alone would take more than the whole budget.
-pub fn body_budget(max_pending_bytes: u64, max_body_bytes: u64) -> Budget {
-    Budget::new(max_pending_bytes, max_body_bytes)
 }
 
 type Body = Full<Bytes>;
