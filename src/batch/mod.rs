@@ -93,6 +93,15 @@ pub fn conform(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
     RecordBatch::try_new(schema, columns)
 }
 
+/// `batches` (each of [`schema`]) as one batch, with the dictionaries made unique (see
+/// [`merge_dictionaries`]): a WAL group, or what the rules evaluate at once.
+pub fn combine(batches: &[RecordBatch]) -> Result<RecordBatch, ArrowError> {
+    match batches {
+        [one] => merge_dictionaries(one.clone()),
+        _ => merge_dictionaries(arrow::compute::concat_batches(&schema(), batches)?),
+    }
+}
+
 /// `batch` with each dictionary column's values made unique.
 ///
 /// Concatenating batches (as the batcher does for each WAL group) appends their dictionaries

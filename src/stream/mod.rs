@@ -133,6 +133,47 @@ impl Tap {
     }
 }
 
+/// The rules evaluate what the WAL wrote over this long at once, or [`GATHER_ROWS`] as soon
+/// as that much has come. Each rule runs a plan per batch, whose fixed cost dwarfs a small
+/// group's rows: with a fast disk every RELP window or HTTP request can be a WAL group of its
+/// own, and evaluating each alone made this thread the daemon's busiest. Windows are seconds
+/// to hours long; alerts wait at most this much longer.
+const GATHER: Duration = Duration::from_millis(20);
+const GATHER_ROWS: usize = 64 * 1024;
+
+/// WAL groups gathered for the rules' next step (they share the groups' buffers: no copy).
+#[derive(Default)]
+struct Gathered {
+    batches: Vec<RecordBatch>,
+    rows: usize,
+    /// When the first of them came.
+    since: Option<tokio::time::Instant>,
+}
+
+impl Gathered {
+    fn add(&mut self, batches: Vec<RecordBatch>) {
+        self.since.get_or_insert_with(tokio::time::Instant::now);
+        self.rows += batches.iter().map(RecordBatch::num_rows).sum::<usize>();
+        self.batches.extend(batches);
+    }
+
+    /// Everything gathered, as one batch when it can be.
+    fn take(&mut self) -> Vec<RecordBatch> {
+        let all = std::mem::take(self).batches;
+        if all.len() < 2 {
+            return all;
+        }
+        match crate::batch::combine(&all) {
+            Ok(one) => vec![one],
+            // Every group has the one schema, so this is a bug; the rules still see each batch.
+            Err(e) => {
+                tracing::error!(error = %e, "failed to combine WAL groups for the rules");
+                all
+            }
+        }
+    }
+}
+
 pub struct Options {
     pub allowed_lateness: Duration,
     pub idle: Duration,
@@ -231,17 +272,32 @@ impl Engine {
     async fn run(mut self, mut rx: mpsc::Receiver<Vec<RecordBatch>>, mut reload: mpsc::Receiver<RuleUpdate>) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut gathered = Gathered::default();
         loop {
+            let due = gathered.since.map(|t| t + GATHER);
             tokio::select! {
                 got = rx.recv() => match got {
                     Some(batches) => {
-                        self.ingest(&batches).await;
-                        self.close_due(Instant::now()).await;
+                        gathered.add(batches);
+                        if gathered.rows >= GATHER_ROWS {
+                            self.ingest(&gathered.take()).await;
+                            self.close_due(Instant::now()).await;
+                        }
                     }
                     None => break,
                 },
-                _ = tick.tick() => self.close_due(Instant::now()).await,
+                _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                    self.ingest(&gathered.take()).await;
+                    self.close_due(Instant::now()).await;
+                }
+                _ = tick.tick() => {
+                    // Nothing gathered may miss the window it belongs to.
+                    self.ingest(&gathered.take()).await;
+                    self.close_due(Instant::now()).await;
+                }
                 Some(update) = reload.recv() => {
+                    // The rules that were running see what came before the reload.
+                    self.ingest(&gathered.take()).await;
                     self.replace(update.rules);
                     self.sink.detect_changed(&update.detect);
                     let names: Vec<&str> = self.rules.iter().map(|r| r.config.name.as_str()).collect();
@@ -249,6 +305,7 @@ impl Engine {
                 }
             }
         }
+        self.ingest(&gathered.take()).await;
         self.stop();
     }
 
