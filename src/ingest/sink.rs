@@ -1,6 +1,8 @@
 //! The last step every acknowledging protocol shares (HTTP ingest, OTLP over gRPC, RELP): a
 //! request's events sealed into one batch, stamped with templates, appended to the WAL, and
-//! the answer given only once that batch is fsynced. Either all of a request is durable or
+//! the answer given only once that batch is fsynced. A batch someone waits for does not sit
+//! out `batch.linger`: it goes to the WAL as soon as the WAL thread is free, with whatever
+//! else waited meanwhile (group commit). Either all of a request is durable or
 //! none of it is, so a client that resends after a failure makes no duplicates.
 
 use std::sync::Arc;
@@ -58,8 +60,8 @@ impl Sink {
 
     /// Seal `builder`'s rows into a batch and hand it to storage, waiting while storage is over
     /// its memory budget (the sender is slowed down, not refused); `None` when it holds no rows.
-    /// The batch is written without lingering: for senders that can send nothing more until
-    /// they are answered (RELP), whose next frames wait on [`Stored::wait`].
+    /// For RELP, whose connection reads its next frames while this one is written and answers
+    /// once [`Stored::wait`] resolves.
     pub async fn submit_waiting(
         &self,
         builder: &mut EventBatchBuilder,

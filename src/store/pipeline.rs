@@ -3,6 +3,11 @@
 //! fsyncs once (group commit), publishes the batches to queries and acknowledges them; the flush
 //! thread writes full WAL generations out as Parquet segments and applies retention.
 //!
+//! A batch whose sender waits for its answer (HTTP, OTLP, RELP) does not linger: the batcher
+//! seals it as soon as the WAL thread has written every group it was handed, together with
+//! whatever arrived while that write and its fsync went on. A lone request is durable after one
+//! fsync; under load the groups grow with the fsync's latency instead of with `batch.linger`.
+//!
 //! Memory is bounded by a byte budget: an appender waits for budget (stream listeners and RELP,
 //! which turns into TCP backpressure) or fails fast (HTTP, which answers 503). Budget is returned
 //! when the batch is durable. The flush queue holds one generation, so a slow disk stalls the WAL
@@ -16,7 +21,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
-use arrow::compute::concat_batches;
 use prometheus::IntGauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
@@ -55,9 +59,6 @@ struct Submission {
     batch: RecordBatch,
     ack: Option<Ack>,
     reserved: Reserved,
-    /// Sealed at once rather than after `batch.linger`: its sender can send nothing more until
-    /// it is answered (a RELP client's window is full of it).
-    seal_now: bool,
 }
 
 /// What the batcher task receives: batches, and probes that prove the pipeline moves.
@@ -128,16 +129,14 @@ impl Appender {
         let permit = self.budget.clone().acquire_many_owned(n).await.map_err(|_| AppendError::Closed)?;
         let reserved = self.reserve(permit);
         self.tx
-            .send(Input::Batch(Submission { batch, ack: None, reserved, seal_now: false }))
+            .send(Input::Batch(Submission { batch, ack: None, reserved }))
             .await
             .map_err(|_| AppendError::Closed)
     }
 
     /// Queue a batch, waiting as [`Appender::append`] does, and get a handle that resolves once
-    /// it is durable (RELP: its frames are answered then). The batcher seals it at once instead
-    /// of lingering: a RELP client sends at most a window of frames before it waits for their
-    /// answers, so every millisecond of linger is a millisecond that window stands still; the
-    /// WAL thread still writes whatever is queued with one fsync.
+    /// it is durable (RELP: its frames are answered then). Like every batch with a handle, it
+    /// is sealed as soon as the WAL thread is free (see `batch_loop`).
     pub async fn append_durable(&self, batch: RecordBatch) -> Result<Durable, AppendError> {
         if self.paused.clone().wait_for(|p| !*p).await.is_err() {
             return Err(AppendError::Closed);
@@ -147,7 +146,7 @@ impl Appender {
         let reserved = self.reserve(permit);
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Input::Batch(Submission { batch, ack: Some(tx), reserved, seal_now: true }))
+            .send(Input::Batch(Submission { batch, ack: Some(tx), reserved }))
             .await
             .map_err(|_| AppendError::Closed)?;
         Ok(Durable(rx))
@@ -163,12 +162,12 @@ impl Appender {
         })?;
         let reserved = self.reserve(permit);
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .try_send(Input::Batch(Submission { batch, ack: Some(tx), reserved, seal_now: false }))
-            .map_err(|e| match e {
+        self.tx.try_send(Input::Batch(Submission { batch, ack: Some(tx), reserved })).map_err(
+            |e| match e {
                 mpsc::error::TrySendError::Full(_) => AppendError::Saturated,
                 mpsc::error::TrySendError::Closed(_) => AppendError::Closed,
-            })?;
+            },
+        )?;
         Ok(Durable(rx))
     }
 
@@ -213,8 +212,16 @@ impl Pipeline {
         let (wal_tx, wal_rx) = mpsc::channel::<WalCmd>(4);
         let (flush_tx, flush_rx) = std_mpsc::sync_channel::<u64>(1);
         let (paused_tx, paused) = watch::channel(false);
-        let wal =
-            WalThread::new(store.clone(), first_generation, opts.flush_bytes, flush_tx, tap, paused_tx)?;
+        let (written_tx, written) = watch::channel(0u64);
+        let wal = WalThread::new(
+            store.clone(),
+            first_generation,
+            opts.flush_bytes,
+            flush_tx,
+            tap,
+            paused_tx,
+            written_tx,
+        )?;
 
         let flush_thread = {
             let store = store.clone();
@@ -228,7 +235,7 @@ impl Pipeline {
             .name("lw-wal".into())
             .spawn(move || wal.run(wal_rx))
             .map_err(|source| StoreError::CreateDir { path: "thread lw-wal".into(), source })?;
-        let batcher = tokio::spawn(batch_loop(rx, wal_tx, opts, store.clone()));
+        let batcher = tokio::spawn(batch_loop(rx, wal_tx, written, opts, store.clone()));
         let uploader = store.remote().is_some_and(|r| r.uploads()).then(|| {
             let stop = tokio_util::sync::CancellationToken::new();
             (tokio::spawn(super::upload::run(store.clone(), stop.clone())), stop)
@@ -289,14 +296,25 @@ impl Drop for HeldLease {
 async fn batch_loop(
     mut rx: mpsc::Receiver<Input>,
     wal_tx: mpsc::Sender<WalCmd>,
+    mut written: watch::Receiver<u64>,
     opts: PipelineOptions,
     store: Store,
 ) {
     let mut pending: Vec<Submission> = Vec::new();
     let mut rows = 0usize;
+    // Some pending submission has a sender waiting for its answer.
+    let mut awaited = false;
+    // Groups handed to the WAL thread; it has written them all when `written` reaches this.
+    let mut sent = 0u64;
     let mut deadline = tokio::time::Instant::now();
     let mut next_rotate = tokio::time::Instant::now() + opts.flush_interval;
     loop {
+        let wal_free = *written.borrow_and_update() >= sent;
+        if !pending.is_empty() && (rows >= opts.batch_rows || (awaited && wal_free)) {
+            sent += seal(&mut pending, &wal_tx, &store).await;
+            (rows, awaited) = (0, false);
+            continue;
+        }
         tokio::select! {
             sub = rx.recv() => match sub {
                 Some(Input::Probe(p)) => {
@@ -309,18 +327,20 @@ async fn batch_loop(
                         deadline = tokio::time::Instant::now() + opts.batch_linger;
                     }
                     rows += s.batch.num_rows();
-                    let now = s.seal_now;
+                    awaited |= s.ack.is_some();
                     pending.push(s);
-                    if rows >= opts.batch_rows || now {
-                        seal(&mut pending, &wal_tx, &store).await;
-                        rows = 0;
-                    }
                 }
                 None => break,
             },
+            // The WAL thread finished a round: what waits for an answer goes next.
+            changed = written.changed(), if awaited && !wal_free => {
+                if changed.is_err() {
+                    break;
+                }
+            }
             _ = tokio::time::sleep_until(deadline), if !pending.is_empty() => {
-                seal(&mut pending, &wal_tx, &store).await;
-                rows = 0;
+                sent += seal(&mut pending, &wal_tx, &store).await;
+                (rows, awaited) = (0, false);
             }
             _ = tokio::time::sleep_until(next_rotate) => {
                 next_rotate = tokio::time::Instant::now() + opts.flush_interval;
@@ -336,17 +356,21 @@ async fn batch_loop(
 /// Hand the pending submissions to the WAL thread: those with a sender waiting for the answer
 /// (HTTP) and those without (stream listeners) as two groups, because a failed write refuses
 /// the first and keeps the second.
-async fn seal(pending: &mut Vec<Submission>, wal_tx: &mpsc::Sender<WalCmd>, store: &Store) {
+/// The number of groups handed over.
+async fn seal(pending: &mut Vec<Submission>, wal_tx: &mpsc::Sender<WalCmd>, store: &Store) -> u64 {
     let (acked, unacked): (Vec<Submission>, Vec<Submission>) =
         std::mem::take(pending).into_iter().partition(|s| s.ack.is_some());
+    let mut sent = 0;
     for subs in [acked, unacked] {
-        if !subs.is_empty() {
-            seal_group(subs, wal_tx, store).await;
+        if !subs.is_empty() && seal_group(subs, wal_tx, store).await {
+            sent += 1;
         }
     }
+    sent
 }
 
-async fn seal_group(subs: Vec<Submission>, wal_tx: &mpsc::Sender<WalCmd>, store: &Store) {
+/// Whether the group reached the WAL thread.
+async fn seal_group(subs: Vec<Submission>, wal_tx: &mpsc::Sender<WalCmd>, store: &Store) -> bool {
     let mut batches = Vec::with_capacity(subs.len());
     let mut acks = Vec::new();
     let mut permits = Vec::with_capacity(subs.len());
@@ -355,7 +379,7 @@ async fn seal_group(subs: Vec<Submission>, wal_tx: &mpsc::Sender<WalCmd>, store:
         acks.extend(s.ack);
         permits.push(s.reserved);
     }
-    let batch = match concat_batches(&batch::schema(), &batches).and_then(batch::merge_dictionaries) {
+    let batch = match batch::combine(&batches) {
         Ok(b) => b,
         Err(e) => {
             // Every batch is built against the one schema, so this is a bug: say so loudly and
@@ -364,8 +388,8 @@ async fn seal_group(subs: Vec<Submission>, wal_tx: &mpsc::Sender<WalCmd>, store:
             if let Some(m) = store.metrics() {
                 m.storage_errors.with_label_values(&["batch"]).inc();
             }
-            return;
+            return false;
         }
     };
-    let _ = wal_tx.send(WalCmd::Append { batch, acks, permits }).await;
+    wal_tx.send(WalCmd::Append { batch, acks, permits }).await.is_ok()
 }

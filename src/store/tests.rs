@@ -228,12 +228,23 @@ async fn a_batch_whose_sender_waits_is_sealed_without_lingering() {
     opts.batch_rows = 1 << 20;
     opts.batch_linger = Duration::from_secs(3600);
     let (_store, pipeline, appender) = start(dir.path(), opts);
-    // With an hour of linger and a million rows per batch, only sealing at once answers it.
+    // With an hour of linger and a million rows per batch, only sealing at once answers them:
+    // RELP's waiting append, and HTTP's, one after the other and then many at once.
     let durable = appender.append_durable(batch("relp", 10)).await.unwrap();
     tokio::time::timeout(Duration::from_secs(20), durable.wait()).await.expect("the batch lingered").unwrap();
+    let durable = appender.try_append_durable(batch("http", 10)).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), durable.wait()).await.expect("the batch lingered").unwrap();
+    let many: Vec<_> = (0..50).map(|_| appender.try_append_durable(batch("burst", 10)).unwrap()).collect();
+    for durable in many {
+        tokio::time::timeout(Duration::from_secs(20), durable.wait())
+            .await
+            .expect("the batch lingered")
+            .unwrap();
+    }
     drop(appender);
     pipeline.join().await;
-    assert_eq!(count(&stored(dir.path()), "relp"), 10);
+    let all = stored(dir.path());
+    assert_eq!((count(&all, "relp"), count(&all, "http"), count(&all, "burst")), (10, 10, 500));
 }
 
 #[tokio::test]

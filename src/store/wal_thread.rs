@@ -66,6 +66,9 @@ pub(super) struct WalThread {
     held: Vec<Group>,
     /// True while `held` is not empty: stream listeners wait before taking more.
     paused: watch::Sender<bool>,
+    /// How many `Append`s have been written (or refused, or kept): the batcher seals what
+    /// waits for an answer once this catches up with what it handed over.
+    written: watch::Sender<u64>,
     failures: Failures,
     /// Failed rotations (logged; writing goes on in the current generation).
     rotate_failures: Failures,
@@ -81,6 +84,7 @@ impl WalThread {
         flush_tx: std_mpsc::SyncSender<u64>,
         tap: Option<crate::stream::Tap>,
         paused: watch::Sender<bool>,
+        written: watch::Sender<u64>,
     ) -> Result<WalThread, StoreError> {
         let dir = store.wal_dir();
         let writer = match WalWriter::create(&dir, first_generation) {
@@ -104,6 +108,7 @@ impl WalThread {
             tap,
             held: Vec::new(),
             paused,
+            written,
             failures: Failures::new(LOG_EVERY),
             rotate_failures: Failures::new(LOG_EVERY),
         };
@@ -118,17 +123,22 @@ impl WalThread {
             let mut rotate = false;
             let mut groups = std::mem::take(&mut self.held);
             let mut probes = Vec::new();
+            let mut appended = 0u64;
             for c in cmds {
                 match c {
                     WalCmd::Rotate => rotate = true,
                     WalCmd::Probe(p) => probes.push(p),
                     WalCmd::Append { batch, acks, permits } => {
+                        appended += 1;
                         groups.push(Group { batch, acks, _permits: permits })
                     }
                 }
             }
             if !groups.is_empty() {
                 self.write(groups);
+            }
+            if appended > 0 {
+                self.written.send_modify(|n| *n += appended);
             }
             for p in probes {
                 let _ = p.send(());

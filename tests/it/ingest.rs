@@ -206,9 +206,15 @@ async fn http_ingest_reads_every_gzip_member_within_the_size_limit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http_ingest_answers_503_with_retry_after_while_storage_is_saturated() {
-    // A budget of 1 MiB for data not yet durable, and a long linger that keeps a batch (under
-    // batch.rows) pending.
-    let d = Daemon::start_with("linger = \"2s\"\nmax_pending_bytes = \"1MiB\"");
+    // A budget of 1 MiB for data not yet durable, and a WAL thread held (as a hung disk would
+    // hold it) while its file exists, which keeps the first body pending.
+    let stall = tempfile::tempdir().unwrap();
+    let gate = stall.path().join("stall");
+    let d = Daemon::start_with_env(
+        "max_pending_bytes = \"1MiB\"",
+        &[("LOGWARDEN_TEST_STALL_WAL", gate.to_str().unwrap())],
+    );
+    std::fs::write(&gate, b"").unwrap();
     let addr = d.addr("http");
     let body = |tag: &str| {
         (0..7000)
@@ -222,6 +228,7 @@ async fn http_ingest_answers_503_with_retry_after_while_storage_is_saturated() {
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.headers.get("retry-after").map(|v| v.to_str().unwrap()), Some("1"));
 
+    std::fs::remove_file(&gate).unwrap();
     let r = first.await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     // Once the first is durable, the retry goes through; nothing of the refused body was kept.
