@@ -32,7 +32,8 @@ const GROUP: usize = 4096;
 pub struct AuditEntry {
     /// RFC 3339, UTC.
     pub time: String,
-    /// `connection`, `query` or `authentication` (a refused Flight SQL sign-in).
+    /// `connection`, `query` or `authentication` (refused credentials, or on an HTTP listener
+    /// with credentials a principal the `[access] send` rules refuse: outcome `denied`).
     pub kind: &'static str,
     pub listener: String,
     pub peer: String,
@@ -69,15 +70,22 @@ impl AuditEntry {
         }
     }
 
-    /// A refused Flight SQL sign-in stamped now: `user` is the name the client claimed (not a
-    /// principal: nothing proved it), `auth` how it tried.
-    pub fn authentication(peer: &str, user: Option<String>, auth: &'static str, reason: &str) -> Self {
+    /// Credentials refused (a Flight SQL sign-in, an HTTP ingest request) stamped now: `user`
+    /// is the name the client claimed (not a principal: nothing proved it), `auth` how it
+    /// tried.
+    pub fn authentication(
+        listener: &str,
+        peer: &str,
+        user: Option<String>,
+        auth: &'static str,
+        reason: &str,
+    ) -> Self {
         AuditEntry {
             kind: "authentication",
             principal: user,
             auth,
             reason: Some(reason.to_owned()),
-            ..AuditEntry::connection("flight", peer, "refused")
+            ..AuditEntry::connection(listener, peer, "refused")
         }
     }
 

@@ -7,7 +7,9 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::client::post;
-use crate::daemon::{Daemon, python};
+use crate::daemon::{Daemon, python, wait_until};
+
+const T: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn sha256_hex(s: &str) -> String {
     use sha2::Digest;
@@ -237,4 +239,20 @@ async fn hec_acks_raw_events_and_error_codes() {
         1.0
     );
     assert_eq!(d.metric(r#"logwarden_access_denied_total{listener="creds"}"#), 3.0);
+
+    // Refused credentials and refused principals are in the audit trail, with the user a
+    // basic header claimed and never a token or password.
+    let sql = "SELECT principal, auth, outcome, reason FROM audit \
+               WHERE kind = 'authentication' AND listener = 'creds' ORDER BY time";
+    wait_until(T, "the refusals in the audit trail", || d.query(sql).len() >= 5);
+    let rows = d.query(sql);
+    let has = |principal: Option<&str>, auth: &str, outcome: &str| {
+        rows.iter()
+            .any(|r| r["principal"].as_str() == principal && r["auth"] == auth && r["outcome"] == outcome)
+    };
+    assert!(has(None, "token", "refused"), "{rows:?}");
+    assert!(has(Some("user:filebeat"), "basic", "refused"), "{rows:?}");
+    assert!(has(Some("token:outsider"), "token", "denied"), "{rows:?}");
+    let text = format!("{rows:?}");
+    assert!(!text.contains("wrong") && !text.contains("nope"), "a secret in the audit trail: {text}");
 }

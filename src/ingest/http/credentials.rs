@@ -44,6 +44,27 @@ pub enum Presented {
 }
 
 impl Presented {
+    /// How the client tried to authenticate, for the audit trail's `auth`.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Presented::None => "none",
+            Presented::Token(_) => "token",
+            Presented::Basic { .. } => "basic",
+            Presented::Malformed(_) => "malformed",
+        }
+    }
+
+    /// The user a basic `Authorization` names (`user:NAME`, made printable), claimed and not
+    /// proved; never the token or password.
+    pub fn claimed(&self) -> Option<String> {
+        match self {
+            Presented::Basic { user, .. } => {
+                Some(format!("user:{}", crate::serve::flight::signin::printable(user)))
+            }
+            _ => None,
+        }
+    }
+
     pub fn from_headers(headers: &HeaderMap) -> Presented {
         let Some(value) = headers.get(AUTHORIZATION) else { return Presented::None };
         let Ok(value) = value.to_str() else {

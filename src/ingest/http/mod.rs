@@ -46,6 +46,7 @@ use super::budget::{Budget, Exceeded, Share};
 use super::event::Protocol;
 use super::listener::Peer;
 use super::sink::{Sink, StoreFailure};
+use crate::audit::AuditEntry;
 use crate::batch::{EventBatchBuilder, Origin};
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::serve::RequestBody;
@@ -73,6 +74,8 @@ pub struct HttpIngest {
     pub credentials: Credentials,
     /// The `[access] send` rules, checked per request when the listener has credentials.
     pub access: Option<crate::access::SharedAccess>,
+    /// Where refused credentials are recorded (`kind = 'authentication'`).
+    pub audit: Option<crate::audit::Audit>,
     /// HEC indexer acknowledgement ids issued per channel.
     pub acks: hec::Acks,
 }
@@ -286,16 +289,17 @@ impl HttpIngest {
         if self.credentials.is_empty() && protocol != Protocol::SplunkHec {
             return Ok(certificate);
         }
+        let attempt = Attempt { method: presented.method(), user: presented.claimed() };
         let who = match self.credentials.check(presented, from.addr).await {
             Ok(Some(principal)) => principal,
             Ok(None) => certificate,
-            Err(f) => return Err(Unauthorized::Failed(f)),
+            Err(f) => return Err(Unauthorized::Failed(f, attempt)),
         };
         if !self.credentials.is_empty()
             && let Some(access) = &self.access
             && !access.load().may_send(Some(who.as_str()).filter(|w| !w.is_empty()), &self.listener)
         {
-            return Err(Unauthorized::Denied(who));
+            return Err(Unauthorized::Denied(who, attempt));
         }
         Ok(who)
     }
@@ -304,36 +308,65 @@ impl HttpIngest {
     fn unauthorized(&self, protocol: Protocol, why: &Unauthorized, from: &Peer) -> Response<Body> {
         let (status, reason) = match why {
             Unauthorized::Missing => (StatusCode::UNAUTHORIZED, "missing"),
-            Unauthorized::Failed(AuthFailure::Limited(_)) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            Unauthorized::Failed(AuthFailure::Busy) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
-            Unauthorized::Failed(f) => (StatusCode::UNAUTHORIZED, f.label()),
-            Unauthorized::Denied(_) => (StatusCode::FORBIDDEN, "denied"),
+            Unauthorized::Failed(AuthFailure::Limited(_), _) => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+            }
+            Unauthorized::Failed(AuthFailure::Busy, _) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            Unauthorized::Failed(f, _) => (StatusCode::UNAUTHORIZED, f.label()),
+            Unauthorized::Denied(..) => (StatusCode::FORBIDDEN, "denied"),
         };
+        let peer = from.addr.to_string();
         match why {
-            Unauthorized::Denied(who) => {
+            Unauthorized::Denied(who, attempt) => {
                 self.metrics.access_denied.with_label_values(&[&self.listener]).inc();
                 tracing::warn!(listener = %self.listener, peer = %from.addr, principal = %who, "HTTP ingest request refused: the principal may not send to this listener ([access] send rules)");
+                if let Some(audit) = &self.audit {
+                    audit.record(AuditEntry {
+                        principal: Some(who.clone()),
+                        outcome: "denied".into(),
+                        ..AuditEntry::authentication(
+                            &self.listener,
+                            &peer,
+                            None,
+                            attempt.method,
+                            "[access] send rules",
+                        )
+                    });
+                }
             }
-            _ => {
+            Unauthorized::Failed(f, attempt) => {
+                self.metrics.ingest_auth_failures.with_label_values(&[&self.listener, reason]).inc();
+                tracing::info!(listener = %self.listener, peer = %from.addr, reason, "HTTP ingest request refused: credentials");
+                if let Some(audit) = &self.audit {
+                    audit.record(AuditEntry::authentication(
+                        &self.listener,
+                        &peer,
+                        attempt.user.clone(),
+                        attempt.method,
+                        &f.to_string(),
+                    ));
+                }
+            }
+            Unauthorized::Missing => {
                 self.metrics.ingest_auth_failures.with_label_values(&[&self.listener, reason]).inc();
                 tracing::info!(listener = %self.listener, peer = %from.addr, reason, "HTTP ingest request refused: credentials");
             }
         }
         let message = match why {
             Unauthorized::Missing => "credentials are required".to_owned(),
-            Unauthorized::Failed(f) => f.to_string(),
-            Unauthorized::Denied(_) => "not allowed to send to this listener".to_owned(),
+            Unauthorized::Failed(f, _) => f.to_string(),
+            Unauthorized::Denied(..) => "not allowed to send to this listener".to_owned(),
         };
         match protocol {
             Protocol::SplunkHec => {
                 let (code, text) = match why {
                     Unauthorized::Missing => (2, "Token is required"),
-                    Unauthorized::Failed(AuthFailure::Malformed(_)) => (3, "Invalid authorization"),
-                    Unauthorized::Failed(AuthFailure::Limited(_) | AuthFailure::Busy) => {
+                    Unauthorized::Failed(AuthFailure::Malformed(_), _) => (3, "Invalid authorization"),
+                    Unauthorized::Failed(AuthFailure::Limited(_) | AuthFailure::Busy, _) => {
                         (9, "Server is busy")
                     }
-                    Unauthorized::Failed(_) => (4, "Invalid token"),
-                    Unauthorized::Denied(_) => (4, "Invalid token"),
+                    Unauthorized::Failed(..) => (4, "Invalid token"),
+                    Unauthorized::Denied(..) => (4, "Invalid token"),
                 };
                 let status = match code {
                     2 | 3 => StatusCode::UNAUTHORIZED,
@@ -474,9 +507,18 @@ impl Route {
 enum Unauthorized {
     /// HEC without a token.
     Missing,
-    Failed(AuthFailure),
+    Failed(AuthFailure, Attempt),
     /// The principal may not send to this listener.
-    Denied(String),
+    Denied(String, Attempt),
+}
+
+/// What refused credentials claimed, for the audit trail.
+#[derive(Debug)]
+struct Attempt {
+    /// `token`, `basic`, `malformed` or `none` (a certificate's principal).
+    method: &'static str,
+    /// The user a basic header named, unproved.
+    user: Option<String>,
 }
 
 /// `Some(None)` for `/_bulk`, `Some(Some(index))` for `/{index}/_bulk`, `None` for any other

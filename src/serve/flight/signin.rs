@@ -120,7 +120,7 @@ fn peer_key(ip: IpAddr) -> IpAddr {
 }
 
 /// A name fit for a log line and the audit trail: bounded, control characters replaced.
-fn printable(name: &str) -> String {
+pub(crate) fn printable(name: &str) -> String {
     name.chars().take(MAX_NAME).map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
@@ -273,7 +273,7 @@ impl SignIn {
         let user = user.map(|u| format!("user:{}", printable(u)));
         tracing::warn!(%peer, method, user = user.as_deref().unwrap_or(""), reason = why.text(), "{} sign-in refused", self.what);
         if let Some(r) = &self.report {
-            r.audit.record(AuditEntry::authentication(&peer.to_string(), user, method, why.text()));
+            r.audit.record(AuditEntry::authentication("flight", &peer.to_string(), user, method, why.text()));
         }
     }
 }
