@@ -71,6 +71,10 @@ struct Args {
     /// Events per request, for the request-based protocols.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// With `--protocol relp`: frames each connection keeps unanswered (omrelp's
+    /// `windowSize`); the daemon started here gets a `window` at least as large.
+    #[arg(long, default_value_t = relp::WINDOW)]
+    relp_window: usize,
     /// Send to a running daemon's stream listener instead of starting one.
     #[arg(long, requires = "ca")]
     target: Option<SocketAddr>,
@@ -169,7 +173,7 @@ async fn run(args: Args) -> Result<()> {
                 Some(_) => format!("{}{extra}", storm::daemon_config()?),
                 None => extra,
             };
-            Target::start(args.daemon.clone(), args.keep_data, &extra)?
+            Target::start(args.daemon.clone(), args.keep_data, &extra, args.relp_window)?
         }
     };
 
@@ -241,7 +245,7 @@ async fn run(args: Args) -> Result<()> {
     if protocol == protocols::Protocol::Relp {
         let addr = daemon.addrs.get("relp").copied().context("the daemon has no RELP listener")?;
         for frames in relp_frames {
-            sends.push(tokio::spawn(relp::send(connector.clone(), addr, frames)));
+            sends.push(tokio::spawn(relp::send(connector.clone(), addr, frames, args.relp_window)));
         }
     }
     for chunk in corpus.into_iter().filter(|_| protocol == protocols::Protocol::Syslog) {
@@ -318,7 +322,8 @@ async fn run(args: Args) -> Result<()> {
 async fn alert_latency(args: &Args, duration: Duration) -> Result<()> {
     let arrivals = latency::Arrivals::default();
     let hook = latency::receiver(arrivals.clone()).await?;
-    let daemon = Target::start(args.daemon.clone(), args.keep_data, &latency::daemon_config(hook))?;
+    let daemon =
+        Target::start(args.daemon.clone(), args.keep_data, &latency::daemon_config(hook), args.relp_window)?;
     let pool = Args { events: args.events.min(400_000), framing: Framing::Octet, ..args.clone() };
     let corpus = generate(&pool);
     let connector = TlsConnector::from(client_config(&daemon.ca, args, true)?);
@@ -410,7 +415,7 @@ struct Target {
 }
 
 impl Target {
-    fn start(bin: Option<PathBuf>, keep_data: bool, extra: &str) -> Result<Target> {
+    fn start(bin: Option<PathBuf>, keep_data: bool, extra: &str, relp_window: usize) -> Result<Target> {
         let bin = match bin {
             Some(b) => b,
             None => std::env::current_exe()?.with_file_name("logwarden"),
@@ -428,10 +433,11 @@ impl Target {
             &config,
             format!(
                 "data_dir = \"{}\"\n[log]\nlevel = \"warn\"\n[[stream]]\nname = \"syslog\"\naddress = \"127.0.0.1:0\"\n\
-                 [[http]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\n{protocols}[[relp]]\nname = \"relp\"\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n[flight]\naddress = \"127.0.0.1:0\"\n\
+                 [[http]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\n{protocols}[[relp]]\nname = \"relp\"\naddress = \"127.0.0.1:0\"\nwindow = {relp_window}\n[admin]\naddress = \"127.0.0.1:0\"\n[flight]\naddress = \"127.0.0.1:0\"\n\
                  [storage]\nflush_interval = \"5s\"\n{extra}",
                 data.display(),
                 protocols = protocols::daemon_config(),
+                relp_window = relp_window.max(relp::WINDOW),
             ),
         )?;
         let log = std::fs::File::create(dir.join("daemon.log"))?;

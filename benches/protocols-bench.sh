@@ -10,11 +10,16 @@ conns="${3:-4}"
 target="${CARGO_TARGET_DIR:-$HOME/.cache/logwarden/target}"
 cargo build --release --bin logwarden --bin logwarden-loadgen >&2
 loadgen="$target/release/logwarden-loadgen"
-protocols=(syslog relp ndjson otlp-http otlp-grpc bulk loki hec)
+# relp-1024: RELP with omrelp's windowSize="1024" instead of librelp's default 128.
+protocols=(syslog relp relp-1024 ndjson otlp-http otlp-grpc bulk loki hec)
 declare -A rates
 for r in $(seq "$rounds"); do
   for p in "${protocols[@]}"; do
-    rate=$("$loadgen" --events "$events" --connections "$conns" --protocol "$p" 2>/dev/null |
+    case "$p" in
+      relp-1024) flags=(--protocol relp --relp-window 1024) ;;
+      *) flags=(--protocol "$p") ;;
+    esac
+    rate=$("$loadgen" --events "$events" --connections "$conns" "${flags[@]}" 2>/dev/null |
       sed -n 's/^durable and queryable in [0-9.]*s: \([0-9]*\) events\/s.*/\1/p')
     echo "round $r $p ${rate:-failed}"
     rates[$p]="${rates[$p]:-} ${rate:-0}"

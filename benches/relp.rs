@@ -14,7 +14,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsConnector;
 
-/// Frames a client keeps unanswered (librelp's default, which omrelp uses).
+/// Frames a client keeps unanswered by default (librelp's, which omrelp uses unless its
+/// `windowSize` says otherwise).
 pub const WINDOW: usize = 128;
 
 const OFFERS: &str = "relp_version=0\nrelp_software=logwarden-loadgen\ncommands=syslog";
@@ -34,9 +35,14 @@ pub fn encode(lines: &[u8]) -> (Vec<u8>, Vec<usize>) {
     (out, ends)
 }
 
-/// Open a session, send `frames` keeping at most [`WINDOW`] unanswered, wait for every
-/// answer, close.
-pub async fn send(connector: TlsConnector, addr: SocketAddr, frames: (Vec<u8>, Vec<usize>)) -> Result<()> {
+/// Open a session, send `frames` keeping at most `window` unanswered, wait for every answer,
+/// close.
+pub async fn send(
+    connector: TlsConnector,
+    addr: SocketAddr,
+    frames: (Vec<u8>, Vec<usize>),
+    window: usize,
+) -> Result<()> {
     let (bytes, ends) = frames;
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
@@ -50,17 +56,24 @@ pub async fn send(connector: TlsConnector, addr: SocketAddr, frames: (Vec<u8>, V
     }
 
     let (mut rd, mut wr) = tokio::io::split(tls);
-    let window = Arc::new(Semaphore::new(WINDOW));
+    let window = Arc::new(Semaphore::new(window));
     let total = ends.len();
     let reader = {
         let window = window.clone();
         tokio::spawn(async move {
-            for expected in 0..total {
-                let (txnr, data) = answers.next(&mut rd).await?;
-                if data != b"200 OK" || txnr as usize != expected + 2 {
-                    bail!("frame {} answered {txnr} {:?}", expected + 2, String::from_utf8_lossy(&data));
+            let mut expected = 2u32;
+            let last = total as u32 + 1;
+            while expected <= last {
+                // Every answer already read frees its frame's room in one go.
+                let mut freed = 0;
+                for (txnr, data) in answers.read(&mut rd).await? {
+                    if data != b"200 OK" || txnr != expected {
+                        bail!("frame {expected} answered {txnr} {:?}", String::from_utf8_lossy(&data));
+                    }
+                    expected += 1;
+                    freed += 1;
                 }
-                window.add_permits(1);
+                window.add_permits(freed);
             }
             anyhow::Ok((rd, answers))
         })
@@ -89,33 +102,62 @@ pub async fn send(connector: TlsConnector, addr: SocketAddr, frames: (Vec<u8>, V
     Ok(())
 }
 
-/// Frames read from the server, one at a time.
+/// Frames read from the server.
 #[derive(Default)]
 struct Answers {
     buf: Vec<u8>,
 }
 
 impl Answers {
+    /// The next answer (for the `open` and the `close`).
     async fn next(&mut self, rd: &mut (impl AsyncReadExt + Unpin)) -> Result<(u32, Vec<u8>)> {
         loop {
-            match parse(&self.buf, 1 << 20) {
+            if let Some(first) = self.take(1)?.pop() {
+                return Ok(first);
+            }
+            self.fill(rd).await?;
+        }
+    }
+
+    /// Every complete answer, reading until there is at least one.
+    async fn read(&mut self, rd: &mut (impl AsyncReadExt + Unpin)) -> Result<Vec<(u32, Vec<u8>)>> {
+        loop {
+            let got = self.take(usize::MAX)?;
+            if !got.is_empty() {
+                return Ok(got);
+            }
+            self.fill(rd).await?;
+        }
+    }
+
+    /// Up to `max` complete answers from the buffer, which keeps the rest.
+    fn take(&mut self, max: usize) -> Result<Vec<(u32, Vec<u8>)>> {
+        let mut got = Vec::new();
+        let mut at = 0;
+        while got.len() < max {
+            match parse(&self.buf[at..], 1 << 20) {
                 Ok(Some((f, used))) => {
-                    let got = (f.txnr, f.data.to_vec());
                     if f.command != b"rsp" {
                         bail!("the server sent {:?}", String::from_utf8_lossy(f.command));
                     }
-                    self.buf.drain(..used);
-                    return Ok(got);
+                    got.push((f.txnr, f.data.to_vec()));
+                    at += used;
                 }
-                Ok(None) => {}
+                Ok(None) => break,
                 Err(e) => bail!("unreadable answer: {}", e.what),
             }
-            let mut chunk = [0u8; 16 * 1024];
-            let n = rd.read(&mut chunk).await?;
-            if n == 0 {
-                bail!("the server closed the session");
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
+        self.buf.drain(..at);
+        Ok(got)
+    }
+
+    async fn fill(&mut self, rd: &mut (impl AsyncReadExt + Unpin)) -> Result<()> {
+        let mut chunk = [0u8; 64 * 1024];
+        let n = rd.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("the server closed the session");
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
     }
 }

@@ -233,7 +233,7 @@ mod tests {
     fn relp_listeners_are_ingest_listeners() {
         let c = load_str("", "t.toml").unwrap();
         assert_eq!((c.relp[0].name.as_str(), c.relp[0].address.port()), ("relp", 2514));
-        assert_eq!((c.relp[0].window, c.relp[0].max_frame_bytes.as_u64()), (128, 64 * 1024));
+        assert_eq!((c.relp[0].window, c.relp[0].max_frame_bytes.as_u64()), (1024, 64 * 1024));
         assert!(c.relp[0].tls);
         let p = problems(
             "[[relp]]\nname = \"syslog\"\naddress = \"0.0.0.0:2514\"\ntls = false\nwindow = 0\nmax_frame_bytes = \"10B\"\n\

@@ -507,13 +507,15 @@ pub struct RelpListenerConfig {
     #[serde(default = "default_max_frame_bytes")]
     pub max_frame_bytes: ByteSize,
     /// Frames read from one connection and not yet answered, at most; reading pauses there
-    /// until their answers are written.
+    /// until their answers are written. The client proposes its own window (omrelp's
+    /// `windowSize`, librelp's default 128) and RELP has no way to tell it ours, so this is
+    /// set above what clients use: below a client's window it would cap that client's rate.
     #[serde(default = "default_relp_window")]
     pub window: usize,
 }
 
 fn default_relp_window() -> usize {
-    128
+    1024
 }
 
 impl Default for RelpListenerConfig {
