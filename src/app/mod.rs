@@ -263,6 +263,7 @@ pub async fn run(
             .map_err(|reason| AppError::Listener { name: l.name.clone(), reason })?,
             access: Some(access.clone()),
             audit: Some(audit.clone()),
+            refusals: Default::default(),
             acks: Default::default(),
         });
         // With credentials, who sends is known per request: the send rules are checked there.

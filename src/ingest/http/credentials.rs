@@ -187,6 +187,11 @@ impl Credentials {
         }
     }
 
+    /// Whether `secret` is one of the listener's tokens.
+    pub fn is_token(&self, secret: &str) -> bool {
+        self.token(secret).is_some()
+    }
+
     fn token(&self, secret: &str) -> Option<String> {
         self.tokens.get(&sha256(secret.as_bytes())).cloned()
     }

@@ -25,6 +25,7 @@ mod hec;
 mod loki;
 mod ndjson;
 mod otlp;
+mod refusals;
 
 pub use credentials::Credentials;
 use credentials::{AuthFailure, Presented};
@@ -74,8 +75,10 @@ pub struct HttpIngest {
     pub credentials: Credentials,
     /// The `[access] send` rules, checked per request when the listener has credentials.
     pub access: Option<crate::access::SharedAccess>,
-    /// Where refused credentials are recorded (`kind = 'authentication'`).
+    /// Where refused credentials are recorded (`kind = 'authentication'`), as often as
+    /// `refusals` lets them.
     pub audit: Option<crate::audit::Audit>,
+    pub refusals: refusals::Refusals,
     /// HEC indexer acknowledgement ids issued per channel.
     pub acks: hec::Acks,
 }
@@ -289,7 +292,16 @@ impl HttpIngest {
         if self.credentials.is_empty() && protocol != Protocol::SplunkHec {
             return Ok(certificate);
         }
-        let attempt = Attempt { method: presented.method(), user: presented.claimed() };
+        let method = match presented {
+            Presented::None if !certificate.is_empty() => "certificate",
+            ref p => p.method(),
+        };
+        // A token put where the user name goes is refused; it must not reach the audit trail.
+        let user = match &presented {
+            Presented::Basic { user, .. } if self.credentials.is_token(user) => None,
+            p => p.claimed(),
+        };
+        let attempt = Attempt { method, user };
         let who = match self.credentials.check(presented, from.addr).await {
             Ok(Some(principal)) => principal,
             Ok(None) => certificate,
@@ -304,6 +316,31 @@ impl HttpIngest {
         Ok(who)
     }
 
+    /// A refused request in the audit trail (see `refusals` for how often).
+    fn audit_refusal(&self, why: &Unauthorized, reason: &'static str, from: &Peer) {
+        let Some(audit) = &self.audit else { return };
+        let (attempt, outcome, principal, text) = match why {
+            Unauthorized::Missing => return,
+            Unauthorized::Failed(f, attempt) => (attempt, "refused", attempt.user.clone(), f.to_string()),
+            Unauthorized::Denied(who, attempt) => (
+                attempt,
+                "denied",
+                Some(who.clone()).filter(|w| !w.is_empty()),
+                "not allowed to send to this listener ([access] send rules)".to_owned(),
+            ),
+        };
+        let Some(skipped) = self.refusals.note(from.addr.ip(), reason) else { return };
+        let text = match skipped {
+            0 => text,
+            n => format!("{text} (and {n} more refusals for this from the address since its last row)"),
+        };
+        audit.record(AuditEntry {
+            outcome: outcome.into(),
+            principal,
+            ..AuditEntry::authentication(&self.listener, &from.addr.to_string(), None, attempt.method, &text)
+        });
+    }
+
     /// A refused request's answer in its protocol's shape, counted and logged.
     fn unauthorized(&self, protocol: Protocol, why: &Unauthorized, from: &Peer) -> Response<Body> {
         let (status, reason) = match why {
@@ -315,43 +352,17 @@ impl HttpIngest {
             Unauthorized::Failed(f, _) => (StatusCode::UNAUTHORIZED, f.label()),
             Unauthorized::Denied(..) => (StatusCode::FORBIDDEN, "denied"),
         };
-        let peer = from.addr.to_string();
         match why {
-            Unauthorized::Denied(who, attempt) => {
+            Unauthorized::Denied(who, _) => {
                 self.metrics.access_denied.with_label_values(&[&self.listener]).inc();
                 tracing::warn!(listener = %self.listener, peer = %from.addr, principal = %who, "HTTP ingest request refused: the principal may not send to this listener ([access] send rules)");
-                if let Some(audit) = &self.audit {
-                    audit.record(AuditEntry {
-                        principal: Some(who.clone()),
-                        outcome: "denied".into(),
-                        ..AuditEntry::authentication(
-                            &self.listener,
-                            &peer,
-                            None,
-                            attempt.method,
-                            "[access] send rules",
-                        )
-                    });
-                }
             }
-            Unauthorized::Failed(f, attempt) => {
-                self.metrics.ingest_auth_failures.with_label_values(&[&self.listener, reason]).inc();
-                tracing::info!(listener = %self.listener, peer = %from.addr, reason, "HTTP ingest request refused: credentials");
-                if let Some(audit) = &self.audit {
-                    audit.record(AuditEntry::authentication(
-                        &self.listener,
-                        &peer,
-                        attempt.user.clone(),
-                        attempt.method,
-                        &f.to_string(),
-                    ));
-                }
-            }
-            Unauthorized::Missing => {
+            _ => {
                 self.metrics.ingest_auth_failures.with_label_values(&[&self.listener, reason]).inc();
                 tracing::info!(listener = %self.listener, peer = %from.addr, reason, "HTTP ingest request refused: credentials");
             }
         }
+        self.audit_refusal(why, reason, from);
         let message = match why {
             Unauthorized::Missing => "credentials are required".to_owned(),
             Unauthorized::Failed(f, _) => f.to_string(),
@@ -515,7 +526,8 @@ enum Unauthorized {
 /// What refused credentials claimed, for the audit trail.
 #[derive(Debug)]
 struct Attempt {
-    /// `token`, `basic`, `malformed` or `none` (a certificate's principal).
+    /// `token`, `basic`, `malformed`, `certificate` (nothing presented; a client certificate
+    /// says who) or `none`.
     method: &'static str,
     /// The user a basic header named, unproved.
     user: Option<String>,
