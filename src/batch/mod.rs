@@ -95,11 +95,41 @@ pub fn conform(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
 
 /// `batches` (each of [`schema`]) as one batch, with the dictionaries made unique (see
 /// [`merge_dictionaries`]): a WAL group, or what the rules evaluate at once.
+///
+/// A lone batch of fewer rows than a builder's first allocation is copied to buffers of its
+/// own size: a request of one event comes out of its builder holding room for a thousand
+/// (about 90 KiB), and as a WAL group of its own it would keep that in the memtable and count
+/// it towards `flush_bytes`.
 pub fn combine(batches: &[RecordBatch]) -> Result<RecordBatch, ArrowError> {
     match batches {
+        [one] if one.num_rows() < BUILDER_ROWS => merge_dictionaries(compact(one)?),
         [one] => merge_dictionaries(one.clone()),
         _ => merge_dictionaries(arrow::compute::concat_batches(&schema(), batches)?),
     }
+}
+
+/// The rows an Arrow builder makes room for when it is created.
+const BUILDER_ROWS: usize = 1024;
+
+/// `batch` copied into buffers of its own size, dictionary values too.
+fn compact(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let copy = |a: &ArrayRef| {
+        let all = arrow::array::UInt32Array::from_iter_values(0..a.len() as u32);
+        arrow::compute::take(a.as_ref(), &all, None)
+    };
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| match c.as_dictionary_opt::<Int32Type>() {
+            Some(d) => {
+                let keys = copy(&(Arc::new(d.keys().clone()) as ArrayRef))?;
+                let keys = keys.as_primitive::<Int32Type>().clone();
+                Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(keys, copy(d.values())?)?) as ArrayRef)
+            }
+            None => copy(c),
+        })
+        .collect::<Result<Vec<_>, ArrowError>>()?;
+    RecordBatch::try_new(batch.schema(), columns)
 }
 
 /// `batch` with each dictionary column's values made unique.
@@ -157,6 +187,27 @@ fn unique_values(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_lone_small_batch_is_combined_into_buffers_of_its_size() {
+        use crate::ingest::event::{Event, Protocol};
+        let mut b = EventBatchBuilder::new(Origin {
+            listener: "l".into(),
+            peer: "p".into(),
+            client_id: "".into(),
+            protocol: Protocol::Ndjson,
+        });
+        b.append(&Event::raw(std::borrow::Cow::Borrowed("one event"), "x"), 1);
+        let one = b.finish().unwrap();
+        let combined = super::combine(std::slice::from_ref(&one)).unwrap();
+        assert_eq!(combined.num_rows(), 1);
+        assert!(
+            combined.get_array_memory_size() * 4 < one.get_array_memory_size(),
+            "{} bytes from a builder's {}",
+            combined.get_array_memory_size(),
+            one.get_array_memory_size()
+        );
+    }
+
     use super::*;
 
     #[test]

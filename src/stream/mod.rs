@@ -106,10 +106,18 @@ pub fn check(config: &Config) -> Vec<Problem> {
     compile_rules(&config.rules).1
 }
 
+/// Events waiting for the rules at most; past it the WAL thread's groups are stored but not
+/// evaluated (counted in `logwarden_rule_dropped_events_total`). Bounded by events, not by
+/// groups: with group commit a fast disk writes thousands of small groups a second. The
+/// batches are the ones the memtable holds, so waiting costs little memory of its own.
+const MAX_QUEUED_ROWS: usize = 1 << 20;
+
 /// The WAL thread's side of the rules' queue.
 #[derive(Clone)]
 pub struct Tap {
-    tx: mpsc::Sender<Vec<RecordBatch>>,
+    tx: mpsc::UnboundedSender<Vec<RecordBatch>>,
+    /// Rows sent and not yet taken by the rules thread.
+    queued: Arc<std::sync::atomic::AtomicUsize>,
     dropped: prometheus::IntCounter,
     /// When a drop was last logged (at most one warning per 10 s; the metric counts all).
     warned: Arc<std::sync::Mutex<Option<Instant>>>,
@@ -117,20 +125,53 @@ pub struct Tap {
 
 impl Tap {
     pub fn send(&self, batches: &[RecordBatch]) {
-        if let Err(mpsc::error::TrySendError::Full(b)) = self.tx.try_send(batches.to_vec()) {
-            let rows: usize = b.iter().map(RecordBatch::num_rows).sum();
-            self.dropped.inc_by(rows as u64);
-            let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
-            if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                *warned = Some(Instant::now());
-                tracing::warn!(
-                    events = rows,
-                    total = self.dropped.get(),
-                    "rule evaluation is behind; events are stored but not evaluated (logwarden_rule_dropped_events_total)"
-                );
-            }
+        use std::sync::atomic::Ordering;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let room = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q + rows <= MAX_QUEUED_ROWS).then_some(q + rows)
+            })
+            .is_ok();
+        if room && self.tx.send(batches.to_vec()).is_ok() {
+            return;
+        }
+        if room {
+            // The rules thread is gone: nothing to evaluate with.
+            self.queued.fetch_sub(rows, Ordering::AcqRel);
+            return;
+        }
+        self.dropped.inc_by(rows as u64);
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            *warned = Some(Instant::now());
+            tracing::warn!(
+                events = rows,
+                total = self.dropped.get(),
+                "rule evaluation is behind; events are stored but not evaluated (logwarden_rule_dropped_events_total)"
+            );
         }
     }
+}
+
+/// The rules thread's side of the queue.
+struct Queue {
+    rx: mpsc::UnboundedReceiver<Vec<RecordBatch>>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Queue {
+    async fn recv(&mut self) -> Option<Vec<RecordBatch>> {
+        let got = self.rx.recv().await?;
+        let rows: usize = got.iter().map(RecordBatch::num_rows).sum();
+        self.queued.fetch_sub(rows, std::sync::atomic::Ordering::AcqRel);
+        Some(got)
+    }
+}
+
+pub struct Options {
+    pub allowed_lateness: Duration,
+    pub idle: Duration,
 }
 
 /// The rules evaluate what the WAL wrote over this long at once, or [`GATHER_ROWS`] as soon
@@ -140,12 +181,15 @@ impl Tap {
 /// to hours long; alerts wait at most this much longer.
 const GATHER: Duration = Duration::from_millis(20);
 const GATHER_ROWS: usize = 64 * 1024;
+/// ... or this much Arrow memory (the copy combining makes stays small).
+const GATHER_BYTES: usize = 32 << 20;
 
 /// WAL groups gathered for the rules' next step (they share the groups' buffers: no copy).
 #[derive(Default)]
 struct Gathered {
     batches: Vec<RecordBatch>,
     rows: usize,
+    bytes: usize,
     /// When the first of them came.
     since: Option<tokio::time::Instant>,
 }
@@ -154,7 +198,12 @@ impl Gathered {
     fn add(&mut self, batches: Vec<RecordBatch>) {
         self.since.get_or_insert_with(tokio::time::Instant::now);
         self.rows += batches.iter().map(RecordBatch::num_rows).sum::<usize>();
+        self.bytes += batches.iter().map(RecordBatch::get_array_memory_size).sum::<usize>();
         self.batches.extend(batches);
+    }
+
+    fn full(&self) -> bool {
+        self.rows >= GATHER_ROWS || self.bytes >= GATHER_BYTES
     }
 
     /// Everything gathered, as one batch when it can be.
@@ -165,18 +214,13 @@ impl Gathered {
         }
         match crate::batch::combine(&all) {
             Ok(one) => vec![one],
-            // Every group has the one schema, so this is a bug; the rules still see each batch.
+            // Text past Arrow's 2 GiB offsets, say: the rules see each batch instead.
             Err(e) => {
-                tracing::error!(error = %e, "failed to combine WAL groups for the rules");
+                tracing::debug!(error = %e, "WAL groups not combined for the rules");
                 all
             }
         }
     }
-}
-
-pub struct Options {
-    pub allowed_lateness: Duration,
-    pub idle: Duration,
 }
 
 struct Running {
@@ -216,10 +260,11 @@ impl Engine {
         sink: Box<dyn Sink>,
         metrics: RuleMetrics,
     ) -> std::io::Result<(Tap, Reload, std::thread::JoinHandle<()>)> {
-        // About 64 WAL groups (up to half a million events) may wait.
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let rx = Queue { rx, queued: queued.clone() };
         let (reload_tx, reload_rx) = mpsc::channel(4);
-        let tap = Tap { tx, dropped: metrics.dropped.clone(), warned: Arc::default() };
+        let tap = Tap { tx, queued, dropped: metrics.dropped.clone(), warned: Arc::default() };
         let mut engine =
             Engine { rules: Vec::new(), clock: Clock::new(opts.allowed_lateness, opts.idle), sink, metrics };
         engine.replace(as_set(rules));
@@ -269,7 +314,7 @@ impl Engine {
         }
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Vec<RecordBatch>>, mut reload: mpsc::Receiver<RuleUpdate>) {
+    async fn run(mut self, mut rx: Queue, mut reload: mpsc::Receiver<RuleUpdate>) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut gathered = Gathered::default();
@@ -279,7 +324,7 @@ impl Engine {
                 got = rx.recv() => match got {
                     Some(batches) => {
                         gathered.add(batches);
-                        if gathered.rows >= GATHER_ROWS {
+                        if gathered.full() {
                             self.ingest(&gathered.take()).await;
                             self.close_due(Instant::now()).await;
                         }
