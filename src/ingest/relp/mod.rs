@@ -42,6 +42,8 @@ use crate::metrics::{FormatCounts, ListenerMetrics, Metrics};
 const READ_CHUNK: usize = 64 * 1024;
 /// A new connection's buffer; it doubles whenever a read fills it.
 const INITIAL_BUFFER: usize = 8 * 1024;
+/// Batches of one session written at once, at most; frames read meanwhile wait in the next.
+const MAX_BATCHES_IN_FLIGHT: usize = 4;
 /// Once the session is ending (shutdown, an error), how long the last writes may take.
 const LAST_WRITE: Duration = Duration::from_secs(1);
 
@@ -126,6 +128,7 @@ pub async fn serve(
         counts: FormatCounts::default(),
         building: Vec::new(),
         owed: VecDeque::new(),
+        batches_owed: 0,
         unanswered: 0,
         opened: false,
         refused_before_open: false,
@@ -197,6 +200,8 @@ struct Session<'a> {
     /// The TXNRs of the syslog frames in `builder` (and of empty ones, which add no row).
     building: Vec<u32>,
     owed: VecDeque<Owed>,
+    /// Batches in `owed` not yet durable.
+    batches_owed: usize,
     /// Frames read whose answers are not written yet.
     unanswered: usize,
     opened: bool,
@@ -221,6 +226,8 @@ impl Session<'_> {
                     Ok(_) => {}
                     Err(end) => return end,
                 }
+            } else if let Err(end) = self.cut().await {
+                return end;
             }
             self.take_ready();
             if !self.out.is_empty() {
@@ -269,6 +276,7 @@ impl Session<'_> {
                             write_rsp(&mut self.out, *t, b"200 OK");
                         }
                         self.unanswered -= txnrs.len();
+                        self.batches_owed -= 1;
                     }
                     Err(failure) => return End::Storage(failure),
                 },
@@ -306,7 +314,12 @@ impl Session<'_> {
             self.take(f, now).await?;
             buf.consume(used);
         }
-        self.cut().await?;
+        // A client sending a frame per TCP segment would otherwise make a batch of each (and
+        // each holds its share of the memory budget): past a few batches in flight, frames
+        // gather until one is durable.
+        if self.batches_owed < MAX_BATCHES_IN_FLIGHT || self.stop.is_some() {
+            self.cut().await?;
+        }
         Ok(taken)
     }
 
@@ -376,7 +389,10 @@ impl Session<'_> {
         self.metrics.record(&std::mem::take(&mut self.counts));
         let txnrs = std::mem::take(&mut self.building);
         match self.sink.submit_waiting(&mut self.builder).await {
-            Ok(Some(stored)) => self.owed.push_back(Owed::Durable { txnrs, batch: Box::pin(stored.wait()) }),
+            Ok(Some(stored)) => {
+                self.batches_owed += 1;
+                self.owed.push_back(Owed::Durable { txnrs, batch: Box::pin(stored.wait()) })
+            }
             // Only empty messages: nothing to store.
             Ok(None) => {
                 let mut answer = Vec::new();
