@@ -6,6 +6,7 @@ pub mod decode;
 pub mod framing;
 pub mod handle;
 pub mod http_body;
+pub mod relp_frame;
 
 pub struct Target {
     pub name: &'static str,
@@ -24,6 +25,7 @@ pub const TARGETS: &[Target] = &[
     Target { name: "http_body", run: http_body::run, iterations: 100_000, timeout_ms: 2000 },
     Target { name: "handle", run: handle::run, iterations: 100_000, timeout_ms: 1000 },
     Target { name: "config", run: config::run, iterations: 1000, timeout_ms: 5000 },
+    Target { name: "relp_frame", run: relp_frame::run, iterations: 100_000, timeout_ms: 1000 },
 ];
 
 pub fn find(name: &str) -> Option<&'static Target> {
