@@ -266,3 +266,31 @@ async fn a_waiting_durable_append_waits_while_stream_data_waits_for_the_disk() {
     let all = stored(dir.path());
     assert_eq!((count(&all, "stream"), count(&all, "relp")), (10, 10));
 }
+
+#[tokio::test]
+async fn while_stream_data_waits_for_the_disk_requests_are_refused_without_a_write_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("wal");
+    let (_store, pipeline, appender) = start(dir.path(), options(Duration::from_secs(3600)));
+    faults::inject(&wal, Fault::WalWrite, 1000);
+    appender.append(batch("stream", 10)).await.unwrap();
+    eventually("a write to fail", || faults::remaining(&wal, Fault::WalWrite) < 1000).await;
+    let before = faults::remaining(&wal, Fault::WalWrite);
+    for _ in 0..20 {
+        assert!(appender.try_append_durable(batch("refused", 10)).unwrap().wait().await.is_err());
+    }
+    // Each request would have written the held data again; only the retries every 500 ms do.
+    let attempts = before - faults::remaining(&wal, Fault::WalWrite);
+    assert!(attempts <= 3, "{attempts} writes for 20 requests while the disk refused them");
+    // Once there is room, the next retry writes the held data and requests go through again.
+    faults::clear(&wal);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while appender.try_append_durable(batch("after", 10)).unwrap().wait().await.is_err() {
+        assert!(Instant::now() < deadline, "requests still refused after the disk had room");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(appender);
+    pipeline.join().await;
+    let all = stored(dir.path());
+    assert_eq!((count(&all, "stream"), count(&all, "refused"), count(&all, "after")), (10, 0, 10));
+}

@@ -66,6 +66,8 @@ pub(super) struct WalThread {
     held: Vec<Group>,
     /// True while `held` is not empty: stream listeners wait before taking more.
     paused: watch::Sender<bool>,
+    /// When the last write failed, and why; cleared by a write that works.
+    last_failure: Option<(Instant, std::sync::Arc<StoreError>)>,
     /// How many `Append`s have been written (or refused, or kept): the batcher seals what
     /// waits for an answer once this catches up with what it handed over.
     written: watch::Sender<u64>,
@@ -108,6 +110,7 @@ impl WalThread {
             tap,
             held: Vec::new(),
             paused,
+            last_failure: None,
             written,
             failures: Failures::new(LOG_EVERY),
             rotate_failures: Failures::new(LOG_EVERY),
@@ -122,6 +125,13 @@ impl WalThread {
             test_stall();
             let mut rotate = false;
             let mut groups = std::mem::take(&mut self.held);
+            // Data held after a failed write is tried again every RETRY, not whenever a new
+            // group comes: groups someone waits for are sealed as soon as this thread is free,
+            // and each attempt would write all that is held again.
+            let retry_later = match &self.last_failure {
+                Some((at, e)) if !groups.is_empty() && at.elapsed() < RETRY => Some(e.clone()),
+                _ => None,
+            };
             let mut probes = Vec::new();
             let mut appended = 0u64;
             for c in cmds {
@@ -130,11 +140,22 @@ impl WalThread {
                     WalCmd::Probe(p) => probes.push(p),
                     WalCmd::Append { batch, acks, permits } => {
                         appended += 1;
-                        groups.push(Group { batch, acks, _permits: permits })
+                        let g = Group { batch, acks, _permits: permits };
+                        match &retry_later {
+                            // Refused as the write would refuse it: the sender sends again.
+                            Some(e) if !g.acks.is_empty() => {
+                                for a in g.acks {
+                                    let _ = a.send(Err(e.clone()));
+                                }
+                            }
+                            _ => groups.push(g),
+                        }
                     }
                 }
             }
-            if !groups.is_empty() {
+            if retry_later.is_some() {
+                self.held = groups;
+            } else if !groups.is_empty() {
                 self.write(groups);
             }
             if appended > 0 {
@@ -198,6 +219,7 @@ impl WalThread {
         }
         match result {
             Ok(written) => {
+                self.last_failure = None;
                 self.recovered();
                 let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
                 self.gen_bytes += batches.iter().map(RecordBatch::get_array_memory_size).sum::<usize>();
@@ -219,6 +241,7 @@ impl WalThread {
                 // Encoding failures are not the disk's: trying again would fail the same way.
                 let keep = e.is_transient();
                 let e = std::sync::Arc::new(StoreError::from(e));
+                self.last_failure = Some((Instant::now(), e.clone()));
                 let mut refused = 0;
                 for g in groups {
                     if keep && g.acks.is_empty() {
