@@ -627,7 +627,8 @@ pub struct AuditConfig {
 pub struct BatchConfig {
     /// A batch is written when it holds this many rows...
     pub rows: usize,
-    /// ...or when its first event has waited this long.
+    /// ...or when its first event has waited this long (stream data; a batch someone waits
+    /// for is written as soon as the WAL is free).
     #[serde(with = "humantime_serde")]
     pub linger: Duration,
     /// Decoded but not yet durable data above this makes listeners stop reading and HTTP answer 503.
