@@ -281,35 +281,31 @@ fn parse(
             None | Some(Value::Null) => None,
             Some(_) => return Err(Malformed { line: n, reason: "_id is not a string".into() }),
         };
-        let Some(index) = index.map(str::to_owned) else {
-            // Elasticsearch fails such an item, not the request.
-            if name != "delete" {
-                lines.next();
-            }
-            items.push(Item::Failed {
-                action: name,
-                index: String::new(),
-                id: given_id,
-                status: 400,
-                kind: "action_request_validation_exception",
-                reason: "Validation Failed: 1: index is missing;".into(),
-            });
-            continue;
+        let checked = match index {
+            None => Err((
+                "action_request_validation_exception",
+                "Validation Failed: 1: index is missing;".to_owned(),
+            )),
+            Some(i) => valid_index(i).map(|()| i.to_owned()).map_err(|r| ("invalid_index_name_exception", r)),
         };
-        if let Err(reason) = valid_index(&index) {
-            if name != "delete" {
-                lines.next();
+        let index = match checked {
+            Ok(index) => index,
+            // Elasticsearch fails such an item, not the request; its document is skipped.
+            Err((kind, reason)) => {
+                if name != "delete" {
+                    lines.next();
+                }
+                items.push(Item::Failed {
+                    action: name,
+                    index: String::new(),
+                    id: given_id,
+                    status: 400,
+                    kind,
+                    reason,
+                });
+                continue;
             }
-            items.push(Item::Failed {
-                action: name,
-                index: String::new(),
-                id: given_id,
-                status: 400,
-                kind: "invalid_index_name_exception",
-                reason,
-            });
-            continue;
-        }
+        };
         let action = match name.as_str() {
             "index" => "index",
             "create" => "create",
