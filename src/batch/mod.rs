@@ -111,8 +111,9 @@ pub fn combine(batches: &[RecordBatch]) -> Result<RecordBatch, ArrowError> {
 /// The rows an Arrow builder makes room for when it is created.
 const BUILDER_ROWS: usize = 1024;
 
-/// `batch` copied into buffers of its own size, dictionary values too.
-fn compact(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+/// `batch` copied into buffers of its own size, dictionary values too: nothing of it keeps
+/// a larger batch it was sliced from, or a builder's spare room, alive.
+pub fn compact(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
     let copy = |a: &ArrayRef| {
         let all = arrow::array::UInt32Array::from_iter_values(0..a.len() as u32);
         arrow::compute::take(a.as_ref(), &all, None)

@@ -224,8 +224,7 @@ impl Rule {
                 left -= n;
                 // Copied: a slice would keep the whole batch (up to what the rules gathered)
                 // alive for as long as the window is open.
-                let rows = arrow::array::UInt32Array::from_iter_values(0..n as u32);
-                arrow::compute::take_record_batch(&b, &rows).ok()
+                crate::batch::compact(&b.slice(0, n)).ok()
             })
             .collect()
     }
