@@ -128,7 +128,6 @@ pub async fn serve(
         counts: FormatCounts::default(),
         building: Vec::new(),
         owed: VecDeque::new(),
-        batches_owed: 0,
         unanswered: 0,
         opened: false,
         refused_before_open: false,
@@ -200,8 +199,6 @@ struct Session<'a> {
     /// The TXNRs of the syslog frames in `builder` (and of empty ones, which add no row).
     building: Vec<u32>,
     owed: VecDeque<Owed>,
-    /// Batches in `owed` not yet durable.
-    batches_owed: usize,
     /// Frames read whose answers are not written yet.
     unanswered: usize,
     opened: bool,
@@ -276,7 +273,6 @@ impl Session<'_> {
                             write_rsp(&mut self.out, *t, b"200 OK");
                         }
                         self.unanswered -= txnrs.len();
-                        self.batches_owed -= 1;
                     }
                     Err(failure) => return End::Storage(failure),
                 },
@@ -317,7 +313,8 @@ impl Session<'_> {
         // A client sending a frame per TCP segment would otherwise make a batch of each (and
         // each holds its share of the memory budget): past a few batches in flight, frames
         // gather until one is durable.
-        if self.batches_owed < MAX_BATCHES_IN_FLIGHT || self.stop.is_some() {
+        let in_flight = self.owed.iter().filter(|o| matches!(o, Owed::Durable { .. })).count();
+        if in_flight < MAX_BATCHES_IN_FLIGHT || self.stop.is_some() {
             self.cut().await?;
         }
         Ok(taken)
@@ -389,10 +386,7 @@ impl Session<'_> {
         self.metrics.record(&std::mem::take(&mut self.counts));
         let txnrs = std::mem::take(&mut self.building);
         match self.sink.submit_waiting(&mut self.builder).await {
-            Ok(Some(stored)) => {
-                self.batches_owed += 1;
-                self.owed.push_back(Owed::Durable { txnrs, batch: Box::pin(stored.wait()) })
-            }
+            Ok(Some(stored)) => self.owed.push_back(Owed::Durable { txnrs, batch: Box::pin(stored.wait()) }),
             // Only empty messages: nothing to store.
             Ok(None) => {
                 let mut answer = Vec::new();
