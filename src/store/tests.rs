@@ -70,6 +70,17 @@ fn count(messages: &[String], tag: &str) -> usize {
     messages.iter().filter(|m| m.split(' ').next() == Some(tag)).count()
 }
 
+/// A pipeline on a disk that refuses every write (1000 times), holding 10 stream rows tagged
+/// `tag` that one write already failed to store.
+async fn holding_stream_data(dir: &Path, tag: &str) -> (Store, Pipeline, Appender) {
+    let wal = dir.join("wal");
+    let (store, pipeline, appender) = start(dir, options(Duration::from_secs(3600)));
+    faults::inject(&wal, Fault::WalWrite, 1000);
+    appender.append(batch(tag, 10)).await.unwrap();
+    eventually("a write to fail", || faults::remaining(&wal, Fault::WalWrite) < 1000).await;
+    (store, pipeline, appender)
+}
+
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
@@ -204,10 +215,7 @@ async fn the_pipeline_starts_on_a_full_disk_and_writes_once_there_is_room() {
 async fn stream_listeners_wait_while_their_data_waits_for_the_disk() {
     let dir = tempfile::tempdir().unwrap();
     let wal = dir.path().join("wal");
-    let (store, pipeline, appender) = start(dir.path(), options(Duration::from_secs(3600)));
-    faults::inject(&wal, Fault::WalWrite, 1000);
-    appender.append(batch("first", 10)).await.unwrap();
-    eventually("a write to fail", || faults::remaining(&wal, Fault::WalWrite) < 1000).await;
+    let (store, pipeline, appender) = holding_stream_data(dir.path(), "first").await;
     // The budget has room, but the disk has none: the next read must not be taken.
     let next = tokio::time::timeout(Duration::from_millis(300), appender.append(batch("second", 10))).await;
     assert!(next.is_err(), "a stream batch was taken while the disk refused writes");
@@ -251,10 +259,7 @@ async fn a_batch_whose_sender_waits_is_sealed_without_lingering() {
 async fn a_waiting_durable_append_waits_while_stream_data_waits_for_the_disk() {
     let dir = tempfile::tempdir().unwrap();
     let wal = dir.path().join("wal");
-    let (_store, pipeline, appender) = start(dir.path(), options(Duration::from_secs(3600)));
-    faults::inject(&wal, Fault::WalWrite, 1000);
-    appender.append(batch("stream", 10)).await.unwrap();
-    eventually("a write to fail", || faults::remaining(&wal, Fault::WalWrite) < 1000).await;
+    let (_store, pipeline, appender) = holding_stream_data(dir.path(), "stream").await;
     // Held, not refused: the sender is slowed down instead of told to send again.
     let waiting =
         tokio::time::timeout(Duration::from_millis(300), appender.append_durable(batch("relp", 10)));
@@ -271,10 +276,7 @@ async fn a_waiting_durable_append_waits_while_stream_data_waits_for_the_disk() {
 async fn while_stream_data_waits_for_the_disk_requests_are_refused_without_a_write_each() {
     let dir = tempfile::tempdir().unwrap();
     let wal = dir.path().join("wal");
-    let (_store, pipeline, appender) = start(dir.path(), options(Duration::from_secs(3600)));
-    faults::inject(&wal, Fault::WalWrite, 1000);
-    appender.append(batch("stream", 10)).await.unwrap();
-    eventually("a write to fail", || faults::remaining(&wal, Fault::WalWrite) < 1000).await;
+    let (_store, pipeline, appender) = holding_stream_data(dir.path(), "stream").await;
     let before = faults::remaining(&wal, Fault::WalWrite);
     for _ in 0..20 {
         assert!(appender.try_append_durable(batch("refused", 10)).unwrap().wait().await.is_err());
