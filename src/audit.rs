@@ -22,6 +22,8 @@ use prometheus::IntCounter;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::seal::{Chain, DeleteReason, Record};
+
 /// Entries waiting for the writer at most.
 const QUEUE: usize = 65_536;
 /// Entries written (and fsynced) together at most.
@@ -126,17 +128,19 @@ impl AuditWriter {
 impl Audit {
     /// Start the writer for `dir` (created if missing), deleting day files older than
     /// `max_age` if one is given.
+    /// With `chain`, every group of lines written (and every day file deleted) is chained.
     pub fn start(
         dir: &Path,
         max_age: Option<Duration>,
         dropped: IntCounter,
+        chain: Option<Arc<Chain>>,
     ) -> std::io::Result<(Audit, AuditWriter)> {
         std::fs::create_dir_all(dir)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let dir = dir.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || write_loop(&dir, max_age, rx))?;
+            .spawn(move || write_loop(&dir, max_age, rx, chain.as_deref()))?;
         Ok((Audit { tx, dropped }, AuditWriter(thread)))
     }
 
@@ -156,9 +160,14 @@ impl Audit {
     }
 }
 
-fn write_loop(dir: &Path, max_age: Option<Duration>, mut rx: mpsc::Receiver<AuditEntry>) {
+fn write_loop(
+    dir: &Path,
+    max_age: Option<Duration>,
+    mut rx: mpsc::Receiver<AuditEntry>,
+    chain: Option<&Chain>,
+) {
     if let Some(age) = max_age {
-        prune(dir, age);
+        prune(dir, age, chain);
     }
     let mut open: Option<(String, std::fs::File)> = None;
     // Entries lost to failed writes since the last success: the first failure of a run is
@@ -182,10 +191,15 @@ fn write_loop(dir: &Path, max_age: Option<Duration>, mut rx: mpsc::Receiver<Audi
                 if let Some(age) = max_age
                     && open.is_some()
                 {
-                    prune(dir, age);
+                    prune(dir, age, chain);
                 }
                 match crate::jsonl::open_append(&path) {
-                    Ok(f) => open = Some((day.clone(), f)),
+                    Ok(f) => {
+                        if let Some(chain) = chain {
+                            chain_unchained_tail(chain, &path, &f);
+                        }
+                        open = Some((day.clone(), f));
+                    }
                     Err(e) => {
                         let entries = buf.iter().filter(|b| **b == b'\n').count();
                         if lost.is_none() {
@@ -198,9 +212,18 @@ fn write_loop(dir: &Path, max_age: Option<Duration>, mut rx: mpsc::Receiver<Audi
                     }
                 }
             }
-            let Some((_, f)) = &mut open else { continue };
+            let Some((day, f)) = &mut open else { continue };
             match crate::jsonl::append_lines(f, &buf) {
-                Ok(()) => {
+                Ok(offset) => {
+                    if let Some(chain) = chain {
+                        chain.record(Record::Append {
+                            object: object_name(day),
+                            offset,
+                            len: buf.len() as u64,
+                            sha256: crate::seal::digest::sha256(&buf),
+                            recovered: false,
+                        });
+                    }
                     if let Some(n) = lost.take() {
                         tracing::warn!(dir = %dir.display(), lost_entries = n, "audit entries are written again");
                     }
@@ -217,8 +240,30 @@ fn write_loop(dir: &Path, max_age: Option<Duration>, mut rx: mpsc::Receiver<Audi
     }
 }
 
-/// Delete the day files whose whole day is older than `max_age`.
-fn prune(dir: &Path, max_age: Duration) {
+/// A day file as the seal's chain names it.
+fn object_name(day: &str) -> String {
+    format!("audit/audit-{day}.jsonl")
+}
+
+/// Bytes at the end of a day file the chain does not hold (a crash between a write and its
+/// entry, or the line ending `open_append` adds to a line cut short): chained as recovered.
+fn chain_unchained_tail(chain: &Chain, path: &Path, f: &std::fs::File) {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return };
+    let object = format!("audit/{name}");
+    let Ok(len) = f.metadata().map(|m| m.len()) else { return };
+    let end = chain.appended_end(&object).unwrap_or(0);
+    if len > end {
+        if let Ok((sha256, n)) = crate::seal::digest::sha256_range(f, end, len - end) {
+            chain.record(Record::Append { object, offset: end, len: n, sha256, recovered: true });
+        }
+    } else if len < end {
+        tracing::error!(file = %path.display(), len, chained = end,
+            "seal: an audit file is shorter than the lines the chain says were written to it; `logwarden verify` names it");
+    }
+}
+
+/// Delete the day files whose whole day is older than `max_age` (each chained as removed first).
+fn prune(dir: &Path, max_age: Duration, chain: Option<&Chain>) {
     let Ok(age) = chrono::Duration::from_std(max_age) else { return };
     let Some(cutoff) = Utc::now().checked_sub_signed(age) else { return };
     let cutoff = cutoff.format("%Y-%m-%d").to_string();
@@ -230,6 +275,12 @@ fn prune(dir: &Path, max_age: Duration) {
         };
         // ISO dates compare as strings; a file for `day` holds nothing newer than that day.
         if day.len() == 10 && day < cutoff.as_str() {
+            if let Some(chain) = chain {
+                chain.record(Record::Delete { object: object_name(day), reason: DeleteReason::Retention });
+                if let Err(e) = chain.sync() {
+                    tracing::warn!(error = %e, "failed to fsync the seal chain before removing an audit file");
+                }
+            }
             match std::fs::remove_file(entry.path()) {
                 Ok(()) => {
                     tracing::info!(file = %entry.path().display(), "audit file past audit.retention_max_age deleted")
@@ -285,7 +336,7 @@ mod tests {
     async fn entries_are_written_and_read_back_as_a_table() {
         let dir = tempfile::tempdir().unwrap();
         let counter = IntCounter::new("d", "d").unwrap();
-        let (audit, writer) = Audit::start(dir.path(), None, counter).unwrap();
+        let (audit, writer) = Audit::start(dir.path(), None, counter, None).unwrap();
         let mut e = AuditEntry::connection("syslog", "127.0.0.1:5000", "refused");
         e.reason = Some("revoked".into());
         audit.record(e);
@@ -339,7 +390,7 @@ mod tests {
         }
         let counter = IntCounter::new("d", "d").unwrap();
         let (audit, writer) =
-            Audit::start(dir.path(), Some(Duration::from_secs(30 * 86_400)), counter).unwrap();
+            Audit::start(dir.path(), Some(Duration::from_secs(30 * 86_400)), counter, None).unwrap();
         audit.record(AuditEntry::connection("syslog", "127.0.0.1:5000", "accepted"));
         drop(audit);
         tokio::task::spawn_blocking(move || writer.join()).await.unwrap();

@@ -38,15 +38,16 @@ pub fn open_append(path: &Path) -> io::Result<File> {
     Ok(f)
 }
 
-/// Append whole lines and fsync. On failure (a full disk) the file is cut back to where it
-/// was, so no partial line is left for the next append to run into.
-pub fn append_lines(f: &mut File, lines: &[u8]) -> io::Result<()> {
+/// Append whole lines and fsync; returns the offset they start at. On failure (a full disk)
+/// the file is cut back to where it was, so no partial line is left for the next append to run
+/// into.
+pub fn append_lines(f: &mut File, lines: &[u8]) -> io::Result<u64> {
     let len = f.metadata()?.len();
     let written = f.write_all(lines).and_then(|()| f.sync_data());
     if written.is_err() {
         let _ = f.set_len(len);
     }
-    written
+    written.map(|()| len)
 }
 
 /// The damaged lines of one table's files: each warned about and counted once.

@@ -34,6 +34,7 @@ pub mod jsonl;
 pub mod logging;
 pub mod metrics;
 pub mod query;
+pub mod seal;
 pub mod serve;
 pub mod store;
 pub mod stream;

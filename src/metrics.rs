@@ -754,3 +754,67 @@ impl BucketMetrics {
         })
     }
 }
+
+/// `logwarden_seal_*`: the hash chain over stored objects and its signed checkpoints.
+#[derive(Clone)]
+pub struct SealMetrics {
+    pub entries: IntCounter,
+    pub errors: IntCounterVec,
+    pub checkpoints: IntCounter,
+    pub checkpoint_entries: IntGauge,
+    pub checkpoint_time: IntGauge,
+    pub sign_seconds: Histogram,
+    pub exported: IntCounterVec,
+    pub export_failures: IntCounterVec,
+}
+
+impl SealMetrics {
+    pub fn new(reg: &Registry) -> Result<Self, MetricsError> {
+        let errors = counter_vec(
+            reg,
+            "seal_errors_total",
+            "Failures of the seal, by operation (chain_write, chain_fsync, chain_dropped, sign, checkpoint_write).",
+            &["op"],
+        )?;
+        for op in ["chain_write", "chain_fsync", "chain_dropped", "sign", "checkpoint_write"] {
+            errors.with_label_values(&[op]);
+        }
+        Ok(SealMetrics {
+            entries: counter(
+                reg,
+                "seal_chain_entries_total",
+                "Entries appended to the seal chain by this run.",
+            )?,
+            errors,
+            checkpoints: counter(reg, "seal_checkpoints_total", "Signed checkpoints written by this run.")?,
+            checkpoint_entries: gauge(
+                reg,
+                "seal_checkpoint_entries",
+                "Entries of the chain the newest signed checkpoint vouches for.",
+            )?,
+            checkpoint_time: gauge(
+                reg,
+                "seal_last_checkpoint_timestamp_seconds",
+                "When the newest checkpoint of this run was signed (Unix time).",
+            )?,
+            sign_seconds: histogram(
+                reg,
+                "seal_checkpoint_seconds",
+                "Time to sign and store one checkpoint (a PKCS#11 signature when the key is on a token).",
+                io_buckets(),
+            )?,
+            exported: counter_vec(
+                reg,
+                "seal_exported_total",
+                "Checkpoints sent off the box, by target (webhook, syslog).",
+                &["target"],
+            )?,
+            export_failures: counter_vec(
+                reg,
+                "seal_export_failures_total",
+                "Failed attempts to send a checkpoint off the box, by target.",
+                &["target"],
+            )?,
+        })
+    }
+}

@@ -84,7 +84,7 @@ impl Client {
                     "no PEM certificate in it (ca_file must hold the CA that signs the receiver's certificate)",
                 ));
             }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let provider = Arc::new(crate::tls::crypto_provider());
             let builder = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
                 .map_err(|e| bad(&e.to_string()))?

@@ -80,7 +80,7 @@ impl Results {
             self.prune();
         }
         match &mut self.file {
-            Some((_, f)) => crate::jsonl::append_lines(f, bytes),
+            Some((_, f)) => crate::jsonl::append_lines(f, bytes).map(drop),
             None => Ok(()),
         }
     }

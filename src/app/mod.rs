@@ -21,8 +21,9 @@ use crate::ingest::http::HttpIngest;
 use crate::ingest::listener::{Gate, Listeners, accept_loop, bind};
 use crate::ingest::otlp::grpc::{OtlpCalls, OtlpGrpc};
 use crate::ingest::relp::{self, RelpSettings};
-use crate::metrics::{Metrics, Pkcs11Metrics};
+use crate::metrics::{Metrics, Pkcs11Metrics, SealMetrics};
 use crate::query::{LiveTables, QueryEngine, QueryLimits};
+use crate::seal::{Chain, Sealer, SigningKey};
 use crate::serve::admin::{self, Readiness};
 use crate::serve::flight::{Authenticator, FlightServer, FlightSql};
 use crate::serve::grpc::GrpcListener;
@@ -37,6 +38,12 @@ pub enum AppError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Seal(#[from] crate::seal::chain::ChainError),
+    #[error("[seal]: {0}")]
+    SealKey(crate::tls::TlsError),
+    #[error(transparent)]
+    SealExport(#[from] crate::seal::export::ExportError),
     #[error("failed to open storage in {dir}: {source}")]
     Store { dir: String, source: crate::store::StoreError },
     #[error(transparent)]
@@ -124,8 +131,13 @@ pub async fn run(
     // Replaying a long WAL may take longer than the unit's start timeout allows: ask for more.
     let extender = crate::systemd::StartupExtender::start(&notifier);
     let segments_at = segments_at(&config, Some(&registry)).await?;
-    let (store, recovery) =
-        Store::open(&config.data_dir, segments_at, Some(metrics.clone())).map_err(store_err)?;
+    let seal_metrics = config.seal.enabled.then(|| SealMetrics::new(&registry)).transpose()?;
+    let chain = match &seal_metrics {
+        Some(m) => Some(Arc::new(Chain::open(&config.data_dir, Some(m.clone()))?)),
+        None => None,
+    };
+    let (store, recovery) = Store::open(&config.data_dir, segments_at, Some(metrics.clone()), chain.clone())
+        .map_err(store_err)?;
     drop(extender);
     tracing::info!(
         data_dir = %config.data_dir.display(), segments = recovery.segments, wal_files = recovery.wal_files,
@@ -175,9 +187,13 @@ pub async fn run(
     };
 
     let audit_dir = config.audit_dir();
-    let (audit, audit_writer) =
-        Audit::start(&audit_dir, config.audit.retention_max_age, metrics.audit_dropped.clone())
-            .map_err(|source| AppError::Audit { dir: audit_dir.display().to_string(), source })?;
+    let (audit, audit_writer) = Audit::start(
+        &audit_dir,
+        config.audit.retention_max_age,
+        metrics.audit_dropped.clone(),
+        chain.clone(),
+    )
+    .map_err(|source| AppError::Audit { dir: audit_dir.display().to_string(), source })?;
     let access = crate::access::shared(&config.access);
     let templates = if config.detect.templates.enabled {
         let tm =
@@ -417,7 +433,21 @@ pub async fn run(
         audit_plain: false,
         ..ingest_gate.clone()
     };
+    let sealer = match (chain, seal_metrics) {
+        (Some(chain), Some(m)) => Some(start_sealer(&config, tls.as_ref(), chain, m)?),
+        _ => None,
+    };
+    let seal_cancel = CancellationToken::new();
+    let seal_task = sealer.clone().map(|s| {
+        let (interval, cancel) = (config.seal.checkpoint_interval, seal_cancel.clone());
+        tokio::spawn(async move {
+            // What the start chained (recovery) is vouched for at once.
+            s.checkpoint_now().await;
+            s.run(interval, cancel).await;
+        })
+    });
     let admin_task = tokio::spawn(admin::run(
+        sealer.clone(),
         admin_listener,
         admin_common,
         admin_gate,
@@ -556,8 +586,48 @@ pub async fn run(
     if tokio::time::timeout_at(deadline, drained).await.is_err() {
         tracing::warn!("the audit trail was not fully written before the shutdown deadline");
     }
+    // Everything that chains has stopped: the last checkpoint vouches for all of it.
+    seal_cancel.cancel();
+    if let Some(t) = seal_task {
+        let _ = t.await;
+    }
+    if let Some(sealer) = sealer {
+        sealer.checkpoint_now().await;
+        sealer.drain_exports(deadline.saturating_duration_since(tokio::time::Instant::now())).await;
+    }
     tracing::info!("logwarden stopped");
     Ok(())
+}
+
+/// The checkpoint writer: signed with `[seal]`'s own key, or with the server's TLS key (loaded
+/// for this alone when no listener uses TLS).
+fn start_sealer(
+    config: &Config,
+    tls: Option<&ServerTls>,
+    chain: Arc<Chain>,
+    metrics: SealMetrics,
+) -> Result<Arc<Sealer>, AppError> {
+    let key = match config.seal.own_key() {
+        Some(cfg) => SigningKey::Own(ServerTls::load_key(&cfg, None).map_err(AppError::SealKey)?),
+        None => match tls {
+            Some(tls) => SigningKey::Server(tls.clone()),
+            None => SigningKey::Server(
+                ServerTls::load(&config.tls, &config.dev_tls_dir(), None).map_err(AppError::SealKey)?,
+            ),
+        },
+    };
+    let signer = match &key {
+        SigningKey::Own(_) => "the [seal] key",
+        SigningKey::Server(_) => "the [tls] server key",
+    };
+    let node = config.cluster.node_id();
+    let export = crate::seal::export::Exporter::start(&config.seal.export, &node, Some(metrics.clone()))?;
+    tracing::info!(
+        entries = chain.head().seq, signed_with = signer, interval = ?config.seal.checkpoint_interval,
+        webhook = config.seal.export.webhook.is_some(), syslog = config.seal.export.syslog.as_deref().unwrap_or(""),
+        "seal on: stored objects are chained and checkpoints signed"
+    );
+    Ok(Arc::new(Sealer::new(chain, key, node, export, Some(metrics))))
 }
 
 /// The TLS of one listener, or `None` for a plain (loopback-only) one.

@@ -12,6 +12,7 @@ mod load;
 mod query;
 mod restart;
 mod rules;
+mod seal;
 mod storage;
 mod validate;
 mod validate_rules;
@@ -25,6 +26,7 @@ pub use load::{ConfigError, Problem, load, load_str, load_str_except_rules, read
 pub use query::{Engine, QueryConfig, scheduler_address};
 pub use restart::restart_only_changes;
 pub use rules::{AlertingConfig, ReceiverConfig, RuleConfig};
+pub use seal::{SealConfig, SealExportConfig};
 pub use storage::{ClusterConfig, Role, StorageConfig, StorageUrl, check_node_id};
 pub use validate_rules::receiver_name;
 
@@ -65,6 +67,8 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub access: AccessConfig,
     pub audit: AuditConfig,
+    /// Tamper evidence: the hash chain over stored objects and its signed checkpoints.
+    pub seal: SealConfig,
     pub detect: DetectConfig,
     /// Continuous SQL over the arriving events, each with its window and alert condition.
     pub rules: Vec<RuleConfig>,
@@ -95,6 +99,7 @@ impl Default for Config {
             identity: IdentityConfig::default(),
             access: AccessConfig::default(),
             audit: AuditConfig::default(),
+            seal: SealConfig::default(),
             detect: DetectConfig::default(),
             rules: Vec::new(),
             alerting: AlertingConfig::default(),

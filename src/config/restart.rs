@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use toml::{Table, Value};
 
 /// Whole top-level keys that need a restart.
-const RESTART_ONLY: [&str; 8] =
-    ["data_dir", "shutdown_timeout", "log", "batch", "storage", "cluster", "query", "audit"];
+const RESTART_ONLY: [&str; 9] =
+    ["data_dir", "shutdown_timeout", "log", "batch", "storage", "cluster", "query", "audit", "seal"];
 /// The keys of a listener's table that a reload applies (client trust); the rest need a
 /// restart.
 const LISTENER_RELOADABLE: [&str; 3] = ["client_auth", "client_ca_file", "crl_files"];

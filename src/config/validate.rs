@@ -26,6 +26,7 @@ impl Config {
     /// Every semantic problem, each with its key path. Empty means the config can run.
     pub fn validate(&self) -> Vec<Problem> {
         let mut out = Vec::new();
+        self.seal.validate(&mut out);
         let mut names: HashMap<String, String> = HashMap::new();
         let mut addrs: HashMap<SocketAddr, String> = HashMap::new();
 

@@ -17,6 +17,7 @@ use super::timeouts::Deadlines;
 use crate::config::ListenerCommon;
 use crate::ingest::listener::{Gate, Listeners, accept_loop};
 use crate::metrics::{self, ConnectionMetrics};
+use crate::seal::Sealer;
 
 /// Shared readiness flag.
 #[derive(Clone, Default)]
@@ -35,6 +36,7 @@ impl Readiness {
 /// certificates, the connection limit and the handshake metrics work as on every listener.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
+    seal: Option<Arc<Sealer>>,
     listener: Listeners,
     cfg: ListenerCommon,
     gate: Gate,
@@ -48,10 +50,10 @@ pub async fn run(
     let conn_cancel = cancel.clone();
     accept_loop(listener, cfg, gate, metrics, cancel, tracker, move |io, _peer| {
         let (registry, ready, cancel) = (registry.clone(), ready.clone(), conn_cancel.clone());
-        let deadlines = deadlines.clone();
+        let (deadlines, seal) = (deadlines.clone(), seal.clone());
         async move {
             super::serve_http(io, cancel, &deadlines, move |req| {
-                let resp = answer(&req, &registry, &ready);
+                let resp = answer(&req, &registry, &ready, seal.as_deref());
                 async move { resp }
             })
             .await;
@@ -60,7 +62,12 @@ pub async fn run(
     .await;
 }
 
-fn answer<B>(req: &Request<B>, registry: &Registry, ready: &Readiness) -> Response<Full<Bytes>> {
+fn answer<B>(
+    req: &Request<B>,
+    registry: &Registry,
+    ready: &Readiness,
+    seal: Option<&Sealer>,
+) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/metrics" => {
             text(StatusCode::OK, metrics::render(registry), "text/plain; version=0.0.4; charset=utf-8")
@@ -68,9 +75,19 @@ fn answer<B>(req: &Request<B>, registry: &Registry, ready: &Readiness) -> Respon
         "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
         "/readyz" if ready.get() => text(StatusCode::OK, "ready\n".into(), "text/plain"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into(), "text/plain"),
-        _ => {
-            text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz or /readyz\n".into(), "text/plain")
-        }
+        // The newest signed checkpoint of the seal's chain, as one JSON line.
+        "/seal/checkpoint" => match seal.map(Sealer::newest) {
+            Some(Some(c)) => text(StatusCode::OK, c.to_line() + "\n", "application/json"),
+            Some(None) => text(StatusCode::NOT_FOUND, "no checkpoint yet\n".into(), "text/plain"),
+            None => {
+                text(StatusCode::NOT_FOUND, "the seal is off ([seal] enabled = false)\n".into(), "text/plain")
+            }
+        },
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /healthz, /readyz or /seal/checkpoint\n".into(),
+            "text/plain",
+        ),
     }
 }
 

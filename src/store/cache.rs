@@ -40,6 +40,8 @@ struct Copies {
 
 pub struct SegmentCache {
     dir: PathBuf,
+    /// The seal's chain, told when this node's own copies are evicted (they are in the bucket).
+    chain: std::sync::OnceLock<Arc<crate::seal::Chain>>,
     max_bytes: u64,
     /// A copy read this recently is not evicted.
     in_use: Duration,
@@ -55,6 +57,7 @@ impl SegmentCache {
         }
         SegmentCache {
             dir,
+            chain: std::sync::OnceLock::new(),
             max_bytes,
             in_use: IN_USE,
             copies: Mutex::new(Copies::default()),
@@ -68,6 +71,10 @@ impl SegmentCache {
     pub fn kept_in_use_for(mut self, held: Duration) -> SegmentCache {
         self.in_use = self.in_use.max(held);
         self
+    }
+
+    pub fn set_chain(&self, chain: Arc<crate::seal::Chain>) {
+        let _ = self.chain.set(chain);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Copies> {
@@ -263,6 +270,15 @@ impl SegmentCache {
             }
         }
         for (file, bytes) in &gone {
+            // This node's own segments are chained; other nodes' copies (`peers/...`) are not.
+            if let Some(chain) = self.chain.get()
+                && !file.contains('/')
+            {
+                chain.record(crate::seal::Record::Delete {
+                    object: format!("segments/{file}"),
+                    reason: crate::seal::DeleteReason::Evicted,
+                });
+            }
             self.remove_file(file);
             if let Some(m) = &self.metrics {
                 m.cache_evicted_bytes.inc_by(*bytes);

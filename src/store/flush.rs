@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use super::pipeline::PipelineOptions;
 use super::segment::{self, SegmentOptions};
 use super::{Store, StoreError, retention, wal};
+use crate::seal::{DeleteReason, Record};
 
 /// The longest wait between two tries of a failed flush.
 const MAX_RETRY: Duration = Duration::from_secs(60);
@@ -64,7 +65,9 @@ fn flush(store: &Store, through: u64, opts: &SegmentOptions) -> Result<(), Store
     // Only this thread adds segments, so the id read here is still free at the commit.
     let id = manifest.next_segment_id;
     let bucket = store.remote().is_some();
-    let meta = segment::write(&store.segments_dir(), id, &batches, opts)?.map(|mut m| {
+    let written = segment::write(&store.segments_dir(), id, &batches, opts)?;
+    let digest = written.as_ref().map(|(_, d)| *d);
+    let meta = written.map(|(mut m, _)| {
         m.wal_through = through;
         m.pending_upload = bucket;
         m
@@ -84,6 +87,14 @@ fn flush(store: &Store, through: u64, opts: &SegmentOptions) -> Result<(), Store
             let _ = std::fs::remove_file(store.segments_dir().join(&meta.file));
         }
         return Err(e);
+    }
+    if let (Some(chain), Some(meta), Some(sha256)) = (store.chain(), &meta, digest) {
+        chain.record(Record::File {
+            object: format!("segments/{}", meta.file),
+            len: meta.bytes,
+            sha256,
+            recovered: false,
+        });
     }
     match store.remote() {
         Some(remote) => {
@@ -120,10 +131,20 @@ pub(super) fn delete_wal_through(store: &Store, through: u64) {
             return;
         }
     };
-    for (gen_, path) in files {
-        if gen_ <= through
-            && let Err(e) = std::fs::remove_file(&path)
-        {
+    let files: Vec<_> = files.into_iter().filter(|(gen_, _)| *gen_ <= through).collect();
+    // Chained as removed, durably, before they go: a removal the chain does not record is an attack's.
+    if let Some(chain) = store.chain()
+        && !files.is_empty()
+    {
+        for (gen_, _) in &files {
+            chain.record(Record::Delete { object: wal::object_name(*gen_), reason: DeleteReason::Flushed });
+        }
+        if let Err(e) = chain.sync() {
+            tracing::warn!(error = %e, "failed to fsync the seal chain before removing flushed WAL files");
+        }
+    }
+    for (_, path) in files {
+        if let Err(e) = std::fs::remove_file(&path) {
             tracing::warn!(file = %path.display(), error = %e, "failed to remove flushed WAL file");
         }
     }

@@ -48,6 +48,10 @@ fn is_zero(v: &u64) -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub version: u32,
+    /// Counts every write of this manifest (the seal's chain tells an older copy put back by
+    /// it). 0 in manifests written before it.
+    #[serde(default)]
+    pub generation: u64,
     pub next_segment_id: u64,
     /// Every WAL generation up to and including this one is contained in `segments`.
     pub wal_flushed_through: u64,
@@ -83,11 +87,19 @@ impl Manifest {
         }
     }
 
-    pub fn store(&self, data_dir: &Path) -> Result<(), ManifestError> {
+    /// Write the next generation of this manifest (atomically). Returns its bytes' length and
+    /// SHA-256, as the seal chains them.
+    pub fn store(&mut self, data_dir: &Path) -> Result<(u64, crate::seal::Digest), ManifestError> {
         let path = Self::path(data_dir);
+        self.generation += 1;
         let bytes = serde_json::to_vec_pretty(self)
             .map_err(|source| ManifestError::Corrupt { path: path.clone(), source })?;
-        super::write_atomic(&path, &bytes).map_err(|source| ManifestError::Io { op: "replace", path, source })
+        super::write_atomic(&path, &bytes).map_err(|source| ManifestError::Io {
+            op: "replace",
+            path,
+            source,
+        })?;
+        Ok((bytes.len() as u64, crate::seal::digest::sha256(&bytes)))
     }
 
     /// What makes this manifest one logwarden never writes, if anything: a segment file name
@@ -126,7 +138,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = Manifest::load(dir.path()).unwrap();
         assert!(m.segments.is_empty());
-        let m2 = Manifest {
+        let mut m2 = Manifest {
             version: 1,
             next_segment_id: 2,
             wal_flushed_through: 5,

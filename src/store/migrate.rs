@@ -57,7 +57,7 @@ pub async fn migrate_to_bucket(data_dir: &Path, setup: BucketSetup) -> Result<Mi
         let keep = stop.clone();
         (tokio::spawn(async move { lease.keep(keep).await }), stop)
     });
-    let (store, _) = Store::open(data_dir, SegmentsAt::Bucket(Box::new(setup)), None)?;
+    let (store, _) = Store::open(data_dir, SegmentsAt::Bucket(Box::new(setup)), None, None)?;
     let bytes = store.manifest().segments.iter().filter(|s| s.pending_upload).map(|s| s.bytes).sum();
     let moved = upload::drain(&store).await;
     if let Some((task, stop)) = keeper {

@@ -19,6 +19,7 @@ mod peers;
 mod pipeline;
 mod remote;
 mod retention;
+mod seal;
 mod segment;
 mod table;
 #[cfg(test)]
@@ -29,6 +30,7 @@ mod wal_thread;
 
 pub use bucket::{Bucket, BucketError};
 pub use lease::Lease;
+pub use manifest::FILE_NAME as MANIFEST_FILE;
 pub use manifest::{Manifest, SegmentMeta};
 pub use migrate::{Migrated, migrate_to_bucket};
 pub use peers::{ALERTS_FILE, TEMPLATES_FILE};
@@ -46,6 +48,7 @@ use arrow::array::{Array, RecordBatch, TimestampNanosecondArray};
 
 use crate::batch::TIMESTAMP_INDEX;
 use crate::metrics::{BucketMetrics, Metrics};
+use crate::seal::{Chain, Record};
 use cache::SegmentCache;
 
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +185,8 @@ struct Inner {
     manifest_lock: Mutex<()>,
     metrics: Option<Metrics>,
     remote: Option<Arc<Remote>>,
+    /// The seal's hash chain, told of every durable change to the WAL, segments and manifest.
+    chain: Option<Arc<Chain>>,
 }
 
 /// What recovery found, for the start-up log.
@@ -215,10 +220,12 @@ impl Store {
 
     /// Open for the daemon: create directories, replay the WAL (truncating torn tails) and drop
     /// WAL files whose data is stored (with a bucket: uploaded).
+    /// With `chain`, what a crash left unchained is chained (see `seal.rs`).
     pub fn open(
         data_dir: &Path,
         at: SegmentsAt,
         metrics: Option<Metrics>,
+        chain: Option<Arc<Chain>>,
     ) -> Result<(Store, Recovery), StoreError> {
         let root = match &at {
             SegmentsAt::Local(dir) => dir.clone(),
@@ -246,18 +253,29 @@ impl Store {
         // With a bucket, WAL files stay until the segments holding them are uploaded.
         let deletable =
             if remote.is_some() { manifest.wal_uploaded_through } else { manifest.wal_flushed_through };
+        let mut live_wal = Vec::new();
+        let mut flushed_wal = Vec::new();
         for (gen_, path) in wal::list(&data_dir.join("wal"))? {
             last_gen = last_gen.max(gen_);
             if gen_ <= deletable {
                 // Flushed before a crash that came ahead of the file's removal.
-                let _ = std::fs::remove_file(&path);
+                flushed_wal.push((gen_, path));
                 continue;
             }
+            live_wal.push((gen_, path.clone()));
             if gen_ <= manifest.wal_flushed_through {
                 continue;
             }
             let r = wal::read(&path)?;
-            if r.torn_bytes > 0 {
+            let chained_end =
+                chain.as_ref().and_then(|c| c.appended_end(&wal::object_name(gen_))).unwrap_or(0);
+            if r.torn_bytes > 0 && chained_end > r.good_len {
+                // Bytes the chain says were written whole and fsynced: no crash tears those.
+                // The file stays as it is, as evidence; replay keeps what reads before them.
+                tracing::error!(file = %path.display(), bad_from = r.good_len, chained_through = chained_end,
+                    "a WAL file's chained records do not read back: they were altered after they were written; \
+                     the file is left as it is for `logwarden verify`, and the records from there on are not replayed");
+            } else if r.torn_bytes > 0 {
                 tracing::warn!(file = %path.display(), torn_bytes = r.torn_bytes, kept_bytes = r.good_len,
                     "WAL file has an incomplete tail (interrupted write); truncating it");
                 wal::truncate(&path, r.good_len)?;
@@ -273,6 +291,13 @@ impl Store {
             }
         }
         rec.next_generation = last_gen + 1;
+        seal::remove_flushed_wal(chain.as_deref(), &flushed_wal);
+        if let Some(chain) = &chain {
+            seal::recover(chain, &root, &manifest, &live_wal);
+            if let Some(remote) = &remote {
+                remote.cache.set_chain(chain.clone());
+            }
+        }
         state.manifest = manifest;
         let store = Store {
             inner: Arc::new(Inner {
@@ -282,6 +307,7 @@ impl Store {
                 manifest_lock: Mutex::new(()),
                 metrics,
                 remote,
+                chain,
             }),
         };
         if let Some(m) = &store.inner.metrics {
@@ -333,6 +359,7 @@ impl Store {
                 manifest_lock: Mutex::new(()),
                 metrics: None,
                 remote,
+                chain: None,
             }),
         })
     }
@@ -412,7 +439,16 @@ impl Store {
         let _one_writer = self.inner.manifest_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut manifest = self.manifest();
         let out = change(&mut manifest)?;
-        manifest.store(self.root())?;
+        let (len, sha256) = manifest.store(self.root())?;
+        if let Some(chain) = self.chain() {
+            chain.record(Record::Version {
+                object: manifest::FILE_NAME.into(),
+                generation: manifest.generation,
+                len,
+                sha256,
+                recovered: false,
+            });
+        }
         self.commit(manifest);
         Ok(out)
     }
@@ -440,6 +476,10 @@ impl Store {
 
     pub(crate) fn metrics(&self) -> Option<&Metrics> {
         self.inner.metrics.as_ref()
+    }
+
+    pub(crate) fn chain(&self) -> Option<&Arc<Chain>> {
+        self.inner.chain.as_ref()
     }
 
     pub(crate) fn remote(&self) -> Option<&Arc<Remote>> {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::Store;
 use super::manifest::{ManifestError, SegmentMeta};
+use crate::seal::{DeleteReason, Record};
 
 /// Which segments to drop, given the current time in ns.
 pub fn select(
@@ -66,6 +67,17 @@ pub fn apply(store: &Store, max_age: Option<Duration>, max_bytes: Option<u64>) {
             return;
         }
     };
+    if let Some(chain) = store.chain() {
+        for s in &gone {
+            chain.record(Record::Delete {
+                object: format!("segments/{}", s.file),
+                reason: DeleteReason::Retention,
+            });
+        }
+        if let Err(e) = chain.sync() {
+            tracing::warn!(error = %e, "failed to fsync the seal chain before retention's removals");
+        }
+    }
     match store.remote() {
         Some(remote) => {
             for s in &gone {

@@ -9,6 +9,9 @@ use arrow::array::{Array, RecordBatch, TimestampNanosecondArray};
 use arrow::compute::{SortOptions, concat_batches, sort_to_indices, take_record_batch};
 use arrow::error::ArrowError;
 use parquet::arrow::ArrowWriter;
+
+use crate::seal::Digest;
+use crate::seal::digest::HashingWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::SortingColumn;
@@ -44,13 +47,14 @@ pub fn is_file_name(name: &str) -> bool {
     name.strip_suffix(".parquet").is_some_and(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Write `batches` as segment `id` in `dir`. Returns `None` when there are no rows.
+/// Write `batches` as segment `id` in `dir`. Returns `None` when there are no rows; else the
+/// segment and the SHA-256 of its file, taken as it was written.
 pub fn write(
     dir: &Path,
     id: u64,
     batches: &[RecordBatch],
     opts: &SegmentOptions,
-) -> Result<Option<SegmentMeta>, SegmentError> {
+) -> Result<Option<(SegmentMeta, Digest)>, SegmentError> {
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     if rows == 0 {
         return Ok(None);
@@ -94,8 +98,8 @@ pub fn write(
         })
         .build();
     let written = write_file(dir, &tmp, &path, &sorted, props, opts.row_group_rows);
-    let bytes = match written {
-        Ok(bytes) => bytes,
+    let (bytes, digest) = match written {
+        Ok(written) => written,
         Err(e) => {
             // Nothing names this segment yet: what a failure left (a full disk) must not hold space.
             let _ = std::fs::remove_file(&tmp);
@@ -103,7 +107,7 @@ pub fn write(
             return Err(e);
         }
     };
-    Ok(Some(SegmentMeta {
+    let meta = SegmentMeta {
         id,
         file: name,
         rows: rows as u64,
@@ -113,10 +117,12 @@ pub fn write(
         max_received_at,
         wal_through: 0,
         pending_upload: false,
-    }))
+    };
+    Ok(Some((meta, digest)))
 }
 
-/// Write `sorted` to `tmp`, fsync, rename it to `path` and fsync `dir`; the file's size.
+/// Write `sorted` to `tmp`, fsync, rename it to `path` and fsync `dir`; the file's size and
+/// SHA-256.
 fn write_file(
     dir: &Path,
     tmp: &Path,
@@ -124,13 +130,14 @@ fn write_file(
     sorted: &RecordBatch,
     props: WriterProperties,
     row_group_rows: usize,
-) -> Result<u64, SegmentError> {
+) -> Result<(u64, Digest), SegmentError> {
     let io = |op, p: &Path| {
         let p = p.to_path_buf();
         move |source| SegmentError::Io { op, path: p, source }
     };
     let file = File::create(tmp).map_err(io("create", tmp))?;
     let parquet_err = |source| SegmentError::Parquet { path: tmp.to_path_buf(), source };
+    let file = HashingWriter::new(file);
     let mut w = ArrowWriter::try_new(file, batch::schema(), Some(props)).map_err(parquet_err)?;
     // Hand the writer slices of a row group's size so it never holds more than it must.
     let rows = sorted.num_rows();
@@ -148,13 +155,13 @@ fn write_file(
             source: super::faults::enospc(),
         });
     }
-    let file = w.into_inner().map_err(parquet_err)?;
+    let (file, digest, _) = w.into_inner().map_err(parquet_err)?.into_parts();
     file.sync_all().map_err(io("fsync", tmp))?;
     let bytes = file.metadata().map_err(io("stat", tmp))?.len();
     drop(file);
     std::fs::rename(tmp, path).map_err(io("rename", tmp))?;
     File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync directory of", path))?;
-    Ok(bytes)
+    Ok((bytes, digest))
 }
 
 fn sort_by_timestamp(batches: &[RecordBatch]) -> Result<RecordBatch, ArrowError> {

@@ -43,7 +43,7 @@ fn batch(tag: &str, n: usize) -> RecordBatch {
 }
 
 fn start(dir: &Path, opts: PipelineOptions) -> (Store, Pipeline, Appender) {
-    let (store, rec) = Store::open(dir, SegmentsAt::Local(dir.to_path_buf()), None).unwrap();
+    let (store, rec) = Store::open(dir, SegmentsAt::Local(dir.to_path_buf()), None, None).unwrap();
     let (pipeline, appender) = Pipeline::start(store.clone(), rec.next_generation, opts, None).unwrap();
     (store, pipeline, appender)
 }
@@ -110,7 +110,7 @@ async fn a_failed_append_is_cut_back_before_anything_else_is_acknowledged() {
     drop(appender);
     pipeline.join().await;
 
-    let (_, rec) = Store::open(dir.path(), SegmentsAt::Local(dir.path().to_path_buf()), None).unwrap();
+    let (_, rec) = Store::open(dir.path(), SegmentsAt::Local(dir.path().to_path_buf()), None, None).unwrap();
     assert_eq!(rec.torn_bytes, 0, "the half-written record was left in the WAL");
     let all = stored(dir.path());
     assert_eq!(count(&all, "kept"), 100, "an acknowledged batch was lost after restart");
@@ -201,7 +201,8 @@ async fn stream_batches_wait_through_failed_writes_instead_of_being_dropped() {
 #[tokio::test]
 async fn the_pipeline_starts_on_a_full_disk_and_writes_once_there_is_room() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, rec) = Store::open(dir.path(), SegmentsAt::Local(dir.path().to_path_buf()), None).unwrap();
+    let (store, rec) =
+        Store::open(dir.path(), SegmentsAt::Local(dir.path().to_path_buf()), None, None).unwrap();
     faults::inject(&dir.path().join("wal"), Fault::WalCreate, 1);
     let (pipeline, appender) =
         Pipeline::start(store, rec.next_generation, options(Duration::from_secs(3600)), None).unwrap();

@@ -87,6 +87,19 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>, WalError> {
     Ok(buf)
 }
 
+/// Records appended by one [`WalWriter::append`].
+#[derive(Debug, Clone, Copy)]
+pub struct Appended {
+    pub offset: u64,
+    pub len: u64,
+    pub sha256: crate::seal::Digest,
+}
+
+/// A WAL file's name under the data directory (`wal/GENERATION.wal`).
+pub fn object_name(generation: u64) -> String {
+    format!("wal/{}", file_name(generation))
+}
+
 /// An open WAL file being appended to.
 pub struct WalWriter {
     file: File,
@@ -134,7 +147,8 @@ impl WalWriter {
 
     /// Append encoded payloads as records (not yet durable: call [`WalWriter::sync`]). After a
     /// failure the file may hold part of them: call [`WalWriter::rollback`] before anything else.
-    pub fn append(&mut self, payloads: &[Vec<u8>]) -> Result<(), WalError> {
+    /// Returns where the records went and the SHA-256 of their bytes (for the seal's chain).
+    pub fn append(&mut self, payloads: &[Vec<u8>]) -> Result<Appended, WalError> {
         let total: usize = payloads.iter().map(|p| p.len() + 8).sum();
         let mut buf = Vec::with_capacity(total);
         for p in payloads {
@@ -148,8 +162,15 @@ impl WalWriter {
             return Err(io_err("write", &self.path)(super::faults::enospc()));
         }
         self.file.write_all(&buf).map_err(io_err("write", &self.path))?;
+        let appended =
+            Appended { offset: self.len, len: buf.len() as u64, sha256: crate::seal::digest::sha256(&buf) };
         self.len += buf.len() as u64;
-        Ok(())
+        Ok(appended)
+    }
+
+    /// The file's name under the data directory, as the seal's chain names it.
+    pub fn object(&self) -> String {
+        object_name(self.generation)
     }
 
     /// Make every appended record durable.

@@ -21,6 +21,7 @@ use super::failures::Failures;
 use super::pipeline::{Ack, Reserved};
 use super::wal::{self, WalError, WalWriter};
 use super::{MemBatch, Store, StoreError};
+use crate::seal::Record;
 
 /// How often data kept after a failed write is tried again when nothing new arrives.
 const RETRY: Duration = Duration::from_millis(500);
@@ -263,8 +264,8 @@ impl WalThread {
         self.paused.send_if_modified(|p| std::mem::replace(p, pause) != pause);
     }
 
-    /// Append and fsync; on failure cut the file back, or abandon it if that fails too.
-    /// Returns the bytes added to the WAL.
+    /// Append and fsync; on failure cut the file back, or abandon it if that fails too. Once
+    /// durable, the group is chained. Returns the bytes added to the WAL.
     fn append(&mut self, batches: &[RecordBatch]) -> Result<u64, WalError> {
         if let Some((bytes, limit)) = self.store.upload_backlog_full() {
             return Err(WalError::UploadBacklog { bytes, limit });
@@ -276,16 +277,27 @@ impl WalThread {
         let Some(w) = self.writer.as_mut() else { return Err(WalError::NoGeneration) };
         let before = w.size();
         let metrics = self.store.metrics();
-        let result = w.append(&payloads).and_then(|()| {
+        let result = w.append(&payloads).and_then(|appended| {
             let t = Instant::now();
             w.sync()?;
             if let Some(m) = metrics {
                 m.wal_fsync_seconds.observe(t.elapsed().as_secs_f64());
             }
-            Ok(())
+            Ok(appended)
         });
         match result {
-            Ok(()) => Ok(w.size() - before),
+            Ok(a) => {
+                if let Some(chain) = self.store.chain() {
+                    chain.record(Record::Append {
+                        object: w.object(),
+                        offset: a.offset,
+                        len: a.len,
+                        sha256: a.sha256,
+                        recovered: false,
+                    });
+                }
+                Ok(w.size() - before)
+            }
             Err(e) => {
                 if let Err(rollback) = w.rollback() {
                     tracing::error!(error = %rollback, generation = w.generation(),

@@ -39,7 +39,7 @@ pub fn verifier(trust: &ClientTrust) -> Result<Option<Arc<dyn ClientCertVerifier
     }
     let roots = Arc::new(roots);
     let build = |enforce_expiry: bool| {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(crate::tls::crypto_provider());
         let mut builder = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider);
         if !crls.is_empty() {
             // Every certificate of the chain must be covered by a CRL, as with nginx's ssl_crl:

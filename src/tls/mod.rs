@@ -129,6 +129,24 @@ impl ServerTls {
         );
     }
 
+    /// The certificate and key new handshakes get now (checkpoints of the seal are signed with it).
+    pub fn certified_key(&self) -> Arc<CertifiedKey> {
+        self.identity.0.load_full()
+    }
+
+    /// A certificate and key described as `[tls]` describes the server's (files, or a key on a
+    /// PKCS#11 token): the seal's own signing key.
+    pub fn load_key(
+        cfg: &TlsConfig,
+        pkcs11_metrics: Option<Pkcs11Metrics>,
+    ) -> Result<Arc<CertifiedKey>, TlsError> {
+        if cfg.key_file.is_none() && cfg.key.is_none() {
+            return Err(TlsError::Key { path: PathBuf::new(), reason: "no key_file or key is set".into() });
+        }
+        // A dev directory is never used: a key is configured.
+        Ok(Arc::new(Self::certified(cfg, Path::new(""), pkcs11_metrics)?.0))
+    }
+
     /// The identity `cfg` describes, and the development certificate when it is that.
     fn certified(
         cfg: &TlsConfig,
@@ -148,7 +166,7 @@ impl ServerTls {
         let certs = load_certs(&cert_path)?;
         let key = PrivateKeyDer::from_pem_file(&key_path)
             .map_err(|e| TlsError::Key { path: key_path.clone(), reason: e.to_string() })?;
-        let provider = rustls::crypto::ring::default_provider();
+        let provider = crypto_provider();
         let certified = CertifiedKey::from_der(certs, key, &provider).map_err(|e| TlsError::Mismatch {
             certificate: cert_path.display().to_string(),
             uri: key_path.display().to_string(),
@@ -414,7 +432,7 @@ fn build_acceptor(
     tickets: Tickets,
     generation: u64,
 ) -> Result<Current, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(crypto_provider());
     let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
     let verifier = client_auth::verifier(&trust)?;
@@ -426,7 +444,7 @@ fn build_acceptor(
     // Resumption keeps reconnect storms cheap, and with a token-held key off the token: a
     // resumed handshake signs nothing. Each build has its own ticket key and session cache, so
     // a session verified against older CRLs (or on another listener) cannot resume.
-    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    config.ticketer = ticketer()?;
     config.send_tls13_tickets = match tickets {
         Tickets::AfterHandshake => 2,
         Tickets::OnRequest => 0,
@@ -434,6 +452,17 @@ fn build_acceptor(
     config.max_tls13_tickets = MAX_REQUESTED_TICKETS;
     config.alpn_protocols = alpn.to_vec();
     Ok(Current { acceptor: TlsAcceptor::from(Arc::new(config)), verifier, trust, generation })
+}
+
+/// The one cryptographic provider of this build: every TLS configuration (server, client, the
+/// Flight SQL and alert clients), every signature check and the checkpoints' signatures use it.
+pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// Session ticket keys from the build's provider.
+fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, rustls::Error> {
+    rustls::crypto::ring::Ticketer::new()
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -468,7 +497,7 @@ mod tests {
     fn client(ca: &Path, version: &'static SupportedProtocolVersion, ask: bool) -> Arc<ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(load_certs(ca).unwrap().remove(0)).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(crypto_provider());
         let mut cfg = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[version])
             .unwrap()

@@ -29,6 +29,7 @@ mod reload;
 mod relp;
 mod revocation;
 mod rsyslog;
+mod seal;
 mod syslog_ng;
 mod systemd;
 mod templates;

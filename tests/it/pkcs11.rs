@@ -412,3 +412,45 @@ async fn a_token_that_disappears_and_returns_is_found_again() {
     assert_eq!(d.metric("logwarden_pkcs11_token_available"), 1.0);
     assert!(d.log_text().contains("PKCS#11 token available again"), "{}", d.log_text());
 }
+
+/// The seal's checkpoints are signed on the token (EC and RSA keys), and `verify` checks them
+/// with the certificate alone.
+#[test]
+fn seal_checkpoints_are_signed_with_the_key_on_the_token() {
+    let hsm = SoftHsm::new();
+    for label in ["server", "server-rsa"] {
+        let config =
+            format!("{}[seal]\ncheckpoint_interval = \"1s\"\n", hsm.tls_section(label, &hsm.path("pin")));
+        let mut d = Daemon::start_with_env(&config, &[("SOFTHSM2_CONF", &hsm.conf())]);
+        let mut s = std::net::TcpStream::connect(d.addr("plain")).unwrap();
+        std::io::Write::write_all(&mut s, b"<14>1 2026-12-03T10:00:00Z h app - - - sealed on the token\n")
+            .unwrap();
+        drop(s);
+        wait_until(std::time::Duration::from_secs(30), "the event", || {
+            d.count("message = 'sealed on the token'") == 1
+        });
+        wait_until(std::time::Duration::from_secs(30), "a checkpoint", || {
+            d.metric("logwarden_seal_checkpoints_total") >= 1.0
+        });
+        d.terminate(std::time::Duration::from_secs(30));
+        let out = Command::new(BIN)
+            .args(["verify", "--data-dir"])
+            .arg(d.data_dir())
+            .arg("--cert")
+            .arg(hsm.path(&format!("{label}.pem")))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{label}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("signature verified, the chain matches"), "{label}: {text}");
+        // Another certificate does not verify them.
+        let other = Command::new(BIN)
+            .args(["verify", "--data-dir"])
+            .arg(d.data_dir())
+            .arg("--cert")
+            .arg(hsm.path("ca.pem"))
+            .output()
+            .unwrap();
+        assert_eq!(other.status.code(), Some(32), "{}", String::from_utf8_lossy(&other.stdout));
+    }
+}

@@ -40,7 +40,8 @@ struct Client {
 /// pipeline that lingers for an hour (so only sealing at once answers anything).
 fn start(window: usize, pipe: usize, open_timeout: Duration, idle_timeout: Duration) -> (Server, Client) {
     let dir = tempfile::tempdir().unwrap();
-    let (store, rec) = Store::open(dir.path(), SegmentsAt::Local(dir.path().to_path_buf()), None).unwrap();
+    let (store, rec) =
+        Store::open(dir.path(), SegmentsAt::Local(dir.path().to_path_buf()), None, None).unwrap();
     let opts = PipelineOptions {
         batch_rows: 1 << 20,
         batch_linger: Duration::from_secs(3600),

@@ -1,0 +1,647 @@
+//! `logwarden verify`: read a data directory (or a copy of one) and its chain back, offline, and
+//! say of every object whether it is what the chain says was stored.
+//!
+//! The chain is read first: every line's hash, its link to the line before, its sequence. The
+//! changes it records make the expected state: the appends each WAL and audit file is made of,
+//! each segment's digest, the manifest's versions, what was removed and why. Then every object
+//! is read once and hashed: a range or file whose digest is not the chained one is `modified`,
+//! or `reordered` when its digest is one chained for another place (two segments swapped, an
+//! older manifest put back); a chained object that is gone without a removal entry, or cut
+//! short, is `missing`; a file or bytes the chain never recorded are `unexpected`. Last, the
+//! checkpoints: each signature checked with the certificate given, and the chain's entry at
+//! each checkpoint's sequence compared with the head it signed, so a chain rewritten or cut
+//! back since is told apart from one that only grew.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rustls_pki_types::CertificateDer;
+
+use super::chain::{self, DeleteReason, Entry, Record};
+use super::checkpoint::{self, Signed};
+use super::digest::{Digest, sha256_range};
+
+/// What became of one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Status {
+    Intact,
+    Modified,
+    Missing,
+    Reordered,
+    Unexpected,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Intact => "intact",
+            Status::Modified => "modified",
+            Status::Missing => "missing",
+            Status::Reordered => "reordered",
+            Status::Unexpected => "unexpected",
+        }
+    }
+
+    /// The bit this status sets in `verify`'s exit status.
+    pub fn exit_bit(self) -> i32 {
+        match self {
+            Status::Intact => 0,
+            Status::Modified => 2,
+            Status::Missing => 4,
+            Status::Reordered => 8,
+            Status::Unexpected => 16,
+        }
+    }
+}
+
+/// Set in the exit status when a checkpoint does not verify or does not match the chain.
+pub const CHECKPOINT_BIT: i32 = 32;
+
+#[derive(Debug, Clone)]
+pub struct Finding {
+    pub object: String,
+    pub status: Status,
+    pub detail: String,
+}
+
+/// A checkpoint as checked.
+#[derive(Debug, Clone)]
+pub struct CheckpointCheck {
+    /// Where it came from: `FILE` or `FILE:LINE`.
+    pub source: String,
+    pub seq: Option<u64>,
+    pub time: Option<String>,
+    /// None when it holds; else why not.
+    pub problem: Option<String>,
+    /// The signature was checked (a certificate was given).
+    pub signature_checked: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+    pub checkpoints: Vec<CheckpointCheck>,
+    /// Entries in the chain, and those after the newest checkpoint that holds.
+    pub entries: u64,
+    pub unvouched_entries: u64,
+    pub removed_objects: usize,
+    pub recovered_entries: u64,
+    pub bytes_read: u64,
+    pub seconds: f64,
+    /// No certificate was given: signatures were not checked.
+    pub signatures_unchecked: bool,
+}
+
+impl Report {
+    pub fn exit_status(&self) -> i32 {
+        let mut bits = self.findings.iter().fold(0, |b, f| b | f.status.exit_bit());
+        if self.checkpoints.iter().any(|c| c.problem.is_some()) {
+            bits |= CHECKPOINT_BIT;
+        }
+        bits
+    }
+
+    pub fn count(&self, status: Status) -> usize {
+        self.findings.iter().filter(|f| f.status == status).count()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("{path} is not a logwarden data directory with a seal chain ({source}); pass --data-dir")]
+    NoChain { path: PathBuf, source: std::io::Error },
+    #[error("failed to read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {reason}")]
+    Certificate { path: PathBuf, reason: String },
+}
+
+pub struct Options {
+    pub data_dir: PathBuf,
+    /// Checkpoints from elsewhere (an export); the newest of them must match the chain.
+    pub checkpoint: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+}
+
+/// One chained range of an append-only file.
+struct Range {
+    offset: u64,
+    len: u64,
+    sha256: Digest,
+    seq: u64,
+}
+
+#[derive(Default)]
+struct Expected {
+    appends: BTreeMap<String, Vec<Range>>,
+    /// Segments: digest, length, entry.
+    files: BTreeMap<String, (Digest, u64, u64)>,
+    /// Manifest versions, oldest first: generation, digest, entry.
+    versions: BTreeMap<String, Vec<(u64, Digest, u64)>>,
+    removed: BTreeMap<String, (DeleteReason, u64)>,
+    /// Every chained digest and where it belongs, to tell reordering from modification.
+    places: HashMap<Digest, String>,
+}
+
+impl Expected {
+    fn apply(&mut self, e: &Entry, findings: &mut Vec<Finding>, recovered: &mut u64) {
+        match &e.record {
+            Record::Append { object, offset, len, sha256, recovered: r } => {
+                *recovered += u64::from(*r);
+                self.removed.remove(object);
+                self.places.insert(*sha256, format!("{object} bytes {offset}..{}", offset + len));
+                self.appends.entry(object.clone()).or_default().push(Range {
+                    offset: *offset,
+                    len: *len,
+                    sha256: *sha256,
+                    seq: e.seq,
+                });
+            }
+            Record::File { object, len, sha256, recovered: r } => {
+                *recovered += u64::from(*r);
+                self.removed.remove(object);
+                self.places.insert(*sha256, object.clone());
+                self.files.insert(object.clone(), (*sha256, *len, e.seq));
+            }
+            Record::Version { object, generation, sha256, recovered: r, .. } => {
+                *recovered += u64::from(*r);
+                let versions = self.versions.entry(object.clone()).or_default();
+                if let Some((last, _, last_seq)) = versions.last()
+                    && generation <= last
+                {
+                    findings.push(Finding {
+                        object: object.clone(),
+                        status: Status::Reordered,
+                        detail: format!(
+                            "entry {} chains generation {generation} after generation {last} (entry {last_seq}): \
+                             the daemon was started on an older copy",
+                            e.seq
+                        ),
+                    });
+                }
+                self.places.insert(*sha256, format!("{object} generation {generation}"));
+                versions.push((*generation, *sha256, e.seq));
+            }
+            Record::Delete { object, reason } => {
+                self.removed.insert(object.clone(), (*reason, e.seq));
+                if *reason != DeleteReason::Evicted {
+                    self.appends.remove(object);
+                }
+            }
+        }
+    }
+}
+
+/// Verify `opts.data_dir`.
+pub fn verify(opts: &Options) -> Result<Report, VerifyError> {
+    let started = Instant::now();
+    let seal_dir = opts.data_dir.join(chain::DIR);
+    let cert = match &opts.cert {
+        Some(path) => Some(read_certificate(path)?),
+        None => None,
+    };
+    let mut report = Report { signatures_unchecked: cert.is_none(), ..Default::default() };
+
+    // Checkpoints first: the chain is read once, keeping the hashes at their sequences.
+    let mut checkpoints: Vec<(String, Result<Signed, String>, bool)> = Vec::new();
+    let own = seal_dir.join(checkpoint::CHECKPOINTS_FILE);
+    if own.exists() {
+        let read =
+            checkpoint::read_file(&own).map_err(|source| VerifyError::Read { path: own.clone(), source })?;
+        checkpoints.extend(
+            read.into_iter().enumerate().map(|(i, c)| (format!("{}:{}", own.display(), i + 1), c, false)),
+        );
+    }
+    if let Some(path) = &opts.checkpoint {
+        let read =
+            checkpoint::read_file(path).map_err(|source| VerifyError::Read { path: path.clone(), source })?;
+        if read.is_empty() {
+            report.checkpoints.push(CheckpointCheck {
+                source: path.display().to_string(),
+                seq: None,
+                time: None,
+                problem: Some("holds no checkpoint".into()),
+                signature_checked: false,
+            });
+        }
+        let many = read.len() > 1;
+        checkpoints.extend(read.into_iter().enumerate().map(|(i, c)| {
+            let source =
+                if many { format!("{}:{}", path.display(), i + 1) } else { path.display().to_string() };
+            (source, c, true)
+        }));
+    }
+    let wanted: std::collections::HashSet<u64> =
+        checkpoints.iter().filter_map(|(_, c, _)| c.as_ref().ok().map(|s| s.checkpoint.seq)).collect();
+
+    let (expected, at_seq) = read_chain(&seal_dir, &wanted, &mut report)?;
+    report.removed_objects = expected.removed.len();
+
+    check_appends(&opts.data_dir, &expected, &mut report);
+    check_files(&opts.data_dir, &expected, &mut report);
+    check_versions(&opts.data_dir, &expected, &mut report);
+    check_unchained(&opts.data_dir, &expected, &mut report);
+
+    // The newest checkpoint that holds vouches for the chain up to it.
+    let mut newest_good = 0;
+    for (source, parsed, _external) in checkpoints {
+        let mut check =
+            CheckpointCheck { source, seq: None, time: None, problem: None, signature_checked: false };
+        match parsed {
+            Err(e) => check.problem = Some(e),
+            Ok(signed) => {
+                let c = &signed.checkpoint;
+                check.seq = Some(c.seq);
+                check.time = Some(c.time.clone());
+                if let Some(cert) = &cert {
+                    check.signature_checked = true;
+                    if let Err(e) = signed.verify(cert) {
+                        check.problem = Some(e);
+                    }
+                }
+                if check.problem.is_none() {
+                    check.problem = match at_seq.get(&c.seq) {
+                        None => Some(format!(
+                            "it vouches for {} entries but the chain holds {}: entries were removed from its end",
+                            c.seq, report.entries
+                        )),
+                        Some(h) if *h != c.head => Some(format!(
+                            "the chain's entry {} is not the one signed (hash {h}, signed {}): the chain was rewritten",
+                            c.seq, c.head
+                        )),
+                        Some(_) => None,
+                    };
+                }
+                if check.problem.is_none() {
+                    newest_good = newest_good.max(c.seq);
+                }
+            }
+        }
+        report.checkpoints.push(check);
+    }
+    report.unvouched_entries = report.entries.saturating_sub(newest_good);
+    report.findings.sort_by(|a, b| a.object.cmp(&b.object).then(a.status.cmp(&b.status)));
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn read_certificate(path: &Path) -> Result<CertificateDer<'static>, VerifyError> {
+    use rustls_pki_types::pem::PemObject;
+    let bad = |reason: String| VerifyError::Certificate { path: path.to_path_buf(), reason };
+    let bytes =
+        std::fs::read(path).map_err(|source| VerifyError::Read { path: path.to_path_buf(), source })?;
+    match CertificateDer::pem_slice_iter(&bytes).next() {
+        Some(Ok(c)) => Ok(c.into_owned()),
+        Some(Err(e)) => Err(bad(format!("not a PEM certificate: {e}"))),
+        // DER as it is.
+        None if bytes.first() == Some(&0x30) => Ok(CertificateDer::from(bytes)),
+        None => Err(bad("holds no certificate (PEM or DER)".into())),
+    }
+}
+
+/// Read the chain: check every line and link, build the expected state, and keep the hash at
+/// each of `wanted`'s sequences.
+fn read_chain(
+    seal_dir: &Path,
+    wanted: &std::collections::HashSet<u64>,
+    report: &mut Report,
+) -> Result<(Expected, HashMap<u64, Digest>), VerifyError> {
+    let path = seal_dir.join(chain::CHAIN_FILE);
+    let file = File::open(&path).map_err(|source| VerifyError::NoChain { path: path.clone(), source })?;
+    let object = format!("{}/{}", chain::DIR, chain::CHAIN_FILE);
+    let mut r = BufReader::with_capacity(1 << 20, file);
+    let mut expected = Expected::default();
+    // Before the first entry: the empty chain.
+    let mut at_seq = HashMap::from([(0, Digest::ZERO)]);
+    let (mut seq, mut head) = (0u64, Digest::ZERO);
+    let mut line = Vec::new();
+    let mut offset = 0u64;
+    let mut broken = 0usize;
+    loop {
+        line.clear();
+        let n = r
+            .read_until(b'\n', &mut line)
+            .map_err(|source| VerifyError::Read { path: path.clone(), source })?;
+        if n == 0 {
+            break;
+        }
+        report.bytes_read += n as u64;
+        if line.last() != Some(&b'\n') {
+            report.findings.push(Finding {
+                object: object.clone(),
+                status: Status::Unexpected,
+                detail: format!("ends in {n} bytes that are no whole entry (a write cut short; the daemon removes them at its next start)"),
+            });
+            break;
+        }
+        match chain::parse_line(&line) {
+            Err(reason) => {
+                broken += 1;
+                report.findings.push(Finding {
+                    object: object.clone(),
+                    status: Status::Modified,
+                    detail: format!("the entry after entry {seq} (byte {offset}): {reason}"),
+                });
+                // Its successor cannot link to it; count it and go on.
+                seq += 1;
+                head = Digest::ZERO;
+            }
+            Ok((hash, entry)) => {
+                if entry.seq != seq + 1 || entry.prev != head {
+                    broken += 1;
+                    let status = if entry.seq <= seq { Status::Reordered } else { Status::Missing };
+                    let detail = if entry.seq != seq + 1 {
+                        format!("entry {} follows entry {seq} (byte {offset})", entry.seq)
+                    } else {
+                        format!(
+                            "entry {} does not name entry {seq}'s hash (byte {offset}): an entry was changed or replaced",
+                            entry.seq
+                        )
+                    };
+                    if head != Digest::ZERO || entry.seq != seq + 1 {
+                        report.findings.push(Finding { object: object.clone(), status, detail });
+                    }
+                }
+                seq = entry.seq;
+                head = hash;
+                if wanted.contains(&seq) {
+                    at_seq.insert(seq, hash);
+                }
+                expected.apply(&entry, &mut report.findings, &mut report.recovered_entries);
+            }
+        }
+        offset += n as u64;
+        if broken > 1000 {
+            report.findings.push(Finding {
+                object: object.clone(),
+                status: Status::Modified,
+                detail: "more than 1000 broken entries: not reading further".into(),
+            });
+            break;
+        }
+    }
+    report.entries = seq;
+    Ok((expected, at_seq))
+}
+
+/// Where a mismatched digest belongs, if it is chained anywhere.
+fn misplaced<'a>(expected: &'a Expected, digest: &Digest) -> Option<&'a str> {
+    expected.places.get(digest).map(String::as_str)
+}
+
+fn check_appends(data_dir: &Path, expected: &Expected, report: &mut Report) {
+    for (object, ranges) in &expected.appends {
+        if let Some((reason, seq)) = expected.removed.get(object) {
+            if data_dir.join(object).exists() && *reason != DeleteReason::Evicted {
+                report.findings.push(Finding {
+                    object: object.clone(),
+                    status: Status::Unexpected,
+                    detail: format!("removed ({reason:?}) at entry {seq} but present"),
+                });
+            }
+            continue;
+        }
+        let path = data_dir.join(object);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                report.findings.push(Finding {
+                    object: object.clone(),
+                    status: Status::Missing,
+                    detail: format!(
+                        "chained at entries {}..{} and not removed: {e}",
+                        first_seq(ranges),
+                        last_seq(ranges)
+                    ),
+                });
+                continue;
+            }
+        };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let start = if object.starts_with("wal/") { 8 } else { 0 };
+        let mut problems: Vec<(Status, String)> = Vec::new();
+        if start > 0 {
+            match sha256_range(&file, 0, 8) {
+                Ok(_) if len < 8 => problems.push((Status::Modified, "shorter than the WAL magic".into())),
+                Ok(_) => {
+                    let mut magic = [0u8; 8];
+                    use std::os::unix::fs::FileExt;
+                    if file.read_exact_at(&mut magic, 0).is_err() || &magic != b"LWWAL001" {
+                        problems.push((Status::Modified, "bytes 0..8 are not the WAL magic".into()));
+                    }
+                }
+                Err(e) => problems.push((Status::Missing, format!("unreadable: {e}"))),
+            }
+        }
+        let mut at = start;
+        for r in ranges {
+            if r.offset != at {
+                let what = if r.offset > at { "a gap" } else { "an overlap" };
+                problems.push((
+                    Status::Unexpected,
+                    format!("{what} before entry {} (bytes {at}..{})", r.seq, r.offset),
+                ));
+            }
+            at = r.offset + r.len;
+            if r.offset >= len {
+                problems.push((
+                    Status::Missing,
+                    format!(
+                        "cut short: entries {}.. chain bytes {}..{} and the file ends at {len}",
+                        r.seq,
+                        r.offset,
+                        last_end(ranges)
+                    ),
+                ));
+                break;
+            }
+            match sha256_range(&file, r.offset, r.len) {
+                Ok((_, n)) if n < r.len => {
+                    problems.push((
+                        Status::Missing,
+                        format!(
+                            "cut short: entry {} chains bytes {}..{} and the file ends at {len}",
+                            r.seq,
+                            r.offset,
+                            r.offset + r.len
+                        ),
+                    ));
+                    report.bytes_read += n;
+                    break;
+                }
+                Ok((d, n)) => {
+                    report.bytes_read += n;
+                    if d != r.sha256 {
+                        let range = format!("bytes {}..{} (entry {})", r.offset, r.offset + r.len, r.seq);
+                        problems.push(match misplaced(expected, &d) {
+                            Some(place) => {
+                                (Status::Reordered, format!("{range} hold what was chained as {place}"))
+                            }
+                            None => (Status::Modified, format!("{range} are not what was written")),
+                        });
+                    }
+                }
+                Err(e) => problems.push((Status::Missing, format!("unreadable at byte {}: {e}", r.offset))),
+            }
+        }
+        if len > at && problems.iter().all(|(s, _)| *s != Status::Missing) {
+            problems.push((Status::Unexpected, format!("bytes {at}..{len} were never chained")));
+        }
+        push_object(report, object, problems);
+    }
+}
+
+fn first_seq(ranges: &[Range]) -> u64 {
+    ranges.first().map_or(0, |r| r.seq)
+}
+
+fn last_seq(ranges: &[Range]) -> u64 {
+    ranges.last().map_or(0, |r| r.seq)
+}
+
+fn last_end(ranges: &[Range]) -> u64 {
+    ranges.last().map_or(0, |r| r.offset + r.len)
+}
+
+/// One finding for an object: intact, or its worst problems (at most five details).
+fn push_object(report: &mut Report, object: &str, mut problems: Vec<(Status, String)>) {
+    if problems.is_empty() {
+        report.findings.push(Finding {
+            object: object.to_owned(),
+            status: Status::Intact,
+            detail: String::new(),
+        });
+        return;
+    }
+    problems.sort_by_key(|(s, _)| std::cmp::Reverse(*s == Status::Modified));
+    let mut by_status: BTreeMap<Status, Vec<String>> = BTreeMap::new();
+    for (s, d) in problems {
+        by_status.entry(s).or_default().push(d);
+    }
+    for (status, details) in by_status {
+        let more = details.len().saturating_sub(5);
+        let mut detail = details.into_iter().take(5).collect::<Vec<_>>().join("; ");
+        if more > 0 {
+            detail.push_str(&format!("; and {more} more"));
+        }
+        report.findings.push(Finding { object: object.to_owned(), status, detail });
+    }
+}
+
+fn check_files(data_dir: &Path, expected: &Expected, report: &mut Report) {
+    for (object, (digest, len, seq)) in &expected.files {
+        let path = data_dir.join(object);
+        let removed = expected.removed.get(object);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(_) if removed.is_some() => continue,
+            Err(e) => {
+                report.findings.push(Finding {
+                    object: object.clone(),
+                    status: Status::Missing,
+                    detail: format!("chained at entry {seq} and not removed: {e}"),
+                });
+                continue;
+            }
+        };
+        let problem = match sha256_range(&file, 0, u64::MAX) {
+            Ok((d, n)) => {
+                report.bytes_read += n;
+                if d == *digest && n == *len {
+                    None
+                } else {
+                    match misplaced(expected, &d) {
+                        Some(place) if place != object => {
+                            Some((Status::Reordered, format!("holds what was chained as {place}")))
+                        }
+                        _ => Some((Status::Modified, format!("not the {len} bytes chained at entry {seq}"))),
+                    }
+                }
+            }
+            Err(e) => Some((Status::Missing, format!("unreadable: {e}"))),
+        };
+        match (problem, removed) {
+            // A file removed for retention whose unlink a crash interrupted: still what it was.
+            (None, Some((reason, at))) if *reason != DeleteReason::Evicted => report.findings.push(Finding {
+                object: object.clone(),
+                status: Status::Intact,
+                detail: format!("removed ({reason:?}) at entry {at}, the file is still there"),
+            }),
+            (p, _) => push_object(report, object, p.into_iter().collect()),
+        }
+    }
+}
+
+fn check_versions(data_dir: &Path, expected: &Expected, report: &mut Report) {
+    for (object, versions) in &expected.versions {
+        let Some((generation, digest, seq)) = versions.last() else { continue };
+        let path = data_dir.join(object);
+        let problem = match File::open(&path).and_then(|f| sha256_range(&f, 0, u64::MAX)) {
+            Err(e) => Some((Status::Missing, format!("generation {generation} chained at entry {seq}: {e}"))),
+            Ok((d, n)) => {
+                report.bytes_read += n;
+                if d == *digest {
+                    None
+                } else if let Some((g, _, s)) = versions.iter().find(|(_, v, _)| *v == d) {
+                    Some((
+                        Status::Reordered,
+                        format!(
+                            "holds generation {g} (entry {s}), an older one; the newest chained is generation {generation} (entry {seq})"
+                        ),
+                    ))
+                } else {
+                    Some((Status::Modified, format!("not generation {generation} as chained at entry {seq}")))
+                }
+            }
+        };
+        push_object(report, object, problem.into_iter().collect());
+    }
+}
+
+/// Files where the daemon keeps chained objects that the chain never mentions.
+fn check_unchained(data_dir: &Path, expected: &Expected, report: &mut Report) {
+    let known = |o: &str| {
+        expected.appends.contains_key(o)
+            || expected.files.contains_key(o)
+            || expected.versions.contains_key(o)
+            || expected.removed.contains_key(o)
+    };
+    for (dir, is_object) in [
+        ("wal", (|n: &str| n.ends_with(".wal")) as fn(&str) -> bool),
+        ("segments", |n: &str| n.ends_with(".parquet")),
+        ("audit", |n: &str| n.starts_with("audit-") && n.ends_with(".jsonl")),
+    ] {
+        let Ok(entries) = std::fs::read_dir(data_dir.join(dir)) else { continue };
+        let mut names: Vec<String> =
+            entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        for name in names.into_iter().filter(|n| is_object(n)) {
+            let object = format!("{dir}/{name}");
+            if known(&object) {
+                continue;
+            }
+            let len = std::fs::metadata(data_dir.join(&object)).map(|m| m.len()).unwrap_or(0);
+            // A WAL generation started with nothing written yet, an audit file just opened.
+            let empty = if dir == "wal" { len <= 8 } else { len == 0 };
+            if !empty {
+                report.findings.push(Finding {
+                    object,
+                    status: Status::Unexpected,
+                    detail: format!("{len} bytes the chain never recorded"),
+                });
+            }
+        }
+    }
+    if !expected.versions.contains_key(crate::store::MANIFEST_FILE)
+        && data_dir.join(crate::store::MANIFEST_FILE).exists()
+    {
+        report.findings.push(Finding {
+            object: crate::store::MANIFEST_FILE.into(),
+            status: Status::Unexpected,
+            detail: "the chain never recorded a manifest".into(),
+        });
+    }
+}
