@@ -161,7 +161,7 @@ impl View {
         self.offset += line_len;
         match &e.record {
             Record::Append { object, offset, len, .. } => {
-                self.ends.insert(object.clone(), offset + len);
+                self.ends.insert(object.clone(), offset.saturating_add(*len));
             }
             Record::File { object, .. } => {
                 self.files.insert(object.clone());

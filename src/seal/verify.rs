@@ -57,6 +57,9 @@ impl Status {
     }
 }
 
+/// More than any manifest logwarden writes (a few hundred bytes per segment).
+const MAX_MANIFEST_BYTES: u64 = 1 << 30;
+
 /// Set in the exit status when a checkpoint does not verify or does not match the chain.
 pub const CHECKPOINT_BIT: i32 = 32;
 
@@ -146,13 +149,49 @@ struct Expected {
     places: HashMap<Digest, String>,
 }
 
+/// Whether `object` is a name logwarden gives what it chains: anything else (a path out of the
+/// data directory, a device) is never opened.
+fn is_object_name(object: &str) -> bool {
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    if object == crate::store::MANIFEST_FILE {
+        return true;
+    }
+    if let Some(f) = object.strip_prefix("wal/").and_then(|f| f.strip_suffix(".wal")) {
+        return digits(f, 16);
+    }
+    if let Some(f) = object.strip_prefix("segments/").and_then(|f| f.strip_suffix(".parquet")) {
+        return digits(f, 16);
+    }
+    if let Some(day) = object.strip_prefix("audit/audit-").and_then(|f| f.strip_suffix(".jsonl")) {
+        let b = day.as_bytes();
+        return b.len() == 10
+            && b.iter()
+                .enumerate()
+                .all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() });
+    }
+    false
+}
+
 impl Expected {
     fn apply(&mut self, e: &Entry, findings: &mut Vec<Finding>, recovered: &mut u64) {
+        if !is_object_name(e.record.object()) {
+            findings.push(Finding {
+                object: format!("{}/{}", chain::DIR, chain::CHAIN_FILE),
+                status: Status::Modified,
+                detail: format!(
+                    "entry {} names {:?}, which logwarden never writes",
+                    e.seq,
+                    e.record.object()
+                ),
+            });
+            return;
+        }
         match &e.record {
             Record::Append { object, offset, len, sha256, recovered: r } => {
                 *recovered += u64::from(*r);
                 self.removed.remove(object);
-                self.places.insert(*sha256, format!("{object} bytes {offset}..{}", offset + len));
+                self.places
+                    .insert(*sha256, format!("{object} bytes {offset}..{}", offset.saturating_add(*len)));
                 self.appends.entry(object.clone()).or_default().push(Range {
                     offset: *offset,
                     len: *len,
@@ -387,6 +426,21 @@ fn read_chain(
     Ok((expected, at_seq))
 }
 
+/// Open `path` only if it is a regular file: a FIFO would block the open, a device or a link out
+/// of the directory would be read instead of the object.
+fn open_regular(path: &Path) -> std::io::Result<File> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.file_type().is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not a regular file"));
+    }
+    File::open(path)
+}
+
+/// An object that could not be opened: gone, or something else in its place.
+fn unopened(e: &std::io::Error) -> Status {
+    if e.kind() == std::io::ErrorKind::NotFound { Status::Missing } else { Status::Modified }
+}
+
 /// Where a mismatched digest belongs, if it is chained anywhere.
 fn misplaced<'a>(expected: &'a Expected, digest: &Digest) -> Option<&'a str> {
     expected.places.get(digest).map(String::as_str)
@@ -405,12 +459,12 @@ fn check_appends(data_dir: &Path, expected: &Expected, report: &mut Report) {
             continue;
         }
         let path = data_dir.join(object);
-        let file = match File::open(&path) {
+        let file = match open_regular(&path) {
             Ok(f) => f,
             Err(e) => {
                 report.findings.push(Finding {
                     object: object.clone(),
-                    status: Status::Missing,
+                    status: unopened(&e),
                     detail: format!(
                         "chained at entries {}..{} and not removed: {e}",
                         first_seq(ranges),
@@ -445,7 +499,7 @@ fn check_appends(data_dir: &Path, expected: &Expected, report: &mut Report) {
                     format!("{what} before entry {} (bytes {at}..{})", r.seq, r.offset),
                 ));
             }
-            at = r.offset + r.len;
+            at = r.offset.saturating_add(r.len);
             if r.offset >= len {
                 problems.push((
                     Status::Missing,
@@ -466,7 +520,7 @@ fn check_appends(data_dir: &Path, expected: &Expected, report: &mut Report) {
                             "cut short: entry {} chains bytes {}..{} and the file ends at {len}",
                             r.seq,
                             r.offset,
-                            r.offset + r.len
+                            r.offset.saturating_add(r.len)
                         ),
                     ));
                     report.bytes_read += n;
@@ -475,7 +529,12 @@ fn check_appends(data_dir: &Path, expected: &Expected, report: &mut Report) {
                 Ok((d, n)) => {
                     report.bytes_read += n;
                     if d != r.sha256 {
-                        let range = format!("bytes {}..{} (entry {})", r.offset, r.offset + r.len, r.seq);
+                        let range = format!(
+                            "bytes {}..{} (entry {})",
+                            r.offset,
+                            r.offset.saturating_add(r.len),
+                            r.seq
+                        );
                         problems.push(match misplaced(expected, &d) {
                             Some(place) => {
                                 (Status::Reordered, format!("{range} hold what was chained as {place}"))
@@ -503,7 +562,7 @@ fn last_seq(ranges: &[Range]) -> u64 {
 }
 
 fn last_end(ranges: &[Range]) -> u64 {
-    ranges.last().map_or(0, |r| r.offset + r.len)
+    ranges.last().map_or(0, |r| r.offset.saturating_add(r.len))
 }
 
 /// One finding for an object: intact, or its worst problems (at most five details).
@@ -535,22 +594,25 @@ fn check_files(data_dir: &Path, expected: &Expected, report: &mut Report) {
     for (object, (digest, len, seq)) in &expected.files {
         let path = data_dir.join(object);
         let removed = expected.removed.get(object);
-        let file = match File::open(&path) {
+        let file = match open_regular(&path) {
             Ok(f) => f,
             Err(_) if removed.is_some() => continue,
             Err(e) => {
                 report.findings.push(Finding {
                     object: object.clone(),
-                    status: Status::Missing,
+                    status: unopened(&e),
                     detail: format!("chained at entry {seq} and not removed: {e}"),
                 });
                 continue;
             }
         };
-        let problem = match sha256_range(&file, 0, u64::MAX) {
+        // One byte more than chained tells a longer file without reading all of it.
+        let problem = match sha256_range(&file, 0, len + 1) {
             Ok((d, n)) => {
                 report.bytes_read += n;
-                if d == *digest && n == *len {
+                if n > *len {
+                    Some((Status::Modified, format!("longer than the {len} bytes chained at entry {seq}")))
+                } else if d == *digest && n == *len {
                     None
                 } else {
                     match misplaced(expected, &d) {
@@ -579,7 +641,8 @@ fn check_versions(data_dir: &Path, expected: &Expected, report: &mut Report) {
     for (object, versions) in &expected.versions {
         let Some((generation, digest, seq)) = versions.last() else { continue };
         let path = data_dir.join(object);
-        let problem = match File::open(&path).and_then(|f| sha256_range(&f, 0, u64::MAX)) {
+        // A manifest is small; a file far larger is none of its versions, and is not read whole.
+        let problem = match open_regular(&path).and_then(|f| sha256_range(&f, 0, MAX_MANIFEST_BYTES)) {
             Err(e) => Some((Status::Missing, format!("generation {generation} chained at entry {seq}: {e}"))),
             Ok((d, n)) => {
                 report.bytes_read += n;
@@ -643,5 +706,56 @@ fn check_unchained(data_dir: &Path, expected: &Expected, report: &mut Report) {
             status: Status::Unexpected,
             detail: "the chain never recorded a manifest".into(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seal::digest::sha256;
+
+    #[test]
+    fn names_logwarden_never_writes_are_reported_and_not_opened() {
+        assert!(is_object_name("wal/0000000000000001.wal"));
+        assert!(is_object_name("audit/audit-2026-12-03.jsonl"));
+        for bad in [
+            "../../dev/zero",
+            "wal/../../x.wal",
+            "segments/1.parquet",
+            "audit/audit-2026-1-03.jsonl",
+            "/etc/passwd",
+        ] {
+            assert!(!is_object_name(bad), "{bad}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let chain = chain::Chain::open(dir.path(), None).unwrap();
+        chain.record(Record::File {
+            object: "../../dev/zero".into(),
+            len: 1,
+            sha256: sha256(b"x"),
+            recovered: false,
+        });
+        // Hostile offsets must not overflow.
+        chain.record(Record::Append {
+            object: "wal/0000000000000001.wal".into(),
+            offset: u64::MAX,
+            len: u64::MAX,
+            sha256: sha256(b"x"),
+            recovered: false,
+        });
+        drop(chain);
+        let opts = Options { data_dir: dir.path().to_path_buf(), checkpoint: None, cert: None };
+        let report = verify(&opts).unwrap();
+        assert!(
+            report.findings.iter().any(|f| f.status == Status::Modified && f.detail.contains("never writes")),
+            "{:?}",
+            report.findings
+        );
+        assert!(
+            report
+                .findings
+                .iter()
+                .any(|f| f.object == "wal/0000000000000001.wal" && f.status == Status::Missing)
+        );
     }
 }
