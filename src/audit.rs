@@ -254,6 +254,8 @@ fn chain_unchained_tail(chain: &Chain, path: &Path, f: &std::fs::File) {
     let end = chain.appended_end(&object).unwrap_or(0);
     if len > end {
         if let Ok((sha256, n)) = crate::seal::digest::sha256_range(f, end, len - end) {
+            tracing::warn!(file = %path.display(), from = end, bytes = n,
+                "seal: chaining audit lines the last run wrote without chaining them (a crash); verify lists them as recovered");
             chain.record(Record::Append { object, offset: end, len: n, sha256, recovered: true });
         }
     } else if len < end {

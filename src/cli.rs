@@ -553,6 +553,19 @@ fn load(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
     }
 }
 
+/// Text from the data directory or a checkpoint, printed with control characters escaped: a
+/// forged name must not print a line of its own.
+fn clean(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        s.chars()
+            .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+            .collect::<String>()
+            .into()
+    } else {
+        s.into()
+    }
+}
+
 /// `verify`'s report: a line per object (`STATUS OBJECT DETAIL`), the checkpoints, a summary.
 fn print_verify(
     r: &crate::seal::verify::Report,
@@ -568,14 +581,14 @@ fn print_verify(
             out,
             "{:<10} {}{}{}",
             f.status.name(),
-            f.object,
+            clean(&f.object),
             if f.detail.is_empty() { "" } else { ": " },
-            f.detail
+            clean(&f.detail)
         )?;
     }
     for c in &r.checkpoints {
         let what = match (c.seq, &c.time) {
-            (Some(seq), Some(t)) => format!("entry {seq}, signed {t}"),
+            (Some(seq), Some(t)) => format!("entry {seq}, signed {}", clean(t)),
             _ => "unreadable".into(),
         };
         match &c.problem {
@@ -585,8 +598,14 @@ fn print_verify(
             None => {
                 writeln!(out, "checkpoint {} ({what}): the chain matches (signature not checked)", c.source)?
             }
-            Some(p) => writeln!(out, "checkpoint {} ({what}): FAILED: {p}", c.source)?,
+            Some(p) => writeln!(out, "checkpoint {} ({what}): FAILED: {}", c.source, clean(p))?,
         }
+    }
+    for what in &r.recovered {
+        writeln!(out, "recovered  {}: chained at a start after a crash", clean(what))?;
+    }
+    for what in &r.late_removals {
+        writeln!(out, "removed    {}: after the newest checkpoint that holds", clean(what))?;
     }
     if r.checkpoints.is_empty() {
         writeln!(out, "no checkpoint: nothing vouches for the chain itself (pass --checkpoint)")?;

@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -32,6 +32,8 @@ const STATE_FILE: &str = "state.json";
 /// Lines kept in memory while the chain file cannot be written; past this the daemon stops
 /// keeping them (and says so), rather than growing without bound on a failing disk.
 const MAX_PENDING_BYTES: usize = 64 << 20;
+/// Longer than any entry logwarden writes (a few hundred bytes): a longer line is not one.
+pub const MAX_LINE: u64 = 64 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
@@ -70,11 +72,14 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "is_false")]
         recovered: bool,
     },
-    /// A file written once and never changed (a Parquet segment).
+    /// A file written once and never changed (a Parquet segment, with the newest WAL
+    /// generation whose events it holds).
     File {
         object: String,
         len: u64,
         sha256: Digest,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        wal_through: u64,
         #[serde(default, skip_serializing_if = "is_false")]
         recovered: bool,
     },
@@ -93,6 +98,10 @@ pub enum Record {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Record {
@@ -151,6 +160,8 @@ struct View {
     /// Bytes of `chain.jsonl` this view covers.
     offset: u64,
     ends: BTreeMap<String, u64>,
+    /// The chained appends of WAL files not yet removed: checked before a start replays them.
+    wal_ranges: BTreeMap<String, Vec<(u64, u64, Digest)>>,
     files: BTreeSet<String>,
     manifest: Option<(u64, Digest)>,
 }
@@ -160,8 +171,11 @@ impl View {
         self.head = Head { seq: e.seq, hash };
         self.offset += line_len;
         match &e.record {
-            Record::Append { object, offset, len, .. } => {
+            Record::Append { object, offset, len, sha256, .. } => {
                 self.ends.insert(object.clone(), offset.saturating_add(*len));
+                if object.starts_with("wal/") {
+                    self.wal_ranges.entry(object.clone()).or_default().push((*offset, *len, *sha256));
+                }
             }
             Record::File { object, .. } => {
                 self.files.insert(object.clone());
@@ -169,6 +183,7 @@ impl View {
             Record::Version { generation, sha256, .. } => self.manifest = Some((*generation, *sha256)),
             Record::Delete { object, .. } => {
                 self.ends.remove(object);
+                self.wal_ranges.remove(object);
                 self.files.remove(object);
             }
         }
@@ -211,19 +226,31 @@ impl Chain {
             OpenOptions::new().create(true).read(true).append(true).open(&path).map_err(|e| io("open", e))?;
         let len = file.metadata().map_err(|e| io("stat", e))?.len();
         let mut view = load_state(&dir).filter(|v| v.offset <= len).unwrap_or_default();
-        let mut rest = Vec::new();
         file.seek(SeekFrom::Start(view.offset)).map_err(|e| io("seek", e))?;
-        file.read_to_end(&mut rest).map_err(|e| io("read", e))?;
-        let mut at = 0usize;
-        while at < rest.len() {
-            let Some(nl) = rest[at..].iter().position(|b| *b == b'\n') else {
-                let torn = rest.len() - at;
-                tracing::warn!(file = %path.display(), bytes = torn, "the seal chain ends in a line cut short (a crash mid-write); removing it");
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, &file);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = (&mut reader).take(MAX_LINE).read_until(b'\n', &mut line).map_err(|e| io("read", e))?;
+            if n == 0 {
+                break;
+            }
+            let offset = view.offset;
+            if line.last() != Some(&b'\n') {
+                if n as u64 == MAX_LINE {
+                    return Err(ChainError::Damaged {
+                        path: path.clone(),
+                        dir: dir.clone(),
+                        offset,
+                        reason: format!("a line longer than {MAX_LINE} bytes"),
+                    });
+                }
+                tracing::warn!(file = %path.display(), bytes = n, "the seal chain ends in a line cut short (a crash mid-write); removing it");
+                drop(reader);
                 file.set_len(view.offset).map_err(|e| io("truncate", e))?;
                 break;
-            };
-            let line = &rest[at..at + nl + 1];
-            let offset = view.offset;
+            }
+            let line = &line[..];
             let damaged =
                 |reason: String| ChainError::Damaged { path: path.clone(), dir: dir.clone(), offset, reason };
             let (hash, entry) = parse_line(line).map_err(damaged)?;
@@ -234,7 +261,6 @@ impl Chain {
                 )));
             }
             view.apply(hash, &entry, line.len() as u64);
-            at += nl + 1;
         }
         let written = view.offset;
         Ok(Chain {
@@ -331,6 +357,11 @@ impl Chain {
     /// Where the chained appends to `object` end, if any are chained.
     pub fn appended_end(&self, object: &str) -> Option<u64> {
         self.writer().view.ends.get(object).copied()
+    }
+
+    /// The chained appends (offset, length, digest) of a WAL file not removed.
+    pub fn wal_ranges(&self, object: &str) -> Vec<(u64, u64, Digest)> {
+        self.writer().view.wal_ranges.get(object).cloned().unwrap_or_default()
     }
 
     /// Whether `object` is chained as a file written once (and not removed since).

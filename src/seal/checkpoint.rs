@@ -175,6 +175,11 @@ impl Signed {
 /// Every checkpoint in a file of checkpoint lines (blank lines skipped), with the line number of
 /// any that does not parse.
 pub fn read_file(path: &Path) -> Result<Vec<Result<Signed, String>>, std::io::Error> {
+    // A year of checkpoints a minute apart is about 25 MiB.
+    const MAX: u64 = 256 << 20;
+    if std::fs::metadata(path)?.len() > MAX {
+        return Err(std::io::Error::other(format!("larger than {MAX} bytes: not a file of checkpoints")));
+    }
     let text = std::fs::read_to_string(path)?;
     Ok(text
         .lines()

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -92,6 +92,10 @@ pub struct Report {
     pub unvouched_entries: u64,
     pub removed_objects: usize,
     pub recovered_entries: u64,
+    /// What the start after a crash chained (object and range), for the auditor to look at.
+    pub recovered: Vec<String>,
+    /// Objects removed after the newest checkpoint that holds (not yet vouched for by one).
+    pub late_removals: Vec<String>,
     pub bytes_read: u64,
     pub seconds: f64,
     /// No certificate was given: signatures were not checked.
@@ -145,6 +149,11 @@ struct Expected {
     /// Manifest versions, oldest first: generation, digest, entry.
     versions: BTreeMap<String, Vec<(u64, Digest, u64)>>,
     removed: BTreeMap<String, (DeleteReason, u64)>,
+    /// The newest WAL generation a chained segment holds, so far in the chain.
+    wal_in_segments: u64,
+    /// The length of the largest file chained (a bound on reading any one).
+    largest_file: u64,
+    recovered: Vec<String>,
     /// Every chained digest and where it belongs, to tell reordering from modification.
     places: HashMap<Digest, String>,
 }
@@ -174,22 +183,73 @@ fn is_object_name(object: &str) -> bool {
 
 impl Expected {
     fn apply(&mut self, e: &Entry, findings: &mut Vec<Finding>, recovered: &mut u64) {
-        if !is_object_name(e.record.object()) {
-            findings.push(Finding {
-                object: format!("{}/{}", chain::DIR, chain::CHAIN_FILE),
-                status: Status::Modified,
-                detail: format!(
-                    "entry {} names {:?}, which logwarden never writes",
-                    e.seq,
-                    e.record.object()
-                ),
-            });
-            return;
+        let chain_file = || format!("{}/{}", chain::DIR, chain::CHAIN_FILE);
+        let object = e.record.object();
+        let refuse = |findings: &mut Vec<Finding>, status, why: String| {
+            findings.push(Finding { object: chain_file(), status, detail: format!("entry {}: {why}", e.seq) })
+        };
+        if !is_object_name(object) {
+            return refuse(
+                findings,
+                Status::Modified,
+                format!("names {object:?}, which logwarden never writes"),
+            );
+        }
+        // What logwarden never does: write a segment twice, append to a file it removed, evict
+        // anything but a segment copy.
+        match &e.record {
+            Record::File { .. } if self.files.contains_key(object) => {
+                return refuse(
+                    findings,
+                    Status::Modified,
+                    format!("chains {object} a second time (a segment is written once)"),
+                );
+            }
+            Record::Append { .. } | Record::File { .. } if self.removed.contains_key(object) => {
+                let (reason, at) = self.removed[object];
+                return refuse(
+                    findings,
+                    Status::Modified,
+                    format!("writes {object} after its removal ({reason:?}) at entry {at}"),
+                );
+            }
+            Record::Delete { reason: DeleteReason::Evicted, .. } if !object.starts_with("segments/") => {
+                return refuse(
+                    findings,
+                    Status::Modified,
+                    format!("evicts {object}, which is no segment copy"),
+                );
+            }
+            Record::Delete { reason: DeleteReason::Flushed, .. } if self.appends.contains_key(object) => {
+                let generation = object
+                    .strip_prefix("wal/")
+                    .and_then(|f| f.strip_suffix(".wal"))
+                    .and_then(|g| g.parse::<u64>().ok())
+                    .unwrap_or(u64::MAX);
+                if generation > self.wal_in_segments {
+                    findings.push(Finding {
+                        object: object.to_owned(),
+                        status: Status::Missing,
+                        detail: format!(
+                            "removed as flushed at entry {}, but no segment chained before it holds WAL generation {generation} \
+                             (the newest reaches {}): its events are in no segment",
+                            e.seq, self.wal_in_segments
+                        ),
+                    });
+                }
+            }
+            _ => {}
         }
         match &e.record {
             Record::Append { object, offset, len, sha256, recovered: r } => {
                 *recovered += u64::from(*r);
-                self.removed.remove(object);
+                if *r {
+                    self.recovered.push(format!(
+                        "{object} bytes {offset}..{} (entry {})",
+                        offset.saturating_add(*len),
+                        e.seq
+                    ));
+                }
                 self.places
                     .insert(*sha256, format!("{object} bytes {offset}..{}", offset.saturating_add(*len)));
                 self.appends.entry(object.clone()).or_default().push(Range {
@@ -199,14 +259,21 @@ impl Expected {
                     seq: e.seq,
                 });
             }
-            Record::File { object, len, sha256, recovered: r } => {
+            Record::File { object, len, sha256, wal_through, recovered: r } => {
                 *recovered += u64::from(*r);
-                self.removed.remove(object);
+                if *r {
+                    self.recovered.push(format!("{object} (entry {})", e.seq));
+                }
+                self.wal_in_segments = self.wal_in_segments.max(*wal_through);
+                self.largest_file = self.largest_file.max(*len);
                 self.places.insert(*sha256, object.clone());
                 self.files.insert(object.clone(), (*sha256, *len, e.seq));
             }
             Record::Version { object, generation, sha256, recovered: r, .. } => {
                 *recovered += u64::from(*r);
+                if *r {
+                    self.recovered.push(format!("{object} generation {generation} (entry {})", e.seq));
+                }
                 let versions = self.versions.entry(object.clone()).or_default();
                 if let Some((last, _, last_seq)) = versions.last()
                     && generation <= last
@@ -278,6 +345,8 @@ pub fn verify(opts: &Options) -> Result<Report, VerifyError> {
 
     let (expected, at_seq) = read_chain(&seal_dir, &wanted, &mut report)?;
     report.removed_objects = expected.removed.len();
+    report.recovered = expected.recovered.clone();
+    evictions_need_a_bucket(&opts.data_dir, &expected, &mut report);
 
     check_appends(&opts.data_dir, &expected, &mut report);
     check_files(&opts.data_dir, &expected, &mut report);
@@ -285,8 +354,11 @@ pub fn verify(opts: &Options) -> Result<Report, VerifyError> {
     check_unchained(&opts.data_dir, &expected, &mut report);
 
     // The newest checkpoint that holds vouches for the chain up to it.
+    // Given checkpoints from elsewhere, only those count: whoever controls the box can sign
+    // with its key.
+    let any_external = checkpoints.iter().any(|(_, _, external)| *external);
     let mut newest_good = 0;
-    for (source, parsed, _external) in checkpoints {
+    for (source, parsed, external) in checkpoints {
         let mut check =
             CheckpointCheck { source, seq: None, time: None, problem: None, signature_checked: false };
         match parsed {
@@ -314,7 +386,7 @@ pub fn verify(opts: &Options) -> Result<Report, VerifyError> {
                         Some(_) => None,
                     };
                 }
-                if check.problem.is_none() {
+                if check.problem.is_none() && (external || !any_external) {
                     newest_good = newest_good.max(c.seq);
                 }
             }
@@ -322,6 +394,12 @@ pub fn verify(opts: &Options) -> Result<Report, VerifyError> {
         report.checkpoints.push(check);
     }
     report.unvouched_entries = report.entries.saturating_sub(newest_good);
+    report.late_removals = expected
+        .removed
+        .iter()
+        .filter(|(_, (_, seq))| *seq > newest_good)
+        .map(|(object, (reason, seq))| format!("{object} ({reason:?}, entry {seq})"))
+        .collect();
     report.findings.sort_by(|a, b| a.object.cmp(&b.object).then(a.status.cmp(&b.status)));
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
@@ -338,6 +416,30 @@ fn read_certificate(path: &Path) -> Result<CertificateDer<'static>, VerifyError>
         // DER as it is.
         None if bytes.first() == Some(&0x30) => Ok(CertificateDer::from(bytes)),
         None => Err(bad("holds no certificate (PEM or DER)".into())),
+    }
+}
+
+/// An evicted copy is one of a segment in a bucket: without a bucket (no `location` in the
+/// manifest) an eviction is a removal logwarden never makes.
+fn evictions_need_a_bucket(data_dir: &Path, expected: &Expected, report: &mut Report) {
+    let evicted: Vec<_> = expected.removed.iter().filter(|(_, (r, _))| *r == DeleteReason::Evicted).collect();
+    if evicted.is_empty() {
+        return;
+    }
+    let bucket = std::fs::read(data_dir.join(crate::store::MANIFEST_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|m| m.get("location").is_some_and(|l| l.is_string()));
+    if !bucket {
+        for (object, (_, seq)) in evicted {
+            report.findings.push(Finding {
+                object: object.clone(),
+                status: Status::Missing,
+                detail: format!(
+                    "removed as a cache copy at entry {seq}, but this data directory has no bucket"
+                ),
+            });
+        }
     }
 }
 
@@ -361,13 +463,25 @@ fn read_chain(
     let mut broken = 0usize;
     loop {
         line.clear();
-        let n = r
+        let n = (&mut r)
+            .take(chain::MAX_LINE)
             .read_until(b'\n', &mut line)
             .map_err(|source| VerifyError::Read { path: path.clone(), source })?;
         if n == 0 {
             break;
         }
         report.bytes_read += n as u64;
+        if line.last() != Some(&b'\n') && n as u64 == chain::MAX_LINE {
+            report.findings.push(Finding {
+                object: object.clone(),
+                status: Status::Modified,
+                detail: format!(
+                    "a line longer than any entry ({} bytes) at byte {offset}: not reading further",
+                    chain::MAX_LINE
+                ),
+            });
+            break;
+        }
         if line.last() != Some(&b'\n') {
             report.findings.push(Finding {
                 object: object.clone(),
@@ -606,19 +720,23 @@ fn check_files(data_dir: &Path, expected: &Expected, report: &mut Report) {
                 continue;
             }
         };
-        // One byte more than chained tells a longer file without reading all of it.
-        let problem = match sha256_range(&file, 0, len + 1) {
+        // Read no further than the largest chained file (and a byte): enough to tell another
+        // segment's bytes, without reading a huge file whole.
+        let limit = expected.largest_file.max(*len).saturating_add(1);
+        let problem = match sha256_range(&file, 0, limit) {
             Ok((d, n)) => {
                 report.bytes_read += n;
-                if n > *len {
-                    Some((Status::Modified, format!("longer than the {len} bytes chained at entry {seq}")))
-                } else if d == *digest && n == *len {
+                if d == *digest && n == *len {
                     None
                 } else {
                     match misplaced(expected, &d) {
                         Some(place) if place != object => {
                             Some((Status::Reordered, format!("holds what was chained as {place}")))
                         }
+                        _ if n > *len => Some((
+                            Status::Modified,
+                            format!("longer than the {len} bytes chained at entry {seq}"),
+                        )),
                         _ => Some((Status::Modified, format!("not the {len} bytes chained at entry {seq}"))),
                     }
                 }
@@ -733,6 +851,7 @@ mod tests {
             object: "../../dev/zero".into(),
             len: 1,
             sha256: sha256(b"x"),
+            wal_through: 0,
             recovered: false,
         });
         // Hostile offsets must not overflow.
@@ -757,5 +876,50 @@ mod tests {
                 .iter()
                 .any(|f| f.object == "wal/0000000000000001.wal" && f.status == Status::Missing)
         );
+    }
+
+    #[test]
+    fn entries_logwarden_never_writes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = chain::Chain::open(dir.path(), None).unwrap();
+        let seg = "segments/0000000000000001.parquet";
+        let file = |wal_through| Record::File {
+            object: seg.into(),
+            len: 1,
+            sha256: sha256(b"a"),
+            wal_through,
+            recovered: false,
+        };
+        let wal = "wal/0000000000000007.wal";
+        chain.record(Record::Append {
+            object: wal.into(),
+            offset: 8,
+            len: 1,
+            sha256: sha256(b"x"),
+            recovered: false,
+        });
+        chain.record(file(3));
+        // A second write of a segment; a WAL file removed as flushed that no segment holds.
+        chain.record(file(9));
+        chain.record(Record::Delete { object: wal.into(), reason: DeleteReason::Flushed });
+        // Appending to a removed file; an eviction without a bucket.
+        chain.record(Record::Append {
+            object: wal.into(),
+            offset: 0,
+            len: 1,
+            sha256: sha256(b"y"),
+            recovered: false,
+        });
+        chain.record(Record::Delete { object: seg.into(), reason: DeleteReason::Evicted });
+        drop(chain);
+        let opts = Options { data_dir: dir.path().to_path_buf(), checkpoint: None, cert: None };
+        let r = verify(&opts).unwrap();
+        let has = |object: &str, status, text: &str| {
+            r.findings.iter().any(|f| f.object == object && f.status == status && f.detail.contains(text))
+        };
+        assert!(has("seal/chain.jsonl", Status::Modified, "a second time"), "{:?}", r.findings);
+        assert!(has(wal, Status::Missing, "in no segment"), "{:?}", r.findings);
+        assert!(has("seal/chain.jsonl", Status::Modified, "after its removal"), "{:?}", r.findings);
+        assert!(has(seg, Status::Missing, "no bucket"), "{:?}", r.findings);
     }
 }

@@ -93,6 +93,7 @@ fn flush(store: &Store, through: u64, opts: &SegmentOptions) -> Result<(), Store
             object: format!("segments/{}", meta.file),
             len: meta.bytes,
             sha256,
+            wal_through: meta.wal_through,
             recovered: false,
         });
     }

@@ -78,6 +78,12 @@ pub enum StoreError {
     )]
     DamagedSegment { path: PathBuf, bytes: u64 },
     #[error(
+        "WAL file {path} does not hold what the seal chain says was written to it (bytes {from}..{to}, entry of \
+         {object}): it was altered after it was written, and is not replayed; keep a copy and run `logwarden verify`. \
+         To start without it, move it out of the wal directory (its events are then missing, and verify says so)"
+    )]
+    AlteredWal { path: PathBuf, object: String, from: u64, to: u64 },
+    #[error(
         "the bucket already holds segments of node {node} under {location}: moving {dir} there would mix two histories; \
          choose another cluster.node_id or storage.url prefix"
     )]
@@ -266,16 +272,11 @@ impl Store {
             if gen_ <= manifest.wal_flushed_through {
                 continue;
             }
+            if let Some(chain) = &chain {
+                seal::check_wal(chain, gen_, &path)?;
+            }
             let r = wal::read(&path)?;
-            let chained_end =
-                chain.as_ref().and_then(|c| c.appended_end(&wal::object_name(gen_))).unwrap_or(0);
-            if r.torn_bytes > 0 && chained_end > r.good_len {
-                // Bytes the chain says were written whole and fsynced: no crash tears those.
-                // The file stays as it is, as evidence; replay keeps what reads before them.
-                tracing::error!(file = %path.display(), bad_from = r.good_len, chained_through = chained_end,
-                    "a WAL file's chained records do not read back: they were altered after they were written; \
-                     the file is left as it is for `logwarden verify`, and the records from there on are not replayed");
-            } else if r.torn_bytes > 0 {
+            if r.torn_bytes > 0 {
                 tracing::warn!(file = %path.display(), torn_bytes = r.torn_bytes, kept_bytes = r.good_len,
                     "WAL file has an incomplete tail (interrupted write); truncating it");
                 wal::truncate(&path, r.good_len)?;
@@ -291,13 +292,15 @@ impl Store {
             }
         }
         rec.next_generation = last_gen + 1;
-        seal::remove_flushed_wal(chain.as_deref(), &flushed_wal);
+        // Recovery first: a segment a crash left unchained is chained before the WAL files it
+        // holds are chained as removed.
         if let Some(chain) = &chain {
             seal::recover(chain, &root, &manifest, &live_wal);
             if let Some(remote) = &remote {
                 remote.cache.set_chain(chain.clone());
             }
         }
+        seal::remove_flushed_wal(chain.as_deref(), &flushed_wal);
         state.manifest = manifest;
         let store = Store {
             inner: Arc::new(Inner {

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::manifest::{self, Manifest};
-use super::wal;
+use super::{StoreError, wal};
 use crate::seal::digest::{sha256, sha256_range};
 use crate::seal::{Chain, DeleteReason, Record};
 
@@ -33,6 +33,38 @@ pub(super) fn remove_flushed_wal(chain: Option<&Chain>, files: &[(u64, PathBuf)]
     }
 }
 
+/// Before a WAL file is replayed: every chained append must read back as it was written (its
+/// records would otherwise be stored again, altered, as a new segment, and the file removed).
+pub(super) fn check_wal(chain: &Chain, generation: u64, path: &Path) -> Result<(), StoreError> {
+    let object = wal::object_name(generation);
+    let ranges = chain.wal_ranges(&object);
+    if ranges.is_empty() {
+        return Ok(());
+    }
+    let altered = |from: u64, to: u64| StoreError::AlteredWal {
+        path: path.to_path_buf(),
+        object: object.clone(),
+        from,
+        to,
+    };
+    let file = File::open(path).map_err(|source| wal::WalError::Io {
+        op: "open",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    for (offset, len, digest) in ranges {
+        let end = offset.saturating_add(len);
+        match sha256_range(&file, offset, len) {
+            Ok((d, n)) if n == len && d == digest => {}
+            Ok(_) => return Err(altered(offset, end)),
+            Err(source) => {
+                return Err(wal::WalError::Io { op: "read", path: path.to_path_buf(), source }.into());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Chain what the last run made durable but did not chain.
 pub(super) fn recover(chain: &Chain, root: &Path, manifest: &Manifest, live_wal: &[(u64, PathBuf)]) {
     for (gen_, path) in live_wal {
@@ -48,7 +80,13 @@ pub(super) fn recover(chain: &Chain, root: &Path, manifest: &Manifest, live_wal:
         match sha256_range(&file, 0, u64::MAX) {
             Ok((sha256, len)) => {
                 tracing::warn!(segment = %s.file, "seal: chaining a segment the last run wrote without chaining it (a crash)");
-                chain.record(Record::File { object, len, sha256, recovered: true });
+                chain.record(Record::File {
+                    object,
+                    len,
+                    sha256,
+                    wal_through: s.wal_through,
+                    recovered: true,
+                });
             }
             Err(e) => {
                 tracing::error!(segment = %s.file, error = %e, "seal: cannot read a segment to chain it")

@@ -203,6 +203,21 @@ async fn verify_names_every_kind_of_tampering() {
     let (code, out) = verify(&c, &cert, &["--checkpoint", exported.to_str().unwrap()]);
     assert!(out.contains("entries were removed from its end"), "{out}");
     assert_eq!(code & 32, 32, "{out}");
+
+    // An edited WAL record: the daemon refuses to replay it rather than store the altered
+    // events as a new segment and remove the evidence.
+    let c = copy(&data, work.path());
+    let w = c.join("wal").join(name(wal.last().unwrap()));
+    let mut bytes = std::fs::read(&w).unwrap();
+    let i = bytes.len() - 10;
+    bytes[i] ^= 0x01;
+    std::fs::write(&w, bytes).unwrap();
+    let config = work.path().join("edited.toml");
+    std::fs::write(&config, test_config(&c, "")).unwrap();
+    let out = Command::new(BIN).args(["serve", "--config"]).arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("does not hold what the seal chain says was written to it"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
