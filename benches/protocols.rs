@@ -232,9 +232,8 @@ pub async fn send(
 /// The daemon config lines the protocols need: an OTLP listener on an OS-chosen port and the
 /// HEC token.
 pub fn daemon_config() -> String {
-    use sha2::Digest;
     let digest: String =
-        sha2::Sha256::digest(HEC_TOKEN.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        logwarden::crypto::sha256(HEC_TOKEN.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
     format!(
         "tokens = [{{ name = \"loadgen\", sha256 = \"{digest}\" }}]\n[[otlp]]\nname = \"otlp\"\naddress = \"127.0.0.1:0\"\n"
     )

@@ -17,6 +17,8 @@
 //! - [`serve`]: Flight SQL, the admin endpoint (metrics, health) and shared HTTP plumbing.
 //! - [`audit`]: the audit trail of connections and queries, and its table; [`jsonl`]: the
 //!   append-only day files (audit, `rule_results`) that skip and count a damaged line.
+//! - [`seal`]: the hash chain over stored objects, signed checkpoints, `logwarden verify`;
+//!   [`crypto`]: hashes, HMAC and random bytes from the build's one crypto module.
 //! - [`metrics`]: every metric, defined once; [`logging`]: stderr and the journal.
 //! - [`app`]: wiring, lifecycle, the supervisor and reloads; [`systemd`]: sd_notify and socket
 //!   activation; [`cli`]: the command line.
@@ -28,6 +30,7 @@ pub mod audit;
 pub mod batch;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod detect;
 pub mod ingest;
 pub mod jsonl;

@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// Resolved alerts kept for the `alerts` table, newest last.
 const HISTORY: usize = 10_000;
@@ -66,14 +65,14 @@ pub struct Instance {
 /// A stable identity for a set of labels: the first 16 hex digits of SHA-256 over the sorted
 /// `name=value` pairs.
 pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
-    let mut h = Sha256::new();
+    let mut h = crate::crypto::Sha256::new();
     for (k, v) in labels {
         h.update(k.as_bytes());
-        h.update([0xff]);
+        h.update(&[0xff]);
         h.update(v.as_bytes());
-        h.update([0xfe]);
+        h.update(&[0xfe]);
     }
-    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    h.finish().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -22,9 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use serde_json::json;
-use sha2::Sha256;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -497,8 +495,6 @@ fn alertmanager_body(alerts: &[Alert], now: i64, resend: Duration) -> Vec<u8> {
 /// `X-Logwarden-Signature: sha256=<hex of HMAC-SHA256(secret, body)>`.
 fn signature(secret: Option<&[u8]>, body: &[u8]) -> Vec<(&'static str, String)> {
     let Some(secret) = secret else { return Vec::new() };
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else { return Vec::new() };
-    mac.update(body);
-    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = crate::crypto::hmac_sha256(secret, body).iter().map(|b| format!("{b:02x}")).collect();
     vec![("x-logwarden-signature", format!("sha256={hex}"))]
 }

@@ -1,12 +1,10 @@
 //! SHA-256 digests as the chain and its checkpoints write them: 32 bytes, lowercase hex in text.
-//! Every hash the seal takes goes through [`Hasher`] and [`sha256`], so the build's one crypto
-//! module is the only one used.
+//! Every hash the seal takes goes through [`Hasher`] and [`sha256`], on [`crate::crypto`].
 
 use std::fmt;
 use std::io::{self, Write};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use sha2::Digest as _;
 
 /// A SHA-256 value.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -71,12 +69,12 @@ impl<'de> Deserialize<'de> for Digest {
 
 /// SHA-256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> Digest {
-    Digest(sha2::Sha256::digest(bytes).into())
+    Digest(crate::crypto::sha256(bytes))
 }
 
 /// SHA-256 over bytes given in parts.
 #[derive(Clone, Default)]
-pub struct Hasher(sha2::Sha256);
+pub struct Hasher(crate::crypto::Sha256);
 
 impl Hasher {
     pub fn new() -> Hasher {
@@ -88,7 +86,7 @@ impl Hasher {
     }
 
     pub fn finish(self) -> Digest {
-        Digest(self.0.finalize().into())
+        Digest(self.0.finish())
     }
 }
 

@@ -72,7 +72,13 @@ impl Rsyslog {
             }
             std::fs::read_to_string(&file).is_ok_and(|s| s.trim().parse::<u16>().is_ok())
         });
-        std::fs::read_to_string(&file).unwrap().trim().parse().unwrap()
+        let port: u16 = std::fs::read_to_string(&file).unwrap().trim().parse().unwrap();
+        // rsyslog writes the file once the port is bound, which may be before it listens (seen
+        // refused on a loaded machine): wait until a connection is taken.
+        wait_until(Duration::from_secs(30), "rsyslog's imtcp to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        port
     }
 
     fn diagnostics(&self) -> String {

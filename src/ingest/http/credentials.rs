@@ -17,7 +17,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hyper::HeaderMap;
 use hyper::header::AUTHORIZATION;
-use sha2::{Digest, Sha256};
 
 use crate::config::{AuthLimitsConfig, TokenConfig, UserConfig};
 use crate::serve::flight::signin::{Failure, SignIn};
@@ -138,7 +137,7 @@ pub struct Credentials {
 }
 
 fn sha256(bytes: &[u8]) -> Digest32 {
-    Sha256::digest(bytes).into()
+    crate::crypto::sha256(bytes)
 }
 
 impl Credentials {
@@ -198,11 +197,11 @@ impl Credentials {
 
     async fn password(&self, user: &str, password: String, peer: SocketAddr) -> Result<String, AuthFailure> {
         let Some(signin) = &self.signin else { return Err(AuthFailure::BadPassword) };
-        let mut key = Sha256::new();
+        let mut key = crate::crypto::Sha256::new();
         key.update(user.as_bytes());
-        key.update([0]);
+        key.update(&[0]);
         key.update(password.as_bytes());
-        let key: Digest32 = key.finalize().into();
+        let key: Digest32 = key.finish();
         {
             let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((principal, at)) = verified.get(&key)

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use argon2::Argon2;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use sha2::{Digest, Sha256};
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
@@ -115,7 +114,7 @@ impl Credentials {
 }
 
 fn sha256(bytes: &[u8]) -> Digest32 {
-    Sha256::digest(bytes).into()
+    crate::crypto::sha256(bytes)
 }
 
 /// Lowercase hex SHA-256 of a secret, as the config stores tokens.
@@ -136,7 +135,7 @@ pub(crate) fn from_hex(s: &str) -> Option<Digest32> {
 
 /// A new random token: 32 bytes, URL-safe base64.
 pub fn new_token() -> String {
-    let bytes: [u8; 32] = rand::random();
+    let bytes: [u8; 32] = crate::crypto::random();
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
@@ -358,7 +357,7 @@ fn load_or_create_token(path: &Path) -> Result<String, AuthError> {
 pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
     use argon2::PasswordHasher;
     use argon2::password_hash::SaltString;
-    let salt_bytes: [u8; 16] = rand::random();
+    let salt_bytes: [u8; 16] = crate::crypto::random();
     let salt = SaltString::encode_b64(&salt_bytes)?;
     Ok(Argon2::default().hash_password(password.as_bytes(), &salt)?.to_string())
 }

@@ -11,7 +11,6 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 use rustls::pki_types::{SubjectPublicKeyInfoDer, alg_id};
 use rustls::sign::{Signer, SigningKey};
 use rustls::{SignatureAlgorithm, SignatureScheme};
-use sha2::Digest;
 
 use super::{Pkcs11Error, Token};
 
@@ -40,9 +39,9 @@ enum Hash {
 impl Hash {
     fn digest(self, m: &[u8]) -> Vec<u8> {
         match self {
-            Hash::Sha256 => sha2::Sha256::digest(m).to_vec(),
-            Hash::Sha384 => sha2::Sha384::digest(m).to_vec(),
-            Hash::Sha512 => sha2::Sha512::digest(m).to_vec(),
+            Hash::Sha256 => crate::crypto::sha256(m).to_vec(),
+            Hash::Sha384 => crate::crypto::sha384(m),
+            Hash::Sha512 => crate::crypto::sha512(m),
         }
     }
 
