@@ -15,7 +15,7 @@ cargo build --release --bin logwarden --bin logwarden-loadgen >&2
 loadgen="$target/release/logwarden-loadgen"
 kept=""
 log="$(mktemp)"
-trap 'rm -f "$log"; [ -n "$kept" ] && rm -rf "$kept"' EXIT
+trap 'rm -f "$log"; [ -n "$kept" ] && rm -rf "${kept%/data}"' EXIT
 declare -A rates
 for r in $(seq "$rounds"); do
   for mode in on off; do
@@ -34,6 +34,7 @@ for mode in on off; do
   median=$(tr ' ' '\n' <<<"${rates[$mode]}" | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
   printf 'seal-%-4s median %10s ev/s   runs:%s\n' "$mode" "$median" "${rates[$mode]}"
 done
+kept="${kept:+$kept/data}"
 if [ -n "$kept" ] && [ -d "$kept/seal" ]; then
   echo
   du -sh "$kept" | sed 's/^/data directory: /'

@@ -419,6 +419,19 @@ fn read_certificate(path: &Path) -> Result<CertificateDer<'static>, VerifyError>
     }
 }
 
+/// With a bucket (`location` in the manifest), the segment files its manifest names.
+fn bucket_segments(data_dir: &Path) -> Vec<String> {
+    let Some(m) = std::fs::read(data_dir.join(crate::store::MANIFEST_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .filter(|m| m.get("location").is_some_and(|l| l.is_string()))
+    else {
+        return Vec::new();
+    };
+    let segments = m.get("segments").and_then(|s| s.as_array()).cloned().unwrap_or_default();
+    segments.iter().filter_map(|s| s.get("file")?.as_str().map(str::to_owned)).collect()
+}
+
 /// An evicted copy is one of a segment in a bucket: without a bucket (no `location` in the
 /// manifest) an eviction is a removal logwarden never makes.
 fn evictions_need_a_bucket(data_dir: &Path, expected: &Expected, report: &mut Report) {
@@ -704,12 +717,49 @@ fn push_object(report: &mut Report, object: &str, mut problems: Vec<(Status, Str
     }
 }
 
+/// SHA-256 of each file's first `limit` bytes, on as many threads as there are cores: the
+/// segments are most of what verify reads.
+fn hash_files(files: Vec<(&str, File, u64)>) -> HashMap<String, std::io::Result<(Digest, u64)>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(files.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let files = &files;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((object, file, limit)) = files.get(i) else { break };
+                        out.push((object.to_string(), sha256_range(file, 0, *limit)));
+                    }
+                    out
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
+    })
+}
+
 fn check_files(data_dir: &Path, expected: &Expected, report: &mut Report) {
+    // Read no further than the largest chained file (and a byte): enough to tell another
+    // segment's bytes, without reading a huge file whole.
+    let mut opened = Vec::new();
+    let mut hashes = HashMap::new();
+    for (object, (_, len, _)) in &expected.files {
+        match open_regular(&data_dir.join(object)) {
+            Ok(f) => opened.push((object.as_str(), f, expected.largest_file.max(*len).saturating_add(1))),
+            Err(e) => {
+                hashes.insert(object.clone(), Err(e));
+            }
+        }
+    }
+    hashes.extend(hash_files(opened));
     for (object, (digest, len, seq)) in &expected.files {
-        let path = data_dir.join(object);
         let removed = expected.removed.get(object);
-        let file = match open_regular(&path) {
-            Ok(f) => f,
+        let Some(hashed) = hashes.remove(object) else { continue };
+        let (d, n) = match hashed {
+            Ok(h) => h,
             Err(_) if removed.is_some() => continue,
             Err(e) => {
                 report.findings.push(Finding {
@@ -720,28 +770,19 @@ fn check_files(data_dir: &Path, expected: &Expected, report: &mut Report) {
                 continue;
             }
         };
-        // Read no further than the largest chained file (and a byte): enough to tell another
-        // segment's bytes, without reading a huge file whole.
-        let limit = expected.largest_file.max(*len).saturating_add(1);
-        let problem = match sha256_range(&file, 0, limit) {
-            Ok((d, n)) => {
-                report.bytes_read += n;
-                if d == *digest && n == *len {
-                    None
-                } else {
-                    match misplaced(expected, &d) {
-                        Some(place) if place != object => {
-                            Some((Status::Reordered, format!("holds what was chained as {place}")))
-                        }
-                        _ if n > *len => Some((
-                            Status::Modified,
-                            format!("longer than the {len} bytes chained at entry {seq}"),
-                        )),
-                        _ => Some((Status::Modified, format!("not the {len} bytes chained at entry {seq}"))),
-                    }
+        report.bytes_read += n;
+        let problem = if d == *digest && n == *len {
+            None
+        } else {
+            match misplaced(expected, &d) {
+                Some(place) if place != object => {
+                    Some((Status::Reordered, format!("holds what was chained as {place}")))
                 }
+                _ if n > *len => {
+                    Some((Status::Modified, format!("longer than the {len} bytes chained at entry {seq}")))
+                }
+                _ => Some((Status::Modified, format!("not the {len} bytes chained at entry {seq}"))),
             }
-            Err(e) => Some((Status::Missing, format!("unreadable: {e}"))),
         };
         match (problem, removed) {
             // A file removed for retention whose unlink a crash interrupted: still what it was.
@@ -784,6 +825,9 @@ fn check_versions(data_dir: &Path, expected: &Expected, report: &mut Report) {
 
 /// Files where the daemon keeps chained objects that the chain never mentions.
 fn check_unchained(data_dir: &Path, expected: &Expected, report: &mut Report) {
+    let bucket_segments = bucket_segments(data_dir);
+    let bucket_segments: std::collections::HashSet<&str> =
+        bucket_segments.iter().map(String::as_str).collect();
     let known = |o: &str| {
         expected.appends.contains_key(o)
             || expected.files.contains_key(o)
@@ -805,6 +849,18 @@ fn check_unchained(data_dir: &Path, expected: &Expected, report: &mut Report) {
                 continue;
             }
             let len = std::fs::metadata(data_dir.join(&object)).map(|m| m.len()).unwrap_or(0);
+            if dir == "segments" && bucket_segments.contains(name.as_str()) {
+                // A copy of a segment in the bucket that this directory never wrote (a manifest
+                // adopted from the bucket): the bucket's, not chained here.
+                report.findings.push(Finding {
+                    object,
+                    status: Status::Intact,
+                    detail:
+                        "a copy from the bucket, which this data directory did not write (not chained here)"
+                            .into(),
+                });
+                continue;
+            }
             // A WAL generation started with nothing written yet, an audit file just opened.
             let empty = if dir == "wal" { len <= 8 } else { len == 0 };
             if !empty {
