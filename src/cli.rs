@@ -267,6 +267,7 @@ pub enum AuthCommand {
 
 /// Run the parsed command line; the process exit code follows the result.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    crate::tls::install_crypto_provider();
     match cli.command {
         Command::Validate { file } => validate(&file),
         Command::Serve { config } => {

@@ -3,10 +3,26 @@
 //! random bytes (tokens, salts). TLS itself takes the same module through
 //! [`crate::tls::crypto_provider`].
 //!
-//! The module is ring. Its API is the one aws-lc-rs keeps too, so the functions here are where a
-//! build on another module changes, and nowhere else.
+//! The module is ring, or with the `fips` feature AWS-LC in FIPS mode (aws-lc-rs, which keeps
+//! ring's API): the `use` below is the one line that differs.
 
+#[cfg(all(feature = "fips", feature = "ring"))]
+compile_error!(
+    "build with one crypto module: `--no-default-features --features fips` for FIPS, the default for ring"
+);
+#[cfg(not(any(feature = "fips", feature = "ring")))]
+compile_error!("build with a crypto module: the default features (ring), or `--features fips`");
+
+#[cfg(feature = "fips")]
+use aws_lc_rs::{digest, hmac, rand};
+#[cfg(all(feature = "ring", not(feature = "fips")))]
 use ring::{digest, hmac, rand};
+
+/// The module, as the startup log names it.
+#[cfg(feature = "fips")]
+pub const MODULE: &str = "AWS-LC FIPS (aws-lc-fips-sys)";
+#[cfg(not(feature = "fips"))]
+pub const MODULE: &str = "ring";
 
 /// SHA-256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {

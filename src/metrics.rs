@@ -50,6 +50,7 @@ pub struct Metrics {
     pub wal_torn_tails: IntCounter,
     pub storage_errors: IntCounterVec,
     pub storage_writable: IntGauge,
+    pub crypto_fips: IntGauge,
     pub wal_retry_events: IntGauge,
     pub flight_queries: IntCounterVec,
     pub flight_query_seconds: Histogram,
@@ -291,6 +292,11 @@ impl Metrics {
                 "storage_errors_total",
                 "Storage failures by operation: wal (a group not written, cut back), wal_rollback (a failed write could not be cut back: generation closed), wal_create (no new WAL generation), segment and manifest (a Parquet flush, retried), batch.",
                 &["op"],
+            )?,
+            crypto_fips: gauge(
+                reg,
+                "crypto_fips",
+                "1 when the build's crypto module runs in FIPS mode (the fips build, AWS-LC's FIPS module), 0 otherwise.",
             )?,
             storage_writable: gauge(
                 reg,

@@ -106,6 +106,9 @@ pub async fn run(
     let notifier = crate::systemd::Notifier::from_env();
     let registry = Registry::new();
     let metrics = Metrics::new(&registry)?;
+    let fips = crate::tls::crypto_provider().fips();
+    metrics.crypto_fips.set(i64::from(fips));
+    tracing::info!(module = crate::crypto::MODULE, fips, "cryptography");
     let cancel = CancellationToken::new();
     let connections = TaskTracker::new();
 

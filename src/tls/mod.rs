@@ -457,12 +457,25 @@ fn build_acceptor(
 /// The one cryptographic provider of this build: every TLS configuration (server, client, the
 /// Flight SQL and alert clients), every signature check and the checkpoints' signatures use it.
 pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::ring::default_provider()
+    #[cfg(feature = "fips")]
+    return rustls::crypto::default_fips_provider();
+    #[cfg(not(feature = "fips"))]
+    return rustls::crypto::ring::default_provider();
+}
+
+/// Make the build's provider the process default, for what builds TLS configurations of its own
+/// (tonic's client for `query --server`): called once, first thing.
+pub fn install_crypto_provider() {
+    // Fails only when one is installed already: the same one.
+    let _ = rustls::crypto::CryptoProvider::install_default(crypto_provider());
 }
 
 /// Session ticket keys from the build's provider.
 fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, rustls::Error> {
-    rustls::crypto::ring::Ticketer::new()
+    #[cfg(feature = "fips")]
+    return rustls::crypto::aws_lc_rs::Ticketer::new();
+    #[cfg(not(feature = "fips"))]
+    return rustls::crypto::ring::Ticketer::new();
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
