@@ -195,8 +195,9 @@ fn write_loop(
                 }
                 match crate::jsonl::open_append(&path) {
                     Ok(f) => {
+                        // What a crash left unchained (or the line end `open_append` added).
                         if let Some(chain) = chain {
-                            chain_unchained_tail(chain, &path, &f);
+                            chain.recover_tail(object_name(&day), &path, &f, 0);
                         }
                         open = Some((day.clone(), f));
                     }
@@ -243,25 +244,6 @@ fn write_loop(
 /// A day file as the seal's chain names it.
 fn object_name(day: &str) -> String {
     format!("audit/audit-{day}.jsonl")
-}
-
-/// Bytes at the end of a day file the chain does not hold (a crash between a write and its
-/// entry, or the line ending `open_append` adds to a line cut short): chained as recovered.
-fn chain_unchained_tail(chain: &Chain, path: &Path, f: &std::fs::File) {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return };
-    let object = format!("audit/{name}");
-    let Ok(len) = f.metadata().map(|m| m.len()) else { return };
-    let end = chain.appended_end(&object).unwrap_or(0);
-    if len > end {
-        if let Ok((sha256, n)) = crate::seal::digest::sha256_range(f, end, len - end) {
-            tracing::warn!(file = %path.display(), from = end, bytes = n,
-                "seal: chaining audit lines the last run wrote without chaining them (a crash); verify lists them as recovered");
-            chain.record(Record::Append { object, offset: end, len: n, sha256, recovered: true });
-        }
-    } else if len < end {
-        tracing::error!(file = %path.display(), len, chained = end,
-            "seal: an audit file is shorter than the lines the chain says were written to it; `logwarden verify` names it");
-    }
 }
 
 /// Delete the day files whose whole day is older than `max_age` (each chained as removed first).

@@ -364,6 +364,30 @@ impl Chain {
         self.writer().view.wal_ranges.get(object).cloned().unwrap_or_default()
     }
 
+    /// At a start: chain, marked recovered, the bytes of an append-only `object` past its last
+    /// chained append (from `start` when none is): what a crash left between a write and its
+    /// entry. A file shorter than its chained appends lost records, which is logged as an error.
+    pub fn recover_tail(&self, object: String, path: &Path, file: &File, start: u64) {
+        let Ok(len) = file.metadata().map(|m| m.len()) else { return };
+        let end = self.appended_end(&object).unwrap_or(start);
+        if len > end {
+            match super::digest::sha256_range(file, end, len - end) {
+                Ok((sha256, n)) => {
+                    tracing::warn!(file = %path.display(), from = end, bytes = n,
+                        "seal: chaining what the last run wrote without chaining it (a crash); verify lists it as recovered");
+                    self.record(Record::Append { object, offset: end, len: n, sha256, recovered: true });
+                }
+                Err(e) => {
+                    tracing::error!(file = %path.display(), error = %e, "seal: cannot read bytes to chain them")
+                }
+            }
+        } else if len < end {
+            tracing::error!(file = %path.display(), len, chained = end,
+                "seal: a file is shorter than what the chain says was written to it: it was cut back; \
+                 `logwarden verify` names it");
+        }
+    }
+
     /// Whether `object` is chained as a file written once (and not removed since).
     pub fn has_file(&self, object: &str) -> bool {
         self.writer().view.files.contains(object)

@@ -419,17 +419,15 @@ fn read_certificate(path: &Path) -> Result<CertificateDer<'static>, VerifyError>
     }
 }
 
-/// With a bucket (`location` in the manifest), the segment files its manifest names.
-fn bucket_segments(data_dir: &Path) -> Vec<String> {
-    let Some(m) = std::fs::read(data_dir.join(crate::store::MANIFEST_FILE))
+/// With a bucket (`location` in the manifest), the segment files its manifest names; `None`
+/// for a data directory without one.
+fn bucket_segments(data_dir: &Path) -> Option<Vec<String>> {
+    let m = std::fs::read(data_dir.join(crate::store::MANIFEST_FILE))
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .filter(|m| m.get("location").is_some_and(|l| l.is_string()))
-    else {
-        return Vec::new();
-    };
+        .filter(|m| m.get("location").is_some_and(|l| l.is_string()))?;
     let segments = m.get("segments").and_then(|s| s.as_array()).cloned().unwrap_or_default();
-    segments.iter().filter_map(|s| s.get("file")?.as_str().map(str::to_owned)).collect()
+    Some(segments.iter().filter_map(|s| s.get("file")?.as_str().map(str::to_owned)).collect())
 }
 
 /// An evicted copy is one of a segment in a bucket: without a bucket (no `location` in the
@@ -439,11 +437,7 @@ fn evictions_need_a_bucket(data_dir: &Path, expected: &Expected, report: &mut Re
     if evicted.is_empty() {
         return;
     }
-    let bucket = std::fs::read(data_dir.join(crate::store::MANIFEST_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .is_some_and(|m| m.get("location").is_some_and(|l| l.is_string()));
-    if !bucket {
+    if bucket_segments(data_dir).is_none() {
         for (object, (_, seq)) in evicted {
             report.findings.push(Finding {
                 object: object.clone(),
@@ -825,7 +819,7 @@ fn check_versions(data_dir: &Path, expected: &Expected, report: &mut Report) {
 
 /// Files where the daemon keeps chained objects that the chain never mentions.
 fn check_unchained(data_dir: &Path, expected: &Expected, report: &mut Report) {
-    let bucket_segments = bucket_segments(data_dir);
+    let bucket_segments = bucket_segments(data_dir).unwrap_or_default();
     let bucket_segments: std::collections::HashSet<&str> =
         bucket_segments.iter().map(String::as_str).collect();
     let known = |o: &str| {

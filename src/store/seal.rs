@@ -123,24 +123,7 @@ pub(super) fn recover(chain: &Chain, root: &Path, manifest: &Manifest, live_wal:
 }
 
 fn recover_wal(chain: &Chain, generation: u64, path: &Path) {
-    let object = wal::object_name(generation);
-    let Ok(file) = File::open(path) else { return };
-    let Ok(len) = file.metadata().map(|m| m.len()) else { return };
-    let end = chain.appended_end(&object).unwrap_or(WAL_MAGIC_LEN);
-    if len > end {
-        match sha256_range(&file, end, len - end) {
-            Ok((sha256, n)) => {
-                tracing::warn!(file = %path.display(), bytes = n,
-                    "seal: chaining WAL records the last run wrote without chaining them (a crash)");
-                chain.record(Record::Append { object, offset: end, len: n, sha256, recovered: true });
-            }
-            Err(e) => {
-                tracing::error!(file = %path.display(), error = %e, "seal: cannot read WAL records to chain them")
-            }
-        }
-    } else if len < end {
-        tracing::error!(file = %path.display(), len, chained = end,
-            "seal: a WAL file is shorter than the records the chain says were written to it: records were removed; \
-             `logwarden verify` names them");
+    if let Ok(file) = File::open(path) {
+        chain.recover_tail(wal::object_name(generation), path, &file, WAL_MAGIC_LEN);
     }
 }
