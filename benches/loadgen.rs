@@ -546,7 +546,7 @@ fn client_config(ca: &Path, args: &Args, resume: bool) -> Result<Arc<rustls::Cli
     {
         roots.add(cert?)?;
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(logwarden::tls::crypto_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots);

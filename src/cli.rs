@@ -258,10 +258,14 @@ pub enum AuthCommand {
         #[arg(long, requires = "http")]
         api_key_id: Option<String>,
     },
-    /// Read a password on stdin and print the [[flight.users]] entry with its argon2 hash.
+    /// Read a password on stdin and print the [[flight.users]] entry with its hash (argon2id;
+    /// PBKDF2-HMAC-SHA256 in a FIPS build, where argon2 is not an approved algorithm).
     HashPassword {
         /// The user name clients send.
         name: String,
+        /// The hash's scheme (default: pbkdf2-sha256 in a FIPS build, else argon2id).
+        #[arg(long, value_enum)]
+        scheme: Option<crate::crypto::password::Scheme>,
     },
 }
 
@@ -534,12 +538,15 @@ fn auth(cmd: AuthCommand) -> anyhow::Result<()> {
                 ),
             }
         }
-        AuthCommand::HashPassword { name } => {
+        AuthCommand::HashPassword { name, scheme } => {
             let mut password = String::new();
             std::io::stdin().read_line(&mut password).context("failed to read the password from stdin")?;
             let password = password.trim_end_matches(['\r', '\n']);
             anyhow::ensure!(!password.is_empty(), "empty password");
-            let hash = auth::hash_password(password).map_err(|e| anyhow::anyhow!("failed to hash: {e}"))?;
+            let scheme = scheme.unwrap_or(crate::crypto::password::Scheme::DEFAULT);
+            let hash = crate::crypto::password::hash(password, scheme)
+                .map_err(|e| anyhow::anyhow!("failed to hash: {e}"))?
+                .into_string();
             println!("[[flight.users]]\nname = {name:?}\npassword_hash = {hash:?}");
         }
     }

@@ -331,7 +331,7 @@ impl Metrics {
             flight_password_checks: counter(
                 reg,
                 "flight_password_checks_total",
-                "argon2 password checks run for Flight SQL basic credentials (a user that does not exist is checked too).",
+                "Password hash checks run for Flight SQL basic credentials (a user that does not exist is checked too).",
             )?,
             rules: crate::stream::RuleMetrics {
                 late: counter_vec(

@@ -100,6 +100,7 @@ impl Client {
                 }
                 _ => builder.with_no_client_auth(),
             };
+            crate::tls::check_fips("its HTTPS client", config.fips()).map_err(|e| bad(&e.to_string()))?;
             let name = ServerName::try_from(host.clone()).map_err(|e| bad(&e.to_string()))?;
             Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
         } else {

@@ -108,7 +108,13 @@ pub async fn run(
     let metrics = Metrics::new(&registry)?;
     let fips = crate::tls::crypto_provider().fips();
     metrics.crypto_fips.set(i64::from(fips));
-    tracing::info!(module = crate::crypto::MODULE, fips, "cryptography");
+    tracing::info!(module = crate::crypto::MODULE, fips, required = config.tls.fips, "cryptography");
+    if config.tls.fips {
+        // `validate` refuses this in a build without the FIPS module; every TLS configuration
+        // built from here on is checked.
+        crate::tls::require_fips();
+        crate::tls::check_fips("this build", fips)?;
+    }
     let cancel = CancellationToken::new();
     let connections = TaskTracker::new();
 

@@ -29,7 +29,7 @@ pub struct FlightConfig {
     pub crl_files: Option<Vec<PathBuf>>,
     /// Bearer tokens, stored as the SHA-256 of the token (`logwarden auth new-token` makes both).
     pub tokens: Vec<TokenConfig>,
-    /// Basic-auth users, stored as argon2 PHC strings (`logwarden auth hash-password`).
+    /// Basic-auth users, stored as password hashes (`logwarden auth hash-password`).
     pub users: Vec<UserConfig>,
     /// With no tokens and no users configured, a random token is created once in this file
     /// (mode 0600; default `data_dir/flight.token`) and is the only credential accepted.
@@ -88,7 +88,8 @@ pub struct TokenConfig {
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     pub name: String,
-    /// argon2 PHC string, e.g. `$argon2id$v=19$m=19456,t=2,p=1$...`.
+    /// A PHC string: argon2 (`$argon2id$v=19$m=19456,t=2,p=1$...`) or PBKDF2-HMAC-SHA256
+    /// (`$pbkdf2-sha256$i=600000,l=32$...`, what a FIPS build makes).
     pub password_hash: String,
 }
 
@@ -133,7 +134,7 @@ impl Default for QueryLimitsConfig {
     }
 }
 
-/// What sign-in attempts may cost: password checks (argon2, slow on purpose) run on their own
+/// What sign-in attempts may cost: password checks (slow on purpose) run on their own
 /// threads, a few at a time, and an address that keeps failing is refused for a while.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -206,6 +206,29 @@ mod tests {
     }
 
     #[test]
+    fn fips_mode_refuses_what_the_fips_module_does_not_do() {
+        let argon2 = crate::crypto::password::hash("pw", crate::crypto::password::Scheme::Argon2).unwrap();
+        let pbkdf2 =
+            crate::crypto::password::hash("pw", crate::crypto::password::Scheme::Pbkdf2Sha256).unwrap();
+        let users = format!(
+            "[[flight.users]]\nname = \"a\"\npassword_hash = \"{}\"\n[[flight.users]]\nname = \"p\"\npassword_hash = \"{}\"\n",
+            argon2.as_str(),
+            pbkdf2.as_str()
+        );
+        let p = problems(&format!("[tls]\nfips = true\n[storage]\nurl = \"s3://logs/a\"\n{users}"));
+        let has = |prefix: &str, text: &str| p.iter().any(|l| l.starts_with(prefix) && l.contains(text));
+        assert!(has("flight.users[0].password_hash", "is an argon2 hash, not a FIPS-approved"), "{p:?}");
+        assert!(!p.iter().any(|l| l.starts_with("flight.users[1]")), "{p:?}");
+        assert!(has("storage.url", "outside the FIPS module"), "{p:?}");
+        // This build has the FIPS module or says how to get one.
+        assert_eq!(has("tls.fips", "--features fips"), !cfg!(feature = "fips"), "{p:?}");
+        // Without tls.fips, both kinds load; a FIPS build warns about argon2.
+        let c = load_str(&users, "t.toml").unwrap();
+        let warned = c.warnings().iter().any(|w| w.key == "flight.users[0].password_hash");
+        assert_eq!(warned, cfg!(feature = "fips"));
+    }
+
+    #[test]
     fn every_structural_problem_is_listed_with_its_key() {
         let p = problems(
             "shutdown_timeot = \"5s\"\n[batch]\nrows = \"many\"\n[[stream]]\nname = \"a\"\naddress = \"nowhere\"\n",

@@ -168,6 +168,11 @@ pub struct TlsConfig {
     pub pin: Option<toml::Value>,
     /// Logged-in sessions kept open on the token for signing (capped by the token's limit).
     pub pkcs11_sessions: usize,
+    /// Refuse to start unless every TLS configuration is in FIPS mode (only FIPS-approved
+    /// suites, groups and signature schemes, from the FIPS module): needs the FIPS build
+    /// (`--features fips`); password hashes must then be PBKDF2 and segments may not go to a
+    /// bucket (whose client is outside the module). Restart to change.
+    pub fips: bool,
     /// CAs that issue client certificates (PEM bundle), for listeners with `client_auth` set
     /// and no `client_ca_file` of their own.
     pub client_ca_file: Option<PathBuf>,
@@ -195,6 +200,7 @@ impl Default for TlsConfig {
             pin_env: None,
             pin: None,
             pkcs11_sessions: 4,
+            fips: false,
             client_ca_file: None,
             crl_files: Vec::new(),
             trust_reload_interval: Duration::from_secs(10),
@@ -365,7 +371,7 @@ pub struct HttpListenerConfig {
     /// are checked per request (the credential's principal, else the certificate's).
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
-    /// Basic-auth users (Elasticsearch clients): argon2 hashes; the principal is `user:NAME`.
+    /// Basic-auth users (Elasticsearch clients): password hashes; the principal is `user:NAME`.
     #[serde(default)]
     pub users: Vec<UserConfig>,
 }

@@ -20,7 +20,7 @@ const FLIGHT_RELOADABLE: [&str; 6] =
 /// The keys of `[detect]` that need a restart.
 const DETECT_RESTART_ONLY: [&str; 4] = ["templates", "allowed_lateness", "idle_timeout", "results_retention"];
 /// The keys of `[tls]` that need a restart.
-const TLS_RESTART_ONLY: [&str; 1] = ["trust_reload_interval"];
+const TLS_RESTART_ONLY: [&str; 2] = ["trust_reload_interval", "fips"];
 
 /// The keys, as `validate` names them, whose value differs between the file the daemon
 /// started with (`running`) and `new`, and which a reload does not apply. Files that do not

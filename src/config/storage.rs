@@ -108,8 +108,12 @@ impl StorageConfig {
     }
 
     pub(super) fn validate(&self, data_dir: &std::path::Path, out: &mut Vec<Problem>) {
-        if let Err(reason) = self.location(data_dir) {
-            out.push(Problem::new("storage.url", reason));
+        match self.location(data_dir) {
+            Err(reason) => out.push(Problem::new("storage.url", reason)),
+            Ok(StorageUrl::S3 { .. }) if !cfg!(feature = "s3") => {
+                out.push(Problem::new("storage.url", crate::store::bucket::NO_S3))
+            }
+            Ok(_) => {}
         }
         let secrets = [
             ("access_key_id", &self.access_key_id),

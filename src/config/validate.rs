@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use super::{ClientAuth, Config, ListenerCommon, Problem};
+use crate::crypto::password::PasswordHash;
 use crate::query::TABLES;
 use crate::tls::Pkcs11Uri;
 use crate::tls::identity::is_edipi;
@@ -88,7 +89,7 @@ impl Config {
             }
         }
         for (i, l) in self.http.iter().enumerate() {
-            validate_credentials(&mut out, &format!("http[{i}]"), &l.tokens, &l.users);
+            validate_credentials(&mut out, &format!("http[{i}]"), &l.tokens, &l.users, self.tls.fips);
         }
         for (i, l) in self.otlp.iter().enumerate() {
             if l.max_message_bytes.as_u64() == 0 || l.max_message_bytes.as_u64() > 1 << 30 {
@@ -335,6 +336,21 @@ impl Config {
         if t.trust_reload_interval.is_zero() {
             out.push(Problem::new("tls.trust_reload_interval", "must be greater than 0"));
         }
+        if t.fips && !cfg!(feature = "fips") {
+            out.push(Problem::new(
+                "tls.fips",
+                format!(
+                    "this build's cryptography is {}, not a FIPS 140-3 validated module: build logwarden with `--no-default-features --features fips` (docs/operations.md, Compliance)",
+                    crate::crypto::MODULE
+                ),
+            ));
+        }
+        if t.fips && matches!(self.storage.location(&self.data_dir), Ok(super::StorageUrl::S3 { .. })) {
+            out.push(Problem::new(
+                "storage.url",
+                "tls.fips = true, but the bucket's client (object_store) signs requests and makes TLS connections with ring, outside the FIPS module: keep segments in a directory",
+            ));
+        }
         if t.pin.is_some() {
             out.push(Problem::new(
                 "tls.pin",
@@ -454,7 +470,7 @@ impl Config {
         if f.handshake_timeout.is_zero() {
             out.push(Problem::new("flight.handshake_timeout", "must be greater than 0"));
         }
-        validate_credentials(out, "flight", &f.tokens, &f.users);
+        validate_credentials(out, "flight", &f.tokens, &f.users, self.tls.fips);
         let l = &f.limits;
         if l.memory.as_u64() < 1 << 20 {
             out.push(Problem::new("flight.limits.memory", "must be at least 1 MiB"));
@@ -636,7 +652,35 @@ impl Config {
                 }
             }
         }
+        out.extend(self.unapproved_password_hashes());
         out
+    }
+
+    /// In a FIPS build without `tls.fips = true` (which refuses them): password hashes whose
+    /// algorithm FIPS does not approve (argon2), checked outside the FIPS module.
+    fn unapproved_password_hashes(&self) -> Vec<Problem> {
+        if !cfg!(feature = "fips") || self.tls.fips {
+            return Vec::new();
+        }
+        let flight = self.flight.users.iter().enumerate().map(|(i, u)| (format!("flight.users[{i}]"), u));
+        let http = self.http.iter().enumerate().flat_map(|(i, l)| {
+            l.users.iter().enumerate().map(move |(j, u)| (format!("http[{i}].users[{j}]"), u))
+        });
+        flight
+            .chain(http)
+            .filter_map(|(key, u)| {
+                let h = PasswordHash::parse(&u.password_hash).ok()?;
+                (!h.scheme().fips_approved()).then(|| {
+                    Problem::new(
+                        format!("{key}.password_hash"),
+                        format!(
+                            "is an {} hash: not a FIPS-approved algorithm, so this FIPS build checks it outside the FIPS module; make a pbkdf2-sha256 one with logwarden auth hash-password (tls.fips = true refuses it)",
+                            h.scheme().name()
+                        ),
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Why `token:NAME` or `user:NAME` names no Flight SQL credential of this file (names
@@ -691,6 +735,7 @@ fn validate_credentials(
     prefix: &str,
     tokens: &[super::TokenConfig],
     users: &[super::UserConfig],
+    fips: bool,
 ) {
     let mut names: HashMap<&str, String> = HashMap::new();
     for (i, t) in tokens.iter().enumerate() {
@@ -711,11 +756,19 @@ fn validate_credentials(
     }
     for (i, u) in users.iter().enumerate() {
         let key = format!("{prefix}.users[{i}]");
-        if let Err(e) = argon2::PasswordHash::new(&u.password_hash) {
-            out.push(Problem::new(
+        match PasswordHash::parse(&u.password_hash) {
+            Err(e) => out.push(Problem::new(
                 format!("{key}.password_hash"),
-                format!("is not an argon2 PHC string ({e}); make one with logwarden auth hash-password"),
-            ));
+                format!("{e}; make one with logwarden auth hash-password"),
+            )),
+            Ok(h) if fips && !h.scheme().fips_approved() => out.push(Problem::new(
+                format!("{key}.password_hash"),
+                format!(
+                    "is an {} hash, not a FIPS-approved algorithm, and tls.fips = true: make a pbkdf2-sha256 one with logwarden auth hash-password",
+                    h.scheme().name()
+                ),
+            )),
+            Ok(_) => {}
         }
         if let Some(other) = names.insert(&u.name, key.clone()) {
             out.push(Problem::new(

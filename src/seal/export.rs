@@ -201,6 +201,8 @@ impl Syslog {
                         .map_err(|e| bad(&e.to_string()))?
                         .with_root_certificates(roots)
                         .with_no_client_auth();
+                crate::tls::check_fips("the checkpoint syslog export", config.fips())
+                    .map_err(|e| bad(&e.to_string()))?;
                 let name = ServerName::try_from(host.clone()).map_err(|e| bad(&e.to_string()))?;
                 Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
             }

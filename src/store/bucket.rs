@@ -14,18 +14,18 @@
 
 use std::path::Path as FsPath;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path;
-use object_store::{
-    ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
-    WriteMultipart,
-};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 use tokio::io::AsyncReadExt;
 
 use super::manifest::Manifest;
+
+/// Why a build without the `s3` feature (the FIPS build) cannot open a bucket.
+pub const NO_S3: &str = "this build of logwarden has no S3 client: it was built without the `s3` feature, \
+     as the FIPS build is (object_store signs requests and makes TLS connections with ring, outside the \
+     FIPS module); keep segments in a directory, or run a default build";
 
 /// Files above this size are uploaded in parts.
 const MULTIPART_ABOVE: u64 = 16 << 20;
@@ -40,6 +40,8 @@ pub enum BucketError {
     Object { op: &'static str, object: String, cause: String, kind: FailureKind },
     #[error("failed to set up the bucket {url}: {source}")]
     Setup { url: String, source: object_store::Error },
+    #[error("{url}: {NO_S3}")]
+    NoS3 { url: String },
     #[error("failed to read {path} to upload it as {object}: {source}")]
     Local { path: std::path::PathBuf, object: String, source: std::io::Error },
     #[error("this node's {name} is {bytes} bytes, more than the {max} other nodes read: not published")]
@@ -116,6 +118,26 @@ impl Bucket {
     pub fn open(bucket: &str, prefix: &str, node_id: &str) -> Result<Bucket, BucketError> {
         let url =
             if prefix.is_empty() { format!("s3://{bucket}") } else { format!("s3://{bucket}/{prefix}") };
+        let store = Self::client(bucket, url)?;
+        let nodes_prefix = if prefix.is_empty() { "nodes".to_owned() } else { format!("{prefix}/nodes") };
+        Ok(Bucket {
+            store,
+            bucket: bucket.to_owned(),
+            node_prefix: format!("{nodes_prefix}/{node_id}"),
+            nodes_prefix,
+            node_id: node_id.to_owned(),
+        })
+    }
+
+    #[cfg(not(feature = "s3"))]
+    fn client(_bucket: &str, url: String) -> Result<Arc<dyn ObjectStore>, BucketError> {
+        Err(BucketError::NoS3 { url })
+    }
+
+    #[cfg(feature = "s3")]
+    fn client(bucket: &str, url: String) -> Result<Arc<dyn ObjectStore>, BucketError> {
+        use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+        use object_store::{ClientConfigKey, RetryConfig};
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
             // Requests that hang (a stopped server) fail within these; the uploader retries.
@@ -123,21 +145,14 @@ impl Bucket {
             .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "60s")
             .with_retry(RetryConfig {
                 max_retries: 3,
-                retry_timeout: Duration::from_secs(30),
+                retry_timeout: std::time::Duration::from_secs(30),
                 ..RetryConfig::default()
             });
         for (key, value) in super::aws_profile::from_files() {
             builder = builder.with_config(key, value);
         }
         let store = builder.build().map_err(|source| BucketError::Setup { url, source })?;
-        let nodes_prefix = if prefix.is_empty() { "nodes".to_owned() } else { format!("{prefix}/nodes") };
-        Ok(Bucket {
-            store: Arc::new(store),
-            bucket: bucket.to_owned(),
-            node_prefix: format!("{nodes_prefix}/{node_id}"),
-            nodes_prefix,
-            node_id: node_id.to_owned(),
-        })
+        Ok(Arc::new(store))
     }
 
     pub fn object_store(&self) -> Arc<dyn ObjectStore> {

@@ -5,6 +5,7 @@
 //! visible to queries in the same step that makes it durable, and moves from memory to a segment
 //! atomically, so a query never sees a row twice or misses one.
 
+#[cfg(feature = "s3")]
 mod aws_profile;
 pub mod bucket;
 mod cache;

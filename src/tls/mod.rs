@@ -17,6 +17,7 @@ pub use identity::{Principal, PrincipalError, PrincipalFrom, principal_of};
 pub use pkcs11::Pkcs11Uri;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use rustls::ServerConfig;
@@ -52,6 +53,10 @@ pub enum TlsError {
     Trust { path: PathBuf, reason: String },
     #[error("client_auth needs a CA bundle: set client_ca_file on the listener or in [tls]")]
     NoClientCa,
+    #[error(
+        "tls.fips = true, but the TLS configuration of {what} is not in FIPS mode (cryptography: {module})"
+    )]
+    NotFips { what: String, module: &'static str },
 }
 
 // Written out rather than `#[from]`, which would also make the inner error the `source` and
@@ -234,7 +239,7 @@ impl ServerTls {
         let stamp = client_auth::fingerprint(&trust);
         let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
         let resolver: Arc<dyn ResolvesServerCert> = self.identity.clone();
-        let current = build_acceptor(&alpn, &resolver, trust, tickets, 0)?;
+        let current = build_acceptor(name, &alpn, &resolver, trust, tickets, 0)?;
         let l = ListenerTls {
             name: name.to_owned(),
             alpn,
@@ -421,11 +426,12 @@ impl ListenerTls {
     }
 
     fn build(&self, trust: ClientTrust) -> Result<Current, TlsError> {
-        build_acceptor(&self.alpn, &self.resolver, trust, self.tickets, 0)
+        build_acceptor(&self.name, &self.alpn, &self.resolver, trust, self.tickets, 0)
     }
 }
 
 fn build_acceptor(
+    name: &str,
     alpn: &[Vec<u8>],
     resolver: &Arc<dyn ResolvesServerCert>,
     trust: ClientTrust,
@@ -451,6 +457,7 @@ fn build_acceptor(
     };
     config.max_tls13_tickets = MAX_REQUESTED_TICKETS;
     config.alpn_protocols = alpn.to_vec();
+    check_fips(&format!("the {name} listener"), config.fips())?;
     Ok(Current { acceptor: TlsAcceptor::from(Arc::new(config)), verifier, trust, generation })
 }
 
@@ -461,6 +468,25 @@ pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
     return rustls::crypto::default_fips_provider();
     #[cfg(not(feature = "fips"))]
     return rustls::crypto::ring::default_provider();
+}
+
+/// Set at start by `[tls] fips = true`: from then on every TLS configuration must be in FIPS
+/// mode (see [`check_fips`]). One flag for the process, as the crypto provider is one.
+static FIPS_REQUIRED: AtomicBool = AtomicBool::new(false);
+
+/// `[tls] fips = true`: refuse, from now on, any TLS configuration not in FIPS mode.
+pub fn require_fips() {
+    FIPS_REQUIRED.store(true, Ordering::SeqCst);
+}
+
+/// `what`'s TLS configuration, which reports `fips` (rustls `ServerConfig::fips()`,
+/// `ClientConfig::fips()`: the provider is the FIPS module's, with extended master secret
+/// required): refused when not in FIPS mode and `[tls] fips = true`.
+pub fn check_fips(what: &str, fips: bool) -> Result<(), TlsError> {
+    if FIPS_REQUIRED.load(Ordering::SeqCst) && !fips {
+        return Err(TlsError::NotFips { what: what.to_owned(), module: crate::crypto::MODULE });
+    }
+    Ok(())
 }
 
 /// Make the build's provider the process default, for what builds TLS configurations of its own

@@ -17,7 +17,7 @@ pub fn tls_config(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     for c in CertificateDer::pem_file_iter(ca).expect("read CA") {
         roots.add(c.expect("CA cert")).expect("add CA");
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(logwarden::tls::crypto_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")
@@ -38,7 +38,7 @@ pub fn tls_config_with_cert(ca: &Path, cert: &Path, key: &Path) -> Arc<rustls::C
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_file_iter(cert).expect("read cert").map(|c| c.expect("cert")).collect();
     let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).expect("read key");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(logwarden::tls::crypto_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")

@@ -15,6 +15,7 @@ mod daemon;
 mod deploy;
 mod disk_full;
 mod elastic;
+mod fips;
 mod flight;
 mod hec;
 mod ingest;

@@ -2,10 +2,11 @@
 //! and `users`): Splunk HEC tokens (`Authorization: Splunk T`), bearer tokens, Elasticsearch
 //! API keys (`ApiKey base64(id:key)`; the configured token is `id:key`), and basic-auth users
 //! (Elasticsearch clients; HEC clients that put the token in the password). Tokens are kept as
-//! SHA-256 digests; passwords as argon2 hashes, checked off the async workers with the failure
+//! SHA-256 digests; passwords as password hashes (argon2, or PBKDF2 in a FIPS build: see
+//! [`crate::crypto::password`]), checked off the async workers with the failure
 //! limits of Flight SQL sign-ins (`[flight.auth_limits]`, counted separately), and a verified
 //! user and password remembered by digest for 15 minutes, so a shipper sending basic auth on
-//! every request pays argon2 once. The principal (`token:NAME`, `user:NAME`) is what
+//! every request pays the hash once. The principal (`token:NAME`, `user:NAME`) is what
 //! `[access] send` rules name.
 
 use std::collections::HashMap;
@@ -19,11 +20,12 @@ use hyper::HeaderMap;
 use hyper::header::AUTHORIZATION;
 
 use crate::config::{AuthLimitsConfig, TokenConfig, UserConfig};
+use crate::crypto::password::PasswordHash;
 use crate::serve::flight::signin::{Failure, SignIn};
 
 type Digest32 = [u8; 32];
 
-/// How long a verified user and password are taken without another argon2 check.
+/// How long a verified user and password are taken without another hash check.
 const VERIFIED_FOR: Duration = Duration::from_secs(15 * 60);
 /// Verified passwords remembered at most (then forgotten all at once: each costs one check).
 const MAX_VERIFIED: usize = 4096;
@@ -131,7 +133,9 @@ impl std::fmt::Display for AuthFailure {
 
 pub struct Credentials {
     tokens: HashMap<Digest32, String>,
-    users: HashMap<String, String>,
+    users: HashMap<String, PasswordHash>,
+    /// What a user that does not exist is checked against (costs what most users cost).
+    dummy: Option<PasswordHash>,
     verified: Mutex<HashMap<Digest32, (String, Instant)>>,
     signin: Option<SignIn>,
 }
@@ -152,17 +156,22 @@ impl Credentials {
                 Some((crate::serve::flight::auth::from_hex(&t.sha256)?, format!("token:{}", t.name)))
             })
             .collect();
-        let users: HashMap<String, String> =
-            users.iter().map(|u| (u.name.clone(), u.password_hash.clone())).collect();
-        let signin = match users.is_empty() {
-            true => None,
-            false => Some(
-                SignIn::new(limits)
-                    .map_err(|e| format!("preparing password checks: {e}"))?
-                    .named("HTTP ingest"),
-            ),
+        let users = users
+            .iter()
+            .map(|u| match PasswordHash::parse(&u.password_hash) {
+                Ok(h) => Ok((u.name.clone(), h)),
+                Err(e) => Err(format!("user {:?}: the password_hash {e}", u.name)),
+            })
+            .collect::<Result<HashMap<_, _>, _>>()?;
+        let (signin, dummy) = match users.is_empty() {
+            true => (None, None),
+            false => {
+                let dummy = crate::crypto::password::dummy(users.values())
+                    .map_err(|e| format!("preparing password checks: {e}"))?;
+                (Some(SignIn::new(limits).named("HTTP ingest")), Some(dummy))
+            }
         };
-        Ok(Credentials { tokens, users, verified: Mutex::new(HashMap::new()), signin })
+        Ok(Credentials { tokens, users, dummy, verified: Mutex::new(HashMap::new()), signin })
     }
 
     /// Whether any credential is configured (else headers are not looked at, but for HEC).
@@ -196,7 +205,9 @@ impl Credentials {
     }
 
     async fn password(&self, user: &str, password: String, peer: SocketAddr) -> Result<String, AuthFailure> {
-        let Some(signin) = &self.signin else { return Err(AuthFailure::BadPassword) };
+        let (Some(signin), Some(dummy)) = (&self.signin, &self.dummy) else {
+            return Err(AuthFailure::BadPassword);
+        };
         let mut key = crate::crypto::Sha256::new();
         key.update(user.as_bytes());
         key.update(&[0]);
@@ -211,9 +222,10 @@ impl Credentials {
             }
         }
         signin.refuse_if_limited(peer, user).map_err(|s| AuthFailure::Limited(s.message().to_owned()))?;
-        let phc = self.users.get(user).cloned();
-        let known = phc.is_some();
-        let ok = signin.verify(phc, password).await.map_err(|_| AuthFailure::Busy)?;
+        let hash = self.users.get(user);
+        let known = hash.is_some();
+        let hash = hash.unwrap_or(dummy).clone();
+        let ok = signin.verify(hash, password).await.map_err(|_| AuthFailure::Busy)?;
         if !(ok && known) {
             let why = if known { Failure::WrongPassword } else { Failure::UnknownUser };
             signin.failed(peer, "basic", Some(user), why);

@@ -1,4 +1,4 @@
-//! Who is asking: bearer tokens (kept as SHA-256 digests), basic credentials (argon2 hashes), and
+//! Who is asking: bearer tokens (kept as SHA-256 digests), basic credentials (password hashes), and
 //! session tokens handed out by the Flight handshake.
 //!
 //! Every call carries an `authorization` header; the check runs before any service method and
@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use argon2::Argon2;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use tonic::Status;
@@ -22,6 +21,7 @@ use tonic::metadata::MetadataMap;
 use super::signin::{Failure, SignIn};
 use crate::audit::Audit;
 use crate::config::FlightConfig;
+use crate::crypto::password::{HashError, PasswordHash};
 use crate::metrics::Metrics;
 
 /// How long a handshake session token, or a verified basic credential, stays valid.
@@ -50,8 +50,10 @@ pub enum AuthError {
     WriteToken { path: PathBuf, source: std::io::Error },
     #[error("the Flight SQL token file {path} is empty")]
     EmptyToken { path: PathBuf },
+    #[error("[[flight.users]] {user:?}: the password_hash {source}")]
+    Hash { user: String, source: HashError },
     #[error("failed to make the dummy password hash for Flight SQL sign-ins: {0}")]
-    Dummy(argon2::password_hash::Error),
+    Dummy(HashError),
 }
 
 type Digest32 = [u8; 32];
@@ -74,7 +76,9 @@ pub const GENERATED_TOKEN: &str = "token:token-file";
 /// The configured (or generated) credentials.
 struct Credentials {
     tokens: HashMap<Digest32, String>,
-    users: HashMap<String, String>,
+    users: HashMap<String, PasswordHash>,
+    /// What a user that does not exist is checked against (costs what most users cost).
+    dummy: PasswordHash,
     /// The token file in use when no credentials are configured.
     token_file: Option<PathBuf>,
     /// One more than the credentials it replaced: an identity checked against these carries it.
@@ -88,14 +92,22 @@ impl Credentials {
             .iter()
             .filter_map(|t| Some((from_hex(&t.sha256)?, format!("token:{}", t.name))))
             .collect();
-        let users = cfg.users.iter().map(|u| (u.name.clone(), u.password_hash.clone())).collect();
+        let users = cfg
+            .users
+            .iter()
+            .map(|u| match PasswordHash::parse(&u.password_hash) {
+                Ok(h) => Ok((u.name.clone(), h)),
+                Err(source) => Err(AuthError::Hash { user: u.name.clone(), source }),
+            })
+            .collect::<Result<HashMap<_, _>, _>>()?;
+        let dummy = crate::crypto::password::dummy(users.values()).map_err(AuthError::Dummy)?;
         let mut generated = None;
         if cfg.tokens.is_empty() && cfg.users.is_empty() {
             let token = load_or_create_token(token_file)?;
             tokens.insert(sha256(token.as_bytes()), GENERATED_TOKEN.into());
             generated = Some(token_file.to_path_buf());
         }
-        Ok(Credentials { tokens, users, token_file: generated, generation: 0 })
+        Ok(Credentials { tokens, users, dummy, token_file: generated, generation: 0 })
     }
 
     /// The same tokens, users and token file (whatever the generation).
@@ -105,7 +117,7 @@ impl Credentials {
 
     /// What proves to be `name` (`token:NAME`, `user:NAME`): its token digests and password
     /// hash. A session of a name whose proof changed at a reload ends.
-    fn proof(&self, name: &str) -> (Vec<&Digest32>, Option<&String>) {
+    fn proof(&self, name: &str) -> (Vec<&Digest32>, Option<&PasswordHash>) {
         let mut digests: Vec<&Digest32> =
             self.tokens.iter().filter(|(_, n)| *n == name).map(|(d, _)| d).collect();
         digests.sort();
@@ -148,7 +160,7 @@ impl Authenticator {
         let auth = Authenticator {
             creds: arc_swap::ArcSwap::from_pointee(creds),
             sessions: Mutex::new(HashMap::new()),
-            signin: SignIn::new(&cfg.auth_limits).map_err(AuthError::Dummy)?,
+            signin: SignIn::new(&cfg.auth_limits),
         };
         Ok((auth, generated))
     }
@@ -243,7 +255,7 @@ impl Authenticator {
         peer: SocketAddr,
     ) -> Result<Identity, Status> {
         let bad = || Status::unauthenticated("invalid user name or password");
-        // argon2 is slow on purpose; a verified credential is remembered by its digest.
+        // Password hashes are slow on purpose; a verified credential is remembered by its digest.
         let digest = sha256(format!("basic:{value}").as_bytes());
         if let Some(id) = self.session(&digest, creds.generation) {
             return Ok(id);
@@ -256,9 +268,10 @@ impl Authenticator {
         self.signin.refuse_if_limited(peer, user)?;
         // A user that does not exist is checked against a dummy hash: the same work, so the
         // time of the answer does not tell which names exist.
-        let phc = creds.users.get(user).cloned();
-        let known = phc.is_some();
-        if !self.signin.verify(phc, password.to_owned()).await? {
+        let hash = creds.users.get(user);
+        let known = hash.is_some();
+        let hash = hash.unwrap_or(&creds.dummy).clone();
+        if !(self.signin.verify(hash, password.to_owned()).await? && known) {
             let why = if known { Failure::WrongPassword } else { Failure::UnknownUser };
             self.signin.failed(peer, "basic", Some(user), why);
             return Err(bad());
@@ -353,13 +366,11 @@ fn load_or_create_token(path: &Path) -> Result<String, AuthError> {
     }
 }
 
-/// An argon2id PHC string for a password (what `[[flight.users]] password_hash` holds).
-pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
-    use argon2::PasswordHasher;
-    use argon2::password_hash::SaltString;
-    let salt_bytes: [u8; 16] = crate::crypto::random();
-    let salt = SaltString::encode_b64(&salt_bytes)?;
-    Ok(Argon2::default().hash_password(password.as_bytes(), &salt)?.to_string())
+/// A PHC string for a password, in this build's default scheme (what `[[flight.users]]
+/// password_hash` holds; `logwarden auth hash-password` prints it).
+pub fn hash_password(password: &str) -> Result<String, HashError> {
+    crate::crypto::password::hash(password, crate::crypto::password::Scheme::DEFAULT)
+        .map(PasswordHash::into_string)
 }
 
 #[cfg(test)]

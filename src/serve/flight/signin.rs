@@ -1,4 +1,4 @@
-//! Sign-in attempts under attack. argon2 is slow on purpose, so password checks run on a few
+//! Sign-in attempts under attack. Password hashes are slow on purpose, so password checks run on a few
 //! blocking threads of their own (`password_checks` at once, `password_queue` more waiting, the
 //! rest refused at once), never on the runtime's workers that also serve ingest. A user that
 //! does not exist costs the same check, against a dummy hash, so the time of a refusal does not
@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use crate::crypto::password::PasswordHash;
 use prometheus::IntCounter;
 use tokio::sync::Semaphore;
 use tonic::Status;
@@ -97,9 +97,6 @@ pub struct SignIn {
     /// One permit per attempt running or waiting.
     admitted: Arc<Semaphore>,
     peers: Mutex<HashMap<IpAddr, Failures>>,
-    /// A PHC string of a random password with the default parameters (what `hash-password`
-    /// makes), checked for users that do not exist.
-    dummy: Arc<str>,
     report: Option<Report>,
     /// Password checks run so far.
     checked: AtomicU64,
@@ -125,20 +122,17 @@ pub(crate) fn printable(name: &str) -> String {
 }
 
 impl SignIn {
-    pub fn new(limits: &AuthLimitsConfig) -> Result<SignIn, argon2::password_hash::Error> {
-        let random = super::auth::new_token();
-        let dummy = super::auth::hash_password(&random)?;
+    pub fn new(limits: &AuthLimitsConfig) -> SignIn {
         let checks = limits.password_checks.max(1);
-        Ok(SignIn {
+        SignIn {
             limits: limits.clone(),
             checks: Arc::new(Semaphore::new(checks)),
             admitted: Arc::new(Semaphore::new(checks + limits.password_queue)),
             peers: Mutex::new(HashMap::new()),
-            dummy: dummy.into(),
             report: None,
             checked: AtomicU64::new(0),
             what: "Flight SQL",
-        })
+        }
     }
 
     /// The same checks for another front end's sign-ins (named in the log).
@@ -194,10 +188,11 @@ impl SignIn {
         )))
     }
 
-    /// Check `password` against `phc` (or, for a user that does not exist, against the dummy
-    /// hash, at the same cost) on a blocking thread. Refused with UNAVAILABLE at once when
-    /// `password_checks` are running and `password_queue` more are waiting.
-    pub async fn verify(&self, phc: Option<String>, password: String) -> Result<bool, Status> {
+    /// Check `password` against `hash` on a blocking thread (for a user that does not exist,
+    /// the caller passes a dummy hash of the same cost: see [`crate::crypto::password::dummy`]).
+    /// Refused with UNAVAILABLE at once when `password_checks` are running and
+    /// `password_queue` more are waiting.
+    pub async fn verify(&self, hash: PasswordHash, password: String) -> Result<bool, Status> {
         let Ok(_admitted) = self.admitted.clone().try_acquire_owned() else {
             self.count(Failure::Busy);
             return Err(Status::unavailable(
@@ -212,18 +207,11 @@ impl SignIn {
         if let Some(r) = &self.report {
             r.checks.inc();
         }
-        let phc = phc.unwrap_or_else(|| self.dummy.to_string());
         // The permit moves into the thread: a caller that goes away does not free it before
         // the check it started has finished.
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            match PasswordHash::new(&phc) {
-                Ok(hash) => Argon2::default().verify_password(password.as_bytes(), &hash).is_ok(),
-                Err(e) => {
-                    tracing::error!(error = %e, "a [[flight.users]] password_hash is not an argon2 PHC string; refused");
-                    false
-                }
-            }
+            hash.verify(password.as_bytes())
         })
         .await
         .map_err(|e| Status::internal(format!("the password check failed: {e}")))
@@ -289,26 +277,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_user_that_does_not_exist_is_checked_against_the_dummy_hash() {
-        let s = SignIn::new(&limits(10)).unwrap();
-        let real = super::super::auth::hash_password("pw").unwrap();
-        assert!(s.verify(Some(real.clone()), "pw".into()).await.unwrap());
+    async fn every_check_is_counted() {
+        let s = SignIn::new(&limits(10));
+        let real = crate::crypto::password::hash("pw", crate::crypto::password::Scheme::DEFAULT).unwrap();
+        assert!(s.verify(real.clone(), "pw".into()).await.unwrap());
         assert_eq!(s.checked(), 1);
-        // No hash to check against: the dummy is checked all the same, and refuses.
-        assert!(!s.verify(None, "pw".into()).await.unwrap());
+        assert!(!s.verify(real, "wrong".into()).await.unwrap());
         assert_eq!(s.checked(), 2);
-        assert!(!s.verify(Some(real), "wrong".into()).await.unwrap());
-        assert_eq!(s.checked(), 3);
-        // The dummy has the parameters real hashes are made with, so it costs the same.
-        let dummy = PasswordHash::new(&s.dummy).unwrap();
-        let made = super::super::auth::hash_password("x").unwrap();
-        let made = PasswordHash::new(&made).unwrap();
-        assert_eq!((dummy.algorithm, dummy.params.to_string()), (made.algorithm, made.params.to_string()));
     }
 
     #[tokio::test]
     async fn failures_are_limited_per_address_and_per_ipv6_64() {
-        let s = SignIn::new(&limits(3)).unwrap();
+        let s = SignIn::new(&limits(3));
         let a: SocketAddr = "192.0.2.7:1000".parse().unwrap();
         let b: SocketAddr = "192.0.2.8:1000".parse().unwrap();
         for _ in 0..3 {
@@ -336,8 +316,7 @@ mod tests {
             max_failures: 1,
             failure_window: Duration::from_millis(50),
             ..AuthLimitsConfig::default()
-        })
-        .unwrap();
+        });
         let a: SocketAddr = "192.0.2.7:1000".parse().unwrap();
         s.failed(a, "basic", Some("alice"), Failure::WrongPassword);
         assert!(s.refuse_if_limited(a, "alice").is_err());
@@ -350,20 +329,18 @@ mod tests {
 
     #[tokio::test]
     async fn checks_beyond_the_queue_are_refused_at_once() {
-        let s = Arc::new(
-            SignIn::new(&AuthLimitsConfig {
-                password_checks: 1,
-                password_queue: 0,
-                ..AuthLimitsConfig::default()
-            })
-            .unwrap(),
-        );
+        let s = Arc::new(SignIn::new(&AuthLimitsConfig {
+            password_checks: 1,
+            password_queue: 0,
+            ..AuthLimitsConfig::default()
+        }));
         // Hold the one check slot; the next attempt has nowhere to wait.
         let held = s.admitted.clone().try_acquire_owned().unwrap();
-        let err = s.verify(None, "pw".into()).await.unwrap_err();
+        let hash = crate::crypto::password::dummy([]).unwrap();
+        let err = s.verify(hash.clone(), "pw".into()).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unavailable);
         assert!(err.message().contains("password_queue"), "{err}");
         drop(held);
-        assert!(!s.verify(None, "pw".into()).await.unwrap());
+        assert!(!s.verify(hash, "pw".into()).await.unwrap());
     }
 }

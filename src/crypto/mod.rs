@@ -4,7 +4,10 @@
 //! [`crate::tls::crypto_provider`].
 //!
 //! The module is ring, or with the `fips` feature AWS-LC in FIPS mode (aws-lc-rs, which keeps
-//! ring's API): the `use` below is the one line that differs.
+//! ring's API): the `use` below is the one line that differs. Password hashes for basic
+//! credentials are in [`password`].
+
+pub mod password;
 
 #[cfg(all(feature = "fips", feature = "ring"))]
 compile_error!(
@@ -14,9 +17,9 @@ compile_error!(
 compile_error!("build with a crypto module: the default features (ring), or `--features fips`");
 
 #[cfg(feature = "fips")]
-use aws_lc_rs::{digest, hmac, rand};
+use aws_lc_rs::{digest, hmac, pbkdf2, rand};
 #[cfg(all(feature = "ring", not(feature = "fips")))]
-use ring::{digest, hmac, rand};
+use ring::{digest, hmac, pbkdf2, rand};
 
 /// The module, as the startup log names it.
 #[cfg(feature = "fips")]
@@ -75,6 +78,28 @@ pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     out
 }
 
+/// Whether PBKDF2-HMAC-SHA256 of `password` with `salt` over `iterations` rounds is
+/// `expected` (compared in constant time).
+pub fn pbkdf2_sha256_verify(
+    iterations: std::num::NonZeroU32,
+    salt: &[u8],
+    password: &[u8],
+    expected: &[u8],
+) -> bool {
+    pbkdf2::verify(pbkdf2::PBKDF2_HMAC_SHA256, iterations, salt, password, expected).is_ok()
+}
+
+/// PBKDF2-HMAC-SHA256 of `password` with `salt` over `iterations` rounds, `N` bytes long.
+pub fn pbkdf2_sha256<const N: usize>(
+    iterations: std::num::NonZeroU32,
+    salt: &[u8],
+    password: &[u8],
+) -> [u8; N] {
+    let mut out = [0u8; N];
+    pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, iterations, salt, password, &mut out);
+    out
+}
+
 /// `N` bytes from the module's random generator (the operating system's, through it).
 pub fn random<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
@@ -105,5 +130,14 @@ mod tests {
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
         assert_ne!(random::<16>(), random::<16>());
+        // RFC 7914, section 11 (PBKDF2-HMAC-SHA256, P="passwd", S="salt", c=1).
+        let one = std::num::NonZeroU32::new(1).unwrap();
+        let dk: [u8; 64] = pbkdf2_sha256(one, b"salt", b"passwd");
+        assert_eq!(
+            hex(&dk),
+            "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc49ca9cccf179b645991664b39d77ef317c71b845b1e30bd509112041d3a19783"
+        );
+        assert!(pbkdf2_sha256_verify(one, b"salt", b"passwd", &dk));
+        assert!(!pbkdf2_sha256_verify(one, b"salt", b"passwe", &dk));
     }
 }

@@ -1,0 +1,345 @@
+//! Password hashes for basic credentials (`[[flight.users]]`, `[[http]] users`), kept as PHC
+//! strings. Two schemes are checked: argon2 (what the default build makes) and
+//! PBKDF2-HMAC-SHA256 (what the FIPS build makes: argon2 is not a FIPS-approved algorithm,
+//! PBKDF2 is, per NIST SP 800-132, and it is computed by the build's crypto module).
+//!
+//! A PBKDF2 hash is written as `$pbkdf2-sha256$i=ITERATIONS,l=LENGTH$SALT$HASH`, salt and hash
+//! in unpadded standard base64 (the PHC string format, as the `pbkdf2` crate writes it).
+
+use std::num::NonZeroU32;
+
+use argon2::password_hash::{self, Ident, ParamsString, PasswordHasher, PasswordVerifier, SaltString};
+
+/// PBKDF2 rounds a new hash gets: OWASP's figure for PBKDF2-HMAC-SHA256 (2023).
+pub const PBKDF2_ITERATIONS: NonZeroU32 = NonZeroU32::new(600_000).unwrap();
+/// The fewest rounds a PBKDF2 hash may have (SP 800-132 asks for at least 1000).
+const PBKDF2_MIN_ITERATIONS: u32 = 1_000;
+/// The most: one check must not take the password threads for minutes.
+const PBKDF2_MAX_ITERATIONS: u32 = 20_000_000;
+/// The shortest salt (SP 800-132: at least 128 bits).
+const MIN_SALT: usize = 16;
+/// The shortest derived key compared.
+const MIN_OUTPUT: usize = 16;
+
+const PBKDF2_SHA256: &str = "pbkdf2-sha256";
+
+/// How a password hash is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scheme {
+    /// argon2id (argon2i and argon2d hashes are checked too).
+    #[value(name = "argon2id")]
+    Argon2,
+    /// PBKDF2-HMAC-SHA256, 600 000 rounds, a 16-byte salt.
+    #[value(name = "pbkdf2-sha256")]
+    Pbkdf2Sha256,
+}
+
+impl Scheme {
+    /// What this build's `auth hash-password` makes: the approved one in a FIPS build.
+    pub const DEFAULT: Scheme = if cfg!(feature = "fips") { Scheme::Pbkdf2Sha256 } else { Scheme::Argon2 };
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Argon2 => "argon2",
+            Scheme::Pbkdf2Sha256 => PBKDF2_SHA256,
+        }
+    }
+
+    /// Whether FIPS 140-3 approves the algorithm.
+    pub fn fips_approved(self) -> bool {
+        self == Scheme::Pbkdf2Sha256
+    }
+}
+
+/// Why a string is not a password hash logwarden can check.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("is not a PHC string ({0})")]
+    Phc(password_hash::Error),
+    #[error("uses the algorithm {0:?}; logwarden checks argon2id, argon2i, argon2d and pbkdf2-sha256")]
+    Algorithm(String),
+    #[error("is a pbkdf2-sha256 hash whose {0}")]
+    Pbkdf2(String),
+}
+
+/// A password hash, checked to be one of the schemes above with sound parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordHash {
+    scheme: Scheme,
+    phc: String,
+}
+
+impl PasswordHash {
+    pub fn parse(phc: &str) -> Result<PasswordHash, HashError> {
+        let parsed = password_hash::PasswordHash::new(phc).map_err(HashError::Phc)?;
+        let scheme = match parsed.algorithm.as_str() {
+            "argon2id" | "argon2i" | "argon2d" => {
+                argon2::Params::try_from(&parsed).map_err(HashError::Phc)?;
+                if parsed.hash.is_none() {
+                    return Err(HashError::Phc(password_hash::Error::Password));
+                }
+                Scheme::Argon2
+            }
+            PBKDF2_SHA256 => {
+                Pbkdf2::from_phc(&parsed)?;
+                Scheme::Pbkdf2Sha256
+            }
+            other => return Err(HashError::Algorithm(other.chars().take(32).collect())),
+        };
+        Ok(PasswordHash { scheme, phc: phc.to_owned() })
+    }
+
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.phc
+    }
+
+    pub fn into_string(self) -> String {
+        self.phc
+    }
+
+    /// Whether `password` is the one hashed (slow on purpose: run it off the async workers).
+    pub fn verify(&self, password: &[u8]) -> bool {
+        // Parsed once already, so these do not fail.
+        let Ok(parsed) = password_hash::PasswordHash::new(&self.phc) else { return false };
+        match self.scheme {
+            Scheme::Argon2 => argon2::Argon2::default().verify_password(password, &parsed).is_ok(),
+            Scheme::Pbkdf2Sha256 => match Pbkdf2::from_phc(&parsed) {
+                Ok(p) => super::pbkdf2_sha256_verify(p.iterations, &p.salt, password, &p.hash),
+                Err(_) => false,
+            },
+        }
+    }
+
+    /// The algorithm and its parameters (what a check costs), without salt or hash.
+    fn cost(&self) -> String {
+        match password_hash::PasswordHash::new(&self.phc) {
+            Ok(p) => format!("{}${}", p.algorithm, p.params),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// A hash of a random password that costs what checking this one costs: the same
+    /// algorithm and parameters, a new salt.
+    fn like(&self) -> Result<PasswordHash, HashError> {
+        let password = hex(&super::random::<32>());
+        let salt: [u8; MIN_SALT] = super::random();
+        let parsed = password_hash::PasswordHash::new(&self.phc).map_err(HashError::Phc)?;
+        match self.scheme {
+            Scheme::Argon2 => {
+                let algorithm = argon2::Algorithm::try_from(parsed.algorithm).map_err(HashError::Phc)?;
+                let version = match parsed.version {
+                    Some(v) => argon2::Version::try_from(v)
+                        .map_err(|_| HashError::Phc(password_hash::Error::Version))?,
+                    None => argon2::Version::default(),
+                };
+                let params = argon2::Params::try_from(&parsed).map_err(HashError::Phc)?;
+                let salt = SaltString::encode_b64(&salt).map_err(HashError::Phc)?;
+                let phc = argon2::Argon2::new(algorithm, version, params)
+                    .hash_password(password.as_bytes(), &salt)
+                    .map_err(HashError::Phc)?
+                    .to_string();
+                PasswordHash::parse(&phc)
+            }
+            Scheme::Pbkdf2Sha256 => {
+                let p = Pbkdf2::from_phc(&parsed)?;
+                pbkdf2_phc(p.iterations, &salt, p.hash.len(), &password)
+            }
+        }
+    }
+}
+
+/// What a user that does not exist is checked against, so that the time of the refusal does
+/// not tell which names exist: a hash that costs what the most common of `hashes` costs (the
+/// build's default when there are none).
+pub fn dummy<'a>(hashes: impl IntoIterator<Item = &'a PasswordHash>) -> Result<PasswordHash, HashError> {
+    let mut counts: std::collections::HashMap<String, (usize, &PasswordHash)> = Default::default();
+    for h in hashes {
+        counts.entry(h.cost()).or_insert((0, h)).0 += 1;
+    }
+    // The most common; among as common, the first by cost (not by the map's random order).
+    let most = counts.into_iter().max_by(|a, b| a.1.0.cmp(&b.1.0).then_with(|| b.0.cmp(&a.0)));
+    match most {
+        Some((_, (_, h))) => h.like(),
+        None => hash(&hex(&super::random::<32>()), Scheme::DEFAULT),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A new hash of `password` with a random salt.
+pub fn hash(password: &str, scheme: Scheme) -> Result<PasswordHash, HashError> {
+    let salt: [u8; MIN_SALT] = super::random();
+    let phc = match scheme {
+        Scheme::Argon2 => {
+            let salt = SaltString::encode_b64(&salt).map_err(HashError::Phc)?;
+            argon2::Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .map_err(HashError::Phc)?
+                .to_string()
+        }
+        Scheme::Pbkdf2Sha256 => {
+            return pbkdf2_phc(PBKDF2_ITERATIONS, &salt, 32, password);
+        }
+    };
+    PasswordHash::parse(&phc)
+}
+
+/// A PBKDF2-HMAC-SHA256 hash of `password`, `length` bytes (at most 64).
+fn pbkdf2_phc(
+    rounds: NonZeroU32,
+    salt: &[u8],
+    length: usize,
+    password: &str,
+) -> Result<PasswordHash, HashError> {
+    let derived: [u8; 64] = super::pbkdf2_sha256(rounds, salt, password.as_bytes());
+    let derived = &derived[..length.min(64)];
+    let mut params = ParamsString::new();
+    params.add_decimal("i", rounds.get()).map_err(HashError::Phc)?;
+    params.add_decimal("l", derived.len() as u32).map_err(HashError::Phc)?;
+    let salt = SaltString::encode_b64(salt).map_err(HashError::Phc)?;
+    let phc = password_hash::PasswordHash {
+        algorithm: Ident::new(PBKDF2_SHA256).map_err(HashError::Phc)?,
+        version: None,
+        params,
+        salt: Some(salt.as_salt()),
+        hash: Some(password_hash::Output::new(derived).map_err(HashError::Phc)?),
+    }
+    .to_string();
+    PasswordHash::parse(&phc)
+}
+
+/// A PBKDF2 hash's parameters, bounds checked.
+struct Pbkdf2 {
+    iterations: NonZeroU32,
+    salt: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+impl Pbkdf2 {
+    fn from_phc(parsed: &password_hash::PasswordHash<'_>) -> Result<Pbkdf2, HashError> {
+        let bad = |why: String| HashError::Pbkdf2(why);
+        if parsed.version.is_some() {
+            return Err(bad("has a version field (v=), which pbkdf2-sha256 has not".into()));
+        }
+        let mut iterations = None;
+        let mut length = None;
+        for (name, value) in parsed.params.iter() {
+            let n =
+                value.decimal().map_err(|_| bad(format!("parameter {} is not a number", name.as_str())))?;
+            match name.as_str() {
+                "i" => iterations = Some(n),
+                "l" => length = Some(n as usize),
+                other => return Err(bad(format!("parameter {other:?} is unknown (i= rounds, l= length)"))),
+            }
+        }
+        let iterations = iterations.ok_or_else(|| bad("rounds (i=) are missing".into()))?;
+        if !(PBKDF2_MIN_ITERATIONS..=PBKDF2_MAX_ITERATIONS).contains(&iterations) {
+            return Err(bad(format!(
+                "rounds (i={iterations}) are outside {PBKDF2_MIN_ITERATIONS}..={PBKDF2_MAX_ITERATIONS}"
+            )));
+        }
+        let salt = parsed.salt.ok_or_else(|| bad("salt is missing".into()))?;
+        let mut buf = [0u8; 64];
+        let salt = salt.decode_b64(&mut buf).map_err(|e| bad(format!("salt is not base64 ({e})")))?.to_vec();
+        if salt.len() < MIN_SALT {
+            return Err(bad(format!("salt has {} bytes; at least {MIN_SALT} are needed", salt.len())));
+        }
+        let hash = parsed.hash.ok_or_else(|| bad("hash is missing".into()))?.as_bytes().to_vec();
+        if hash.len() < MIN_OUTPUT {
+            return Err(bad(format!("hash has {} bytes; at least {MIN_OUTPUT} are needed", hash.len())));
+        }
+        if length.is_some_and(|l| l != hash.len()) {
+            return Err(bad(format!("length (l=) does not match the hash's {} bytes", hash.len())));
+        }
+        let iterations = NonZeroU32::new(iterations).ok_or_else(|| bad("rounds (i=0) are zero".into()))?;
+        Ok(Pbkdf2 { iterations, salt, hash })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_scheme_hashes_and_verifies() {
+        for scheme in [Scheme::Argon2, Scheme::Pbkdf2Sha256] {
+            let h = hash("correct horse", scheme).unwrap();
+            assert_eq!(h.scheme(), scheme);
+            assert!(h.verify(b"correct horse"), "{scheme:?}");
+            assert!(!h.verify(b"correct horsf"), "{scheme:?}");
+            assert!(!h.verify(b""), "{scheme:?}");
+            assert_eq!(PasswordHash::parse(h.as_str()).unwrap(), h);
+        }
+        let p = hash("x", Scheme::Pbkdf2Sha256).unwrap();
+        assert!(p.as_str().starts_with("$pbkdf2-sha256$i=600000,l=32$"), "{}", p.as_str());
+    }
+
+    #[test]
+    fn the_dummy_costs_what_most_users_cost() {
+        let cost = |h: &PasswordHash| h.cost();
+        assert_eq!(dummy([]).unwrap().scheme(), Scheme::DEFAULT);
+        let cheap = "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHRzYWx0$LbJzOj2ZQVc8tHVjVr+NBw";
+        let cheap = hash_like_test(cheap);
+        let p = PasswordHash::parse(
+            "$pbkdf2-sha256$i=1000,l=32$AAECAwQFBgcICQoLDA0ODw$JeuGrMduQwGPGLmo+Qwv7UYtHHmeg9SK49fGkEamC2c",
+        )
+        .unwrap();
+        let d = dummy([&cheap, &p, &cheap]).unwrap();
+        assert_eq!(cost(&d), cost(&cheap));
+        assert_ne!(d, cheap);
+        let d = dummy([&p, &cheap, &p]).unwrap();
+        assert_eq!(cost(&d), "pbkdf2-sha256$i=1000,l=32");
+        assert!(!d.verify(b"password"));
+    }
+
+    /// An argon2 hash with the parameters of `phc` (cheap ones keep the test fast).
+    fn hash_like_test(phc: &str) -> PasswordHash {
+        let parsed = password_hash::PasswordHash::new(phc).unwrap();
+        let params = argon2::Params::try_from(&parsed).unwrap();
+        let salt = SaltString::encode_b64(&[7u8; 16]).unwrap();
+        let phc = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+            .hash_password(b"pw", &salt)
+            .unwrap()
+            .to_string();
+        PasswordHash::parse(&phc).unwrap()
+    }
+
+    #[test]
+    fn a_pbkdf2_hash_made_elsewhere_verifies() {
+        // Python: hashlib.pbkdf2_hmac("sha256", b"password", bytes(range(16)), 1000), in the
+        // PHC format (unpadded base64).
+        let phc =
+            "$pbkdf2-sha256$i=1000,l=32$AAECAwQFBgcICQoLDA0ODw$JeuGrMduQwGPGLmo+Qwv7UYtHHmeg9SK49fGkEamC2c";
+        let h = PasswordHash::parse(phc).unwrap();
+        assert!(h.verify(b"password"));
+        assert!(!h.verify(b"Password"));
+    }
+
+    #[test]
+    fn unsound_hashes_are_refused_with_the_reason() {
+        let salt = "AAECAwQFBgcICQoLDA0ODw";
+        let out = "JeuGrMduQwGPGLmo+Qwv7UYtHHmeg9SK49fGkEamC2c";
+        for (phc, why) in [
+            ("plain", "not a PHC string"),
+            ("$md5$AAECAwQFBgcICQoLDA0ODw$JeuGrMduQwGPGLmo", "algorithm \"md5\""),
+            (&format!("$pbkdf2-sha256$i=999,l=32${salt}${out}"), "outside 1000"),
+            (&format!("$pbkdf2-sha256$i=4000000000,l=32${salt}${out}"), "outside"),
+            (&format!("$pbkdf2-sha256$l=32${salt}${out}"), "rounds (i=) are missing"),
+            (&format!("$pbkdf2-sha256$i=1000,l=16${salt}${out}"), "does not match"),
+            (&format!("$pbkdf2-sha256$i=1000,x=1${salt}${out}"), "\"x\" is unknown"),
+            (&format!("$pbkdf2-sha256$i=1000$AAECAwQFBgc${out}"), "at least 16"),
+            (&format!("$pbkdf2-sha256$i=1000${salt}"), "hash is missing"),
+            (&format!("$pbkdf2-sha256$i=1000${salt}$AAECAwQFBgcICQoL"), "at least 16"),
+            ("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ", "not a PHC string"),
+        ] {
+            let e = PasswordHash::parse(phc).unwrap_err().to_string();
+            assert!(e.contains(why), "{phc}: {e}");
+        }
+    }
+}
