@@ -544,6 +544,11 @@ fn auth(cmd: AuthCommand) -> anyhow::Result<()> {
             let password = password.trim_end_matches(['\r', '\n']);
             anyhow::ensure!(!password.is_empty(), "empty password");
             let scheme = scheme.unwrap_or(crate::crypto::password::Scheme::DEFAULT);
+            let shortest = crate::crypto::password::FIPS_MIN_PASSWORD;
+            anyhow::ensure!(
+                !cfg!(feature = "fips") || password.len() >= shortest,
+                "a FIPS build hashes passwords of at least {shortest} bytes: the FIPS module approves PBKDF2 for no shorter one"
+            );
             let hash = crate::crypto::password::hash(password, scheme)
                 .map_err(|e| anyhow::anyhow!("failed to hash: {e}"))?
                 .into_string();

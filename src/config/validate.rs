@@ -89,7 +89,7 @@ impl Config {
             }
         }
         for (i, l) in self.http.iter().enumerate() {
-            validate_credentials(&mut out, &format!("http[{i}]"), &l.tokens, &l.users, self.tls.fips);
+            validate_credentials(&mut out, &format!("http[{i}]"), &l.tokens, &l.users, self.fips_strict());
         }
         for (i, l) in self.otlp.iter().enumerate() {
             if l.max_message_bytes.as_u64() == 0 || l.max_message_bytes.as_u64() > 1 << 30 {
@@ -340,7 +340,7 @@ impl Config {
             out.push(Problem::new(
                 "tls.fips",
                 format!(
-                    "this build's cryptography is {}, not a FIPS 140-3 validated module: build logwarden with `--no-default-features --features fips` (docs/operations.md, Compliance)",
+                    "this build's cryptography is {}, which has no FIPS 140-3 validation: build logwarden with `--no-default-features --features fips` for AWS-LC's FIPS module (its certificate status: docs/operations.md, Compliance)",
                     crate::crypto::MODULE
                 ),
             ));
@@ -470,7 +470,7 @@ impl Config {
         if f.handshake_timeout.is_zero() {
             out.push(Problem::new("flight.handshake_timeout", "must be greater than 0"));
         }
-        validate_credentials(out, "flight", &f.tokens, &f.users, self.tls.fips);
+        validate_credentials(out, "flight", &f.tokens, &f.users, self.fips_strict());
         let l = &f.limits;
         if l.memory.as_u64() < 1 << 20 {
             out.push(Problem::new("flight.limits.memory", "must be at least 1 MiB"));
@@ -654,6 +654,12 @@ impl Config {
         }
         out.extend(self.unapproved_password_hashes());
         out
+    }
+
+    /// `tls.fips = true` in this file, or in force in the running daemon (a reload that sets it
+    /// to false does not apply it: the key needs a restart).
+    fn fips_strict(&self) -> bool {
+        self.tls.fips || crate::tls::fips_required()
     }
 
     /// In a FIPS build without `tls.fips = true` (which refuses them): password hashes whose

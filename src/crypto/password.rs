@@ -20,6 +20,14 @@ const PBKDF2_MAX_ITERATIONS: u32 = 20_000_000;
 const MIN_SALT: usize = 16;
 /// The shortest derived key compared.
 const MIN_OUTPUT: usize = 16;
+/// The most an argon2 check may cost: 256 MiB, 10 passes, 8 lanes (the default is 19 MiB, 2, 1).
+const ARGON2_MAX_MEMORY_KIB: u32 = 256 * 1024;
+const ARGON2_MAX_TIME: u32 = 10;
+const ARGON2_MAX_LANES: u32 = 8;
+/// 8 bytes of salt in unpadded base64 (what argon2 requires to verify at all).
+const ARGON2_MIN_SALT_B64: usize = 11;
+/// The shortest password PBKDF2 is an approved service for in AWS-LC's FIPS module.
+pub const FIPS_MIN_PASSWORD: usize = 14;
 
 const PBKDF2_SHA256: &str = "pbkdf2-sha256";
 
@@ -56,8 +64,12 @@ impl Scheme {
 pub enum HashError {
     #[error("is not a PHC string ({0})")]
     Phc(password_hash::Error),
-    #[error("uses the algorithm {0:?}; logwarden checks argon2id, argon2i, argon2d and pbkdf2-sha256")]
-    Algorithm(String),
+    #[error("uses an algorithm logwarden does not check (argon2id, argon2i, argon2d, pbkdf2-sha256)")]
+    Algorithm,
+    #[error("is an argon2 hash whose {0}")]
+    Argon2(String),
+    #[error("is an {0} hash, which FIPS does not approve, and tls.fips = true")]
+    NotApproved(&'static str),
     #[error("is a pbkdf2-sha256 hash whose {0}")]
     Pbkdf2(String),
 }
@@ -74,7 +86,22 @@ impl PasswordHash {
         let parsed = password_hash::PasswordHash::new(phc).map_err(HashError::Phc)?;
         let scheme = match parsed.algorithm.as_str() {
             "argon2id" | "argon2i" | "argon2d" => {
-                argon2::Params::try_from(&parsed).map_err(HashError::Phc)?;
+                let p = argon2::Params::try_from(&parsed).map_err(HashError::Phc)?;
+                // Each check (and the dummy made like it, for every unknown name) costs this.
+                if p.m_cost() > ARGON2_MAX_MEMORY_KIB
+                    || p.t_cost() > ARGON2_MAX_TIME
+                    || p.p_cost() > ARGON2_MAX_LANES
+                {
+                    return Err(HashError::Argon2(format!(
+                        "parameters m={},t={},p={} exceed m={ARGON2_MAX_MEMORY_KIB},t={ARGON2_MAX_TIME},p={ARGON2_MAX_LANES}",
+                        p.m_cost(),
+                        p.t_cost(),
+                        p.p_cost()
+                    )));
+                }
+                if parsed.salt.is_none_or(|s| s.as_str().len() < ARGON2_MIN_SALT_B64) {
+                    return Err(HashError::Argon2("salt is missing or shorter than 8 bytes".into()));
+                }
                 if parsed.hash.is_none() {
                     return Err(HashError::Phc(password_hash::Error::Password));
                 }
@@ -84,9 +111,20 @@ impl PasswordHash {
                 Pbkdf2::from_phc(&parsed)?;
                 Scheme::Pbkdf2Sha256
             }
-            other => return Err(HashError::Algorithm(other.chars().take(32).collect())),
+            // Not echoed: a password pasted where its hash belongs would end up in the log.
+            _ => return Err(HashError::Algorithm),
         };
         Ok(PasswordHash { scheme, phc: phc.to_owned() })
+    }
+
+    /// [`PasswordHash::parse`], refusing a scheme FIPS does not approve while `[tls] fips =
+    /// true` is in force: what the credentials checked at sign-in are read with.
+    pub fn parse_in_force(phc: &str) -> Result<PasswordHash, HashError> {
+        let h = PasswordHash::parse(phc)?;
+        if crate::tls::fips_required() && !h.scheme.fips_approved() {
+            return Err(HashError::NotApproved(h.scheme.name()));
+        }
+        Ok(h)
     }
 
     pub fn scheme(&self) -> Scheme {
@@ -254,6 +292,13 @@ impl Pbkdf2 {
         if hash.len() < MIN_OUTPUT {
             return Err(bad(format!("hash has {} bytes; at least {MIN_OUTPUT} are needed", hash.len())));
         }
+        // Each 32 bytes of output is a run of its own.
+        if u64::from(iterations) * hash.len().div_ceil(32) as u64 > u64::from(PBKDF2_MAX_ITERATIONS) {
+            return Err(bad(format!(
+                "rounds (i={iterations}) times its {} output blocks exceed {PBKDF2_MAX_ITERATIONS}",
+                hash.len().div_ceil(32)
+            )));
+        }
         if length.is_some_and(|l| l != hash.len()) {
             return Err(bad(format!("length (l=) does not match the hash's {} bytes", hash.len())));
         }
@@ -327,7 +372,7 @@ mod tests {
         let out = "JeuGrMduQwGPGLmo+Qwv7UYtHHmeg9SK49fGkEamC2c";
         for (phc, why) in [
             ("plain", "not a PHC string"),
-            ("$md5$AAECAwQFBgcICQoLDA0ODw$JeuGrMduQwGPGLmo", "algorithm \"md5\""),
+            ("$hunter2$AAECAwQFBgcICQoLDA0ODw$JeuGrMduQwGPGLmo", "an algorithm logwarden does not check"),
             (&format!("$pbkdf2-sha256$i=999,l=32${salt}${out}"), "outside 1000"),
             (&format!("$pbkdf2-sha256$i=4000000000,l=32${salt}${out}"), "outside"),
             (&format!("$pbkdf2-sha256$l=32${salt}${out}"), "rounds (i=) are missing"),
@@ -336,10 +381,13 @@ mod tests {
             (&format!("$pbkdf2-sha256$i=1000$AAECAwQFBgc${out}"), "at least 16"),
             (&format!("$pbkdf2-sha256$i=1000${salt}"), "hash is missing"),
             (&format!("$pbkdf2-sha256$i=1000${salt}$AAECAwQFBgcICQoL"), "at least 16"),
+            ("$argon2id$v=19$m=8,t=4294967295,p=1$c2FsdHNhbHRzYWx0$LbJzOj2ZQVc8tHVjVr+NBw", "exceed"),
+            ("$argon2id$v=19$m=4294967295,t=1,p=1$c2FsdHNhbHRzYWx0$LbJzOj2ZQVc8tHVjVr+NBw", "exceed"),
+            ("$argon2id$v=19$m=8,t=1,p=1$c2FsdA$LbJzOj2ZQVc8tHVjVr+NBw", "shorter than 8 bytes"),
             ("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ", "not a PHC string"),
         ] {
             let e = PasswordHash::parse(phc).unwrap_err().to_string();
-            assert!(e.contains(why), "{phc}: {e}");
+            assert!(e.contains(why) && !e.contains("hunter2"), "{phc}: {e}");
         }
     }
 }

@@ -479,6 +479,11 @@ pub fn require_fips() {
     FIPS_REQUIRED.store(true, Ordering::SeqCst);
 }
 
+/// Whether `[tls] fips = true` is in force (a reload cannot lift it: the key is restart-only).
+pub fn fips_required() -> bool {
+    FIPS_REQUIRED.load(Ordering::SeqCst)
+}
+
 /// `what`'s TLS configuration, which reports `fips` (rustls `ServerConfig::fips()`,
 /// `ClientConfig::fips()`: the provider is the FIPS module's, with extended master secret
 /// required): refused when not in FIPS mode and `[tls] fips = true`.

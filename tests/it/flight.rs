@@ -240,8 +240,10 @@ fn user_entry(name: &str, password: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn basic_credentials_through_the_handshake_give_a_session_token() {
-    let entry = user_entry("alice", "correct horse");
-    assert!(entry.contains("[[flight.users]]") && entry.contains("$argon2id$"), "{entry}");
+    let entry = user_entry("alice", "correct horse battery");
+    // The build's scheme: PBKDF2 where argon2 is not approved.
+    let scheme = if cfg!(feature = "fips") { "$pbkdf2-sha256$i=600000,l=32$" } else { "$argon2id$" };
+    assert!(entry.contains("[[flight.users]]") && entry.contains(scheme), "{entry}");
     let d = Daemon::start_with(&entry);
     assert!(!d.data_dir().join("flight.token").exists(), "no token file when users are configured");
     let url = format!("https://localhost:{}", d.addr("flight").port());
@@ -252,7 +254,7 @@ async fn basic_credentials_through_the_handshake_give_a_session_token() {
         err.to_string().contains("Unauthenticated") || err.to_string().contains("authentication"),
         "{err}"
     );
-    c.handshake("alice", "correct horse").await.unwrap();
+    c.handshake("alice", "correct horse battery").await.unwrap();
     let info = c.execute("SELECT 1 AS one".into(), None).await.unwrap();
     assert_eq!(fetch(&mut c, info).await.unwrap()[0].num_rows(), 1);
 }
@@ -322,7 +324,7 @@ async fn a_client_that_stops_reading_times_out_frees_its_slot_and_gets_deadline_
 async fn failed_sign_ins_are_audited_and_limited_per_peer() {
     let d = Daemon::start_with(&format!(
         "{}[[flight.tokens]]\nname = \"grafana\"\nsha256 = \"{}\"\n",
-        user_entry("alice", "correct horse"),
+        user_entry("alice", "correct horse battery"),
         logwarden::serve::flight::auth::sha256_hex("grafana-token")
     ));
     let url = format!("https://localhost:{}", d.addr("flight").port());
@@ -347,7 +349,7 @@ async fn failed_sign_ins_are_audited_and_limited_per_peer() {
 
     // Now this address is refused without a check, even with the right password, and says why.
     let mut c = client::connect(&url, Some(&ca), None).await.unwrap();
-    let err = c.handshake("alice", "correct horse").await.unwrap_err().to_string();
+    let err = c.handshake("alice", "correct horse battery").await.unwrap_err().to_string();
     assert!(err.contains("too many failed") && err.contains("max_failures"), "{err}");
     // A valid token still works: it costs nothing to check and cannot be guessed.
     let mut ok = client::connect(&url, Some(&ca), Some("grafana-token")).await.unwrap();

@@ -158,7 +158,7 @@ impl Credentials {
             .collect();
         let users = users
             .iter()
-            .map(|u| match PasswordHash::parse(&u.password_hash) {
+            .map(|u| match PasswordHash::parse_in_force(&u.password_hash) {
                 Ok(h) => Ok((u.name.clone(), h)),
                 Err(e) => Err(format!("user {:?}: the password_hash {e}", u.name)),
             })

@@ -95,7 +95,7 @@ impl Credentials {
         let users = cfg
             .users
             .iter()
-            .map(|u| match PasswordHash::parse(&u.password_hash) {
+            .map(|u| match PasswordHash::parse_in_force(&u.password_hash) {
                 Ok(h) => Ok((u.name.clone(), h)),
                 Err(source) => Err(AuthError::Hash { user: u.name.clone(), source }),
             })
