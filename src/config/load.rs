@@ -226,6 +226,13 @@ mod tests {
         let c = load_str(&users, "t.toml").unwrap();
         let warned = c.warnings().iter().any(|w| w.key == "flight.users[0].password_hash");
         assert_eq!(warned, cfg!(feature = "fips"));
+        // Two costs: a refusal's time tells the minority's users from unknown names.
+        let mixed = c.warnings().into_iter().find(|w| w.key == "flight.users").unwrap();
+        assert!(
+            mixed.reason.contains("2 different costs") && mixed.reason.contains("pbkdf2-sha256$i=600000"),
+            "{}",
+            mixed.reason
+        );
     }
 
     #[test]

@@ -653,7 +653,33 @@ impl Config {
             }
         }
         out.extend(self.unapproved_password_hashes());
+        out.extend(self.mixed_password_costs());
         out
+    }
+
+    /// Users of one front end whose hashes cost different amounts to check: a user of a less
+    /// common cost answers in another time than a name that does not exist (checked against
+    /// a dummy of the most common cost).
+    fn mixed_password_costs(&self) -> Vec<Problem> {
+        let flight = ("flight.users".to_owned(), &self.flight.users);
+        let http = self.http.iter().enumerate().map(|(i, l)| (format!("http[{i}].users"), &l.users));
+        std::iter::once(flight)
+            .chain(http)
+            .filter_map(|(key, users)| {
+                let costs: std::collections::BTreeSet<String> =
+                    users.iter().filter_map(|u| PasswordHash::parse(&u.password_hash).ok()).map(|h| h.cost()).collect();
+                (costs.len() > 1).then(|| {
+                    Problem::new(
+                        key,
+                        format!(
+                            "the password hashes have {} different costs ({}): the time of a refused sign-in tells a user of a less common one from a name that does not exist; rehash them alike with logwarden auth hash-password",
+                            costs.len(),
+                            costs.into_iter().collect::<Vec<_>>().join("; ")
+                        ),
+                    )
+                })
+            })
+            .collect()
     }
 
     /// `tls.fips = true` in this file, or in force in the running daemon (a reload that sets it

@@ -153,7 +153,7 @@ impl PasswordHash {
     }
 
     /// The algorithm and its parameters (what a check costs), without salt or hash.
-    fn cost(&self) -> String {
+    pub fn cost(&self) -> String {
         match password_hash::PasswordHash::new(&self.phc) {
             Ok(p) => format!("{}${}", p.algorithm, p.params),
             Err(_) => String::new(),
