@@ -11,6 +11,8 @@
 # release (the FIPS one needs CMake and Go: scripts/install-test-deps installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/tls-bench-lib.sh
+source "$PWD/benches/tls-bench-lib.sh"
 seconds="${1:-10}"
 events="${2:-2000000}"
 rounds="${3:-3}"
@@ -65,20 +67,9 @@ flush_interval = "5s"
 TOML
     $2 "./logwarden-$1" serve --config logwarden.toml > daemon.log 2>&1 &
     echo $! > pid
-    for _ in $(seq 600); do [ -f data/listeners.json ] && break; sleep 0.1; done
-    [ -f data/listeners.json ] || { cat daemon.log; exit 1; }
-    syslog=$(python3 -c 'import json; print(json.load(open("data/listeners.json"))["syslog"])')
-    mtls=$(python3 -c 'import json; print(json.load(open("data/listeners.json"))["mtls"])')
-    admin=$(python3 -c 'import json; print(json.load(open("data/listeners.json"))["admin"])')
+    await_daemon
 }
 
-stop() {
-    kill "$(cat pid)"
-    wait "$(cat pid)" 2> /dev/null || true
-}
-
-rate() { sed -n 's/.*: \([0-9]*\)\/s.*/\1/p'; }
-ingest() { sed -n 's/^durable and queryable in .*: \([0-9]*\) events\/s.*/\1/p'; }
 
 declare -A result
 for round in $(seq "$rounds"); do

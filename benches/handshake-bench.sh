@@ -17,6 +17,8 @@
 # softhsm2, opensc and openssl (scripts/install-test-deps installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/tls-bench-lib.sh
+source "$PWD/benches/tls-bench-lib.sh"
 seconds="${1:-10}"
 events="${2:-2000000}"
 rounds="${3:-3}"
@@ -76,19 +78,9 @@ flush_interval = "5s"
 TOML
     $2 "$bin/logwarden" serve --config logwarden.toml > daemon.log 2>&1 &
     echo $! > pid
-    for _ in $(seq 600); do [ -f data/listeners.json ] && break; sleep 0.1; done
-    [ -f data/listeners.json ] || { cat daemon.log; exit 1; }
-    syslog=$(python3 -c 'import json,sys; print(json.load(open("data/listeners.json"))["syslog"])')
-    mtls=$(python3 -c 'import json,sys; print(json.load(open("data/listeners.json"))["mtls"])')
-    admin=$(python3 -c 'import json,sys; print(json.load(open("data/listeners.json"))["admin"])')
+    await_daemon
 }
 
-stop() {
-    kill "$(cat pid)"
-    wait "$(cat pid)" 2> /dev/null || true
-}
-
-rate() { sed -n 's/.*: \([0-9]*\)\/s.*/\1/p'; }
 # The daemon's user + system CPU time so far, in clock ticks.
 ticks() { awk '{ print $14 + $15 }' "/proc/$(cat pid)/stat"; }
 hz=$(getconf CLK_TCK)
@@ -104,7 +96,6 @@ handshake_run() {
     n=$(echo "$out" | sed -n 's/^handshakes: \([0-9]*\) .*/\1/p')
     echo "$r $(python3 -c "print(round($n / (($after - $before) / $hz)))")"
 }
-ingest() { sed -n 's/^durable and queryable in .*: \([0-9]*\) events\/s.*/\1/p'; }
 
 declare -A result
 for round in $(seq "$rounds"); do
