@@ -160,32 +160,59 @@ impl PasswordHash {
         }
     }
 
-    /// A hash of a random password that costs what checking this one costs: the same
-    /// algorithm and parameters, a new salt.
+    /// A hash that costs what checking this one costs (the same algorithm, version and
+    /// parameters) and that no password matches: a new random salt and a random output. Made
+    /// without running the algorithm, so a reload with costly hashes costs nothing.
     fn like(&self) -> Result<PasswordHash, HashError> {
-        let password = hex(&super::random::<32>());
-        let salt: [u8; MIN_SALT] = super::random();
         let parsed = password_hash::PasswordHash::new(&self.phc).map_err(HashError::Phc)?;
-        match self.scheme {
-            Scheme::Argon2 => {
-                let algorithm = argon2::Algorithm::try_from(parsed.algorithm).map_err(HashError::Phc)?;
-                let version = match parsed.version {
-                    Some(v) => argon2::Version::try_from(v)
-                        .map_err(|_| HashError::Phc(password_hash::Error::Version))?,
-                    None => argon2::Version::default(),
-                };
-                let params = argon2::Params::try_from(&parsed).map_err(HashError::Phc)?;
-                let salt = SaltString::encode_b64(&salt).map_err(HashError::Phc)?;
-                let phc = argon2::Argon2::new(algorithm, version, params)
-                    .hash_password(password.as_bytes(), &salt)
-                    .map_err(HashError::Phc)?
-                    .to_string();
-                PasswordHash::parse(&phc)
-            }
-            Scheme::Pbkdf2Sha256 => {
-                let p = Pbkdf2::from_phc(&parsed)?;
-                pbkdf2_phc(p.iterations, &salt, p.hash.len(), &password)
-            }
+        let length = parsed.hash.map_or(DUMMY_OUTPUT, |h| h.len());
+        unmatchable(parsed.algorithm, parsed.version, parsed.params.clone(), length)
+    }
+}
+
+/// The output length of a dummy when no configured hash says one.
+const DUMMY_OUTPUT: usize = 32;
+
+/// A PHC string with `algorithm`, `version` and `params`, a random salt and a random output of
+/// `length` bytes: checking a password against it does the algorithm's whole work and fails
+/// (but with odds of 2^-128 or less).
+fn unmatchable(
+    algorithm: Ident<'_>,
+    version: Option<password_hash::Decimal>,
+    params: ParamsString,
+    length: usize,
+) -> Result<PasswordHash, HashError> {
+    let salt = SaltString::encode_b64(&super::random::<MIN_SALT>()).map_err(HashError::Phc)?;
+    let output: [u8; password_hash::Output::MAX_LENGTH] = super::random();
+    let output = &output[..length.clamp(MIN_OUTPUT, password_hash::Output::MAX_LENGTH)];
+    let phc = password_hash::PasswordHash {
+        algorithm,
+        version,
+        params,
+        salt: Some(salt.as_salt()),
+        hash: Some(password_hash::Output::new(output).map_err(HashError::Phc)?),
+    }
+    .to_string();
+    PasswordHash::parse(&phc)
+}
+
+/// What `auth hash-password` would make with `scheme`, as an [`unmatchable`] hash.
+fn default_dummy(scheme: Scheme) -> Result<PasswordHash, HashError> {
+    let mut params = ParamsString::new();
+    match scheme {
+        Scheme::Argon2 => {
+            let p = argon2::Params::default();
+            params.add_decimal("m", p.m_cost()).map_err(HashError::Phc)?;
+            params.add_decimal("t", p.t_cost()).map_err(HashError::Phc)?;
+            params.add_decimal("p", p.p_cost()).map_err(HashError::Phc)?;
+            let version = argon2::Version::default() as password_hash::Decimal;
+            unmatchable(argon2::ARGON2ID_IDENT, Some(version), params, DUMMY_OUTPUT)
+        }
+        Scheme::Pbkdf2Sha256 => {
+            params.add_decimal("i", PBKDF2_ITERATIONS.get()).map_err(HashError::Phc)?;
+            params.add_decimal("l", DUMMY_OUTPUT as u32).map_err(HashError::Phc)?;
+            let algorithm = Ident::new(PBKDF2_SHA256).map_err(HashError::Phc)?;
+            unmatchable(algorithm, None, params, DUMMY_OUTPUT)
         }
     }
 }
@@ -202,12 +229,8 @@ pub fn dummy<'a>(hashes: impl IntoIterator<Item = &'a PasswordHash>) -> Result<P
     let most = counts.into_iter().max_by(|a, b| a.1.0.cmp(&b.1.0).then_with(|| b.0.cmp(&a.0)));
     match most {
         Some((_, (_, h))) => h.like(),
-        None => hash(&hex(&super::random::<32>()), Scheme::DEFAULT),
+        None => default_dummy(Scheme::DEFAULT),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A new hash of `password` with a random salt.
@@ -329,6 +352,11 @@ mod tests {
     fn the_dummy_costs_what_most_users_cost() {
         let cost = |h: &PasswordHash| h.cost();
         assert_eq!(dummy([]).unwrap().scheme(), Scheme::DEFAULT);
+        for scheme in [Scheme::Argon2, Scheme::Pbkdf2Sha256] {
+            let (d, made) = (default_dummy(scheme).unwrap(), hash("pw", scheme).unwrap());
+            assert_eq!((d.scheme(), cost(&d)), (scheme, cost(&made)));
+            assert!(!d.verify(b"pw") && !d.verify(b""), "{scheme:?}");
+        }
         let cheap = "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHRzYWx0$LbJzOj2ZQVc8tHVjVr+NBw";
         let cheap = hash_like_test(cheap);
         let p = PasswordHash::parse(
@@ -341,6 +369,11 @@ mod tests {
         let d = dummy([&p, &cheap, &p]).unwrap();
         assert_eq!(cost(&d), "pbkdf2-sha256$i=1000,l=32");
         assert!(!d.verify(b"password"));
+        // Made without running the algorithm: the most rounds allowed cost nothing here.
+        let slow = format!("$pbkdf2-sha256$i={PBKDF2_MAX_ITERATIONS},l=32$AAECAwQFBgcICQoLDA0ODw$");
+        let slow = PasswordHash::parse(&format!("{slow}{}", "A".repeat(43))).unwrap();
+        let d = dummy([&slow]).unwrap();
+        assert_eq!((cost(&d), d.as_str().len()), (cost(&slow), slow.as_str().len()));
     }
 
     /// An argon2 hash with the parameters of `phc` (cheap ones keep the test fast).
