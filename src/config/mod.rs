@@ -15,6 +15,7 @@ mod rules;
 mod seal;
 mod storage;
 mod validate;
+mod validate_credentials;
 mod validate_rules;
 
 pub use access::{

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use super::{ClientAuth, Config, ListenerCommon, Problem};
-use crate::crypto::password::PasswordHash;
 use crate::query::TABLES;
 use crate::tls::Pkcs11Uri;
 use crate::tls::identity::is_edipi;
@@ -88,9 +87,6 @@ impl Config {
                 out.push(Problem::new(format!("http[{i}].header_read_timeout"), "must be greater than 0"));
             }
         }
-        for (i, l) in self.http.iter().enumerate() {
-            validate_credentials(&mut out, &format!("http[{i}]"), &l.tokens, &l.users, self.fips_strict());
-        }
         for (i, l) in self.otlp.iter().enumerate() {
             if l.max_message_bytes.as_u64() == 0 || l.max_message_bytes.as_u64() > 1 << 30 {
                 out.push(Problem::new(
@@ -143,6 +139,7 @@ impl Config {
             self.validate_flight(&mut out, &addrs);
         }
 
+        self.validate_credentials(&mut out);
         self.validate_tls(&mut out);
         self.validate_access(&mut out);
         if self.batch.rows == 0 {
@@ -470,7 +467,6 @@ impl Config {
         if f.handshake_timeout.is_zero() {
             out.push(Problem::new("flight.handshake_timeout", "must be greater than 0"));
         }
-        validate_credentials(out, "flight", &f.tokens, &f.users, self.fips_strict());
         let l = &f.limits;
         if l.memory.as_u64() < 1 << 20 {
             out.push(Problem::new("flight.limits.memory", "must be at least 1 MiB"));
@@ -652,67 +648,8 @@ impl Config {
                 }
             }
         }
-        out.extend(self.unapproved_password_hashes());
-        out.extend(self.mixed_password_costs());
+        out.extend(self.credential_warnings());
         out
-    }
-
-    /// Users of one front end whose hashes cost different amounts to check: a user of a less
-    /// common cost answers in another time than a name that does not exist (checked against
-    /// a dummy of the most common cost).
-    fn mixed_password_costs(&self) -> Vec<Problem> {
-        let flight = ("flight.users".to_owned(), &self.flight.users);
-        let http = self.http.iter().enumerate().map(|(i, l)| (format!("http[{i}].users"), &l.users));
-        std::iter::once(flight)
-            .chain(http)
-            .filter_map(|(key, users)| {
-                let costs: std::collections::BTreeSet<String> =
-                    users.iter().filter_map(|u| PasswordHash::parse(&u.password_hash).ok()).map(|h| h.cost()).collect();
-                (costs.len() > 1).then(|| {
-                    Problem::new(
-                        key,
-                        format!(
-                            "the password hashes have {} different costs ({}): the time of a refused sign-in tells a user of a less common one from a name that does not exist; rehash them alike with logwarden auth hash-password",
-                            costs.len(),
-                            costs.into_iter().collect::<Vec<_>>().join("; ")
-                        ),
-                    )
-                })
-            })
-            .collect()
-    }
-
-    /// `tls.fips = true` in this file, or in force in the running daemon (a reload that sets it
-    /// to false does not apply it: the key needs a restart).
-    fn fips_strict(&self) -> bool {
-        self.tls.fips || crate::tls::fips_required()
-    }
-
-    /// In a FIPS build without `tls.fips = true` (which refuses them): password hashes whose
-    /// algorithm FIPS does not approve (argon2), checked outside the FIPS module.
-    fn unapproved_password_hashes(&self) -> Vec<Problem> {
-        if !cfg!(feature = "fips") || self.tls.fips {
-            return Vec::new();
-        }
-        let flight = self.flight.users.iter().enumerate().map(|(i, u)| (format!("flight.users[{i}]"), u));
-        let http = self.http.iter().enumerate().flat_map(|(i, l)| {
-            l.users.iter().enumerate().map(move |(j, u)| (format!("http[{i}].users[{j}]"), u))
-        });
-        flight
-            .chain(http)
-            .filter_map(|(key, u)| {
-                let h = PasswordHash::parse(&u.password_hash).ok()?;
-                (!h.scheme().fips_approved()).then(|| {
-                    Problem::new(
-                        format!("{key}.password_hash"),
-                        format!(
-                            "is an {} hash: not a FIPS-approved algorithm, so this FIPS build checks it outside the FIPS module; make a pbkdf2-sha256 one with logwarden auth hash-password (tls.fips = true refuses it)",
-                            h.scheme().name()
-                        ),
-                    )
-                })
-            })
-            .collect()
     }
 
     /// Why `token:NAME` or `user:NAME` names no Flight SQL credential of this file (names
@@ -758,55 +695,5 @@ impl Config {
             kinds.push("user");
         }
         kinds
-    }
-}
-
-/// `PREFIX.tokens` and `PREFIX.users`: digests and hashes well formed, names unique.
-fn validate_credentials(
-    out: &mut Vec<Problem>,
-    prefix: &str,
-    tokens: &[super::TokenConfig],
-    users: &[super::UserConfig],
-    fips: bool,
-) {
-    let mut names: HashMap<&str, String> = HashMap::new();
-    for (i, t) in tokens.iter().enumerate() {
-        let key = format!("{prefix}.tokens[{i}]");
-        if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            out.push(Problem::new(
-                format!("{key}.sha256"),
-                "must be the 64 lowercase hex digits of the token's SHA-256 (logwarden auth new-token prints it); never the token itself",
-            ));
-        }
-        if let Some(other) = names.insert(&t.name, key.clone()) {
-            out.push(Problem::new(
-                format!("{key}.name"),
-                format!("\"{}\" is already used by {other}", t.name),
-            ));
-        }
-    }
-    for (i, u) in users.iter().enumerate() {
-        let key = format!("{prefix}.users[{i}]");
-        match PasswordHash::parse(&u.password_hash) {
-            Err(e) => out.push(Problem::new(
-                format!("{key}.password_hash"),
-                format!("{e}; make one with logwarden auth hash-password"),
-            )),
-            Ok(h) if fips && !h.scheme().fips_approved() => out.push(Problem::new(
-                format!("{key}.password_hash"),
-                format!(
-                    "is an {} hash, not a FIPS-approved algorithm, and tls.fips = true: make a pbkdf2-sha256 one with logwarden auth hash-password",
-                    h.scheme().name()
-                ),
-            )),
-            Ok(_) => {}
-        }
-        if let Some(other) = names.insert(&u.name, key.clone()) {
-            out.push(Problem::new(
-                format!("{key}.name"),
-                format!("\"{}\" is already used by {other}", u.name),
-            ));
-        }
     }
 }

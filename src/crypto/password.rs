@@ -24,8 +24,8 @@ const MIN_OUTPUT: usize = 16;
 const ARGON2_MAX_MEMORY_KIB: u32 = 256 * 1024;
 const ARGON2_MAX_TIME: u32 = 10;
 const ARGON2_MAX_LANES: u32 = 8;
-/// 8 bytes of salt in unpadded base64 (what argon2 requires to verify at all).
-const ARGON2_MIN_SALT_B64: usize = 11;
+/// The shortest salt argon2 verifies with at all.
+const ARGON2_MIN_SALT: usize = 8;
 /// The shortest password PBKDF2 is an approved service for in AWS-LC's FIPS module.
 pub const FIPS_MIN_PASSWORD: usize = 14;
 
@@ -99,8 +99,17 @@ impl PasswordHash {
                         p.p_cost()
                     )));
                 }
-                if parsed.salt.is_none_or(|s| s.as_str().len() < ARGON2_MIN_SALT_B64) {
-                    return Err(HashError::Argon2("salt is missing or shorter than 8 bytes".into()));
+                // A version or salt argon2 cannot use fails every check at once: that user's
+                // refusals would come faster than the dummy's, telling the name exists.
+                if let Some(v) = parsed.version {
+                    argon2::Version::try_from(v)
+                        .map_err(|_| HashError::Argon2(format!("version (v={v}) is not 16 or 19")))?;
+                }
+                let mut buf = [0u8; 64];
+                match parsed.salt.map(|s| s.decode_b64(&mut buf).map(|b| b.len())) {
+                    Some(Ok(n)) if n >= ARGON2_MIN_SALT => {}
+                    Some(Err(e)) => return Err(HashError::Argon2(format!("salt is not base64 ({e})"))),
+                    _ => return Err(HashError::Argon2("salt is missing or shorter than 8 bytes".into())),
                 }
                 if parsed.hash.is_none() {
                     return Err(HashError::Phc(password_hash::Error::Password));
@@ -152,11 +161,30 @@ impl PasswordHash {
         }
     }
 
-    /// The algorithm and its parameters (what a check costs), without salt or hash.
+    /// What a check costs, written alike for hashes that cost alike: the algorithm, its
+    /// version and parameters (argon2's defaults filled in) and the output length (PBKDF2 runs
+    /// once per 32 bytes of it); no salt or hash.
     pub fn cost(&self) -> String {
-        match password_hash::PasswordHash::new(&self.phc) {
-            Ok(p) => format!("{}${}", p.algorithm, p.params),
-            Err(_) => String::new(),
+        let Ok(p) = password_hash::PasswordHash::new(&self.phc) else { return String::new() };
+        let length = p.hash.map_or(0, |h| h.len());
+        match self.scheme {
+            Scheme::Argon2 => {
+                let version = p.version.unwrap_or(argon2::Version::default() as password_hash::Decimal);
+                match argon2::Params::try_from(&p) {
+                    Ok(a) => format!(
+                        "{}$v={version}$m={},t={},p={},l={length}",
+                        p.algorithm,
+                        a.m_cost(),
+                        a.t_cost(),
+                        a.p_cost()
+                    ),
+                    Err(_) => String::new(),
+                }
+            }
+            Scheme::Pbkdf2Sha256 => match Pbkdf2::from_phc(&p) {
+                Ok(k) => format!("{}$i={},l={length}", p.algorithm, k.iterations),
+                Err(_) => String::new(),
+            },
         }
     }
 
@@ -214,6 +242,68 @@ fn default_dummy(scheme: Scheme) -> Result<PasswordHash, HashError> {
             let algorithm = Ident::new(PBKDF2_SHA256).map_err(HashError::Phc)?;
             unmatchable(algorithm, None, params, DUMMY_OUTPUT)
         }
+    }
+}
+
+/// The configured users' password hashes, by name, and the dummy a name that is not among them
+/// is checked against: what both front ends with basic credentials (Flight SQL, HTTP ingest)
+/// sign users in with.
+#[derive(Debug)]
+pub struct Users {
+    by_name: std::collections::HashMap<String, PasswordHash>,
+    dummy: PasswordHash,
+}
+
+/// Why configured users cannot be signed in.
+#[derive(Debug, thiserror::Error)]
+pub enum UsersError {
+    #[error("user {user:?}: the password_hash {source}")]
+    Hash { user: String, source: HashError },
+    #[error("user {0:?} is named twice")]
+    Duplicate(String),
+    #[error("failed to make the dummy password hash names that are not users are checked against: {0}")]
+    Dummy(HashError),
+}
+
+impl Users {
+    /// `(name, PHC string)` pairs, read with [`PasswordHash::parse_in_force`].
+    pub fn parse<'a>(users: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Users, UsersError> {
+        let mut by_name = std::collections::HashMap::new();
+        for (name, phc) in users {
+            let h = PasswordHash::parse_in_force(phc)
+                .map_err(|source| UsersError::Hash { user: name.to_owned(), source })?;
+            // One name, one hash: which of two would be checked is not left to the order.
+            if by_name.insert(name.to_owned(), h).is_some() {
+                return Err(UsersError::Duplicate(name.to_owned()));
+            }
+        }
+        let dummy = dummy(by_name.values()).map_err(UsersError::Dummy)?;
+        Ok(Users { by_name, dummy })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&PasswordHash> {
+        self.by_name.get(name)
+    }
+
+    /// The hash `name`'s password is checked against, and whether `name` is a user: a name
+    /// that is not gets the dummy, the same work, so the time of the answer does not tell
+    /// which names exist. A sign-in succeeds only when the check passes and the name is known.
+    pub fn hash_for(&self, name: &str) -> (PasswordHash, bool) {
+        match self.by_name.get(name) {
+            Some(h) => (h.clone(), true),
+            None => (self.dummy.clone(), false),
+        }
+    }
+}
+
+/// The same names with the same hashes (the dummies, random, are not compared).
+impl PartialEq for Users {
+    fn eq(&self, other: &Users) -> bool {
+        self.by_name == other.by_name
     }
 }
 
@@ -376,6 +466,42 @@ mod tests {
         assert_eq!((cost(&d), d.as_str().len()), (cost(&slow), slow.as_str().len()));
     }
 
+    #[test]
+    fn hashes_that_cost_alike_have_one_cost() {
+        let cost = |phc: &str| PasswordHash::parse(phc).unwrap().cost();
+        let (salt, out) = ("AAECAwQFBgcICQoLDA0ODw", "JeuGrMduQwGPGLmo+Qwv7UYtHHmeg9SK49fGkEamC2c");
+        // l= is optional; what counts is the output's length (one run per 32 bytes).
+        let with_l = cost(&format!("$pbkdf2-sha256$i=1000,l=32${salt}${out}"));
+        assert_eq!(with_l, cost(&format!("$pbkdf2-sha256$i=1000${salt}${out}")));
+        assert_ne!(with_l, cost(&format!("$pbkdf2-sha256$i=1000${salt}${}", "A".repeat(86))));
+        // argon2's parameters default when left out, and its version is part of the cost.
+        let (salt, out) = ("c2FsdHNhbHRzYWx0", "LbJzOj2ZQVc8tHVjVr+NBw");
+        let defaults = cost(&format!("$argon2id$v=19${salt}${out}"));
+        assert_eq!(defaults, cost(&format!("$argon2id$v=19$m=19456,t=2,p=1${salt}${out}")));
+        assert_eq!(defaults, cost(&format!("$argon2id$m=19456,t=2,p=1${salt}${out}")));
+        assert_ne!(defaults, cost(&format!("$argon2id$v=16$m=19456,t=2,p=1${salt}${out}")));
+        assert_ne!(defaults, cost(&format!("$argon2i$v=19$m=19456,t=2,p=1${salt}${out}")));
+    }
+
+    #[test]
+    fn users_have_one_hash_each() {
+        let h =
+            "$pbkdf2-sha256$i=1000,l=32$AAECAwQFBgcICQoLDA0ODw$JeuGrMduQwGPGLmo+Qwv7UYtHHmeg9SK49fGkEamC2c";
+        let users = Users::parse([("alice", h), ("bob", h)]).unwrap();
+        let (hash, known) = users.hash_for("alice");
+        assert!(known && hash.verify(b"password"));
+        let (hash, known) = users.hash_for("mallory");
+        assert!(!known && !hash.verify(b"password"));
+        assert_eq!(hash.cost(), users.get("bob").unwrap().cost());
+        let e = Users::parse([("alice", h), ("alice", h)]).unwrap_err().to_string();
+        assert!(e.contains("\"alice\" is named twice"), "{e}");
+        let e = Users::parse([("alice", "hunter2")]).unwrap_err().to_string();
+        assert!(
+            e.starts_with("user \"alice\": the password_hash is not a PHC string") && !e.contains("hunter2"),
+            "{e}"
+        );
+    }
+
     /// An argon2 hash with the parameters of `phc` (cheap ones keep the test fast).
     fn hash_like_test(phc: &str) -> PasswordHash {
         let parsed = password_hash::PasswordHash::new(phc).unwrap();
@@ -417,6 +543,9 @@ mod tests {
             ("$argon2id$v=19$m=8,t=4294967295,p=1$c2FsdHNhbHRzYWx0$LbJzOj2ZQVc8tHVjVr+NBw", "exceed"),
             ("$argon2id$v=19$m=4294967295,t=1,p=1$c2FsdHNhbHRzYWx0$LbJzOj2ZQVc8tHVjVr+NBw", "exceed"),
             ("$argon2id$v=19$m=8,t=1,p=1$c2FsdA$LbJzOj2ZQVc8tHVjVr+NBw", "shorter than 8 bytes"),
+            ("$argon2id$v=99$m=8,t=1,p=1$c2FsdHNhbHRzYWx0$LbJzOj2ZQVc8tHVjVr+NBw", "version (v=99)"),
+            ("$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHRz-Wx0$LbJzOj2ZQVc8tHVjVr+NBw", "salt is not base64"),
+            ("$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHRzY$LbJzOj2ZQVc8tHVjVr+NBw", "salt is not base64"),
             ("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ", "not a PHC string"),
         ] {
             let e = PasswordHash::parse(phc).unwrap_err().to_string();

@@ -20,7 +20,7 @@ use hyper::HeaderMap;
 use hyper::header::AUTHORIZATION;
 
 use crate::config::{AuthLimitsConfig, TokenConfig, UserConfig};
-use crate::crypto::password::PasswordHash;
+use crate::crypto::password::Users;
 use crate::serve::flight::signin::{Failure, SignIn};
 
 type Digest32 = [u8; 32];
@@ -133,9 +133,7 @@ impl std::fmt::Display for AuthFailure {
 
 pub struct Credentials {
     tokens: HashMap<Digest32, String>,
-    users: HashMap<String, PasswordHash>,
-    /// What a user that does not exist is checked against (costs what most users cost).
-    dummy: Option<PasswordHash>,
+    users: Users,
     verified: Mutex<HashMap<Digest32, (String, Instant)>>,
     signin: Option<SignIn>,
 }
@@ -156,22 +154,10 @@ impl Credentials {
                 Some((crate::serve::flight::auth::from_hex(&t.sha256)?, format!("token:{}", t.name)))
             })
             .collect();
-        let users = users
-            .iter()
-            .map(|u| match PasswordHash::parse_in_force(&u.password_hash) {
-                Ok(h) => Ok((u.name.clone(), h)),
-                Err(e) => Err(format!("user {:?}: the password_hash {e}", u.name)),
-            })
-            .collect::<Result<HashMap<_, _>, _>>()?;
-        let (signin, dummy) = match users.is_empty() {
-            true => (None, None),
-            false => {
-                let dummy = crate::crypto::password::dummy(users.values())
-                    .map_err(|e| format!("preparing password checks: {e}"))?;
-                (Some(SignIn::new(limits).named("HTTP ingest")), Some(dummy))
-            }
-        };
-        Ok(Credentials { tokens, users, dummy, verified: Mutex::new(HashMap::new()), signin })
+        let users = Users::parse(users.iter().map(|u| (u.name.as_str(), u.password_hash.as_str())))
+            .map_err(|e| e.to_string())?;
+        let signin = (!users.is_empty()).then(|| SignIn::new(limits).named("HTTP ingest"));
+        Ok(Credentials { tokens, users, verified: Mutex::new(HashMap::new()), signin })
     }
 
     /// Whether any credential is configured (else headers are not looked at, but for HEC).
@@ -205,7 +191,7 @@ impl Credentials {
     }
 
     async fn password(&self, user: &str, password: String, peer: SocketAddr) -> Result<String, AuthFailure> {
-        let (Some(signin), Some(dummy)) = (&self.signin, &self.dummy) else {
+        let Some(signin) = &self.signin else {
             return Err(AuthFailure::BadPassword);
         };
         let mut key = crate::crypto::Sha256::new();
@@ -222,9 +208,7 @@ impl Credentials {
             }
         }
         signin.refuse_if_limited(peer, user).map_err(|s| AuthFailure::Limited(s.message().to_owned()))?;
-        let hash = self.users.get(user);
-        let known = hash.is_some();
-        let hash = hash.unwrap_or(dummy).clone();
+        let (hash, known) = self.users.hash_for(user);
         let ok = signin.verify(hash, password).await.map_err(|_| AuthFailure::Busy)?;
         if !(ok && known) {
             let why = if known { Failure::WrongPassword } else { Failure::UnknownUser };

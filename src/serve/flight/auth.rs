@@ -21,7 +21,7 @@ use tonic::metadata::MetadataMap;
 use super::signin::{Failure, SignIn};
 use crate::audit::Audit;
 use crate::config::FlightConfig;
-use crate::crypto::password::{HashError, PasswordHash};
+use crate::crypto::password::{PasswordHash, Users, UsersError};
 use crate::metrics::Metrics;
 
 /// How long a handshake session token, or a verified basic credential, stays valid.
@@ -50,10 +50,8 @@ pub enum AuthError {
     WriteToken { path: PathBuf, source: std::io::Error },
     #[error("the Flight SQL token file {path} is empty")]
     EmptyToken { path: PathBuf },
-    #[error("[[flight.users]] {user:?}: the password_hash {source}")]
-    Hash { user: String, source: HashError },
-    #[error("failed to make the dummy password hash for Flight SQL sign-ins: {0}")]
-    Dummy(HashError),
+    #[error("[[flight.users]] {0}")]
+    Users(UsersError),
 }
 
 type Digest32 = [u8; 32];
@@ -76,9 +74,7 @@ pub const GENERATED_TOKEN: &str = "token:token-file";
 /// The configured (or generated) credentials.
 struct Credentials {
     tokens: HashMap<Digest32, String>,
-    users: HashMap<String, PasswordHash>,
-    /// What a user that does not exist is checked against (costs what most users cost).
-    dummy: PasswordHash,
+    users: Users,
     /// The token file in use when no credentials are configured.
     token_file: Option<PathBuf>,
     /// One more than the credentials it replaced: an identity checked against these carries it.
@@ -92,22 +88,15 @@ impl Credentials {
             .iter()
             .filter_map(|t| Some((from_hex(&t.sha256)?, format!("token:{}", t.name))))
             .collect();
-        let users = cfg
-            .users
-            .iter()
-            .map(|u| match PasswordHash::parse_in_force(&u.password_hash) {
-                Ok(h) => Ok((u.name.clone(), h)),
-                Err(source) => Err(AuthError::Hash { user: u.name.clone(), source }),
-            })
-            .collect::<Result<HashMap<_, _>, _>>()?;
-        let dummy = crate::crypto::password::dummy(users.values()).map_err(AuthError::Dummy)?;
+        let users = Users::parse(cfg.users.iter().map(|u| (u.name.as_str(), u.password_hash.as_str())))
+            .map_err(AuthError::Users)?;
         let mut generated = None;
         if cfg.tokens.is_empty() && cfg.users.is_empty() {
             let token = load_or_create_token(token_file)?;
             tokens.insert(sha256(token.as_bytes()), GENERATED_TOKEN.into());
             generated = Some(token_file.to_path_buf());
         }
-        Ok(Credentials { tokens, users, dummy, token_file: generated, generation: 0 })
+        Ok(Credentials { tokens, users, token_file: generated, generation: 0 })
     }
 
     /// The same tokens, users and token file (whatever the generation).
@@ -266,11 +255,7 @@ impl Authenticator {
             return Err(bad());
         };
         self.signin.refuse_if_limited(peer, user)?;
-        // A user that does not exist is checked against a dummy hash: the same work, so the
-        // time of the answer does not tell which names exist.
-        let hash = creds.users.get(user);
-        let known = hash.is_some();
-        let hash = hash.unwrap_or(&creds.dummy).clone();
+        let (hash, known) = creds.users.hash_for(user);
         if !(self.signin.verify(hash, password.to_owned()).await? && known) {
             let why = if known { Failure::WrongPassword } else { Failure::UnknownUser };
             self.signin.failed(peer, "basic", Some(user), why);
@@ -368,7 +353,7 @@ fn load_or_create_token(path: &Path) -> Result<String, AuthError> {
 
 /// A PHC string for a password, in this build's default scheme (what `[[flight.users]]
 /// password_hash` holds; `logwarden auth hash-password` prints it).
-pub fn hash_password(password: &str) -> Result<String, HashError> {
+pub fn hash_password(password: &str) -> Result<String, crate::crypto::password::HashError> {
     crate::crypto::password::hash(password, crate::crypto::password::Scheme::DEFAULT)
         .map(PasswordHash::into_string)
 }

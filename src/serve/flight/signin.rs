@@ -189,7 +189,7 @@ impl SignIn {
     }
 
     /// Check `password` against `hash` on a blocking thread (for a user that does not exist,
-    /// the caller passes a dummy hash of the same cost: see [`crate::crypto::password::dummy`]).
+    /// the caller passes a dummy hash of the same cost: see [`crate::crypto::password::Users::hash_for`]).
     /// Refused with UNAVAILABLE at once when `password_checks` are running and
     /// `password_queue` more are waiting.
     pub async fn verify(&self, hash: PasswordHash, password: String) -> Result<bool, Status> {
