@@ -148,19 +148,24 @@ fn attack_template_size_is_bounded_by_the_frame_not_by_the_miner() {
 
 #[test]
 fn attack_one_line_sweeps_thousands_of_templates_under_the_lock() {
+    // One such line takes a fraction of a millisecond, which the other tests running beside
+    // this one can stretch many times: the fastest of several tries is what it costs.
     let mut figures = Vec::new();
     for k in [500usize, 1000, 2000] {
-        let mut m = Miner::default();
-        for i in 0..k {
-            m.add(&format!("{} {} end", word(i), word(i + 7919)), 0);
+        let mut fastest = f64::INFINITY;
+        for _ in 0..7 {
+            let mut m = Miner::default();
+            for i in 0..k {
+                m.add(&format!("{} {} end", word(i), word(i + 7919)), 0);
+            }
+            assert_eq!(m.live(), k);
+            m.add("<*> <*> x#", 0);
+            let t0 = Instant::now();
+            m.add("<*> <*> y#", 0);
+            fastest = fastest.min(t0.elapsed().as_secs_f64());
         }
-        assert_eq!(m.live(), k);
-        m.add("<*> <*> x#", 0);
-        let t0 = Instant::now();
-        m.add("<*> <*> y#", 0);
-        let s = t0.elapsed().as_secs_f64();
-        println!("{k} templates: the sweeping line took {s:.3}s, live now {}", m.live());
-        figures.push(s);
+        println!("{k} templates: the sweeping line took {:.1} µs at fastest", fastest * 1e6);
+        figures.push(fastest);
     }
     assert!(figures[2] < figures[1] * 3.0, "one line's cost is quadratic in templates: {figures:?}");
 }
