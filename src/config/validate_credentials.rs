@@ -9,12 +9,19 @@ use crate::crypto::password::PasswordHash;
 impl Config {
     pub(super) fn validate_credentials(&self, out: &mut Vec<Problem>) {
         let fips = self.fips_strict();
-        // Even with Flight SQL off in this file: a reload cannot turn it off (a restart does),
-        // and the running server takes these credentials.
-        check_credentials(out, "flight", &self.flight.tokens, &self.flight.users, fips);
-        for (i, l) in self.http.iter().enumerate() {
-            check_credentials(out, &format!("http[{i}]"), &l.tokens, &l.users, fips);
+        for (prefix, tokens, users) in self.front_ends() {
+            check_credentials(out, &prefix, tokens, users, fips);
         }
+    }
+
+    /// Each front end with basic credentials, by its key prefix: `flight` (even with Flight
+    /// SQL off in this file: a reload cannot turn it off, a restart does, and the running
+    /// server takes these credentials), then each `http[i]`.
+    fn front_ends(&self) -> impl Iterator<Item = (String, &[TokenConfig], &[UserConfig])> {
+        let flight = ("flight".to_owned(), &self.flight.tokens[..], &self.flight.users[..]);
+        let http =
+            self.http.iter().enumerate().map(|(i, l)| (format!("http[{i}]"), &l.tokens[..], &l.users[..]));
+        std::iter::once(flight).chain(http)
     }
 
     /// What [`Config::warnings`] says of password hashes.
@@ -28,16 +35,13 @@ impl Config {
     /// common cost answers in another time than a name that does not exist (checked against
     /// a dummy of the most common cost).
     fn mixed_password_costs(&self) -> Vec<Problem> {
-        let flight = ("flight.users".to_owned(), &self.flight.users);
-        let http = self.http.iter().enumerate().map(|(i, l)| (format!("http[{i}].users"), &l.users));
-        std::iter::once(flight)
-            .chain(http)
-            .filter_map(|(key, users)| {
+        self.front_ends()
+            .filter_map(|(prefix, _, users)| {
                 let costs: BTreeSet<String> =
                     users.iter().filter_map(|u| PasswordHash::parse(&u.password_hash).ok()).map(|h| h.cost()).collect();
                 (costs.len() > 1).then(|| {
                     Problem::new(
-                        key,
+                        format!("{prefix}.users"),
                         format!(
                             "the password hashes have {} different costs ({}): the time of a refused sign-in tells a user of a less common one from a name that does not exist; rehash them alike with logwarden auth hash-password",
                             costs.len(),
@@ -61,12 +65,10 @@ impl Config {
         if !cfg!(feature = "fips") || self.tls.fips {
             return Vec::new();
         }
-        let flight = self.flight.users.iter().enumerate().map(|(i, u)| (format!("flight.users[{i}]"), u));
-        let http = self.http.iter().enumerate().flat_map(|(i, l)| {
-            l.users.iter().enumerate().map(move |(j, u)| (format!("http[{i}].users[{j}]"), u))
-        });
-        flight
-            .chain(http)
+        self.front_ends()
+            .flat_map(|(prefix, _, users)| {
+                users.iter().enumerate().map(move |(j, u)| (format!("{prefix}.users[{j}]"), u))
+            })
             .filter_map(|(key, u)| {
                 let h = PasswordHash::parse(&u.password_hash).ok()?;
                 (!h.scheme().fips_approved()).then(|| {
