@@ -325,7 +325,7 @@ impl Metrics {
             flight_auth_failures: counter_vec(
                 reg,
                 "flight_auth_failures_total",
-                "Flight SQL sign-ins refused: wrong_password, unknown_user, bad_token, malformed, rate_limited (the client address is over [flight.auth_limits] max_failures), busy (too many password checks waiting).",
+                "Flight SQL sign-ins refused: wrong_password (or a user that does not exist: one label, so the counter does not tell which names exist), bad_token, malformed, rate_limited (the client address is over [flight.auth_limits] max_failures), busy (too many password checks waiting).",
                 &["reason"],
             )?,
             flight_password_checks: counter(

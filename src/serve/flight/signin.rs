@@ -52,10 +52,13 @@ impl Failure {
         Failure::Busy,
     ];
 
+    /// The `reason` label. A name that does not exist is counted as a wrong password: a
+    /// label of its own would tell a /metrics reader, watching the counter while they try
+    /// names, which names exist (what the dummy hash keeps the time of a refusal from telling).
+    /// The audit trail, for the administrators, keeps the difference.
     pub fn label(self) -> &'static str {
         match self {
-            Failure::WrongPassword => "wrong_password",
-            Failure::UnknownUser => "unknown_user",
+            Failure::WrongPassword | Failure::UnknownUser => "wrong_password",
             Failure::BadToken => "bad_token",
             Failure::Malformed => "malformed",
             Failure::RateLimited => "rate_limited",
