@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use logwarden::crypto::password;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -21,8 +22,10 @@ const USER: &str = "storm";
 
 /// The config entry for the user (its real password is random and never sent).
 pub fn daemon_config() -> Result<String> {
-    let hash = logwarden::serve::flight::auth::hash_password(&logwarden::serve::flight::auth::new_token())
-        .map_err(|e| anyhow::anyhow!("failed to hash a password: {e}"))?;
+    let password = logwarden::serve::flight::auth::new_token();
+    let hash = password::hash(&password, password::Scheme::DEFAULT)
+        .map_err(|e| anyhow::anyhow!("failed to hash a password: {e}"))?
+        .into_string();
     Ok(format!("[[flight.users]]\nname = \"{USER}\"\npassword_hash = \"{hash}\"\n"))
 }
 

@@ -4,6 +4,7 @@
 
 use std::process::Command;
 
+use logwarden::crypto::password;
 use serde_json::Value;
 
 use crate::client::post;
@@ -18,7 +19,7 @@ fn sha256_hex(s: &str) -> String {
 
 /// A second HTTPS listener with credentials, and send rules for it.
 fn config() -> String {
-    let hash = logwarden::serve::flight::auth::hash_password("s3cret").unwrap();
+    let hash = password::hash("s3cret", password::Scheme::DEFAULT).unwrap().into_string();
     format!(
         r#"[[http]]
 name = "creds"

@@ -257,7 +257,9 @@ mod tests {
 
     #[tokio::test]
     async fn tokens_and_passwords() {
-        let hash = crate::serve::flight::auth::hash_password("pw").unwrap();
+        let hash = crate::crypto::password::hash("pw", crate::crypto::password::Scheme::DEFAULT)
+            .unwrap()
+            .into_string();
         let c = Credentials::new(
             &[TokenConfig { name: "fw".into(), sha256: crate::serve::flight::auth::sha256_hex("t0k") }],
             &[UserConfig { name: "fb".into(), password_hash: hash }],

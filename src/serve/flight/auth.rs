@@ -351,13 +351,6 @@ fn load_or_create_token(path: &Path) -> Result<String, AuthError> {
     }
 }
 
-/// A PHC string for a password, in this build's default scheme (what `[[flight.users]]
-/// password_hash` holds; `logwarden auth hash-password` prints it).
-pub fn hash_password(password: &str) -> Result<String, crate::crypto::password::HashError> {
-    crate::crypto::password::hash(password, crate::crypto::password::Scheme::DEFAULT)
-        .map(PasswordHash::into_string)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,6 +364,13 @@ mod tests {
         }
     }
 
+    /// A PHC string for a password, in this build's default scheme.
+    fn test_hash(password: &str) -> String {
+        crate::crypto::password::hash(password, crate::crypto::password::Scheme::DEFAULT)
+            .unwrap()
+            .into_string()
+    }
+
     fn md(v: &str) -> MetadataMap {
         let mut m = MetadataMap::new();
         m.insert("authorization", v.parse().unwrap());
@@ -382,7 +382,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = FlightConfig {
             tokens: vec![TokenConfig { name: "grafana".into(), sha256: sha256_hex("s3cret") }],
-            users: vec![UserConfig { name: "alice".into(), password_hash: hash_password("pw").unwrap() }],
+            users: vec![UserConfig { name: "alice".into(), password_hash: test_hash("pw") }],
             ..FlightConfig::default()
         };
         let (auth, file) = Authenticator::new(&cfg, &dir.path().join("t")).unwrap();
@@ -421,7 +421,7 @@ mod tests {
                 TokenConfig { name: "grafana".into(), sha256: sha256_hex("s3cret") },
                 TokenConfig { name: "ci".into(), sha256: sha256_hex("ci-token") },
             ],
-            users: vec![UserConfig { name: "alice".into(), password_hash: hash_password("pw").unwrap() }],
+            users: vec![UserConfig { name: "alice".into(), password_hash: test_hash("pw") }],
             ..FlightConfig::default()
         };
         let (auth, _) = Authenticator::new(&cfg, &file).unwrap();
