@@ -22,10 +22,8 @@ const USER: &str = "storm";
 
 /// The config entry for the user (its real password is random and never sent).
 pub fn daemon_config() -> Result<String> {
-    let password = logwarden::serve::flight::auth::new_token();
-    let hash = password::hash(&password, password::Scheme::DEFAULT)
-        .map_err(|e| anyhow::anyhow!("failed to hash a password: {e}"))?
-        .into_string();
+    let hash = password::hash_default(&logwarden::serve::flight::auth::new_token())
+        .map_err(|e| anyhow::anyhow!("failed to hash a password: {e}"))?;
     Ok(format!("[[flight.users]]\nname = \"{USER}\"\npassword_hash = \"{hash}\"\n"))
 }
 

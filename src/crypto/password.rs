@@ -323,6 +323,12 @@ pub fn dummy<'a>(hashes: impl IntoIterator<Item = &'a PasswordHash>) -> Result<P
     }
 }
 
+/// A new hash of `password` in this build's default scheme, as the PHC string a `[[users]]`
+/// entry's `password_hash` holds.
+pub fn hash_default(password: &str) -> Result<String, HashError> {
+    hash(password, Scheme::DEFAULT).map(PasswordHash::into_string)
+}
+
 /// A new hash of `password` with a random salt.
 pub fn hash(password: &str, scheme: Scheme) -> Result<PasswordHash, HashError> {
     let salt: [u8; MIN_SALT] = super::random();

@@ -19,7 +19,7 @@ fn sha256_hex(s: &str) -> String {
 
 /// A second HTTPS listener with credentials, and send rules for it.
 fn config() -> String {
-    let hash = password::hash("s3cret", password::Scheme::DEFAULT).unwrap().into_string();
+    let hash = password::hash_default("s3cret").unwrap();
     format!(
         r#"[[http]]
 name = "creds"

@@ -257,9 +257,7 @@ mod tests {
 
     #[tokio::test]
     async fn tokens_and_passwords() {
-        let hash = crate::crypto::password::hash("pw", crate::crypto::password::Scheme::DEFAULT)
-            .unwrap()
-            .into_string();
+        let hash = crate::crypto::password::hash_default("pw").unwrap();
         let c = Credentials::new(
             &[TokenConfig { name: "fw".into(), sha256: crate::serve::flight::auth::sha256_hex("t0k") }],
             &[UserConfig { name: "fb".into(), password_hash: hash }],

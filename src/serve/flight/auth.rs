@@ -364,13 +364,6 @@ mod tests {
         }
     }
 
-    /// A PHC string for a password, in this build's default scheme.
-    fn test_hash(password: &str) -> String {
-        crate::crypto::password::hash(password, crate::crypto::password::Scheme::DEFAULT)
-            .unwrap()
-            .into_string()
-    }
-
     fn md(v: &str) -> MetadataMap {
         let mut m = MetadataMap::new();
         m.insert("authorization", v.parse().unwrap());
@@ -382,7 +375,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = FlightConfig {
             tokens: vec![TokenConfig { name: "grafana".into(), sha256: sha256_hex("s3cret") }],
-            users: vec![UserConfig { name: "alice".into(), password_hash: test_hash("pw") }],
+            users: vec![UserConfig {
+                name: "alice".into(),
+                password_hash: crate::crypto::password::hash_default("pw").unwrap(),
+            }],
             ..FlightConfig::default()
         };
         let (auth, file) = Authenticator::new(&cfg, &dir.path().join("t")).unwrap();
@@ -421,7 +417,10 @@ mod tests {
                 TokenConfig { name: "grafana".into(), sha256: sha256_hex("s3cret") },
                 TokenConfig { name: "ci".into(), sha256: sha256_hex("ci-token") },
             ],
-            users: vec![UserConfig { name: "alice".into(), password_hash: test_hash("pw") }],
+            users: vec![UserConfig {
+                name: "alice".into(),
+                password_hash: crate::crypto::password::hash_default("pw").unwrap(),
+            }],
             ..FlightConfig::default()
         };
         let (auth, _) = Authenticator::new(&cfg, &file).unwrap();
